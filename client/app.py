@@ -1,0 +1,118 @@
+"""The ClientApp: register, train what the server sends and return the delta, evaluate.
+
+A client holds only its own partition (decided by dataset, partitioner, seed and its
+``partition-id``). Every handler replies with plain records: the server never sees
+data, labels or per-sample information.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+
+from client.training import evaluate, steps_for, train_steps
+from common.config import RunConfig, parse_run_config
+from common.models import build_model, count_params
+from common.partition import ClientData, class_indicator, load_client_data
+from common.records import from_record, to_record
+
+app = ClientApp()
+torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
+
+
+def client_identity(context: Context, cfg: RunConfig) -> tuple[str, int]:
+    """This client's stable id and partition id, from the node config.
+
+    ``client-id`` (deployment) survives a SuperNode restart, unlike Flower's node id;
+    without it the partition id is the client id.
+    """
+    node = context.node_config
+    if "partition-id" not in node:
+        raise ValueError("node config lacks 'partition-id' (pass --node-config "
+                         "\"partition-id=0 num-partitions=N\" to the SuperNode)")
+    pid = int(node["partition-id"])
+    parts = int(node.get("num-partitions", cfg.num_clients))
+    if parts != cfg.num_clients:
+        raise ValueError(f"node config num-partitions={parts} but run config "
+                         f"num-clients={cfg.num_clients}; they must match")
+    return str(node.get("client-id", pid)), pid
+
+
+def _setup(context: Context) -> tuple[RunConfig, str, ClientData]:
+    cfg = parse_run_config(context.run_config)
+    cid, pid = client_identity(context, cfg)
+    return cfg, cid, load_client_data(cfg, pid)
+
+
+def _seed(cfg: RunConfig, cid: str, msg_cfg: ConfigRecord) -> torch.Generator:
+    """A generator fixed by (seed, client, round, phase): resumed runs replay exactly."""
+    entropy = [cfg.seed, int(msg_cfg.get("round", 0)),
+               *[ord(c) for c in cid], *[ord(c) for c in str(msg_cfg.get("phase", ""))]]
+    state = np.random.SeedSequence(entropy).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _model_from(cfg: RunConfig, params: ArrayRecord) -> torch.nn.Module:
+    model = build_model(cfg.model, cfg.num_classes)
+    model.load_state_dict(from_record(params), strict=True)
+    return model
+
+
+@app.query()
+def register(msg: Message, context: Context) -> Message:
+    """Registration: stable id, sample counts, parameter count K_i, classes r_i."""
+    cfg, cid, data = _setup(context)
+    _, pid = client_identity(context, cfg)
+    info = ConfigRecord({
+        "client-id": cid, "partition-id": pid,
+        "num-train": len(data.y_train), "num-val": len(data.y_val),
+        "num-test": len(data.y_test),
+        "param-count": count_params(build_model(cfg.model, cfg.num_classes)),
+        "classes": class_indicator(data.y_train),
+    })
+    return Message(RecordDict({"info": info}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received parameters locally and return Δ = θ_trained − θ_received."""
+    cfg, cid, data = _setup(context)
+    msg_cfg = msg.content["config"]
+    received = from_record(msg.content["params"])
+    model = _model_from(cfg, msg.content["params"])
+    steps = int(msg_cfg.get("local-steps", steps_for(
+        len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps)))
+    result = train_steps(model, data.x_train, data.y_train, steps, cfg.batch_size,
+                         cfg.inner_lr, cfg.inner_momentum, cfg.inner_weight_decay,
+                         _seed(cfg, cid, msg_cfg))
+    trained = dict(model.named_parameters())
+    delta = {k: trained[k].detach() - v for k, v in received.items()}
+    metrics = MetricRecord({"num-examples": len(data.y_train),
+                            "train-loss": result.loss, "train-acc": result.accuracy,
+                            "steps": result.steps})
+    return Message(RecordDict({"delta": to_record(delta), "metrics": metrics}),
+                   reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_model(msg: Message, context: Context) -> Message:
+    """Evaluate the received parameters on this client's validation and test splits."""
+    cfg, _, data = _setup(context)
+    model = _model_from(cfg, msg.content["params"])
+    val_loss, val_acc, n_val = evaluate(model, data.x_val, data.y_val)
+    test_loss, test_acc, n_test = evaluate(model, data.x_test, data.y_test)
+    metrics = MetricRecord({"val-loss": val_loss, "val-acc": val_acc, "num-val": n_val,
+                            "test-loss": test_loss, "test-acc": test_acc,
+                            "num-examples": n_test})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

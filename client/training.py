@@ -1,0 +1,68 @@
+"""Local training and evaluation loops run by the ClientApp (plain tensors, no PIL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a local training run reports: mean loss and accuracy over seen samples."""
+
+    loss: float
+    accuracy: float
+    samples_seen: int
+    steps: int
+
+
+def steps_for(num_samples: int, batch_size: int, local_epochs: int,
+              local_steps: int) -> int:
+    """Number of optimiser steps: ``local-epochs`` passes if set, else ``local-steps``."""
+    if local_epochs > 0:
+        return local_epochs * max(1, -(-num_samples // batch_size))
+    return local_steps
+
+
+def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
+                batch_size: int, lr: float, momentum: float, weight_decay: float,
+                generator: torch.Generator) -> TrainResult:
+    """Plain SGD on mini-batches drawn without replacement, reshuffled each epoch."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    order = torch.randperm(len(y), generator=generator)
+    cursor = 0
+    for _ in range(steps):
+        if cursor >= len(order):
+            order, cursor = torch.randperm(len(y), generator=generator), 0
+        batch = order[cursor:cursor + batch_size]
+        cursor += batch_size
+        logits = model(x[batch])
+        loss = nn.functional.cross_entropy(logits, y[batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += loss.item() * len(batch)
+        correct += int((logits.argmax(1) == y[batch]).sum())
+        seen += len(batch)
+    return TrainResult(total_loss / max(seen, 1), correct / max(seen, 1), seen, steps)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 1024) -> tuple[float, float, int]:
+    """Mean cross-entropy, accuracy and sample count of ``model`` on (x, y)."""
+    model.eval()
+    if len(y) == 0:
+        return 0.0, 0.0, 0
+    loss, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        logits = model(x[start:start + batch_size])
+        target = y[start:start + batch_size]
+        loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(1) == target).sum())
+    return loss / len(y), correct / len(y), len(y)

@@ -1,0 +1,260 @@
+"""Typed run configuration shared by the ServerApp, the ClientApps and the tools.
+
+Every run-config key lives in :data:`DEFAULTS` (mirrored in ``pyproject.toml``'s
+``[tool.flwr.app.config]``). :func:`parse_run_config` validates a whole config at once,
+before anything starts, and raises :class:`ConfigError` naming the key and what is
+allowed, so a typo never costs a round of training.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+METHODS = ("pfedhn", "fedavg", "local")
+DATASETS = ("fashion-mnist", "digits", "synthetic")
+MODELS = ("mlp", "lenet5", "cnn")
+PARTITIONERS = ("classes", "dirichlet", "shards")
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "adam")
+WEIGHTINGS = ("uniform", "samples")
+
+#: Every run-config key with its default. Keys are kebab-case, as Flower passes them.
+DEFAULTS: dict[str, Any] = {
+    "method": "pfedhn",
+    "dataset": "fashion-mnist",
+    "data-dir": "",
+    "model": "cnn",
+    "num-clients": 50,
+    "holdout": 0.2,
+    "partitioner": "classes",
+    "classes-per-client": 2,
+    "dirichlet-alpha": 0.5,
+    "shards-per-client": 2,
+    "val-fraction": 0.15,
+    "test-fraction": 0.15,
+    "num-rounds": 100,
+    "clients-per-round": 10,
+    "local-epochs": 0,
+    "local-steps": 50,
+    "batch-size": 64,
+    "inner-lr": 5e-3,
+    "inner-momentum": 0.9,
+    "inner-weight-decay": 5e-5,
+    "server-optimizer": "sgd",
+    "server-lr": 1e-2,
+    "server-momentum": 0.9,
+    "server-weight-decay": 1e-3,
+    "clip-norm": 50.0,
+    "weighting": "uniform",
+    "embed-dim": 0,
+    "hn-hidden": 100,
+    "hn-layers": 3,
+    "novel-rounds": 10,
+    "novel-lr": 0.1,
+    "eval-every": 10,
+    "round-timeout": 300.0,
+    "min-clients": 1,
+    "max-delta-norm": 0.0,
+    "seed": 42,
+    "run-name": "",
+    "output-dir": "outputs",
+    "resume": False,
+    "stop-after-round": 0,
+    "device": "auto",
+}
+
+
+class ConfigError(ValueError):
+    """A run-config value is missing, of the wrong type, or outside what is allowed."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"run config '{key}': {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The validated run configuration; attribute names are the keys in snake_case."""
+
+    method: str
+    dataset: str
+    data_dir: str
+    model: str
+    num_clients: int
+    holdout: float
+    partitioner: str
+    classes_per_client: int
+    dirichlet_alpha: float
+    shards_per_client: int
+    val_fraction: float
+    test_fraction: float
+    num_rounds: int
+    clients_per_round: int
+    local_epochs: int
+    local_steps: int
+    batch_size: int
+    inner_lr: float
+    inner_momentum: float
+    inner_weight_decay: float
+    server_optimizer: str
+    server_lr: float
+    server_momentum: float
+    server_weight_decay: float
+    clip_norm: float
+    weighting: str
+    embed_dim: int
+    hn_hidden: int
+    hn_layers: int
+    novel_rounds: int
+    novel_lr: float
+    eval_every: int
+    round_timeout: float
+    min_clients: int
+    max_delta_norm: float
+    seed: int
+    run_name: str
+    output_dir: str
+    resume: bool
+    stop_after_round: int
+    device: str
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the configured dataset."""
+        return 10
+
+    @property
+    def resolved_embed_dim(self) -> int:
+        """pFedHN's default embedding size 1 + N/4 when ``embed-dim`` is 0."""
+        return self.embed_dim or 1 + self.num_clients // 4
+
+    @property
+    def resolved_run_name(self) -> str:
+        """The output folder's name: ``run-name`` or one built from method and seed."""
+        return self.run_name or f"{self.method}-{self.dataset}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as kebab-case keys, as it was resolved (for config.json)."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)
+                if f.name != "raw"}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert ``value`` to the type of ``default`` or raise ConfigError."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(key, f"expected an integer, got {value!r}") from None
+        if number != int(number):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return int(number)
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number, got {value!r}") from None
+    return str(value)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(key, f"must be >= {low}, got {value}")
+
+
+def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+    """Validate a Flower run config (kebab-case keys) and return a :class:`RunConfig`.
+
+    Unknown keys are reported with the closest known key, so a typo fails loudly
+    instead of silently running with a default.
+    """
+    for key in run_config:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(key, f"unknown key{hint}")
+    values = {k: _coerce(k, run_config.get(k, d), d) for k, d in DEFAULTS.items()}
+    cfg = RunConfig(**{k.replace("-", "_"): v for k, v in values.items()},
+                    raw=dict(run_config))
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: RunConfig) -> None:
+    """Check ranges and combinations that single values cannot express."""
+    _choice("method", cfg.method, METHODS)
+    _choice("dataset", cfg.dataset, DATASETS)
+    _choice("model", cfg.model, MODELS)
+    _choice("partitioner", cfg.partitioner, PARTITIONERS)
+    _choice("device", cfg.device, DEVICES)
+    _choice("server-optimizer", cfg.server_optimizer, OPTIMIZERS)
+    _choice("weighting", cfg.weighting, WEIGHTINGS)
+    _at_least("num-clients", cfg.num_clients, 1)
+    _at_least("num-rounds", cfg.num_rounds, 1)
+    _at_least("clients-per-round", cfg.clients_per_round, 1)
+    _at_least("batch-size", cfg.batch_size, 1)
+    _at_least("local-epochs", cfg.local_epochs, 0)
+    _at_least("local-steps", cfg.local_steps, 0)
+    if cfg.local_epochs == 0 and cfg.local_steps == 0:
+        raise ConfigError("local-steps", "one of local-epochs, local-steps must be > 0")
+    if not 0.0 <= cfg.holdout < 1.0:
+        raise ConfigError("holdout", f"must be in [0, 1), got {cfg.holdout}")
+    participants = cfg.num_clients - int(cfg.holdout * cfg.num_clients)
+    if participants < 1:
+        raise ConfigError("holdout", "leaves no participating client")
+    _at_least("classes-per-client", cfg.classes_per_client, 1)
+    if cfg.classes_per_client > cfg.num_classes:
+        raise ConfigError("classes-per-client",
+                          f"must be <= {cfg.num_classes} (classes in {cfg.dataset})")
+    if cfg.dirichlet_alpha <= 0:
+        raise ConfigError("dirichlet-alpha", f"must be > 0, got {cfg.dirichlet_alpha}")
+    _at_least("shards-per-client", cfg.shards_per_client, 1)
+    for key, frac in (("val-fraction", cfg.val_fraction),
+                      ("test-fraction", cfg.test_fraction)):
+        if not 0.0 < frac < 0.5:
+            raise ConfigError(key, f"must be in (0, 0.5), got {frac}")
+    for key, value in (("inner-lr", cfg.inner_lr), ("server-lr", cfg.server_lr),
+                       ("novel-lr", cfg.novel_lr)):
+        if value <= 0:
+            raise ConfigError(key, f"must be > 0, got {value}")
+    for key, value in (("inner-momentum", cfg.inner_momentum),
+                       ("server-momentum", cfg.server_momentum)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(key, f"must be in [0, 1), got {value}")
+    _at_least("inner-weight-decay", cfg.inner_weight_decay, 0.0)
+    _at_least("server-weight-decay", cfg.server_weight_decay, 0.0)
+    _at_least("clip-norm", cfg.clip_norm, 0.0)
+    _at_least("max-delta-norm", cfg.max_delta_norm, 0.0)
+    _at_least("embed-dim", cfg.embed_dim, 0)
+    _at_least("hn-hidden", cfg.hn_hidden, 1)
+    _at_least("hn-layers", cfg.hn_layers, 1)
+    _at_least("novel-rounds", cfg.novel_rounds, 0)
+    _at_least("eval-every", cfg.eval_every, 1)
+    if cfg.round_timeout <= 0:
+        raise ConfigError("round-timeout", f"must be > 0, got {cfg.round_timeout}")
+    _at_least("min-clients", cfg.min_clients, 1)
+    _at_least("stop-after-round", cfg.stop_after_round, 0)
+    if cfg.min_clients > participants:
+        raise ConfigError("min-clients", f"must be <= the {participants} participants")
+    if "/" in cfg.run_name or cfg.run_name.startswith("."):
+        raise ConfigError("run-name", "must be a plain folder name")

@@ -1,0 +1,177 @@
+"""Client partitions: who holds which samples, and who participates.
+
+Partitions come from flwr-datasets partitioners run on an in-memory table of labels
+(only the label column and a row index are needed), so the k-classes, Dirichlet and
+shard splits are Flower's own, seeded, and identical in every process that asks.
+Each client's samples are then split into its own train/val/test sets, so evaluation
+measures a client on its own distribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from common.config import RunConfig
+from common.data import NUM_CLASSES, default_data_dir, load_pooled
+
+_PARTITION_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ClientSplit:
+    """Row indices into the pooled dataset for one client's train, val and test sets."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's tensors, ready for training and evaluation."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def classes(self) -> list[int]:
+        """The classes present in this client's training data (sorted)."""
+        return sorted(int(c) for c in torch.unique(self.y_train))
+
+
+def _make_partitioner(partitioner: str, num_clients: int, classes_per_client: int,
+                      alpha: float, shards_per_client: int, seed: int):
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner,
+        PathologicalPartitioner,
+        ShardPartitioner,
+    )
+
+    if partitioner == "classes":
+        return PathologicalPartitioner(
+            num_partitions=num_clients, partition_by="label",
+            num_classes_per_partition=classes_per_client,
+            class_assignment_mode="first-deterministic", shuffle=True, seed=seed)
+    if partitioner == "dirichlet":
+        return DirichletPartitioner(
+            num_partitions=num_clients, partition_by="label", alpha=alpha,
+            min_partition_size=10, self_balancing=True, shuffle=True, seed=seed)
+    if partitioner == "shards":
+        return ShardPartitioner(
+            num_partitions=num_clients, partition_by="label",
+            num_shards_per_partition=shards_per_client, shuffle=True, seed=seed)
+    raise ValueError(f"unknown partitioner {partitioner!r}")
+
+
+def partition_indices(labels: np.ndarray, partitioner: str, num_clients: int,
+                      classes_per_client: int = 2, alpha: float = 0.5,
+                      shards_per_client: int = 2, seed: int = 42) -> list[np.ndarray]:
+    """Split row indices among clients with a flwr-datasets partitioner.
+
+    Returns one index array per client; arrays are disjoint and deterministic for a
+    given seed.
+    """
+    from datasets import Dataset
+
+    table = Dataset.from_dict({"label": labels.astype(np.int64),
+                               "row": np.arange(len(labels), dtype=np.int64)})
+    part = _make_partitioner(partitioner, num_clients, classes_per_client, alpha,
+                             shards_per_client, seed)
+    part.dataset = table
+    return [np.asarray(part.load_partition(i)["row"], dtype=np.int64)
+            for i in range(num_clients)]
+
+
+def split_client(indices: np.ndarray, val_fraction: float, test_fraction: float,
+                 seed: int) -> ClientSplit:
+    """Shuffle one client's rows (seeded) and cut them into train/val/test."""
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(indices)
+    n_val = max(1, int(round(val_fraction * len(rows))))
+    n_test = max(1, int(round(test_fraction * len(rows))))
+    return ClientSplit(train=rows[n_val + n_test:], val=rows[:n_val],
+                       test=rows[n_val:n_val + n_test])
+
+
+def split_participants(num_clients: int, holdout: float,
+                       seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of client ids into participants and non-participants.
+
+    The same (num_clients, holdout, seed) always gives the same split, so the
+    held-out clients never change within a run or across its resumptions.
+    """
+    rng = np.random.default_rng([seed, 7919])
+    order = rng.permutation(num_clients)
+    n_out = int(holdout * num_clients)
+    return sorted(int(i) for i in order[n_out:]), sorted(int(i) for i in order[:n_out])
+
+
+@lru_cache(maxsize=4)
+def _client_splits(dataset: str, data_dir: str, partitioner: str, num_clients: int,
+                   classes_per_client: int, alpha: float, shards_per_client: int,
+                   val_fraction: float, test_fraction: float,
+                   seed: int) -> tuple[ClientSplit, ...]:
+    """Compute all clients' splits once and keep them in an on-disk cache.
+
+    Deployment starts a fresh ClientApp process per message, so the partitioner's
+    few seconds are paid once per machine, not once per message.
+    """
+    key = json.dumps([dataset, data_dir, partitioner, num_clients, classes_per_client,
+                      alpha, shards_per_client, val_fraction, test_fraction, seed,
+                      _PARTITION_FORMAT])
+    path = default_data_dir() / "cache" / "partitions" / (
+        hashlib.sha256(key.encode()).hexdigest()[:20] + ".npz")
+    if path.exists():
+        with np.load(path) as saved:
+            return tuple(ClientSplit(saved[f"{i}-train"], saved[f"{i}-val"],
+                                     saved[f"{i}-test"]) for i in range(num_clients))
+    pooled = load_pooled(dataset, data_dir)
+    parts = partition_indices(np.asarray(pooled.labels), partitioner, num_clients,
+                              classes_per_client, alpha, shards_per_client, seed)
+    splits = tuple(split_client(p, val_fraction, test_fraction, seed * 100_003 + i)
+                   for i, p in enumerate(parts))
+    arrays = {f"{i}-{name}": getattr(sp, name) for i, sp in enumerate(splits)
+              for name in ("train", "val", "test")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return splits
+
+
+def client_splits(cfg: RunConfig) -> tuple[ClientSplit, ...]:
+    """All clients' index splits for a run config (cached per process)."""
+    return _client_splits(cfg.dataset, cfg.data_dir, cfg.partitioner, cfg.num_clients,
+                          cfg.classes_per_client, cfg.dirichlet_alpha,
+                          cfg.shards_per_client, cfg.val_fraction, cfg.test_fraction,
+                          cfg.seed)
+
+
+def load_client_data(cfg: RunConfig, partition_id: int) -> ClientData:
+    """The tensors of one client's partition (what a ClientApp trains on)."""
+    if not 0 <= partition_id < cfg.num_clients:
+        raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
+    pooled = load_pooled(cfg.dataset, cfg.data_dir)
+    split = client_splits(cfg)[partition_id]
+    (xt, yt), (xv, yv), (xs, ys) = (pooled.rows(split.train), pooled.rows(split.val),
+                                    pooled.rows(split.test))
+    return ClientData(xt, yt, xv, yv, xs, ys)
+
+
+def class_indicator(labels: torch.Tensor) -> list[int]:
+    """The 0/1 vector r_i of classes present (no counts), as HyperFLoRA sends it."""
+    present = set(int(c) for c in torch.unique(labels))
+    return [1 if c in present else 0 for c in range(NUM_CLASSES)]

@@ -1,0 +1,296 @@
+"""The one server loop every method runs: rounds, validation, evaluation, checkpoints.
+
+Per round: the strategy configures per-client train messages, :func:`exchange`
+delivers them, replies are validated (bad ones counted and dropped), the strategy
+aggregates the rest, and every ``eval-every`` rounds all participants evaluate the
+model made for them. The best round is chosen on participants' validation accuracy;
+held-out clients are evaluated at the end with the state of that round.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import Counter
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from common.config import RunConfig
+from server.messaging import Exchange, Outgoing, exchange
+from server.outputs import RunOutputs
+from server.plots import plot_run
+from server.registry import ClientRegistry, client_at
+from server.strategies.base import HyperflowerStrategy, Params, summarise
+from server.validation import (
+    ClientUpdate,
+    InvalidReply,
+    check_eval_reply,
+    check_train_reply,
+)
+
+NONPARTICIPANT_PROTOCOL = {
+    "pfedhn": "embedding fitted with the hypernetwork frozen (needs local steps)",
+    "fedavg": "global model, no training",
+    "local": "none: a client that never trains has no model",
+}
+
+
+class Runner:
+    """Drives one run of one strategy over the registered clients."""
+
+    def __init__(self, grid: Grid, cfg: RunConfig, registry: ClientRegistry,
+                 strategy: HyperflowerStrategy, outputs: RunOutputs) -> None:
+        self.grid, self.cfg, self.registry = grid, cfg, registry
+        self.strategy, self.outputs = strategy, outputs
+        self.history: list[dict[str, Any]] = []
+        self.faults: Counter[str] = Counter()
+        self.best: dict[str, Any] | None = None
+        self.wall_before = 0.0
+        self.extra_bytes = {"down": 0, "up": 0}
+
+    # ---- messaging with validation ------------------------------------------
+    def _send(self, messages: list[Message]) -> Exchange:
+        outbox = [Outgoing(client_at(self.registry, m.metadata.dst_node_id), m)
+                  for m in messages]
+        return exchange(self.grid, outbox, self.cfg.round_timeout)
+
+    def _count_faults(self, ex: Exchange, invalid: dict[str, str],
+                      what: str) -> dict[str, int]:
+        for cid, reason in ex.errors.items():
+            log(WARNING, "%s: client %s replied with an error: %s", what, cid, reason)
+        for cid in ex.missing:
+            log(WARNING, "%s: client %s did not reply within %.0fs", what, cid,
+                self.cfg.round_timeout)
+        for cid, reason in invalid.items():
+            log(WARNING, "%s: client %s sent an invalid reply, left out: %s", what,
+                cid, reason)
+        counts = {"error": len(ex.errors), "missing": len(ex.missing),
+                  "invalid": len(invalid)}
+        self.faults.update({k: v for k, v in counts.items() if v})
+        return counts
+
+    def _valid_train(self, ex: Exchange) -> tuple[dict[str, ClientUpdate],
+                                                   dict[str, str]]:
+        valid, invalid = {}, {}
+        for cid, reply in ex.replies.items():
+            try:
+                valid[cid] = check_train_reply(cid, reply, ex.sent[cid],
+                                               self.cfg.max_delta_norm)
+            except InvalidReply as exc:
+                invalid[cid] = str(exc)
+        return valid, invalid
+
+    def train_exchange(self, client_ids: list[str], params: list[Params],
+                       phase: str) -> list[ClientUpdate]:
+        """Send parameters to train outside the main rounds (e.g. novel clients)."""
+        config = ConfigRecord({"round": 0, "phase": phase, "method": self.cfg.method})
+        ex = self._send(self.strategy.messages("train", client_ids, params, config))
+        valid, invalid = self._valid_train(ex)
+        self._count_faults(ex, invalid, phase)
+        self.extra_bytes["down"] += ex.bytes_down
+        self.extra_bytes["up"] += ex.bytes_up
+        return [valid[c] for c in client_ids if c in valid]
+
+    def evaluate_clients(self, messages: list[Message],
+                         what: str) -> tuple[dict[str, dict[str, float]], Exchange]:
+        """Send evaluate messages; return each answering client's checked metrics."""
+        ex = self._send(messages)
+        results, invalid = {}, {}
+        for cid, reply in ex.replies.items():
+            try:
+                results[cid] = check_eval_reply(reply)
+            except InvalidReply as exc:
+                invalid[cid] = str(exc)
+        self._count_faults(ex, invalid, what)
+        return results, ex
+
+    # ---- one round ----------------------------------------------------------
+    def train_round(self, rnd: int) -> dict[str, Any]:
+        """Train, validate, aggregate; return the round's metrics row."""
+        start = time.monotonic()
+        config = ConfigRecord({"round": rnd, "phase": "train", "method": self.cfg.method})
+        messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
+                                                      self.grid))
+        ex = self._send(messages)
+        valid, invalid = self._valid_train(ex)
+        row: dict[str, Any] = {"round": rnd, "sampled": len(messages),
+                               "valid": len(valid),
+                               "faults": self._count_faults(ex, invalid, f"round {rnd}"),
+                               "bytes-down": ex.bytes_down, "bytes-up": ex.bytes_up}
+        update_s = 0.0
+        if len(valid) >= self.cfg.min_clients:
+            t0 = time.monotonic()
+            _, metrics = self.strategy.aggregate_train(
+                rnd, [ex.replies[c] for c in ex.sent if c in valid])
+            update_s = time.monotonic() - t0
+            row.update({k: float(v) for k, v in (metrics or {}).items()
+                        if k in ("grad-norm",)})
+            n = np.array([u.num_examples for u in valid.values()], dtype=float)
+            for key in ("train-loss", "train-acc"):
+                vals = np.array([u.metrics.get(key, np.nan) for u in valid.values()])
+                row[key] = float((vals * n).sum() / n.sum())
+        else:
+            self.faults["skipped-round"] += 1
+            log(WARNING, "round %d: %d valid replies < min-clients=%d; the server "
+                "state is left unchanged this round", rnd, len(valid),
+                self.cfg.min_clients)
+            row["skipped"] = True
+        row["server-update-s"] = update_s
+        row["round-s"] = time.monotonic() - start
+        return row
+
+    def evaluate_participants(self, rnd: int, row: dict[str, Any]) -> None:
+        """Every participant evaluates its own model; keep the best round's state."""
+        config = ConfigRecord({"round": rnd, "phase": "eval", "method": self.cfg.method})
+        messages = list(self.strategy.configure_evaluate(rnd, ArrayRecord(), config,
+                                                         self.grid))
+        results, ex = self.evaluate_clients(messages, f"eval {rnd}")
+        if not results:
+            return
+        stats = summarise(list(results.values()))
+        for key in ("val-acc", "val-acc-std", "test-acc", "test-acc-std", "test-loss"):
+            row[f"participant-{key}"] = stats[key]
+        row["eval-bytes-down"], row["eval-bytes-up"] = ex.bytes_down, ex.bytes_up
+        if self.best is None or stats["val-acc"] > self.best["val-acc"]:
+            self.best = {"round": rnd, "val-acc": stats["val-acc"],
+                         "test-acc": stats["test-acc"],
+                         "test-acc-std": stats["test-acc-std"],
+                         "state": copy.deepcopy(self.strategy.state_dict())}
+
+    # ---- whole run ----------------------------------------------------------
+    def _checkpoint(self, rnd: int, wall: float) -> None:
+        self.outputs.save_checkpoint({
+            "round": rnd, "strategy": self.strategy.state_dict(),
+            "history": self.history, "best": self.best, "faults": dict(self.faults),
+            "wall_s": wall, "torch_rng": torch.get_rng_state(),
+        }, self.cfg.to_dict())
+
+    def _resume(self) -> int:
+        state = self.outputs.load_checkpoint(self.cfg.to_dict())
+        if state is None:
+            log(INFO, "resume: no checkpoint in %s, starting at round 1",
+                self.outputs.dir)
+            return 1
+        self.strategy.load_state_dict(state["strategy"])
+        self.history, self.best = state["history"], state["best"]
+        self.faults = Counter(state["faults"])
+        self.wall_before = state["wall_s"]
+        torch.set_rng_state(state["torch_rng"])
+        log(INFO, "resume: continuing after round %d from %s", state["round"],
+            self.outputs.checkpoint_path)
+        return int(state["round"]) + 1
+
+    def run(self) -> dict[str, Any] | None:
+        """Run all rounds (or up to ``stop-after-round``) and the final evaluation."""
+        cfg = self.cfg
+        self.outputs.write_config(cfg.to_dict())
+        first = self._resume() if cfg.resume else 1
+        started = time.monotonic()
+        self.strategy.summary()
+        for rnd in range(first, cfg.num_rounds + 1):
+            row = self.train_round(rnd)
+            if rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds:
+                self.evaluate_participants(rnd, row)
+            self.history.append(row)
+            wall = self.wall_before + time.monotonic() - started
+            progress_line(row, cfg.num_rounds, wall)
+            self.outputs.write_metrics(self.history)
+            self._checkpoint(rnd, wall)
+            if cfg.stop_after_round and rnd == cfg.stop_after_round < cfg.num_rounds:
+                log(INFO, "stopping after round %d as asked; run again with "
+                    "resume=true to continue", rnd)
+                return None
+        return self.finish(self.wall_before + time.monotonic() - started)
+
+    def finish(self, wall: float) -> dict[str, Any]:
+        """Evaluate held-out clients at the best round; write summary and plots."""
+        cfg, best = self.cfg, self.best
+        assert best is not None, "the last round always evaluates"
+        self.strategy.load_state_dict(best["state"])
+        held_out = self.registry.nonparticipants
+        nonpart: dict[str, dict[str, float]] = {}
+        given = self.strategy.nonparticipant_params(self) if held_out else None
+        if given:
+            config = ConfigRecord({"round": best["round"], "phase": "zero-shot",
+                                   "method": cfg.method})
+            ids = [c for c in held_out if c in given]
+            nonpart, _ = self.evaluate_clients(self.strategy.messages(
+                "evaluate", ids, [given[c] for c in ids], config), "non-participants")
+        np_stats = summarise(list(nonpart.values())) if nonpart else {}
+        train_rows = [r for r in self.history if "bytes-down" in r]
+        summary = {
+            "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
+            "num_clients": cfg.num_clients,
+            "num_participants": len(self.registry.participants),
+            "rounds": cfg.num_rounds, "seed": cfg.seed,
+            "best_round": best["round"],
+            "participant_val_acc": best["val-acc"],
+            "participant_acc": best["test-acc"],
+            "participant_acc_std": best["test-acc-std"],
+            "nonparticipant_acc": np_stats.get("test-acc"),
+            "nonparticipant_acc_std": np_stats.get("test-acc-std"),
+            "nonparticipant_protocol": NONPARTICIPANT_PROTOCOL.get(cfg.method, ""),
+            "global_acc": best["test-acc"] if self.strategy.has_global_model else None,
+            "bytes_down_per_round": mean_of(train_rows, "bytes-down"),
+            "bytes_up_per_round": mean_of(train_rows, "bytes-up"),
+            "nonparticipant_bytes": self.extra_bytes["down"] + self.extra_bytes["up"],
+            "client_trainable_params": self.strategy.client_trainable_params(),
+            "hypernet_params": self.strategy.hypernet_params(),
+            "wall_s": wall,
+            "server_update_s": mean_of(train_rows, "server-update-s"),
+            "faults": dict(self.faults),
+        }
+        self.outputs.write_summary(summary)
+        plot_run(self.outputs.dir, self.history, summary)
+        log(INFO, "%s", summary_table(summary))
+        return summary
+
+
+def mean_of(rows: list[dict[str, Any]], key: str) -> float:
+    """Mean of ``key`` over the rows that have it (0 when none)."""
+    values = [r[key] for r in rows if key in r]
+    return float(np.mean(values)) if values else 0.0
+
+
+def progress_line(row: dict[str, Any], total: int, wall: float) -> None:
+    """One console line per round: a bar, loss/accuracy, faults, time and bytes."""
+    rnd = row["round"]
+    done = int(20 * rnd / total)
+    eta = wall / rnd * (total - rnd) if rnd else 0.0
+    faults = sum(row["faults"].values())
+    parts = [f"round {rnd:>4}/{total} [{'#' * done}{'.' * (20 - done)}]",
+             f"loss {row.get('train-loss', float('nan')):.3f}",
+             f"{row['valid']}/{row['sampled']} ok" + (f" ({faults} faults)"
+                                                      if faults else ""),
+             f"{row['round-s']:.1f}s, eta {eta:.0f}s",
+             f"down {row['bytes-down'] / 1e6:.2f} MB up {row['bytes-up'] / 1e6:.2f} MB"]
+    if "participant-test-acc" in row:
+        parts.append(f"val {row['participant-val-acc']:.3f} "
+                     f"test {row['participant-test-acc']:.3f}")
+    log(INFO, " | ".join(parts))
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """A small text table of the headline accuracies for the console."""
+    def fmt(key: str) -> str:
+        value = summary.get(key)
+        if value is None:
+            return "   n/a"
+        std = summary.get(f"{key}_std")
+        return f"{value:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+    lines = [f"{summary['method']} on {summary['dataset']} "
+             f"(best round {summary['best_round']} by validation)",
+             f"  participants     {fmt('participant_acc')}",
+             f"  non-participants {fmt('nonparticipant_acc')}",
+             f"  global model     {fmt('global_acc')}",
+             f"  bytes/round      down {summary['bytes_down_per_round']:.0f} "
+             f"up {summary['bytes_up_per_round']:.0f}",
+             f"  wall time        {summary['wall_s']:.1f}s"]
+    return "\n".join(lines)

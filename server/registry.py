@@ -1,0 +1,117 @@
+"""Registration: map Flower node ids to stable client ids and learn client metadata.
+
+The server sends a ``query`` message to every connected node. Each client answers
+with its stable id and what the methods may use (sample counts, parameter count K_i,
+class indicator r_i). Which clients participate is decided here, once, by the seeded
+holdout split of partition ids, so non-participants never train.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from common.config import RunConfig
+from common.partition import split_participants
+from server.messaging import Outgoing, exchange
+
+
+@dataclass
+class ClientInfo:
+    """What registration learnt about one client."""
+
+    client_id: str
+    node_id: int
+    partition_id: int
+    participant: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ClientRegistry:
+    """All registered clients, by stable client id."""
+
+    clients: dict[str, ClientInfo] = field(default_factory=dict)
+    faults: dict[str, str] = field(default_factory=dict)
+
+    def _ordered(self) -> list[ClientInfo]:
+        return sorted(self.clients.values(), key=lambda c: c.partition_id)
+
+    @property
+    def participants(self) -> list[str]:
+        """Ids of the clients that train, ordered by partition id."""
+        return [c.client_id for c in self._ordered() if c.participant]
+
+    @property
+    def nonparticipants(self) -> list[str]:
+        """Ids of the held-out clients that never train."""
+        return [c.client_id for c in self._ordered() if not c.participant]
+
+    def node_of(self, client_id: str) -> int:
+        """The Flower node currently serving ``client_id``."""
+        return self.clients[client_id].node_id
+
+
+def message_to(node_id: int, kind: str, **records: Any) -> Message:
+    """A Message of type ``kind`` ("train", "evaluate", "query") for one node."""
+    mtype = {"train": MessageType.TRAIN, "evaluate": MessageType.EVALUATE,
+             "query": MessageType.QUERY}[kind]
+    return Message(RecordDict(records), dst_node_id=node_id, message_type=mtype)
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
+    """Node ids once ``expected`` nodes are connected, or whatever is there at timeout."""
+    deadline = time.monotonic() + timeout
+    nodes = list(grid.get_node_ids())
+    while len(nodes) < expected and time.monotonic() < deadline:
+        time.sleep(1.0)
+        nodes = list(grid.get_node_ids())
+    return nodes
+
+
+def register_clients(grid: Grid, cfg: RunConfig, timeout: float) -> ClientRegistry:
+    """Query every node, build the registry and decide participants (seeded holdout)."""
+    nodes = wait_for_nodes(grid, cfg.num_clients, timeout)
+    if len(nodes) < cfg.num_clients:
+        log(WARNING, "only %d of %d nodes connected after %.0fs; going on with them",
+            len(nodes), cfg.num_clients, timeout)
+    outbox = [Outgoing(str(n), message_to(n, "query", config=ConfigRecord(
+        {"method": cfg.method}))) for n in nodes]
+    result = exchange(grid, outbox, timeout)
+    participants, _ = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
+    chosen = set(participants)
+    registry = ClientRegistry()
+    for node_key, reply in result.replies.items():
+        info = dict(reply.content.config_records["info"])
+        cid, pid = str(info["client-id"]), int(info["partition-id"])
+        if cid in registry.clients:
+            registry.faults[node_key] = f"duplicate client id {cid!r}"
+            continue
+        registry.clients[cid] = ClientInfo(cid, int(node_key), pid, pid in chosen, info)
+    for node_key, reason in result.errors.items():
+        registry.faults[node_key] = reason
+    for node_key in result.missing:
+        registry.faults[node_key] = "no reply to registration"
+    for node_key, reason in registry.faults.items():
+        log(WARNING, "registration of node %s failed: %s", node_key, reason)
+    if not registry.participants:
+        raise RuntimeError("no participating client registered; check that the "
+                           "SuperNodes' partition ids match num-clients")
+    log(INFO, "registered %d clients (%d participants, %d held out)",
+        len(registry.clients), len(registry.participants),
+        len(registry.nonparticipants))
+    return registry
+
+
+def client_at(registry: ClientRegistry, node_id: int) -> str:
+    """The client id served by ``node_id`` (KeyError if no client registered there)."""
+    for info in registry.clients.values():
+        if info.node_id == node_id:
+            return info.client_id
+    raise KeyError(f"no client registered on node {node_id}")

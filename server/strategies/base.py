@@ -1,0 +1,142 @@
+"""What every method shares, as a Flower strategy: sampling, messages, evaluation.
+
+A method subclasses :class:`HyperflowerStrategy` and adds only what is its own:
+how parameters are produced for a client (:meth:`generate`), how validated deltas
+change the server state (:meth:`apply_updates`), what a non-participant gets, and its
+state for checkpoints. Registration, reply validation, evaluation, metrics and
+checkpointing live once in :mod:`server.loop` and here.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
+from logging import INFO
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from common.config import RunConfig
+from common.models import build_model, count_params, param_shapes
+from common.records import from_record, to_record
+from server.registry import ClientRegistry, client_at, message_to
+from server.validation import ClientUpdate
+
+if TYPE_CHECKING:
+    from server.loop import Runner
+
+Params = dict[str, torch.Tensor]
+
+
+class HyperflowerStrategy(Strategy):
+    """Base of every method: per-client train/evaluate messages over a registry."""
+
+    name: ClassVar[str] = ""
+    #: True when the method has one global model (its accuracy is ``global_acc``).
+    has_global_model: ClassVar[bool] = False
+
+    def __init__(self, cfg: RunConfig, registry: ClientRegistry,
+                 device: torch.device) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.device = device
+        self.template = build_model(cfg.model, cfg.num_classes, seed=cfg.seed)
+        self.shapes = param_shapes(self.template)
+        self.rng = np.random.default_rng([cfg.seed, 1])
+
+    # ---- what a method defines -------------------------------------------------
+    @abstractmethod
+    def generate(self, client_ids: Sequence[str]) -> list[Params]:
+        """The parameters each of ``client_ids`` should train or be evaluated with."""
+
+    @abstractmethod
+    def apply_updates(self, server_round: int,
+                      updates: list[ClientUpdate]) -> dict[str, float]:
+        """Change the server state from a round's validated updates; return metrics."""
+
+    def nonparticipant_params(self, runner: Runner) -> dict[str, Params] | None:
+        """What each held-out client gets without training (None: nothing to give)."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume this method's server state."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.rng.bit_generator.state = state["rng"]
+
+    def hypernet_params(self) -> int:
+        """Size of the server-side hypernetwork(s) (HS); 0 when there is none."""
+        return 0
+
+    def client_trainable_params(self) -> int:
+        """Weights a client trains and sends back (CTWC)."""
+        return count_params(self.template)
+
+    # ---- shared ---------------------------------------------------------------
+    def sample(self, server_round: int) -> list[str]:
+        """The participants that train this round (seeded, without replacement)."""
+        pool = self.registry.participants
+        k = min(self.cfg.clients_per_round, len(pool))
+        return sorted((pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
+                      key=pool.index)
+
+    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
+                 config: ConfigRecord) -> list[Message]:
+        """One message per client, each with its own parameters."""
+        return [message_to(self.registry.node_of(c), kind, params=to_record(p),
+                           config=config) for c, p in zip(client_ids, params,
+                                                           strict=True)]
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord,
+                        config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Sample this round's clients and send each its own parameters."""
+        client_ids = self.sample(server_round)
+        return self.messages("train", client_ids, self.generate(client_ids), config)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Apply validated train replies to the server state."""
+        updates = [ClientUpdate(client_at(self.registry, r.metadata.src_node_id),
+                                from_record(r.content["delta"]),
+                                int(r.content["metrics"]["num-examples"]),
+                                dict(r.content["metrics"])) for r in replies]
+        metrics = self.apply_updates(server_round, updates) if updates else {}
+        return None, MetricRecord(metrics)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
+                           config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Every participant evaluates the parameters made for it."""
+        client_ids = self.registry.participants
+        return self.messages("evaluate", client_ids, self.generate(client_ids), config)
+
+    def aggregate_evaluate(self, server_round: int,
+                           replies: Iterable[Message]) -> MetricRecord | None:
+        """Mean and spread of the clients' evaluation metrics (each client counts once)."""
+        per_client = [dict(r.content["metrics"]) for r in replies]
+        return MetricRecord(summarise(per_client)) if per_client else None
+
+    def summary(self) -> None:
+        """Log what this strategy is and its sizes."""
+        log(INFO, "strategy %s: %d participants, %d held out, CTWC %d, HS %d",
+            self.name, len(self.registry.participants),
+            len(self.registry.nonparticipants), self.client_trainable_params(),
+            self.hypernet_params())
+
+
+def summarise(per_client: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Unweighted mean and std over clients of val/test accuracy and loss."""
+    out: dict[str, float] = {}
+    for key in ("val-acc", "val-loss", "test-acc", "test-loss"):
+        values = np.array([m[key] for m in per_client if key in m], dtype=float)
+        if values.size:
+            out[key] = float(values.mean())
+            out[f"{key}-std"] = float(values.std())
+    out["clients"] = float(len(per_client))
+    return out

@@ -1,0 +1,108 @@
+"""FedAvg reference row: one global model, averaged with Flower's own FedAvg strategy.
+
+Clients return deltas (the shared reply format); Flower's ``FedAvg.aggregate_train``
+averages them weighted by ``num-examples`` and the server adds the mean delta to the
+global model. Held-out clients get the global model as it is (their zero-shot model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+
+from common.records import from_record, to_record
+from server.strategies.base import HyperflowerStrategy, Params
+from server.validation import ClientUpdate
+
+
+class FedAvg(HyperflowerStrategy):
+    """McMahan et al. (2017): sampled clients train the global model; deltas averaged."""
+
+    name = "fedavg"
+    has_global_model = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.global_model: Params = {k: p.detach().clone()
+                                     for k, p in self.template.named_parameters()}
+        self.averager = FlowerFedAvg(weighted_by_key="num-examples")
+
+    def generate(self, client_ids: Sequence[str]) -> list[Params]:
+        return [self.global_model] * len(client_ids)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's FedAvg averages the deltas; the global model moves by the mean."""
+        replies = list(replies)
+        if not replies:
+            return None, None
+        mean_delta, metrics = self.averager.aggregate_train(server_round, replies)
+        if mean_delta is None:
+            return None, metrics
+        for key, delta in from_record(mean_delta).items():
+            self.global_model[key] = self.global_model[key] + delta
+        return to_record(self.global_model), metrics
+
+    def apply_updates(self, server_round: int,
+                      updates: list[ClientUpdate]) -> dict[str, float]:
+        """Weighted mean of deltas added to the global model (direct-call path)."""
+        total = sum(u.num_examples for u in updates)
+        for key in self.global_model:
+            mean = sum(u.delta[key] * (u.num_examples / total) for u in updates)
+            self.global_model[key] = self.global_model[key] + mean
+        return {}
+
+    def nonparticipant_params(self, runner: Any) -> dict[str, Params] | None:
+        return {c: self.global_model for c in self.registry.nonparticipants}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "global": dict(self.global_model)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.global_model = {k: v.clone() for k, v in state["global"].items()}
+
+    def global_params(self) -> Params:
+        """The current global model."""
+        return self.global_model
+
+
+class LocalOnly(HyperflowerStrategy):
+    """Reference row: every participant trains only its own model, nothing is shared.
+
+    The server keeps each participant's parameters between its rounds (clients may be
+    stateless processes). Held-out clients have nothing to receive: their accuracy is
+    reported as null.
+    """
+
+    name = "local"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        init = {k: p.detach().clone() for k, p in self.template.named_parameters()}
+        self.models: dict[str, Params] = {c: dict(init)
+                                          for c in self.registry.participants}
+
+    def generate(self, client_ids: Sequence[str]) -> list[Params]:
+        return [self.models[c] for c in client_ids]
+
+    def apply_updates(self, server_round: int,
+                      updates: list[ClientUpdate]) -> dict[str, float]:
+        for u in updates:
+            own = self.models[u.client_id]
+            self.models[u.client_id] = {k: own[k] + u.delta[k] for k in own}
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "models": {c: dict(m)
+                                                   for c, m in self.models.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.models = {c: {k: v.clone() for k, v in m.items()}
+                       for c, m in state["models"].items()}
+
+

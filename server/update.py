@@ -1,0 +1,62 @@
+"""The shared server update of the pFedHN family (METHODS.md, "Shared update rule").
+
+A client returns Δ_i = θ̃_i − θ_i. The server treats −Δ_i as ∂L_i/∂θ_i and
+back-propagates it through θ_i = h(v_i; φ), which is exactly the gradient of
+½‖θ_i − θ̃_i‖². The forward is re-run here, at aggregation time, instead of
+holding each client's graph for a whole round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+Generator = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+def backprop_deltas(generated: dict[str, torch.Tensor],
+                    deltas: Sequence[dict[str, torch.Tensor]],
+                    weights: torch.Tensor) -> None:
+    """Accumulate Σ_i w_i · (−Δ_i)ᵀ ∂θ_i/∂(φ, v_i) into the ``.grad`` of the leaves.
+
+    ``generated`` holds the batch θ (B, *shape) per tensor name; ``deltas`` one dict
+    per client in the same order; ``weights`` (B,) sums to one.
+    """
+    names = list(generated)
+    grad_outputs = []
+    for name in names:
+        stacked = torch.stack([d[name] for d in deltas]).to(generated[name])
+        w = weights.to(stacked).view(-1, *([1] * (stacked.dim() - 1)))
+        grad_outputs.append(-w * stacked)
+    torch.autograd.backward([generated[n] for n in names], grad_tensors=grad_outputs)
+
+
+def hypernet_step(generate: Generator, embeddings: torch.Tensor,
+                  deltas: Sequence[dict[str, torch.Tensor]], weights: torch.Tensor,
+                  optimizer: torch.optim.Optimizer,
+                  params: Sequence[nn.Parameter], clip_norm: float) -> float:
+    """One optimiser step of φ and the v_i from a round's client deltas.
+
+    Returns the gradient norm before clipping (0 disables clipping).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    theta = generate(embeddings)                      # θ_i = h(v_i; φ)
+    backprop_deltas(theta, deltas, weights)           # ∇ ½‖θ_i − θ̃_i‖²
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+    if clip_norm > 0:
+        nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+    return norm
+
+
+def round_weights(num_examples: Sequence[int], weighting: str) -> torch.Tensor:
+    """Per-client weights of a round: uniform, or by sample count (run config key)."""
+    if weighting == "samples":
+        w = torch.tensor([float(n) for n in num_examples])
+    else:
+        w = torch.ones(len(num_examples))
+    return w / w.sum()

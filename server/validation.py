@@ -1,0 +1,94 @@
+"""Checks on what clients send back: nothing invalid ever reaches an update.
+
+A reply is rejected (and the reason kept, with the client id) when its delta has
+other keys, shapes or dtype than the parameters that were sent, holds NaN/Inf, or
+exceeds the configured norm bound; or when its metrics lack a positive sample count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from flwr.app import ArrayRecord, Message, MetricRecord
+
+from common.records import from_record
+
+
+class InvalidReply(ValueError):
+    """A client reply that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """A validated training reply: the delta, the sample count and train metrics."""
+
+    client_id: str
+    delta: dict[str, torch.Tensor]
+    num_examples: int
+    metrics: dict[str, float]
+
+
+def check_delta(delta: ArrayRecord, sent: ArrayRecord,
+                max_norm: float = 0.0) -> dict[str, torch.Tensor]:
+    """Decode a delta and check it against the parameters sent (keys, shapes, dtype)."""
+    if set(delta.keys()) != set(sent.keys()):
+        extra = sorted(set(delta.keys()) - set(sent.keys()))
+        lacking = sorted(set(sent.keys()) - set(delta.keys()))
+        raise InvalidReply(f"delta keys differ (unexpected {extra}, missing {lacking})")
+    for key, arr in delta.items():
+        ref = sent[key]
+        if tuple(arr.shape) != tuple(ref.shape):
+            raise InvalidReply(f"'{key}' has shape {tuple(arr.shape)}, "
+                               f"expected {tuple(ref.shape)}")
+        if arr.dtype != ref.dtype:
+            raise InvalidReply(f"'{key}' has dtype {arr.dtype}, expected {ref.dtype}")
+    tensors = from_record(delta)
+    for key, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise InvalidReply(f"'{key}' holds NaN or Inf")
+    if max_norm > 0:
+        norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors.values()))
+        if norm > max_norm:
+            raise InvalidReply(f"delta norm {norm:.3g} exceeds max-delta-norm "
+                               f"{max_norm:g}")
+    return tensors
+
+
+def check_metrics(metrics: MetricRecord) -> tuple[int, dict[str, float]]:
+    """Sample count (a positive integer) and the numeric metrics of a reply."""
+    n = metrics.get("num-examples")
+    if isinstance(n, bool) or not isinstance(n, int | float) or n <= 0 \
+            or not math.isfinite(n) or n != int(n):
+        raise InvalidReply(f"num-examples must be a positive integer, got {n!r}")
+    values: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidReply(f"metric '{key}' is not a number: {value!r}")
+        values[key] = float(value)
+    return int(n), values
+
+
+def check_train_reply(client_id: str, reply: Message, sent: Message,
+                      max_norm: float = 0.0) -> ClientUpdate:
+    """Validate a train reply against the message it answers."""
+    content = reply.content
+    if "delta" not in content.array_records or "metrics" not in content.metric_records:
+        raise InvalidReply("reply lacks a 'delta' ArrayRecord or 'metrics' record")
+    delta = check_delta(content.array_records["delta"],
+                        sent.content.array_records["params"], max_norm)
+    n, metrics = check_metrics(content.metric_records["metrics"])
+    return ClientUpdate(client_id, delta, n, metrics)
+
+
+def check_eval_reply(reply: Message) -> dict[str, float]:
+    """Validate an evaluate reply: finite accuracies in [0, 1] and a sample count."""
+    content = reply.content
+    if "metrics" not in content.metric_records:
+        raise InvalidReply("reply lacks a 'metrics' record")
+    _, metrics = check_metrics(content.metric_records["metrics"])
+    for key in ("val-acc", "test-acc"):
+        if not 0.0 <= metrics.get(key, -1.0) <= 1.0:
+            raise InvalidReply(f"'{key}' missing or outside [0, 1]")
+    return metrics
