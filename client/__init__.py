@@ -1,0 +1,1 @@
+"""The ClientApp: local training on private data, replies with deltas."""

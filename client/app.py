@@ -56,9 +56,10 @@ def _setup(context: Context) -> tuple[RunConfig, str, ClientData]:
 
 
 def _seed(cfg: RunConfig, cid: str, msg_cfg: ConfigRecord) -> torch.Generator:
-    """A generator fixed by (seed, client, round, phase): resumed runs replay exactly."""
+    """A generator fixed by (seed, client, round, phase): resumes replay exactly."""
+    phase = str(msg_cfg.get("phase", ""))
     entropy = [cfg.seed, int(msg_cfg.get("round", 0)),
-               *[ord(c) for c in cid], *[ord(c) for c in str(msg_cfg.get("phase", ""))]]
+               *[ord(c) for c in cid], *[ord(c) for c in phase]]
     state = np.random.SeedSequence(entropy).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
 

@@ -20,7 +20,7 @@ class TrainResult:
 
 def steps_for(num_samples: int, batch_size: int, local_epochs: int,
               local_steps: int) -> int:
-    """Number of optimiser steps: ``local-epochs`` passes if set, else ``local-steps``."""
+    """Optimiser steps: ``local-epochs`` passes if set, else ``local-steps``."""
     if local_epochs > 0:
         return local_epochs * max(1, -(-num_samples // batch_size))
     return local_steps

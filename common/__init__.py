@@ -1,0 +1,1 @@
+"""Code shared by the ServerApp and the ClientApps: config, data, models, records."""

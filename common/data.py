@@ -1,9 +1,9 @@
-"""Datasets as in-memory tensors: Fashion-MNIST, scikit-learn digits and a synthetic set.
+"""Datasets in memory: Fashion-MNIST, scikit-learn digits and a synthetic set.
 
-Every dataset is returned pooled (train and test files together, shape N x 1 x 28 x 28,
-float32, normalised on access) because each client gets train/val/test splits drawn from its own
-distribution (see :mod:`common.partition`). Images are tensors from the start: no
-per-image PIL transform ever runs in the training loop.
+Every dataset is returned pooled (train and test files together, 28 x 28 images,
+float32 and normalised when rows are read) because each client gets train/val/test
+splits drawn from its own distribution (see :mod:`common.partition`). Images are
+tensors from the start: no per-image PIL transform runs in the training loop.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _download_fmnist(root: Path) -> Path:
 
 
 def load_fashion_mnist(data_dir: str = "", download: bool = True) -> Pooled:
-    """Load Fashion-MNIST from ``data_dir``, Debian's package, or torchvision's download.
+    """Load Fashion-MNIST from ``data_dir``, Debian's package or a torchvision download.
 
     The order is: the folder given (raw IDX files in it or in torchvision's
     ``FashionMNIST/raw`` layout), then ``/usr/share/datasets/fashion-mnist`` (Debian's

@@ -6,6 +6,7 @@
 #   local-deploy   a SuperLink on 127.0.0.1:9093 without TLS (deploy/run-loopback.sh)
 #   local-tls      the same with TLS (deploy/run-loopback.sh --tls)
 _hf_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -x "$_hf_root/.venv/bin/flwr" ]; then export PATH="$_hf_root/.venv/bin:$PATH"; fi
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 export FLWR_TELEMETRY_ENABLED=0
 export FLWR_DISABLE_UPDATE_CHECK=1

@@ -1,0 +1,1 @@
+"""The ServerApp: hypernetworks, embedding store and the strategies of every method."""

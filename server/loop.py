@@ -114,14 +114,15 @@ class Runner:
     def train_round(self, rnd: int) -> dict[str, Any]:
         """Train, validate, aggregate; return the round's metrics row."""
         start = time.monotonic()
-        config = ConfigRecord({"round": rnd, "phase": "train", "method": self.cfg.method})
+        config = ConfigRecord({"round": rnd, "phase": "train",
+                               "method": self.cfg.method})
         messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
                                                       self.grid))
         ex = self._send(messages)
         valid, invalid = self._valid_train(ex)
+        faults = self._count_faults(ex, invalid, f"round {rnd}")
         row: dict[str, Any] = {"round": rnd, "sampled": len(messages),
-                               "valid": len(valid),
-                               "faults": self._count_faults(ex, invalid, f"round {rnd}"),
+                               "valid": len(valid), "faults": faults,
                                "bytes-down": ex.bytes_down, "bytes-up": ex.bytes_up}
         update_s = 0.0
         if len(valid) >= self.cfg.min_clients:
@@ -147,7 +148,8 @@ class Runner:
 
     def evaluate_participants(self, rnd: int, row: dict[str, Any]) -> None:
         """Every participant evaluates its own model; keep the best round's state."""
-        config = ConfigRecord({"round": rnd, "phase": "eval", "method": self.cfg.method})
+        config = ConfigRecord({"round": rnd, "phase": "eval",
+                               "method": self.cfg.method})
         messages = list(self.strategy.configure_evaluate(rnd, ArrayRecord(), config,
                                                          self.grid))
         results, ex = self.evaluate_clients(messages, f"eval {rnd}")

@@ -80,8 +80,9 @@ class RunOutputs:
             state = torch.load(self.checkpoint_path, map_location="cpu",
                                weights_only=False)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is corruption
-            raise CheckpointError(f"checkpoint {self.checkpoint_path} is unreadable "
-                                  f"({exc}); delete it or start a new run-name") from exc
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path} is unreadable ({exc}); delete it "
+                "or start a new run-name") from exc
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"checkpoint {self.checkpoint_path} has an unknown "
                                   "format")

@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_run(out_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+def plot_run(out_dir: Path, rows: list[dict[str, Any]],
+             summary: dict[str, Any]) -> list[Path]:
     """Accuracy per round and participant vs non-participant accuracy; returns paths."""
     paths = []
     evals = [r for r in rows if "participant-test-acc" in r]

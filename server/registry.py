@@ -66,7 +66,7 @@ def message_to(node_id: int, kind: str, **records: Any) -> Message:
 
 
 def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
-    """Node ids once ``expected`` nodes are connected, or whatever is there at timeout."""
+    """Node ids once ``expected`` nodes are connected, or those there at timeout."""
     deadline = time.monotonic() + timeout
     nodes = list(grid.get_node_ids())
     while len(nodes) < expected and time.monotonic() < deadline:

@@ -1,0 +1,1 @@
+"""Hypernetworks that generate client parameters from embeddings."""

@@ -118,7 +118,7 @@ class HyperflowerStrategy(Strategy):
 
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:
-        """Mean and spread of the clients' evaluation metrics (each client counts once)."""
+        """Mean and spread of the clients' evaluation metrics (one vote each)."""
         per_client = [dict(r.content["metrics"]) for r in replies]
         return MetricRecord(summarise(per_client)) if per_client else None
 

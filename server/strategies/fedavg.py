@@ -19,7 +19,7 @@ from server.validation import ClientUpdate
 
 
 class FedAvg(HyperflowerStrategy):
-    """McMahan et al. (2017): sampled clients train the global model; deltas averaged."""
+    """McMahan et al. (2017): sampled clients train one model; deltas averaged."""
 
     name = "fedavg"
     has_global_model = True

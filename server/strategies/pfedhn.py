@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from logging import INFO
 from typing import TYPE_CHECKING, Any
 
 import torch
+from flwr.common.logger import log
 
 from server.hypernets.pertensor import PerTensorHyperNet
 from server.store import EmbeddingStore
@@ -108,6 +110,8 @@ class PFedHN(HyperflowerStrategy):
                 with torch.no_grad():
                     params = self._unbatch(self.hnet(v_new))
                 updates = runner.train_exchange(held_out, params, phase=f"novel-{step}")
+                log(INFO, "novel clients: embedding fit %d/%d (%d replies)", step + 1,
+                    self.cfg.novel_rounds, len(updates))
                 if not updates:
                     continue
                 rows = [held_out.index(u.client_id) for u in updates]

@@ -1,0 +1,113 @@
+"""An in-process Grid that hands messages straight to a ClientApp.
+
+Not a deployment path: it exists so unit tests can drive the real server loop and
+client handlers without starting Ray or gRPC, and so the framework-overhead benchmark
+can compare `flwr run` with the same functions called directly. A per-node hook may
+replace a reply, which is how tests inject faulty clients.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common import Error
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+#: A fault hook: (node_id, incoming message, normal reply) -> reply to deliver, or None
+#: for "never answers".
+FaultHook = Callable[[int, Message, Message], Message | None]
+
+
+class DirectGrid(Grid):
+    """Delivers each pushed message to ``client_app`` in this process, in order."""
+
+    def __init__(self, client_app: ClientApp, run_config: dict[str, Any],
+                 num_nodes: int, fault_hook: FaultHook | None = None) -> None:
+        self.client_app = client_app
+        self.fault_hook = fault_hook
+        # Messages read their run and sender from the process's task identity, which
+        # Flower's runtime sets; here the server is node 0 of run 1.
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+        self.contexts = {
+            1000 + i: Context(
+                run_id=1, node_id=1000 + i,
+                node_config={"partition-id": i, "num-partitions": num_nodes},
+                state=RecordDict(), run_config=dict(run_config))
+            for i in range(num_nodes)}
+        self._inbox: dict[str, Message] = {}
+
+    def set_run(self, run: Any) -> None:  # noqa: D102 - Grid API, nothing to set
+        pass
+
+    @property
+    def run(self) -> Any:  # noqa: D102 - Grid API
+        return None
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        """Grid API (deprecated upstream): build a message for ``dst_node_id``."""
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """All simulated nodes."""
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Assign ids and queue the messages."""
+        ids = []
+        for msg in messages:
+            mid = uuid.uuid4().hex
+            msg.metadata.__dict__["_message_id"] = mid
+            self._inbox[mid] = msg
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Run the ClientApp on each queued message and return the replies."""
+        replies = []
+        for mid in list(message_ids):
+            msg = self._inbox.pop(mid, None)
+            if msg is None:
+                continue
+            node = msg.metadata.dst_node_id
+            try:
+                reply = self.client_app(msg, self.contexts[node])
+            except Exception as exc:  # noqa: BLE001 - a raising ClientApp is a reply
+                reply = Message(Error(code=2, reason=repr(exc)), reply_to=msg)
+            if self.fault_hook is not None:
+                reply = self.fault_hook(node, msg, reply)
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        """Push then pull everything (no waiting: delivery is synchronous)."""
+        return self.pull_messages(self.push_messages(messages))
+
+
+def run_in_process(run_config: dict[str, Any], fault_hook: FaultHook | None = None,
+                   device: str = "cpu") -> dict[str, Any] | None:
+    """Run the ServerApp's code path over a DirectGrid; return the summary (or None
+    when the run stopped early through ``stop-after-round``)."""
+    import torch
+
+    from client.app import app as client_app
+    from common.config import parse_run_config
+    from server.loop import Runner
+    from server.outputs import RunOutputs
+    from server.registry import register_clients
+    from server.strategies import STRATEGIES
+
+    cfg = parse_run_config(run_config)
+    grid = DirectGrid(client_app, run_config, cfg.num_clients, fault_hook)
+    registry = register_clients(grid, cfg, cfg.round_timeout)
+    strategy = STRATEGIES[cfg.method](cfg, registry, torch.device(device))
+    runner = Runner(grid, cfg, registry, strategy,
+                    RunOutputs(cfg.output_dir, cfg.resolved_run_name))
+    return runner.run()

@@ -1,0 +1,59 @@
+"""Shared fixtures: small run configs and the Flower environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def small_config(tmp_path: Path, **overrides) -> dict:
+    """A run config that trains in seconds on the synthetic set."""
+    cfg = {"dataset": "synthetic", "model": "mlp", "num-clients": 10,
+           "holdout": 0.2, "num-rounds": 4, "eval-every": 2, "local-steps": 10,
+           "clients-per-round": 4, "novel-rounds": 2, "run-name": "test",
+           "output-dir": str(tmp_path / "outputs")}
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def flwr_env(tmp_path: Path) -> dict:
+    """Environment for `flwr` commands: own FLWR_HOME and ports, no installs.
+
+    Writes the project's connections with deploy/flwr-env.sh, and on teardown stops
+    the background local SuperLink that `flwr run` leaves behind.
+    """
+    home = tmp_path / "flwr-home"
+    env = dict(os.environ)
+    env.update({"FLWR_HOME": str(home), "HYPERFLOWER_LINK_PORT": "19093",
+                "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "19191",
+                "FLWR_LOCAL_CONTROL_API_PORT": "19193",
+                "HYPERFLOWER_DATA": str(tmp_path / "data-cache"),
+                "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
+    script = f"source {ROOT}/deploy/flwr-env.sh && env -0"
+    out = subprocess.run(["bash", "-c", script], env=env, check=True,
+                         capture_output=True).stdout
+    env.update(dict(kv.split("=", 1) for kv in out.decode().split("\0") if "=" in kv))
+    yield env
+    stop_local_superlink(env)
+
+
+def stop_local_superlink(env: dict) -> None:
+    """Stop the local SuperLink started for this FLWR_HOME (found by its port)."""
+    port = env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
+    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{port}"],
+                           capture_output=True, text=True).stdout.split()
+    for pid in found:
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,50 @@
+"""End to end through `flwr run` (Ray simulation): pFedHN and FedAvg on small data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common.flwr_cli import flwr_run
+from tests.conftest import small_config
+
+pytestmark = pytest.mark.e2e
+
+SUMMARY_KEYS = {
+    "method", "dataset", "num_clients", "num_participants", "rounds", "seed",
+    "best_round", "participant_acc", "participant_acc_std", "nonparticipant_acc",
+    "nonparticipant_acc_std", "global_acc", "bytes_down_per_round",
+    "bytes_up_per_round", "client_trainable_params", "hypernet_params", "wall_s",
+    "server_update_s",
+}
+
+
+def run_and_read(tmp_path, env, **overrides) -> dict:
+    cfg = small_config(tmp_path, **overrides)
+    proc = flwr_run(cfg, env, num_supernodes=cfg["num-clients"])
+    out = tmp_path / "outputs" / cfg["run-name"]
+    summary = out / "summary.json"
+    assert summary.exists(), f"failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(summary.read_text()) | {"_dir": str(out)}
+
+
+def test_pfedhn_and_fedavg_learn_in_simulation(tmp_path, flwr_env):
+    pfedhn = run_and_read(tmp_path, flwr_env, method="pfedhn", **{
+        "run-name": "pfedhn", "num-rounds": 12, "eval-every": 4, "server-lr": 0.1})
+    fedavg = run_and_read(tmp_path, flwr_env, method="fedavg", **{
+        "run-name": "fedavg", "num-rounds": 6, "eval-every": 3})
+    for s in (pfedhn, fedavg):
+        assert SUMMARY_KEYS <= set(s), SUMMARY_KEYS - set(s)
+        assert s["participant_acc"] > 0.3, s  # 10 classes: chance is 0.1
+        assert s["nonparticipant_acc"] is not None
+        assert s["bytes_down_per_round"] > 0 and s["bytes_up_per_round"] > 0
+    assert pfedhn["hypernet_params"] > 0 and pfedhn["global_acc"] is None
+    assert fedavg["global_acc"] == fedavg["participant_acc"]
+    assert fedavg["hypernet_params"] == 0
+    rows = [json.loads(line) for line in
+            open(f"{pfedhn['_dir']}/metrics.jsonl", encoding="utf-8")]
+    assert [r["round"] for r in rows] == list(range(1, 13))
+    for name in ("config.json", "accuracy.png", "participants_vs_nonparticipants.png",
+                 "checkpoint/state.pt"):
+        assert (tmp_path / "outputs" / "pfedhn" / name).exists(), name

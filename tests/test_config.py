@@ -1,0 +1,52 @@
+"""Run-config validation: bad input fails before anything starts, naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.config import DEFAULTS, ConfigError, parse_run_config
+from common.data import DatasetNotFoundError, load_fashion_mnist
+
+
+def test_defaults_parse_and_match_pyproject():
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    pyproject = tomllib.loads(text)
+    assert pyproject["tool"]["flwr"]["app"]["config"] == DEFAULTS
+    cfg = parse_run_config({})
+    assert cfg.method == "pfedhn" and cfg.resolved_embed_dim == 1 + 50 // 4
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("method", "fedsgd", ["method", "pfedhn", "fedavg"]),
+    ("num-rounds", -1, ["num-rounds", ">= 1"]),
+    ("holdout", 1.0, ["holdout", "[0, 1)"]),
+    ("holdout", -0.1, ["holdout"]),
+    ("dataset", "cifar-1000", ["dataset", "fashion-mnist"]),
+    ("partitioner", "iid", ["partitioner", "dirichlet"]),
+    ("num-clients", "many", ["num-clients", "integer"]),
+    ("resume", "maybe", ["resume", "true or false"]),
+    ("classes-per-client", 11, ["classes-per-client", "10"]),
+    ("min-clients", 99, ["min-clients"]),
+])
+def test_invalid_values_name_key_and_allowed(key, value, words):
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({key: value})
+    assert err.value.key == key
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError, match="did you mean 'num-rounds'"):
+        parse_run_config({"num-round": 3})
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("common.data.DEBIAN_FMNIST_DIR", tmp_path / "absent")
+    with pytest.raises(DatasetNotFoundError, match="apt-get install dataset-fashion"):
+        load_fashion_mnist(str(tmp_path), download=False)
+    with pytest.raises(DatasetNotFoundError, match="not a readable folder"):
+        load_fashion_mnist(str(tmp_path / "nope"), download=False)

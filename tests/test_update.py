@@ -1,0 +1,70 @@
+"""The shared delta update: it is the gradient of ½‖θ − θ̃‖² through the hypernet."""
+
+from __future__ import annotations
+
+import torch
+
+from server.hypernets.pertensor import PerTensorHyperNet
+from server.store import EmbeddingStore
+from server.update import backprop_deltas, hypernet_step, round_weights
+
+SHAPES = {"fc.weight": torch.Size([3, 4]), "fc.bias": torch.Size([3])}
+
+
+def make(seed: int = 0):
+    torch.manual_seed(seed)
+    store = EmbeddingStore(5, 4, seed=seed)
+    for i in range(5):
+        store.add(str(i))
+    return store, PerTensorHyperNet(4, SHAPES, hidden=8, layers=2)
+
+
+def test_backprop_equals_gradient_of_half_squared_distance():
+    store, hnet = make()
+    ids = ["1", "3"]
+    targets = [{k: torch.randn(s) for k, s in SHAPES.items()} for _ in ids]
+    weights = round_weights([10, 30], "samples")
+
+    theta = hnet(store(ids))
+    deltas = [{k: targets[i][k] - theta[k][i].detach() for k in SHAPES}
+              for i in range(len(ids))]
+    backprop_deltas(theta, deltas, weights)
+    ours = [p.grad.clone() for p in [*hnet.parameters(), store.weight]]
+
+    hnet.zero_grad(), store.zero_grad()
+    theta = hnet(store(ids))
+    loss = sum(weights[i] * 0.5 * sum(((theta[k][i] - targets[i][k]) ** 2).sum()
+                                      for k in SHAPES) for i in range(len(ids)))
+    loss.backward()
+    reference = [p.grad for p in [*hnet.parameters(), store.weight]]
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b)
+    # only the sampled clients' embeddings receive gradient
+    assert store.weight.grad[[0, 2, 4]].abs().sum() == 0
+
+
+def test_step_moves_hypernet_toward_client_models():
+    store, hnet = make()
+    params = [*hnet.parameters(), store.weight]
+    opt = torch.optim.SGD(params, lr=0.05)
+    target = {k: torch.ones(s) for k, s in SHAPES.items()}
+    before = [p.detach().clone() for p in params]
+
+    def distance() -> float:
+        with torch.no_grad():
+            theta = hnet(store(["2"]))
+        return sum(float(((theta[k][0] - target[k]) ** 2).sum()) for k in SHAPES)
+
+    start = distance()
+    for _ in range(20):
+        with torch.no_grad():
+            theta = hnet(store(["2"]))
+        delta = {k: target[k] - theta[k][0] for k in SHAPES}
+        hypernet_step(hnet, store(["2"]), [delta], torch.ones(1), opt, params, 50.0)
+    assert distance() < 0.5 * start
+    assert any(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
+
+
+def test_round_weights():
+    assert torch.allclose(round_weights([1, 3], "uniform"), torch.tensor([0.5, 0.5]))
+    assert torch.allclose(round_weights([1, 3], "samples"), torch.tensor([0.25, 0.75]))

@@ -1,0 +1,58 @@
+"""Bad client replies are rejected with a reason and never reach an update."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, MetricRecord
+
+from common.records import to_record
+from server.validation import InvalidReply, check_delta, check_metrics
+
+SENT = to_record({"w": torch.zeros(3, 2), "b": torch.zeros(3)})
+
+
+def delta(**override) -> ArrayRecord:
+    arrays = {"w": np.ones((3, 2), np.float32), "b": np.ones(3, np.float32)}
+    arrays.update(override)
+    return ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()})
+
+
+def test_valid_delta_decodes():
+    out = check_delta(delta(), SENT)
+    assert torch.equal(out["w"], torch.ones(3, 2))
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"w": np.full((3, 2), np.nan, np.float32)}, "NaN or Inf"),
+    ({"b": np.array([1, np.inf, 0], np.float32)}, "NaN or Inf"),
+    ({"w": np.ones((2, 3), np.float32)}, "shape"),
+    ({"w": np.ones((3, 2), np.float64)}, "dtype"),
+    ({"extra": np.ones(1, np.float32)}, "keys differ"),
+])
+def test_malformed_deltas_rejected(bad, match):
+    with pytest.raises(InvalidReply, match=match):
+        check_delta(delta(**bad), SENT)
+
+
+def test_norm_bound():
+    big = {"w": np.full((3, 2), 100.0, np.float32)}
+    with pytest.raises(InvalidReply, match="max-delta-norm"):
+        check_delta(delta(**big), SENT, max_norm=10.0)
+    check_delta(delta(**big), SENT)  # no bound by default
+
+
+@pytest.mark.parametrize("metrics", [{}, {"num-examples": 0}, {"num-examples": -3},
+                                     {"num-examples": 2.5},
+                                     {"num-examples": 4, "loss": "x"}])
+def test_bad_metrics_rejected(metrics):
+    with pytest.raises(InvalidReply):
+        check_metrics(MetricRecord(metrics) if all(
+            isinstance(v, int | float) for v in metrics.values()) else _raw(metrics))
+
+
+def _raw(values):
+    class Raw(dict):
+        pass
+    return Raw(values)
