@@ -25,7 +25,7 @@ from common.config import RunConfig
 from server.messaging import Exchange, Outgoing, exchange
 from server.outputs import RunOutputs
 from server.plots import plot_run
-from server.registry import ClientRegistry, client_at
+from server.registry import ClientRegistry, client_at, refresh_nodes
 from server.strategies.base import HyperflowerStrategy, Params, summarise
 from server.validation import (
     ClientUpdate,
@@ -116,6 +116,7 @@ class Runner:
         start = time.monotonic()
         config = ConfigRecord({"round": rnd, "phase": "train",
                                "method": self.cfg.method})
+        refresh_nodes(self.grid, self.registry, min(30.0, self.cfg.round_timeout))
         messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
                                                       self.grid))
         ex = self._send(messages)

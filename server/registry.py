@@ -115,3 +115,33 @@ def client_at(registry: ClientRegistry, node_id: int) -> str:
         if info.node_id == node_id:
             return info.client_id
     raise KeyError(f"no client registered on node {node_id}")
+
+
+def refresh_nodes(grid: Grid, registry: ClientRegistry, timeout: float) -> list[str]:
+    """Re-map clients whose SuperNode came back under a new node id.
+
+    A restarted SuperNode gets a new Flower node id, but it reports the same
+    ``client-id``, so it keeps its embedding and its participant status. Returns the
+    ids of the clients that moved. Nodes whose client is unknown are ignored (they
+    were not part of this run's registration).
+    """
+    known = {c.node_id for c in registry.clients.values()}
+    fresh = [n for n in grid.get_node_ids() if n not in known
+             and str(n) not in registry.faults]
+    if not fresh:
+        return []
+    query = ConfigRecord({"method": "refresh"})
+    result = exchange(grid, [Outgoing(str(n), message_to(n, "query", config=query))
+                             for n in fresh], timeout)
+    moved = []
+    for node_key, reply in result.replies.items():
+        cid = str(reply.content.config_records["info"]["client-id"])
+        if cid in registry.clients:
+            old = registry.clients[cid].node_id
+            registry.clients[cid].node_id = int(node_key)
+            moved.append(cid)
+            log(INFO, "client %s is back on node %s (was %s); it keeps its state",
+                cid, node_key, old)
+        else:
+            registry.faults[node_key] = f"unregistered client id {cid!r}"
+    return moved

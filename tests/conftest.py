@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +35,10 @@ def flwr_env(tmp_path: Path) -> dict:
     """
     home = tmp_path / "flwr-home"
     env = dict(os.environ)
-    env.update({"FLWR_HOME": str(home), "HYPERFLOWER_LINK_PORT": "19093",
-                "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "19191",
-                "FLWR_LOCAL_CONTROL_API_PORT": "19193",
+    link, http, control = free_ports(3)
+    env.update({"FLWR_HOME": str(home), "HYPERFLOWER_LINK_PORT": str(link),
+                "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
+                "FLWR_LOCAL_CONTROL_API_PORT": str(control),
                 "HYPERFLOWER_DATA": str(tmp_path / "data-cache"),
                 "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
     script = f"source {ROOT}/deploy/flwr-env.sh && env -0"
@@ -47,10 +49,22 @@ def flwr_env(tmp_path: Path) -> dict:
     stop_local_superlink(env)
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now, so parallel test runs never collide."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def stop_local_superlink(env: dict) -> None:
     """Stop the local SuperLink started for this FLWR_HOME (found by its port)."""
     port = env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
-    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{port}"],
+    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*--port {port}"],
                            capture_output=True, text=True).stdout.split()
     for pid in found:
         try:
