@@ -21,8 +21,11 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from client.faults import inject
+from client.privacy import clip_and_noise
 from client.training import evaluate, steps_for, train_steps
 from common.config import RunConfig, parse_run_config
+from common.faults import fault_for, parse_plan
 from common.models import build_model, count_params
 from common.partition import ClientData, class_indicator, load_client_data
 from common.records import from_record, to_record
@@ -55,9 +58,10 @@ def _setup(context: Context) -> tuple[RunConfig, str, ClientData]:
     return cfg, cid, load_client_data(cfg, pid)
 
 
-def _seed(cfg: RunConfig, cid: str, msg_cfg: ConfigRecord) -> torch.Generator:
+def _seed(cfg: RunConfig, cid: str, msg_cfg: ConfigRecord,
+          purpose: str = "") -> torch.Generator:
     """A generator fixed by (seed, client, round, phase): resumes replay exactly."""
-    phase = str(msg_cfg.get("phase", ""))
+    phase = str(msg_cfg.get("phase", "")) + purpose
     entropy = [cfg.seed, int(msg_cfg.get("round", 0)),
                *[ord(c) for c in cid], *[ord(c) for c in phase]]
     state = np.random.SeedSequence(entropy).generate_state(1)[0]
@@ -89,6 +93,7 @@ def register(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     """Train the received parameters locally and return Δ = θ_trained − θ_received."""
     cfg, cid, data = _setup(context)
+    _, pid = client_identity(context, cfg)
     msg_cfg = msg.content["config"]
     received = from_record(msg.content["params"])
     model = _model_from(cfg, msg.content["params"])
@@ -99,11 +104,16 @@ def train(msg: Message, context: Context) -> Message:
                          _seed(cfg, cid, msg_cfg))
     trained = dict(model.named_parameters())
     delta = {k: trained[k].detach() - v for k, v in received.items()}
-    metrics = MetricRecord({"num-examples": len(data.y_train),
-                            "train-loss": result.loss, "train-acc": result.accuracy,
-                            "steps": result.steps})
-    return Message(RecordDict({"delta": to_record(delta), "metrics": metrics}),
-                   reply_to=msg)
+    delta, norm = clip_and_noise(delta, cfg.dp_clip, cfg.dp_noise,
+                                 _seed(cfg, cid, msg_cfg, "dp"))
+    metrics = {"num-examples": len(data.y_train), "train-loss": result.loss,
+               "train-acc": result.accuracy, "steps": result.steps, "delta-norm": norm}
+    fault = fault_for(parse_plan(cfg.fault_injection), pid,
+                      int(msg_cfg.get("round", 0))) if cfg.fault_injection else None
+    if fault:
+        delta, metrics = inject(fault, delta, metrics, cfg.round_timeout)
+    return Message(RecordDict({"delta": to_record(delta),
+                               "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
 @app.evaluate()

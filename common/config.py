@@ -64,6 +64,12 @@ DEFAULTS: dict[str, Any] = {
     "resume": False,
     "stop-after-round": 0,
     "device": "auto",
+    # Reliability and privacy
+    "round-retries": 2,
+    "max-reply-mb": 64.0,
+    "dp-clip": 0.0,
+    "dp-noise": 0.0,
+    "fault-injection": "",
 }
 
 
@@ -120,6 +126,12 @@ class RunConfig:
     resume: bool
     stop_after_round: int
     device: str
+    # Reliability and privacy
+    round_retries: int
+    max_reply_mb: float
+    dp_clip: float
+    dp_noise: float
+    fault_injection: str
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -258,3 +270,17 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("min-clients", f"must be <= the {participants} participants")
     if "/" in cfg.run_name or cfg.run_name.startswith("."):
         raise ConfigError("run-name", "must be a plain folder name")
+    _at_least("round-retries", cfg.round_retries, 0)
+    if cfg.max_reply_mb <= 0:
+        raise ConfigError("max-reply-mb", f"must be > 0, got {cfg.max_reply_mb}")
+    _at_least("dp-clip", cfg.dp_clip, 0.0)
+    _at_least("dp-noise", cfg.dp_noise, 0.0)
+    if cfg.dp_noise > 0 and cfg.dp_clip == 0:
+        raise ConfigError("dp-noise", "needs dp-clip > 0 (noise is scaled to the "
+                          "clipping bound)")
+    try:
+        from common.faults import parse_plan
+
+        parse_plan(cfg.fault_injection)
+    except ValueError as exc:
+        raise ConfigError("fault-injection", str(exc)) from None

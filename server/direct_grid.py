@@ -95,6 +95,12 @@ def run_in_process(run_config: dict[str, Any], fault_hook: FaultHook | None = No
                    device: str = "cpu") -> dict[str, Any] | None:
     """Run the ServerApp's code path over a DirectGrid; return the summary (or None
     when the run stopped early through ``stop-after-round``)."""
+    return build_runner(run_config, fault_hook, device).run()
+
+
+def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None,
+                 device: str = "cpu") -> Any:
+    """The server loop (:class:`server.loop.Runner`) wired to a DirectGrid."""
     import torch
 
     from client.app import app as client_app
@@ -108,6 +114,5 @@ def run_in_process(run_config: dict[str, Any], fault_hook: FaultHook | None = No
     grid = DirectGrid(client_app, run_config, cfg.num_clients, fault_hook)
     registry = register_clients(grid, cfg, cfg.round_timeout)
     strategy = STRATEGIES[cfg.method](cfg, registry, torch.device(device))
-    runner = Runner(grid, cfg, registry, strategy,
-                    RunOutputs(cfg.output_dir, cfg.resolved_run_name))
-    return runner.run()
+    return Runner(grid, cfg, registry, strategy,
+                  RunOutputs(cfg.output_dir, cfg.resolved_run_name))

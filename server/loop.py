@@ -22,6 +22,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from common.config import RunConfig
+from common.faults import fault_for, parse_plan
 from server.messaging import Exchange, Outgoing, exchange
 from server.outputs import RunOutputs
 from server.plots import plot_run
@@ -33,6 +34,11 @@ from server.validation import (
     check_eval_reply,
     check_train_reply,
 )
+
+
+class RoundFailedError(RuntimeError):
+    """Too few valid replies, even after re-sampling: the run stops, state intact."""
+
 
 NONPARTICIPANT_PROTOCOL = {
     "pfedhn": "embedding fitted with the hypernetwork frozen (needs local steps)",
@@ -81,7 +87,8 @@ class Runner:
         for cid, reply in ex.replies.items():
             try:
                 valid[cid] = check_train_reply(cid, reply, ex.sent[cid],
-                                               self.cfg.max_delta_norm)
+                                               self.cfg.max_delta_norm,
+                                               int(self.cfg.max_reply_mb * 2**20))
             except InvalidReply as exc:
                 invalid[cid] = str(exc)
         return valid, invalid
@@ -112,40 +119,64 @@ class Runner:
 
     # ---- one round ----------------------------------------------------------
     def train_round(self, rnd: int) -> dict[str, Any]:
-        """Train, validate, aggregate; return the round's metrics row."""
+        """Train, validate, aggregate; return the round's metrics row.
+
+        A round with fewer than ``min-clients`` valid replies is re-sampled up to
+        ``round-retries`` times; after that the run stops with a clear error
+        (the last checkpoint stays, so ``resume=true`` continues once fixed).
+        The server state never moves on fewer valid replies.
+        """
         start = time.monotonic()
         config = ConfigRecord({"round": rnd, "phase": "train",
                                "method": self.cfg.method})
-        refresh_nodes(self.grid, self.registry, min(30.0, self.cfg.round_timeout))
-        messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
-                                                      self.grid))
-        ex = self._send(messages)
-        valid, invalid = self._valid_train(ex)
-        faults = self._count_faults(ex, invalid, f"round {rnd}")
+        for attempt in range(self.cfg.round_retries + 1):
+            refresh_nodes(self.grid, self.registry, min(30.0, self.cfg.round_timeout))
+            messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
+                                                          self.grid))
+            ex = self._send(messages)
+            valid, invalid = self._valid_train(ex)
+            faults = self._count_faults(ex, invalid, f"round {rnd}")
+            injected = self._injected(rnd, list(ex.sent))
+            survived = [c for c in injected if c not in valid]
+            self.faults.update({"injected": len(injected), "survived": len(survived)})
+            if len(valid) >= self.cfg.min_clients:
+                break
+            self.faults["retried-round"] += 1
+            log(WARNING, "round %d: %d valid replies < min-clients=%d (attempt %d "
+                "of %d); the server state is left unchanged", rnd, len(valid),
+                self.cfg.min_clients, attempt + 1, self.cfg.round_retries + 1)
+        else:
+            raise RoundFailedError(
+                f"round {rnd}: fewer than min-clients={self.cfg.min_clients} valid "
+                f"replies in {self.cfg.round_retries + 1} attempts (faults: "
+                f"{faults}); stopping. The checkpoint of round {rnd - 1} is kept: "
+                "fix the clients and run again with resume=true")
         row: dict[str, Any] = {"round": rnd, "sampled": len(messages),
                                "valid": len(valid), "faults": faults,
+                               "attempts": attempt + 1,
+                               "faults-injected": len(injected),
+                               "faults-survived": len(survived),
                                "bytes-down": ex.bytes_down, "bytes-up": ex.bytes_up}
-        update_s = 0.0
-        if len(valid) >= self.cfg.min_clients:
-            t0 = time.monotonic()
-            _, metrics = self.strategy.aggregate_train(
-                rnd, [ex.replies[c] for c in ex.sent if c in valid])
-            update_s = time.monotonic() - t0
-            row.update({k: float(v) for k, v in (metrics or {}).items()
-                        if k in ("grad-norm",)})
-            n = np.array([u.num_examples for u in valid.values()], dtype=float)
-            for key in ("train-loss", "train-acc"):
-                vals = np.array([u.metrics.get(key, np.nan) for u in valid.values()])
-                row[key] = float((vals * n).sum() / n.sum())
-        else:
-            self.faults["skipped-round"] += 1
-            log(WARNING, "round %d: %d valid replies < min-clients=%d; the server "
-                "state is left unchanged this round", rnd, len(valid),
-                self.cfg.min_clients)
-            row["skipped"] = True
-        row["server-update-s"] = update_s
+        t0 = time.monotonic()
+        _, metrics = self.strategy.aggregate_train(
+            rnd, [ex.replies[c] for c in ex.sent if c in valid])
+        row["server-update-s"] = time.monotonic() - t0
+        row.update({k: float(v) for k, v in (metrics or {}).items()
+                    if k in ("grad-norm",)})
+        n = np.array([u.num_examples for u in valid.values()], dtype=float)
+        for key in ("train-loss", "train-acc", "delta-norm"):
+            vals = np.array([u.metrics.get(key, np.nan) for u in valid.values()])
+            row[key] = float((vals * n).sum() / n.sum())
         row["round-s"] = time.monotonic() - start
         return row
+
+    def _injected(self, rnd: int, client_ids: list[str]) -> list[str]:
+        """Clients of this round that the fault-injection plan makes misbehave."""
+        if not self.cfg.fault_injection:
+            return []
+        plan = parse_plan(self.cfg.fault_injection)
+        return [c for c in client_ids if fault_for(
+            plan, self.registry.clients[c].partition_id, rnd)]
 
     def evaluate_participants(self, rnd: int, row: dict[str, Any]) -> None:
         """Every participant evaluates its own model; keep the best round's state."""
@@ -248,6 +279,10 @@ class Runner:
             "wall_s": wall,
             "server_update_s": mean_of(train_rows, "server-update-s"),
             "faults": dict(self.faults),
+            "faults_injected": self.faults.get("injected", 0),
+            "faults_survived": self.faults.get("survived", 0),
+            "dp_clip": cfg.dp_clip,
+            "dp_noise_multiplier": cfg.dp_noise,
         }
         self.outputs.write_summary(summary)
         plot_run(self.outputs.dir, self.history, summary)

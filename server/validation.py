@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
 
-from common.records import from_record
+from common.records import content_bytes, from_record
 
 
 class InvalidReply(ValueError):
@@ -71,9 +71,13 @@ def check_metrics(metrics: MetricRecord) -> tuple[int, dict[str, float]]:
 
 
 def check_train_reply(client_id: str, reply: Message, sent: Message,
-                      max_norm: float = 0.0) -> ClientUpdate:
+                      max_norm: float = 0.0, max_bytes: int = 0) -> ClientUpdate:
     """Validate a train reply against the message it answers."""
     content = reply.content
+    size = content_bytes(content)
+    if max_bytes and size > max_bytes:
+        raise InvalidReply(f"reply of {size / 2**20:.1f} MiB exceeds max-reply-mb "
+                           f"({max_bytes / 2**20:.0f} MiB)")
     if "delta" not in content.array_records or "metrics" not in content.metric_records:
         raise InvalidReply("reply lacks a 'delta' ArrayRecord or 'metrics' record")
     delta = check_delta(content.array_records["delta"],

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 
-from server.direct_grid import run_in_process
+from server.direct_grid import build_runner, run_in_process
+from server.loop import RoundFailedError
 from tests.conftest import small_config
 
 
@@ -50,6 +52,7 @@ def test_bad_replies_are_counted_and_skipped(tmp_path):
         key = "missing" if kind == "missing" else "invalid"
         assert sum(r["faults"][key] for r in rows) >= 2, rows
         assert all(r["valid"] < r["sampled"] for r in rows)
+        assert summary["faults_injected"] == 0  # these came from the hook, not a plan
         assert summary["faults"][key] >= 2
 
 
@@ -57,27 +60,17 @@ def test_hypernet_never_moves_on_invalid_deltas(tmp_path):
     def all_nan(node: int, msg: Message, reply: Message) -> Message | None:
         return poison("nan")(1000, msg, reply)
 
-    cfg = small_config(tmp_path, **{"num-rounds": 2, "eval-every": 1})
-    run_in_process(cfg, fault_hook=all_nan)
-    state = torch.load(tmp_path / "outputs" / "test" / "checkpoint" / "state.pt",
-                       weights_only=False)
-    reference = small_config(tmp_path, **{"num-rounds": 1, "run-name": "ref",
-                                          "stop-after-round": 0})
-    rows = [json.loads(x) for x in
-            open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
-    assert all(r.get("skipped") for r in rows)
-    # a fresh strategy with the same seed has the very same weights
-    from client.app import app as client_app
-    from common.config import parse_run_config
-    from server.direct_grid import DirectGrid
-    from server.registry import register_clients
-    from server.strategies import STRATEGIES
-    cfg_obj = parse_run_config(reference)
-    grid = DirectGrid(client_app, reference, cfg_obj.num_clients)
-    fresh = STRATEGIES["pfedhn"](cfg_obj, register_clients(grid, cfg_obj, 5),
-                                 torch.device("cpu"))
-    for key, value in fresh.hnet.state_dict().items():
-        assert torch.equal(value, state["strategy"]["hnet"][key]), key
+    runner = build_runner(small_config(tmp_path, **{"round-retries": 1}),
+                          fault_hook=all_nan)
+    before = {k: v.clone() for k, v in runner.strategy.hnet.state_dict().items()}
+    store = runner.strategy.store.weight.detach().clone()
+    with pytest.raises(RoundFailedError, match="min-clients"):
+        runner.run()
+    for key, value in runner.strategy.hnet.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert torch.equal(runner.strategy.store.weight.detach(), store)
+    assert runner.faults["retried-round"] == 2
+    assert runner.faults["invalid"] == 2 * 4
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
