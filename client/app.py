@@ -111,7 +111,8 @@ def train(msg: Message, context: Context) -> Message:
     fault = fault_for(parse_plan(cfg.fault_injection), pid,
                       int(msg_cfg.get("round", 0))) if cfg.fault_injection else None
     if fault:
-        delta, metrics = inject(fault, delta, metrics, cfg.round_timeout)
+        delta, metrics = inject(fault, delta, metrics, cfg.round_timeout,
+                                cfg.max_reply_mb)
     return Message(RecordDict({"delta": to_record(delta),
                                "metrics": MetricRecord(metrics)}), reply_to=msg)
 
@@ -127,3 +128,6 @@ def evaluate_model(msg: Message, context: Context) -> Message:
                             "test-loss": test_loss, "test-acc": test_acc,
                             "num-examples": n_test})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+from client import lora as _lora_handlers  # noqa: E402,F401  (HyperFLoRA actions)

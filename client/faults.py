@@ -9,7 +9,8 @@ import torch
 
 
 def inject(kind: str, delta: dict[str, torch.Tensor], metrics: dict[str, Any],
-           round_timeout: float) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+           round_timeout: float, max_reply_mb: float
+           ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Corrupt a train reply the way ``kind`` says (or raise, or stall)."""
     delta = dict(delta)
     first = next(iter(delta))
@@ -31,8 +32,7 @@ def inject(kind: str, delta: dict[str, torch.Tensor], metrics: dict[str, Any],
     elif kind == "norm":
         delta = {k: v * 1e9 for k, v in delta.items()}
     elif kind == "big":
-        delta[first] = delta[first]  # keys stay valid; the payload is what is wrong
-        delta["padding"] = torch.zeros(80 * 1024 * 1024 // 4)
+        delta["padding"] = torch.zeros(int(2 * max_reply_mb * 2**20) // 4)
     elif kind == "badmetric":
         metrics = {**metrics, "num-examples": float("nan")}
     return delta, metrics

@@ -84,7 +84,7 @@ class Runner:
     def _valid_train(self, ex: Exchange) -> tuple[dict[str, ClientUpdate],
                                                    dict[str, str]]:
         valid, invalid = {}, {}
-        for cid, reply in ex.replies.items():
+        for cid, reply in ex.in_sent_order():
             try:
                 valid[cid] = check_train_reply(cid, reply, ex.sent[cid],
                                                self.cfg.max_delta_norm,
@@ -104,12 +104,21 @@ class Runner:
         self.extra_bytes["up"] += ex.bytes_up
         return [valid[c] for c in client_ids if c in valid]
 
+    def send_train(self, outbox: list[Outgoing],
+                   what: str) -> tuple[dict[str, ClientUpdate], Exchange]:
+        """Send train messages keyed by the caller (a client, or one relay hop of a
+        pair) and validate every reply like a round's; for multi-exchange rounds."""
+        ex = exchange(self.grid, outbox, self.cfg.round_timeout)
+        valid, invalid = self._valid_train(ex)
+        self._count_faults(ex, invalid, what)
+        return valid, ex
+
     def evaluate_clients(self, messages: list[Message],
                          what: str) -> tuple[dict[str, dict[str, float]], Exchange]:
         """Send evaluate messages; return each answering client's checked metrics."""
         ex = self._send(messages)
         results, invalid = {}, {}
-        for cid, reply in ex.replies.items():
+        for cid, reply in ex.in_sent_order():
             try:
                 results[cid] = check_eval_reply(reply)
             except InvalidReply as exc:
@@ -129,6 +138,9 @@ class Runner:
         start = time.monotonic()
         config = ConfigRecord({"round": rnd, "phase": "train",
                                "method": self.cfg.method})
+        custom = self.strategy.run_round(self, rnd, config)
+        if custom is not None:
+            return {"round": rnd, **custom, "round-s": time.monotonic() - start}
         for attempt in range(self.cfg.round_retries + 1):
             refresh_nodes(self.grid, self.registry, min(30.0, self.cfg.round_timeout))
             messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
@@ -225,6 +237,8 @@ class Runner:
         cfg = self.cfg
         self.outputs.write_config(cfg.to_dict())
         first = self._resume() if cfg.resume else 1
+        if first == 1:
+            self.strategy.prepare(self)
         started = time.monotonic()
         self.strategy.summary()
         for rnd in range(first, cfg.num_rounds + 1):
@@ -284,6 +298,7 @@ class Runner:
             "dp_clip": cfg.dp_clip,
             "dp_noise_multiplier": cfg.dp_noise,
         }
+        summary.update(self.strategy.final_report(self, nonpart))
         self.outputs.write_summary(summary)
         plot_run(self.outputs.dir, self.history, summary)
         log(INFO, "%s", summary_table(summary))

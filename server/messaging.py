@@ -37,6 +37,11 @@ class Exchange:
     bytes_up: int = 0
     seconds: float = 0.0
 
+    def in_sent_order(self) -> list[tuple[str, Message]]:
+        """Replies ordered as the messages were sent, whatever order they arrived in,
+        so every sum over clients is reproducible bit for bit."""
+        return [(cid, self.replies[cid]) for cid in self.sent if cid in self.replies]
+
 
 def exchange(grid: Grid, outbox: list[Outgoing], timeout: float) -> Exchange:
     """Push every message, pull replies until all are in or ``timeout`` passes.

@@ -1,0 +1,39 @@
+"""Checkpoints: atomic writes, and a corrupt or foreign checkpoint is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.direct_grid import run_in_process
+from server.outputs import CheckpointError, RunOutputs
+from tests.conftest import small_config
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    cfg = small_config(tmp_path, **{"stop-after-round": 1})
+    run_in_process(cfg)
+    state = tmp_path / "outputs" / "test" / "checkpoint" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # torn file
+    with pytest.raises(CheckpointError, match="unreadable"):
+        run_in_process(small_config(tmp_path, resume=True))
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    run_in_process(small_config(tmp_path, **{"stop-after-round": 1}))
+    with pytest.raises(CheckpointError, match="seed: saved 42 vs now 7"):
+        run_in_process(small_config(tmp_path, resume=True, seed=7))
+
+
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    out = RunOutputs(tmp_path, "run")
+    config = {"method": "pfedhn", "seed": 1}
+    out.save_checkpoint({"round": 1}, config)
+
+    def crash(*_args, **_kwargs):
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr("server.outputs.os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        out.save_checkpoint({"round": 2}, config)
+    monkeypatch.undo()
+    assert out.load_checkpoint(config)["round"] == 1

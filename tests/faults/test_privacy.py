@@ -1,0 +1,78 @@
+"""What crosses the wire: only what each method promises, and DP on deltas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from flwr.app import Message
+
+from server.direct_grid import run_in_process
+from tests.conftest import small_config
+
+ALLOWED_INFO = {"client-id", "partition-id", "num-train", "num-val", "num-test",
+                "param-count", "classes"}
+
+
+class Recorder:
+    """A DirectGrid fault hook that only records (message, reply) pairs."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Message, Message]] = []
+
+    def __call__(self, node: int, msg: Message, reply: Message) -> Message:
+        self.seen.append((msg, reply))
+        return reply
+
+
+@pytest.mark.parametrize("method", ["pfedhn", "fedavg", "local"])
+def test_replies_carry_no_data_labels_or_extra_arrays(tmp_path, method):
+    rec = Recorder()
+    run_in_process(small_config(tmp_path, method=method, **{"num-rounds": 1}),
+                   fault_hook=rec)
+    kinds = {m.metadata.message_type for m, _ in rec.seen}
+    assert {"query", "train", "evaluate"} <= kinds
+    for msg, reply in rec.seen:
+        content = reply.content
+        kind = msg.metadata.message_type
+        if kind == "query":
+            assert set(content.config_records["info"]) <= ALLOWED_INFO
+            assert not content.array_records
+        elif kind == "train":
+            assert set(content.array_records) == {"delta"}
+            sent = msg.content.array_records["params"]
+            delta = content.array_records["delta"]
+            assert set(delta) == set(sent), "only deltas of what was sent go back"
+            for key, arr in delta.items():
+                assert tuple(arr.shape) == tuple(sent[key].shape)
+                assert np.issubdtype(np.dtype(arr.numpy().dtype), np.floating)
+        else:
+            assert not content.array_records, "evaluation sends back numbers only"
+        for record in content.metric_records.values():
+            assert all(isinstance(v, int | float) for v in record.values())
+
+
+def test_client_side_clipping_and_noise(tmp_path):
+    rec = Recorder()
+    summary = run_in_process(small_config(tmp_path, **{
+        "num-rounds": 2, "dp-clip": 0.5, "run-name": "clip"}), fault_hook=rec)
+    norms = []
+    for msg, reply in rec.seen:
+        if msg.metadata.message_type == "train" and not reply.has_error():
+            delta = reply.content.array_records["delta"]
+            norms.append(math.sqrt(sum(float((a.numpy().astype(float) ** 2).sum())
+                                       for a in delta.values())))
+            assert reply.content["metrics"]["delta-norm"] > 0.5  # norm before
+    assert norms and max(norms) <= 0.5 + 1e-5
+    assert summary["dp_clip"] == 0.5 and summary["dp_noise_multiplier"] == 0.0
+
+    rec = Recorder()
+    summary = run_in_process(small_config(tmp_path, **{
+        "num-rounds": 1, "dp-clip": 0.5, "dp-noise": 1.0, "run-name": "noise"}),
+        fault_hook=rec)
+    noisy = [reply for msg, reply in rec.seen if msg.metadata.message_type == "train"]
+    total = sum(float((a.numpy().astype(float) ** 2).sum())
+                for r in noisy for a in r.content.array_records["delta"].values())
+    assert math.sqrt(total / len(noisy)) > 5 * 0.5  # noise dominates the clipped delta
+    assert summary["dp_noise_multiplier"] == 1.0
