@@ -11,6 +11,8 @@
 #   deploy/hf-service.sh supernode   one SuperNode (its own key, partition, client id)
 #   deploy/hf-service.sh clientapp   the SuperExec that runs that SuperNode's ClientApps
 #   deploy/hf-service.sh register    `flwr supernode register` every public key given
+#   deploy/hf-service.sh connect     write a `flwr` connection "hf" to $HF_SUPERLINK in
+#                                    $FLWR_HOME/config.toml (then `flwr run . hf`)
 #   deploy/hf-service.sh print ROLE  print the command ROLE would run, and exit
 #
 # Environment (defaults are the compose ones):
@@ -129,10 +131,11 @@ register() {  # register every key; a key already registered is fine
 role="${1:-}"
 case "$role" in
   register) register ;;
+  connect) write_connection; echo "hf-service: connection 'hf' -> $superlink in $FLWR_HOME/config.toml" ;;
   print) build "${2:?print needs a role}"; printf '%q ' "${cmd[@]}"; echo ;;
   superlink|serverapp|supernode|clientapp)
     build "$role"
     echo "hf-service: $role: ${cmd[*]}"
     exec "${cmd[@]}" ;;
-  *) sed -n 2,28p "$0"; exit 2 ;;
+  *) sed -n 2,30p "$0"; exit 2 ;;
 esac

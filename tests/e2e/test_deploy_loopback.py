@@ -1,0 +1,92 @@
+"""Deployment on loopback through the real Flower runtime (no mocks).
+
+- TLS + SuperNode authentication (the deployment default): a SuperNode whose key was
+  never registered is refused; registered ones complete a run.
+- Client identity across restarts: a SuperNode killed mid-run and started again with
+  the same client-id gets a new Flower node id (no node auth here, the case where the
+  id changes), is re-mapped by ``refresh_nodes`` and trains with its own embedding.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+import torch
+
+from tests.e2e.deploy_cluster import LoopbackCluster, wait_for
+
+pytestmark = pytest.mark.e2e
+
+TINY = {"dataset": "synthetic", "model": "mlp", "local-steps": 5, "holdout": 0.0,
+        "clients-per-round": 2}
+
+
+@pytest.fixture
+def cluster_factory(tmp_path, flwr_env):
+    made: list[LoopbackCluster] = []
+
+    def make(num_nodes: int, insecure: bool = False) -> LoopbackCluster:
+        cluster = LoopbackCluster(tmp_path / "cluster", flwr_env, num_nodes, insecure)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+def test_tls_auth_refuses_unregistered_node_and_registered_nodes_run(cluster_factory):
+    cluster = cluster_factory(2)
+    cluster.start_link()
+    out = cluster.register([0, 1])
+    assert out.count("registered node-") == 2, out
+    # node-2's key exists (gen-certs made it) but was never registered
+    intruder = cluster.service("supernode-2", "supernode", HF_NODE="2",
+                               HF_NUM_NODES="2", HF_NODE_PORT=str(cluster.node_ports[2]))
+    for i in (0, 1):
+        cluster.start_node(i)
+    run = cluster.flwr_run({**TINY, "num-rounds": 2, "eval-every": 2}, "tls")
+    wait_for(lambda: intruder.poll() is not None, 120, "the unregistered SuperNode "
+             "to be refused")
+    assert intruder.returncode != 0
+    assert "Failed to activate SuperNode" in cluster.log("supernode-2")
+    summary = cluster.finish(run, "tls", timeout=420)
+    assert summary["num_clients"] == 2 and summary["rounds"] == 2
+    assert [r["valid"] for r in cluster.metrics("tls")] == [2, 2]
+    # the SuperLink really served TLS and required node authentication
+    link_cmd = cluster.log("superlink").splitlines()[0]
+    assert "--enable-supernode-auth" in link_cmd and "--ssl-certfile" in link_cmd
+    assert "--insecure" not in link_cmd
+
+
+def test_supernode_restarted_mid_run_keeps_its_embedding(cluster_factory):
+    cluster = cluster_factory(2, insecure=True)
+    cluster.start_link()
+    for i in (0, 1):
+        cluster.start_node(i)
+    cfg = {**TINY, "num-rounds": 3, "eval-every": 3, "round-timeout": 45.0}
+    run = cluster.flwr_run(cfg, "restart")
+    wait_for(lambda: len(cluster.metrics("restart")) >= 1, 300, "round 1")
+    first_id = re.findall(r"SuperNode ID: (\d+)", cluster.log("supernode-0"))[-1]
+    cluster.stop("supernode-0", signal.SIGKILL)
+    cluster.stop("clientapp-0", signal.SIGKILL)
+    cluster.start_node(0, tag="-restarted")
+    wait_for(lambda: "SuperNode ID" in cluster.log("supernode-0-restarted"), 60,
+             "the restarted SuperNode to connect")
+    new_id = re.findall(r"SuperNode ID: (\d+)", cluster.log("supernode-0-restarted"))[-1]
+    assert new_id != first_id  # without node auth the runtime gives a new node id
+
+    summary = cluster.finish(run, "restart", timeout=420)
+    assert summary["rounds"] == 3
+    log = cluster.log("run-restart")
+    assert re.search(rf"client node-0 is back on node {new_id} \(was {first_id}\)",
+                     log), log[-3000:]
+    rows = cluster.metrics("restart")
+    assert rows[-1]["valid"] == 2  # node-0 trained again after its restart
+    state = torch.load(cluster.outputs("restart") / "checkpoint" / "state.pt",
+                       weights_only=False)
+    store = state["strategy"]["store"]
+    # no new row was allocated: node-0 kept its embedding row (index 0)
+    assert store["_extra_state"]["index"] == {"node-0": 0, "node-1": 1}
