@@ -1,10 +1,16 @@
-"""Helpers for driving the `flwr` command line from scripts, tests and benchmarks."""
+"""Driving `flwr` from scripts, tests, benchmarks and `hyperflower run`.
+
+flwr 1.41 accepts either one TOML file or ``k=v`` pairs for ``--run-config``, not both,
+so presets (``conf/*.toml``) and overrides are merged here into one ``k=v`` string.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +31,59 @@ def run_config_arg(config: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
 
 
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``k=v`` strings (TOML values; bare words taken as strings) into a dict."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ValueError(f"override {pair!r} is not key=value")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def merge_presets(presets: Sequence[str | Path], overrides: Mapping[str, Any]
+                  ) -> dict[str, Any]:
+    """Presets in order, later ones winning, then the overrides on top."""
+    merged: dict[str, Any] = {}
+    for preset in presets:
+        with open(preset, "rb") as fh:
+            merged.update(tomllib.load(fh))
+    merged.update(overrides)
+    return merged
+
+
+def flwr_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every flwr call needs (deploy/flwr-env.sh, sourced)."""
+    env = dict(os.environ if base is None else base)
+    out = subprocess.run(["bash", "-c", f"source {ROOT}/deploy/flwr-env.sh && env -0"],
+                         env=env, check=True, capture_output=True).stdout
+    env.update(dict(kv.split("=", 1) for kv in out.decode().split("\0") if "=" in kv))
+    return env
+
+
+def flwr_command(config: Mapping[str, Any], connection: str = "local",
+                 num_supernodes: int | None = None, stream: bool = True) -> list[str]:
+    """The ``flwr run`` command line for a merged run config."""
+    cmd = ["flwr", "run", str(ROOT), connection] + (["--stream"] if stream else [])
+    cmd += ["--run-config", run_config_arg(config)]
+    if num_supernodes is not None:
+        cmd += ["--federation-config",
+                f"num-supernodes={num_supernodes} client-resources-num-cpus=1"]
+    return cmd
+
+
 def flwr_run(config: Mapping[str, Any], env: Mapping[str, str],
              connection: str = "local", num_supernodes: int | None = None,
-             timeout: float = 600, presets: list[str] | None = None
-             ) -> subprocess.CompletedProcess[str]:
+             timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``flwr run . <connection> --stream`` in the project root and wait for it.
 
     ``flwr run`` exits 0 even when the ServerApp failed, so callers check the run's
     ``summary.json`` rather than the exit code.
     """
-    cmd = ["flwr", "run", str(ROOT), connection, "--stream"]
-    for preset in presets or []:
-        cmd += ["--run-config", preset]
-    cmd += ["--run-config", run_config_arg(config)]
-    if num_supernodes is not None:
-        cmd += ["--federation-config",
-                f"num-supernodes={num_supernodes} client-resources-num-cpus=1"]
-    return subprocess.run(cmd, env=dict(env), cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(flwr_command(config, connection, num_supernodes),
+                          env=dict(env), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)

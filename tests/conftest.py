@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from common.flwr_cli import flwr_env as flwr_env_for
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -41,10 +43,7 @@ def flwr_env(tmp_path: Path) -> dict:
                 "FLWR_LOCAL_CONTROL_API_PORT": str(control),
                 "HYPERFLOWER_DATA": str(tmp_path / "data-cache"),
                 "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
-    script = f"source {ROOT}/deploy/flwr-env.sh && env -0"
-    out = subprocess.run(["bash", "-c", script], env=env, check=True,
-                         capture_output=True).stdout
-    env.update(dict(kv.split("=", 1) for kv in out.decode().split("\0") if "=" in kv))
+    env = flwr_env_for(env)
     yield env
     stop_local_superlink(env)
 

@@ -18,9 +18,11 @@ pytestmark = pytest.mark.e2e
 EVERY_KIND = ["raise", "nan", "shape", "keys", "dtype", "norm", "big", "badmetric"]
 
 
-def read(tmp_path, name):
+def read(tmp_path, name, proc=None):
     out = tmp_path / "outputs" / name
     summary = out / "summary.json"
+    if proc is not None:
+        assert summary.exists(), proc.stdout[-4000:] + proc.stderr[-2000:]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return (json.loads(summary.read_text()) if summary.exists() else None), rows
 
@@ -32,8 +34,7 @@ def test_every_client_fault_is_caught_and_the_round_goes_on(tmp_path, flwr_env):
         "fault-injection": plan, "max-delta-norm": 1e4, "max-reply-mb": 4.0,
         "round-timeout": 25.0, "run-name": "chaos"})
     proc = flwr_run(cfg, flwr_env, num_supernodes=10)
-    summary, rows = read(tmp_path, "chaos")
-    assert summary, proc.stdout[-3000:]
+    summary, rows = read(tmp_path, "chaos", proc)
     assert [r["faults-injected"] for r in rows] == [9, 8]
     assert summary["faults_injected"] == summary["faults_survived"] == 17
     assert rows[0]["faults"] == {"error": 1, "missing": 1, "invalid": 7}
@@ -55,10 +56,9 @@ def test_too_few_valid_replies_stops_with_a_clear_message(tmp_path, flwr_env):
 
 def test_server_killed_mid_run_resumes_to_identical_result(tmp_path, flwr_env):
     base = {"num-rounds": 6, "eval-every": 2}
-    flwr_run(small_config(tmp_path, **base, **{"run-name": "whole"}), flwr_env,
-             num_supernodes=10)
-    whole, _ = read(tmp_path, "whole")
-    assert whole
+    proc = flwr_run(small_config(tmp_path, **base, **{"run-name": "whole"}), flwr_env,
+                    num_supernodes=10)
+    whole, _ = read(tmp_path, "whole", proc)
 
     from common.flwr_cli import ROOT, run_config_arg
     cfg = small_config(tmp_path, **base, **{"run-name": "killed"})
@@ -86,9 +86,8 @@ def test_server_killed_mid_run_resumes_to_identical_result(tmp_path, flwr_env):
     assert 3 <= killed_rows < 6, "the kill should land mid-run"
     assert not (tmp_path / "outputs" / "killed" / "summary.json").exists()
 
-    flwr_run({**cfg, "resume": True}, flwr_env, num_supernodes=10)
-    resumed, rows = read(tmp_path, "killed")
-    assert resumed, "resumed run did not finish"
+    proc = flwr_run({**cfg, "resume": True}, flwr_env, num_supernodes=10)
+    resumed, rows = read(tmp_path, "killed", proc)
     assert [r["round"] for r in rows] == list(range(1, 7))
     for key in ("participant_acc", "nonparticipant_acc", "best_round",
                 "participant_acc_std", "bytes_up_per_round"):
