@@ -88,3 +88,12 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     b = torch.load(tmp_path / "outputs/parts/checkpoint/state.pt", weights_only=False)
     for key, value in a["strategy"]["hnet"].items():
         assert torch.equal(value, b["strategy"]["hnet"][key]), key
+
+
+def test_original_one_client_per_round_variant(tmp_path):
+    summary = run_in_process(small_config(tmp_path, **{
+        "clients-per-round": 1, "num-rounds": 3, "eval-every": 3}))
+    rows = [json.loads(x) for x in
+            open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
+    assert [r["sampled"] for r in rows] == [1, 1, 1]
+    assert summary["participant_acc"] is not None
