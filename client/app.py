@@ -94,9 +94,22 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received parameters locally and return Δ = θ_trained − θ_received."""
     cfg, cid, data = _setup(context)
     _, pid = client_identity(context, cfg)
-    msg_cfg = msg.content["config"]
-    received = from_record(msg.content["params"])
-    model = _model_from(cfg, msg.content["params"])
+    delta, metrics = local_update(cfg, cid, pid, data, msg.content["config"],
+                                  msg.content["params"])
+    return Message(RecordDict({"delta": to_record(delta),
+                               "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
+                 msg_cfg: ConfigRecord, params: ArrayRecord
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The body of a train reply: (Δ, metrics) after training ``params`` on ``data``.
+
+    Shared by the train handler and offline personalisation (server/personalize.py),
+    so a new client fitted without a server trains exactly as it would in a run.
+    """
+    received = from_record(params)
+    model = _model_from(cfg, params)
     steps = int(msg_cfg.get("local-steps", steps_for(
         len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps)))
     result = train_steps(model, data.x_train, data.y_train, steps, cfg.batch_size,
@@ -113,8 +126,7 @@ def train(msg: Message, context: Context) -> Message:
     if fault:
         delta, metrics = inject(fault, delta, metrics, cfg.round_timeout,
                                 cfg.max_reply_mb)
-    return Message(RecordDict({"delta": to_record(delta),
-                               "metrics": MetricRecord(metrics)}), reply_to=msg)
+    return delta, metrics
 
 
 @app.evaluate()
