@@ -39,6 +39,7 @@ class ClientRegistry:
 
     clients: dict[str, ClientInfo] = field(default_factory=dict)
     faults: dict[str, str] = field(default_factory=dict)
+    _by_node: dict[int, str] = field(default_factory=dict, repr=False)
 
     def _ordered(self) -> list[ClientInfo]:
         return sorted(self.clients.values(), key=lambda c: c.partition_id)
@@ -57,12 +58,38 @@ class ClientRegistry:
         """The Flower node currently serving ``client_id``."""
         return self.clients[client_id].node_id
 
+    def add(self, info: ClientInfo) -> None:
+        """Register a client (the node index is rebuilt on the next lookup)."""
+        self.clients[info.client_id] = info
+        self._by_node = {}
+
+    def move(self, client_id: str, node_id: int) -> None:
+        """Record that ``client_id`` is now served by ``node_id`` (after a restart)."""
+        self.clients[client_id].node_id = node_id
+        self._by_node = {}
+
+    def client_on(self, node_id: int) -> str:
+        """The client served by ``node_id``, from an index rebuilt only when the
+        mapping changes, so a lookup costs the same with 5 or 5,000 clients."""
+        if not self._by_node:
+            self._by_node = {c.node_id: c.client_id for c in self.clients.values()}
+        try:
+            return self._by_node[node_id]
+        except KeyError:
+            raise KeyError(f"no client registered on node {node_id}") from None
+
 
 def message_to(node_id: int, kind: str, **records: Any) -> Message:
-    """A Message of type ``kind`` ("train", "evaluate", "query") for one node."""
+    """A Message of type ``kind`` ("train", "evaluate", "query") for one node.
+
+    ``kind`` may name an action, e.g. "train.lora", which Flower routes to the
+    handler registered with ``@app.train("lora")``.
+    """
+    category, dot, action = kind.partition(".")
     mtype = {"train": MessageType.TRAIN, "evaluate": MessageType.EVALUATE,
-             "query": MessageType.QUERY}[kind]
-    return Message(RecordDict(records), dst_node_id=node_id, message_type=mtype)
+             "query": MessageType.QUERY}[category]
+    return Message(RecordDict(records), dst_node_id=node_id,
+                   message_type=f"{mtype}{dot}{action}")
 
 
 def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
@@ -93,7 +120,7 @@ def register_clients(grid: Grid, cfg: RunConfig, timeout: float) -> ClientRegist
         if cid in registry.clients:
             registry.faults[node_key] = f"duplicate client id {cid!r}"
             continue
-        registry.clients[cid] = ClientInfo(cid, int(node_key), pid, pid in chosen, info)
+        registry.add(ClientInfo(cid, int(node_key), pid, pid in chosen, info))
     for node_key, reason in result.errors.items():
         registry.faults[node_key] = reason
     for node_key in result.missing:
@@ -111,10 +138,7 @@ def register_clients(grid: Grid, cfg: RunConfig, timeout: float) -> ClientRegist
 
 def client_at(registry: ClientRegistry, node_id: int) -> str:
     """The client id served by ``node_id`` (KeyError if no client registered there)."""
-    for info in registry.clients.values():
-        if info.node_id == node_id:
-            return info.client_id
-    raise KeyError(f"no client registered on node {node_id}")
+    return registry.client_on(node_id)
 
 
 def refresh_nodes(grid: Grid, registry: ClientRegistry, timeout: float) -> list[str]:
@@ -138,7 +162,7 @@ def refresh_nodes(grid: Grid, registry: ClientRegistry, timeout: float) -> list[
         cid = str(reply.content.config_records["info"]["client-id"])
         if cid in registry.clients:
             old = registry.clients[cid].node_id
-            registry.clients[cid].node_id = int(node_key)
+            registry.move(cid, int(node_key))
             moved.append(cid)
             log(INFO, "client %s is back on node %s (was %s); it keeps its state",
                 cid, node_key, old)
