@@ -70,6 +70,10 @@ DEFAULTS: dict[str, Any] = {
     "dp-clip": 0.0,
     "dp-noise": 0.0,
     "fault-injection": "",
+    # Benchmarks / hypernet
+    "hypernet": "pertensor",
+    "chunk-size": 576,
+    "chunk-embed-dim": 16,
 }
 
 
@@ -132,6 +136,10 @@ class RunConfig:
     dp_clip: float
     dp_noise: float
     fault_injection: str
+    # Benchmarks / hypernet
+    hypernet: str
+    chunk_size: int
+    chunk_embed_dim: int
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -284,3 +292,7 @@ def _validate(cfg: RunConfig) -> None:
         parse_plan(cfg.fault_injection)
     except ValueError as exc:
         raise ConfigError("fault-injection", str(exc)) from None
+    # Benchmarks / hypernet
+    _choice("hypernet", cfg.hypernet, ("pertensor", "chunked"))
+    _at_least("chunk-size", cfg.chunk_size, 1)
+    _at_least("chunk-embed-dim", cfg.chunk_embed_dim, 1)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from flwr.common.logger import log
 
+from server.hypernets.chunked import ChunkedHyperNet
 from server.hypernets.pertensor import PerTensorHyperNet
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
@@ -67,8 +68,13 @@ class PFedHN(HyperflowerStrategy):
         for cid, info in sorted(self.registry.clients.items(),
                                 key=lambda kv: kv[1].partition_id):
             self.store.add(cid, {"partition-id": info.partition_id})
-        self.hnet = PerTensorHyperNet(cfg.resolved_embed_dim, self.shapes,
-                                      cfg.hn_hidden, cfg.hn_layers).to(self.device)
+        if cfg.hypernet == "chunked":  # run-config key `hypernet`
+            self.hnet: torch.nn.Module = ChunkedHyperNet(
+                cfg.resolved_embed_dim, self.shapes, cfg.hn_hidden, cfg.hn_layers,
+                cfg.chunk_size, cfg.chunk_embed_dim).to(self.device)
+        else:
+            self.hnet = PerTensorHyperNet(cfg.resolved_embed_dim, self.shapes,
+                                          cfg.hn_hidden, cfg.hn_layers).to(self.device)
         self.optimizer = make_optimizer(
             cfg.server_optimizer,
             [{"params": list(self.hnet.parameters())},
