@@ -51,11 +51,17 @@ def main(argv: list[str] | None = None) -> int:
                      help="connection in $FLWR_HOME/config.toml (local = simulation)")
     run.add_argument("--supernodes", type=int, default=None,
                      help="simulated SuperNodes (default: num-clients)")
+    per = sub.add_parser("personalize", help="a ready model for a new client from a "
+                         "finished run, without a server (server/personalize.py)")
+    from server import personalize
+    personalize.add_arguments(per)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "report":
         return report.main(args.runs)
     if args.command == "run":
         return run_command(args)
+    if args.command == "personalize":
+        return personalize.main(args)
     return 2
 
 

@@ -11,11 +11,14 @@ Choices where the paper is silent, each a run-config key:
   embeddings and is fitted for ``novel-rounds`` federated exchanges with φ frozen
   (SGD, ``novel-lr``), then its generated model is evaluated. This needs local
   training on the held-out client, so the number is flagged as such in summaries.
+  :func:`fit_new_embeddings` is that procedure; the in-run evaluation and offline
+  personalisation (:mod:`server.personalize`) both call it, client by client (one
+  embedding, one forward, one optimiser each), so both give bit-identical models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from logging import INFO
 from typing import TYPE_CHECKING, Any
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from flwr.common.logger import log
 
+from common.config import RunConfig
 from server.hypernets.chunked import ChunkedHyperNet
 from server.hypernets.pertensor import PerTensorHyperNet
 from server.store import EmbeddingStore
@@ -54,6 +58,74 @@ def frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
+def build_hypernet(cfg: RunConfig, shapes: dict[str, torch.Size]) -> torch.nn.Module:
+    """pFedHN's hypernetwork for a run config (the strategy and offline tools):
+    per-tensor heads, or chunked (run-config key ``hypernet``)."""
+    if cfg.hypernet == "chunked":
+        return ChunkedHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
+                               cfg.hn_layers, cfg.chunk_size, cfg.chunk_embed_dim)
+    return PerTensorHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
+                             cfg.hn_layers)
+
+
+def build_store(cfg: RunConfig) -> EmbeddingStore:
+    """The run's embedding store, seeded like the strategy's (before any training)."""
+    return EmbeddingStore(cfg.num_clients, cfg.resolved_embed_dim, seed=cfg.seed)
+
+
+def novel_phase(step: int) -> str:
+    """The message phase of embedding-fit step ``step`` (it seeds the client's data
+    order, so offline personalisation must use the same name)."""
+    return f"novel-{step}"
+
+
+def novel_start(store: EmbeddingStore, participants: Sequence[str]) -> torch.Tensor:
+    """A new client's starting embedding: the mean of the participants', (1, d)."""
+    with torch.no_grad():
+        return store(list(participants)).mean(0, keepdim=True)
+
+
+def generate_one(hnet: torch.nn.Module, embedding: torch.Tensor) -> Params:
+    """θ = h(v; φ) for one (1, d) embedding, as CPU tensors without a graph."""
+    with torch.no_grad():
+        return {k: v[0].detach().cpu() for k, v in hnet(embedding).items()}
+
+
+#: Local training of one embedding-fit step: (step, client ids, their parameters)
+#: -> the deltas of the clients that answered (in a run: a train exchange; offline:
+#: the client's own update function).
+LocalTrain = Callable[[int, list[str], list[Params]], dict[str, Params]]
+
+
+def fit_new_embeddings(hnet: torch.nn.Module, start: torch.Tensor,
+                       client_ids: Sequence[str], rounds: int, lr: float,
+                       local_train: LocalTrain) -> dict[str, torch.Tensor]:
+    """Fit a new embedding per client with φ frozen; return each fitted (1, d) v.
+
+    Every client starts at ``start``; at each of ``rounds`` steps it trains the
+    parameters generated from its embedding and returns Δ, and its own SGD (``lr``)
+    moves only its v through the shared update (−Δ back-propagated through h). Each
+    client has its own forward and optimiser, so the result for a client does not
+    depend on which other clients were fitted with it: the in-run evaluation of
+    held-out clients and offline personalisation give the same model.
+    """
+    ids = list(client_ids)
+    embeddings = {c: start.detach().clone().requires_grad_(True) for c in ids}
+    optimizers = {c: torch.optim.SGD([v], lr=lr) for c, v in embeddings.items()}
+    with frozen(hnet):
+        for step in range(rounds):
+            params = [generate_one(hnet, embeddings[c]) for c in ids]
+            deltas = local_train(step, ids, params)
+            for cid in ids:
+                if cid not in deltas:
+                    continue
+                device = embeddings[cid].device
+                hypernet_step(hnet, embeddings[cid],
+                              [{k: d.to(device) for k, d in deltas[cid].items()}],
+                              torch.ones(1), optimizers[cid], [embeddings[cid]], 0.0)
+    return {c: v.detach() for c, v in embeddings.items()}
+
+
 class PFedHN(HyperflowerStrategy):
     """Personalised federated hypernetwork over a per-client embedding store."""
 
@@ -63,18 +135,11 @@ class PFedHN(HyperflowerStrategy):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        self.store = EmbeddingStore(cfg.num_clients, cfg.resolved_embed_dim,
-                                    seed=cfg.seed).to(self.device)
+        self.store = build_store(cfg).to(self.device)
         for cid, info in sorted(self.registry.clients.items(),
                                 key=lambda kv: kv[1].partition_id):
             self.store.add(cid, {"partition-id": info.partition_id})
-        if cfg.hypernet == "chunked":  # run-config key `hypernet`
-            self.hnet: torch.nn.Module = ChunkedHyperNet(
-                cfg.resolved_embed_dim, self.shapes, cfg.hn_hidden, cfg.hn_layers,
-                cfg.chunk_size, cfg.chunk_embed_dim).to(self.device)
-        else:
-            self.hnet = PerTensorHyperNet(cfg.resolved_embed_dim, self.shapes,
-                                          cfg.hn_hidden, cfg.hn_layers).to(self.device)
+        self.hnet = build_hypernet(cfg, self.shapes).to(self.device)
         self.optimizer = make_optimizer(
             cfg.server_optimizer,
             [{"params": list(self.hnet.parameters())},
@@ -107,31 +172,24 @@ class PFedHN(HyperflowerStrategy):
         held_out = self.registry.nonparticipants
         if not held_out:
             return {}
-        with torch.no_grad():
-            start = self.store(self.registry.participants).mean(0, keepdim=True)
-        v_new = start.repeat(len(held_out), 1).clone().requires_grad_(True)
-        optimizer = torch.optim.SGD([v_new], lr=self.cfg.novel_lr)
-        with frozen(self.hnet):
-            for step in range(self.cfg.novel_rounds):
-                with torch.no_grad():
-                    params = self._unbatch(self.hnet(v_new))
-                updates = runner.train_exchange(held_out, params, phase=f"novel-{step}")
-                log(INFO, "novel clients: embedding fit %d/%d (%d replies)", step + 1,
-                    self.cfg.novel_rounds, len(updates))
-                if not updates:
-                    continue
-                rows = [held_out.index(u.client_id) for u in updates]
-                hypernet_step(lambda v, rows=rows: self.hnet(v[rows]), v_new,
-                              [{k: d.to(self.device) for k, d in u.delta.items()}
-                               for u in updates],
-                              torch.ones(len(updates)), optimizer, [v_new], 0.0)
-        with torch.no_grad():
-            return dict(zip(held_out, self._unbatch(self.hnet(v_new)), strict=True))
+
+        def exchange(step: int, ids: list[str], params: list[Params]
+                     ) -> dict[str, Params]:
+            updates = runner.train_exchange(ids, params, phase=novel_phase(step))
+            log(INFO, "novel clients: embedding fit %d/%d (%d replies)", step + 1,
+                self.cfg.novel_rounds, len(updates))
+            return {u.client_id: u.delta for u in updates}
+
+        fitted = fit_new_embeddings(
+            self.hnet, novel_start(self.store, self.registry.participants), held_out,
+            self.cfg.novel_rounds, self.cfg.novel_lr, exchange)
+        return {c: generate_one(self.hnet, fitted[c]) for c in held_out}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "hnet": self.hnet.state_dict(),
                 "store": self.store.state_dict(),
-                "optimizer": self.optimizer.state_dict()}
+                "optimizer": self.optimizer.state_dict(),
+                "participants": list(self.registry.participants)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

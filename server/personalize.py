@@ -1,0 +1,345 @@
+"""Offline personalisation: a ready model for a new client from a finished run.
+
+No server, no Flower runtime: the run folder (``outputs/<run>/`` with ``config.json``
+and ``checkpoint/state.pt``) and the new client's own labelled data are enough.
+
+- pFedHN: the hypernetwork is frozen; only a new embedding is fitted on the client's
+  data, starting at the mean of the participants' embeddings, for ``novel-rounds``
+  steps of local training (the ClientApp's own :func:`client.app.local_update`, with
+  its seeded data order) and SGD (``novel-lr``) on the embedding. This is the very
+  function the run used to evaluate its held-out clients
+  (:func:`server.strategies.pfedhn.fit_new_embeddings`), so personalising a held-out
+  client of the run reproduces the run's number for it exactly. A participant that
+  trained gets its own embedding's model without any fitting.
+- FedAvg: the global model of the best round (no data needed).
+
+The state used is the strategy state at the best round (``best["state"]`` in the
+checkpoint), the state the run evaluated its held-out clients with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord
+from torch import nn
+
+from client.training import evaluate
+from common.config import DEFAULTS, RunConfig, parse_run_config
+from common.models import build_model, param_shapes
+from common.partition import ClientData, load_client_data, split_participants
+from common.records import from_record, to_record
+
+Params = dict[str, torch.Tensor]
+MODEL_FORMAT = "hyperflower-model/1"
+
+
+class PersonalizeError(ValueError):
+    """The run or the new client's inputs cannot give a personalised model."""
+
+
+@dataclass
+class TrainedRun:
+    """What offline personalisation needs from a finished run."""
+
+    dir: Path
+    cfg: RunConfig
+    state: dict[str, Any]
+    round: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_run(run_dir: str | Path) -> TrainedRun:
+    """Read ``config.json`` and the checkpoint's best-round state of a run folder."""
+    folder = Path(run_dir).expanduser().resolve()
+    config_path, ckpt_path = folder / "config.json", folder / "checkpoint" / "state.pt"
+    for path in (config_path, ckpt_path):
+        if not path.exists():
+            raise PersonalizeError(f"{path} not found: give an outputs/<run> folder of "
+                                   "a run that finished at least one evaluated round")
+    raw = json.loads(config_path.read_text())
+    cfg = parse_run_config({k: v for k, v in raw.items() if k in DEFAULTS})
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    best = ckpt.get("best")
+    if best is not None:
+        state, rnd = best["state"], int(best["round"])
+    else:  # stopped before its first evaluation: the latest state is all there is
+        state, rnd = ckpt["strategy"], int(ckpt["round"])
+    return TrainedRun(folder, cfg, state, rnd, {"best": best is not None})
+
+
+def read_client_data(path: str | Path) -> ClientData:
+    """A new client's data from an ``.npz`` file.
+
+    Keys: ``x_train``/``y_train`` (or ``x``/``y``), and optionally ``x_val``/``y_val``
+    and ``x_test``/``y_test`` for reporting. Images are float arrays shaped as the
+    model expects ((n, 1, 28, 28) or (n, 28, 28)), normalised like the run's
+    dataset; labels are integers.
+    """
+    with np.load(path) as arrays:
+        found = dict(arrays)
+
+    def pair(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x = found.get(f"x_{split}", found.get("x") if split == "train" else None)
+        y = found.get(f"y_{split}", found.get("y") if split == "train" else None)
+        if x is None or y is None:
+            return torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long)
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        if xt.dim() == 3:
+            xt = xt.unsqueeze(1)
+        return xt, torch.as_tensor(np.asarray(y, dtype=np.int64))
+
+    (xt, yt), (xv, yv), (xs, ys) = pair("train"), pair("val"), pair("test")
+    if len(yt) == 0:
+        raise PersonalizeError(f"{path} has no training data (keys x_train, y_train)")
+    return ClientData(xt, yt, xv, yv, xs, ys)
+
+
+def model_from(cfg: RunConfig, params: Params) -> nn.Module:
+    """The target network filled with ``params`` (as the ClientApp builds it)."""
+    model = build_model(cfg.model, cfg.num_classes)
+    model.load_state_dict(params, strict=True)
+    return model
+
+
+# ---- methods -----------------------------------------------------------------
+class _PFedHN:
+    """The frozen hypernetwork and embedding store of a pFedHN run, built once."""
+
+    def __init__(self, run: TrainedRun, device: torch.device) -> None:
+        from server.strategies.pfedhn import build_hypernet, build_store
+
+        cfg, state = run.cfg, run.state
+        shapes = param_shapes(build_model(cfg.model, cfg.num_classes, seed=cfg.seed))
+        self.cfg = cfg
+        self.hnet = build_hypernet(cfg, shapes)
+        self.hnet.load_state_dict(state["hnet"])
+        self.store = build_store(cfg)
+        self.store.load_state_dict(state["store"])
+        self.hnet, self.store = self.hnet.to(device), self.store.to(device)
+        self.participants = list(state.get("participants")
+                                 or _participants(cfg, self.store))
+
+    def __call__(self, client_id: str, partition_id: int, data: ClientData | None,
+                 rounds: int | None, lr: float | None) -> tuple[Params, dict[str, Any]]:
+        from client.app import local_update
+        from server.strategies.pfedhn import (
+            fit_new_embeddings,
+            generate_one,
+            novel_phase,
+            novel_start,
+        )
+
+        cfg = self.cfg
+        if client_id in self.participants and data is None:
+            return (generate_one(self.hnet, self.store([client_id])),
+                    {"embedding": "own (trained participant)", "fit-rounds": 0})
+        if data is None:
+            raise PersonalizeError("pfedhn needs the new client's labelled data to fit "
+                                   "its embedding (a data file or a partition id)")
+        rounds = cfg.novel_rounds if rounds is None else rounds
+        lr = cfg.novel_lr if lr is None else lr
+
+        def train_locally(step: int, ids: list[str], params: list[Params]
+                          ) -> dict[str, Params]:
+            msg_cfg = ConfigRecord({"round": 0, "phase": novel_phase(step),
+                                    "method": cfg.method})
+            out = {}
+            for cid, theta in zip(ids, params, strict=True):
+                delta, _ = local_update(cfg, cid, partition_id, data, msg_cfg,
+                                        to_record(theta))
+                out[cid] = from_record(to_record(delta))  # as it would travel
+            return out
+
+        fitted = fit_new_embeddings(self.hnet, novel_start(self.store,
+                                                           self.participants),
+                                    [client_id], rounds, lr, train_locally)
+        embedding = fitted[client_id]
+        return generate_one(self.hnet, embedding), {
+            "embedding": "fitted, hypernetwork frozen", "fit-rounds": rounds,
+            "fit-lr": lr, "embedding-values": embedding.cpu().flatten().tolist()}
+
+
+def _participants(cfg: RunConfig, store: Any) -> list[str]:
+    """Participants of a checkpoint written before they were saved in it."""
+    chosen = set(split_participants(cfg.num_clients, cfg.holdout, cfg.seed)[0])
+    rows = sorted(store.metadata.items(), key=lambda kv: kv[1]["partition-id"])
+    return [cid for cid, meta in rows if meta["partition-id"] in chosen]
+
+
+class _FedAvg:
+    """A FedAvg run gives every new client its global model."""
+
+    def __init__(self, run: TrainedRun, device: torch.device) -> None:
+        self.global_model = run.state["global"]
+
+    def __call__(self, *_: Any) -> tuple[Params, dict[str, Any]]:
+        return ({k: v.clone() for k, v in self.global_model.items()},
+                {"embedding": None, "fit-rounds": 0})
+
+
+class _Local:
+    def __init__(self, run: TrainedRun, device: torch.device) -> None:
+        raise PersonalizeError("method 'local' shares nothing: a client that never "
+                               "trained has no model to receive")
+
+
+METHODS: dict[str, type] = {"pfedhn": _PFedHN, "fedavg": _FedAvg, "local": _Local}
+
+
+# ---- public API ----------------------------------------------------------------
+class Personalizer:
+    """A loaded run ready to personalise many clients (the networks are built once)."""
+
+    def __init__(self, run: TrainedRun, device: str = "cpu") -> None:
+        method = run.cfg.method
+        if method not in METHODS:
+            raise PersonalizeError(f"offline personalisation is not available for "
+                                   f"method {method!r} (available: "
+                                   f"{', '.join(METHODS)})")
+        self.run = run
+        self.method = METHODS[method](run, torch.device(device))
+
+    def params(self, data: ClientData | None = None, *, client_id: str | None = None,
+               partition_id: int = -1, rounds: int | None = None,
+               lr: float | None = None) -> tuple[Params, dict[str, Any]]:
+        """The parameters a new client gets, and how they were made.
+
+        ``client_id`` seeds the client's local data order exactly as in a run (a
+        held-out client of the run reproduces the run's model only with its own id:
+        its partition id in simulation, its ``client-id`` node config in
+        deployment).
+        """
+        cid = client_id if client_id is not None else (
+            str(partition_id) if partition_id >= 0 else "new-client")
+        params, info = self.method(cid, partition_id, data, rounds, lr)
+        return params, {"method": self.run.cfg.method, "client-id": cid,
+                        "run": str(self.run.dir), "round": self.run.round, **info}
+
+
+def personalized_params(run: TrainedRun, data: ClientData | None = None, *,
+                        client_id: str | None = None, partition_id: int = -1,
+                        rounds: int | None = None, lr: float | None = None,
+                        device: str = "cpu") -> tuple[Params, dict[str, Any]]:
+    """One client's parameters from a loaded run (see :meth:`Personalizer.params`)."""
+    return Personalizer(run, device).params(data, client_id=client_id,
+                                            partition_id=partition_id, rounds=rounds,
+                                            lr=lr)
+
+
+def personalize(run_dir: str | Path, data: ClientData | str | Path | None = None, *,
+                client_id: str | None = None, partition_id: int | None = None,
+                rounds: int | None = None, lr: float | None = None,
+                device: str = "cpu") -> nn.Module:
+    """A ready personalised model for a new client of the run in ``run_dir``.
+
+    ``data`` is the client's :class:`ClientData` or an ``.npz`` file
+    (:func:`read_client_data`); ``partition_id`` instead takes that partition of the
+    run's own dataset (e.g. one of its held-out clients). The returned module has
+    the generated (pFedHN) or global (FedAvg) weights; its ``personalization``
+    attribute says how it was made.
+    """
+    run = load_run(run_dir)
+    if isinstance(data, str | Path):
+        data = read_client_data(data)
+    if data is None and partition_id is not None:
+        data = load_client_data(run.cfg, partition_id)
+    params, info = personalized_params(
+        run, data, client_id=client_id,
+        partition_id=-1 if partition_id is None else partition_id,
+        rounds=rounds, lr=lr, device=device)
+    model = model_from(run.cfg, params)
+    model.personalization = info  # type: ignore[assignment]
+    return model
+
+
+def save_model(model: nn.Module, path: str | Path, cfg: RunConfig,
+               info: dict[str, Any] | None = None) -> Path:
+    """Write a model file: weights plus what is needed to rebuild the network."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": MODEL_FORMAT, "model": cfg.model,
+                "num-classes": cfg.num_classes,
+                "state-dict": {k: v.detach().cpu() for k, v in
+                               model.state_dict().items()},
+                "personalization": dict(info or getattr(model, "personalization", {}))},
+               out)
+    return out
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Load a model file written by :func:`save_model`, ready for inference."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        raise PersonalizeError(f"{path} is not a hyperflower model file")
+    model = build_model(saved["model"], saved["num-classes"])
+    model.load_state_dict(saved["state-dict"])
+    model.personalization = saved["personalization"]  # type: ignore[assignment]
+    return model.eval()
+
+
+def evaluate_on(model: nn.Module, data: ClientData) -> dict[str, float]:
+    """Loss and accuracy on the client's validation and test splits (where present)."""
+    out: dict[str, float] = {}
+    for split, x, y in (("val", data.x_val, data.y_val),
+                        ("test", data.x_test, data.y_test)):
+        if len(y):
+            loss, acc, n = evaluate(model, x, y)
+            out.update({f"{split}-loss": loss, f"{split}-acc": acc, f"num-{split}": n})
+    return out
+
+
+# ---- command line --------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``hyperflower personalize``."""
+    parser.add_argument("run", help="a finished run's folder (outputs/<run-name>)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", help="the new client's data (.npz: x_train, y_train"
+                        "[, x_test, y_test])")
+    source.add_argument("--partition-id", type=int, default=None,
+                        help="use this partition of the run's own dataset")
+    parser.add_argument("--client-id", default=None,
+                        help="the client's id (seeds its local training; a run's "
+                        "held-out client reproduces the run only with its own id)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="embedding-fit steps (default: the run's novel-rounds)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="embedding SGD step (default: the run's novel-lr)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", default=None,
+                        help="model file to write (default: <run>/personalized/"
+                        "<client-id>.pt)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``hyperflower personalize`` and print what was made and how fast."""
+    torch.set_num_threads(1)  # as the ServerApp and ClientApps run: same numerics
+    start = time.perf_counter()
+    run = load_run(args.run)
+    data = read_client_data(args.data) if args.data else (
+        load_client_data(run.cfg, args.partition_id)
+        if args.partition_id is not None else None)
+    pid = -1 if args.partition_id is None else args.partition_id
+    personalizer = Personalizer(run, args.device)
+    t0 = time.perf_counter()
+    params, info = personalizer.params(data, client_id=args.client_id,
+                                       partition_id=pid, rounds=args.rounds, lr=args.lr)
+    model = model_from(run.cfg, params)
+    made = time.perf_counter()
+    info.pop("embedding-values", None)
+    info["seconds"] = {"load-run": round(t0 - start, 4),
+                       "personalize": round(made - t0, 4)}
+    out = Path(args.out) if args.out else (
+        run.dir / "personalized" / f"{info['client-id']}.pt")
+    if data is not None:
+        info["metrics"] = evaluate_on(model, data)
+    save_model(model, out, run.cfg, info)
+    print(json.dumps({"model-file": str(out), **info}, indent=2))
+    return 0
