@@ -49,7 +49,9 @@ export FLWR_TELEMETRY_ENABLED=0
 export FLWR_DISABLE_UPDATE_CHECK=1
 export FLWR_HOME="${FLWR_HOME:-${HOME:-/tmp}/.flwr}"
 
+printing=0
 need() {  # fail early, naming the file, when a secret is missing
+  [ "$printing" = 1 ] && return 0
   for f in "$@"; do
     [ -r "$f" ] || { echo "hf-service: $f is missing or unreadable (run deploy/gen-certs.sh)" >&2; exit 1; }
   done
@@ -63,7 +65,7 @@ build() {
   fi
   case "$role" in
     superlink)
-      mkdir -p "$state"
+      [ "$printing" = 1 ] || mkdir -p "$state"
       cmd=(flower-superlink --isolation process --host "$bind" --port "$link_port"
            --database "$state/state.db" "${secret[@]}")
       if [ "$insecure" = 1 ]; then
@@ -132,7 +134,7 @@ role="${1:-}"
 case "$role" in
   register) register ;;
   connect) write_connection; echo "hf-service: connection 'hf' -> $superlink in $FLWR_HOME/config.toml" ;;
-  print) build "${2:?print needs a role}"; printf '%q ' "${cmd[@]}"; echo ;;
+  print) printing=1; build "${2:?print needs a role}"; printf '%q ' "${cmd[@]}"; echo ;;
   superlink|serverapp|supernode|clientapp)
     build "$role"
     echo "hf-service: $role: ${cmd[*]}"
