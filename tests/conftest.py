@@ -18,6 +18,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_data_cache(tmp_path_factory):
+    """Dataset and partition caches of the test session live in a temporary folder."""
+    os.environ.setdefault("HYPERFLOWER_DATA", str(tmp_path_factory.mktemp("data")))
+
+
 def small_config(tmp_path: Path, **overrides) -> dict:
     """A run config that trains in seconds on the synthetic set."""
     cfg = {"dataset": "synthetic", "model": "mlp", "num-clients": 10,

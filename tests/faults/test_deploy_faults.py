@@ -1,0 +1,48 @@
+"""Faults in a real loopback deployment: a SuperNode dies for good, then the ServerApp
+is SIGKILLed; the run goes on without the node and resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.e2e.deploy_cluster import LoopbackCluster, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_dead_node_and_killed_server_do_not_lose_the_run(tmp_path, flwr_env):
+    cluster = LoopbackCluster(tmp_path / "cluster", flwr_env, 3, insecure=True)
+    try:
+        cluster.start_link()
+        for i in range(3):
+            cluster.start_node(i)
+        cfg = {"dataset": "synthetic", "model": "mlp", "local-steps": 5,
+               "holdout": 0.0, "clients-per-round": 3, "num-rounds": 4,
+               "eval-every": 2, "round-timeout": 20.0}
+        run = cluster.flwr_run(cfg, "faults")
+        wait_for(lambda: len(cluster.metrics("faults")) >= 1, 300, "round 1")
+        cluster.stop("supernode-2", signal.SIGKILL)  # gone for good
+        cluster.stop("clientapp-2", signal.SIGKILL)
+        wait_for(lambda: len(cluster.metrics("faults")) >= 2, 300, "round 2")
+        cluster.stop("serverapp", signal.SIGKILL)  # the ServerApp and its SuperExec
+        run.kill()
+        assert not (cluster.outputs("faults") / "summary.json").exists()
+        done = len(cluster.metrics("faults"))
+        assert 2 <= done < 4
+
+        cluster.service("serverapp-restarted", "serverapp")
+        resumed = cluster.flwr_run({**cfg, "resume": True}, "faults")
+        summary = cluster.finish(resumed, "faults", timeout=480)
+    finally:
+        cluster.close()
+    rows = cluster.metrics("faults")
+    assert [r["round"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["valid"] == 3
+    assert all(r["valid"] == 2 for r in rows[1:]), rows  # the others carried on
+    # round 2 waited for the dead node and counted it; after the restart the dead
+    # node no longer registers, so it is not sampled again
+    assert rows[1]["faults"]["missing"] + rows[1]["faults"]["error"] == 1
+    assert summary["faults"].get("missing", 0) + summary["faults"].get("error", 0) >= 1
+    assert "resume: continuing after round" in cluster.log("run-faults")
