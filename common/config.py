@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-METHODS = ("pfedhn", "fedavg", "local")
+METHODS = ("pfedhn", "fedavg", "local", "hyperflora")
 DATASETS = ("fashion-mnist", "digits", "synthetic")
-MODELS = ("mlp", "lenet5", "cnn")
+MODELS = ("mlp", "lenet5", "cnn", "vit-tiny")
 PARTITIONERS = ("classes", "dirichlet", "shards")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam")
 WEIGHTINGS = ("uniform", "samples")
+HYPERFLORA_VARIANTS = ("standard", "sequential", "paired", "head")
 
 #: Every run-config key with its default. Keys are kebab-case, as Flower passes them.
 DEFAULTS: dict[str, Any] = {
@@ -70,6 +71,16 @@ DEFAULTS: dict[str, Any] = {
     "dp-clip": 0.0,
     "dp-noise": 0.0,
     "fault-injection": "",
+    # HyperFLoRA
+    "lora-rank": 1,
+    "lora-alpha": 1.0,
+    "lora-targets": "auto",
+    "lora-lr": 0.0,
+    "hyperflora-variant": "paired",
+    "pair-exchanges": 3,
+    "pretrain-rounds": 20,
+    "pretrained-model": "",
+    "finetune-steps": 50,
     # Benchmarks / hypernet
     "hypernet": "pertensor",
     "chunk-size": 576,
@@ -136,6 +147,16 @@ class RunConfig:
     dp_clip: float
     dp_noise: float
     fault_injection: str
+    # HyperFLoRA
+    lora_rank: int
+    lora_alpha: float
+    lora_targets: str
+    lora_lr: float
+    hyperflora_variant: str
+    pair_exchanges: int
+    pretrain_rounds: int
+    pretrained_model: str
+    finetune_steps: int
     # Benchmarks / hypernet
     hypernet: str
     chunk_size: int
@@ -292,6 +313,22 @@ def _validate(cfg: RunConfig) -> None:
         parse_plan(cfg.fault_injection)
     except ValueError as exc:
         raise ConfigError("fault-injection", str(exc)) from None
+    # HyperFLoRA
+    _choice("hyperflora-variant", cfg.hyperflora_variant, HYPERFLORA_VARIANTS)
+    _at_least("lora-rank", cfg.lora_rank, 1)
+    if cfg.lora_alpha <= 0:
+        raise ConfigError("lora-alpha", f"must be > 0, got {cfg.lora_alpha}")
+    if not cfg.lora_targets.strip(", "):
+        raise ConfigError("lora-targets", "must be 'auto' or module name patterns "
+                          "separated by commas, e.g. 'fc1,fc2,fc3'")
+    _at_least("lora-lr", cfg.lora_lr, 0.0)
+    _at_least("pair-exchanges", cfg.pair_exchanges, 1)
+    _at_least("pretrain-rounds", cfg.pretrain_rounds, 0)
+    _at_least("finetune-steps", cfg.finetune_steps, 0)
+    if (cfg.method == "hyperflora" and cfg.pretrain_rounds == 0
+            and not cfg.pretrained_model):
+        raise ConfigError("pretrain-rounds", "HyperFLoRA needs a pre-trained base: "
+                          "pretrain-rounds >= 1 or a pretrained-model file")
     # Benchmarks / hypernet
     _choice("hypernet", cfg.hypernet, ("pertensor", "chunked"))
     _at_least("chunk-size", cfg.chunk_size, 1)

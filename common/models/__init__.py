@@ -9,11 +9,13 @@ from torch import nn
 
 from common.models.convnets import LeNet5, PFedHNCNN
 from common.models.mlp import MLP
+from common.models.vit import TinyViT
 
 MODEL_REGISTRY: dict[str, Callable[[int], nn.Module]] = {
     "mlp": lambda num_classes: MLP(num_classes=num_classes),
     "lenet5": lambda num_classes: LeNet5(num_classes=num_classes),
     "cnn": lambda num_classes: PFedHNCNN(num_classes=num_classes),
+    "vit-tiny": lambda num_classes: TinyViT(num_classes=num_classes),
 }
 
 

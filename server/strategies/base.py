@@ -79,6 +79,21 @@ class HyperflowerStrategy(Strategy):
         """Weights a client trains and sends back (CTWC)."""
         return count_params(self.template)
 
+    # ---- optional hooks (multi-phase and multi-exchange methods, e.g. HyperFLoRA) ----
+    def prepare(self, runner: Runner) -> None:
+        """Work before round 1 of a fresh run (e.g. a pre-training phase); none here."""
+
+    def run_round(self, runner: Runner, server_round: int,
+                  config: ConfigRecord) -> dict[str, Any] | None:
+        """Run a round made of several exchanges (e.g. relays between clients) and
+        return its metrics row; None, the default, runs the loop's usual round."""
+        return None
+
+    def final_report(self, runner: Runner,
+                     nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """Extra summary.json entries, computed after the held-out evaluation."""
+        return {}
+
     # ---- shared ---------------------------------------------------------------
     def sample(self, server_round: int) -> list[str]:
         """The participants that train this round (seeded, without replacement)."""

@@ -1,0 +1,162 @@
+"""The ClientApp's HyperFLoRA handlers: LoRA adapters on a frozen, cached base model.
+
+Registered on the same :data:`client.app.app` under Flower's named actions:
+
+- ``evaluate.lora``: evaluate θ_pret with the received tensors (adapters, or the
+  generated head of "+θ_hd") on this client's validation and test splits. With
+  ``finetune-steps`` in its config the client first fine-tunes them on its own
+  training data (the participants' upper reference; nothing is sent back).
+- ``train.lora``: train exactly the received tensors with θ_pret frozen and return
+  Δ = ρ_trained − ρ_received. With ``classes`` (a 0/1 vector) in its config the
+  client trains only on its samples of those classes: one hop of pair training.
+
+The base model θ_pret travels once: a message that carries a ``base`` ArrayRecord
+stores it in ``context.state`` (kept per node by Flower, in simulation and in
+deployment), tagged with the server's ``base-id``; later messages name the id and
+carry adapters only. A client without the named base answers with an error, and the
+server sends the base again with its next message. A bystander only ever receives
+``evaluate.lora`` messages; the ``lora-train-messages`` count it reports shows it.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from torch import nn
+
+from client.app import _seed, _setup, app, client_identity
+from client.faults import inject
+from client.privacy import clip_and_noise
+from client.training import evaluate, steps_for, train_steps
+from common.config import RunConfig
+from common.faults import fault_for, parse_plan
+from common.models import build_model
+from common.models.lora import add_lora
+from common.records import from_record, to_record
+
+BASE_KEY, BASE_META, COUNTERS = "lora-base", "lora-base-meta", "lora-counters"
+
+
+def cached_base(msg: Message, context: Context) -> dict[str, torch.Tensor]:
+    """θ_pret: stored from this message if it carries it, else from the node's state."""
+    base_id = str(msg.content["config"].get("base-id", ""))
+    state = context.state
+    if "base" in msg.content.array_records:
+        state[BASE_KEY] = msg.content.array_records["base"]
+        state[BASE_META] = ConfigRecord({"base-id": base_id})
+    if BASE_KEY not in state.array_records or \
+            state.config_records[BASE_META].get("base-id") != base_id:
+        raise ValueError(f"no cached base model {base_id!r} on this node; the server "
+                         "must send it again")
+    return from_record(state.array_records[BASE_KEY])
+
+
+def lora_model(cfg: RunConfig, base: dict[str, torch.Tensor],
+               received: dict[str, torch.Tensor]) -> nn.Module:
+    """θ_pret with adapters on ``lora-targets``, the received tensors loaded into it.
+
+    Exactly the received tensors are trainable (the adapters, or for "+θ_hd" the
+    encoder adapters and the head); adapters not received stay at B = 0 (no effect).
+    """
+    model = build_model(cfg.model, cfg.num_classes)
+    model.load_state_dict(base, strict=True)
+    add_lora(model, cfg.lora_targets, cfg.lora_rank, cfg.lora_alpha)
+    params = dict(model.named_parameters())
+    unknown = sorted(set(received) - set(params))
+    if unknown:
+        raise ValueError(f"received tensors the adapted model does not have: {unknown}")
+    with torch.no_grad():
+        for name, value in received.items():
+            if params[name].shape != value.shape:
+                raise ValueError(f"'{name}' has shape {tuple(value.shape)}, the model "
+                                 f"expects {tuple(params[name].shape)}")
+            params[name].copy_(value)
+    for name, param in params.items():
+        param.requires_grad_(name in received)
+    return model
+
+
+def restrict(x: torch.Tensor, y: torch.Tensor,
+             classes: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples whose label is marked 1 in ``classes`` (all of them when None)."""
+    if classes is None:
+        return x, y
+    keep = torch.tensor([bool(c) for c in classes], dtype=torch.bool)[y]
+    return x[keep], y[keep]
+
+
+def lora_lr(cfg: RunConfig) -> float:
+    """The adapters' local learning rate: ``lora-lr``, or ``inner-lr`` when it is 0."""
+    return cfg.lora_lr or cfg.inner_lr
+
+
+def _count(context: Context, what: str) -> int:
+    """Increment and return this node's count of HyperFLoRA messages of a kind."""
+    if COUNTERS not in context.state.config_records:
+        context.state[COUNTERS] = ConfigRecord({})
+    counters = context.state.config_records[COUNTERS]
+    counters[what] = int(counters.get(what, 0)) + 1
+    return int(counters[what])
+
+
+def _counted(context: Context, what: str) -> int:
+    record = context.state.config_records.get(COUNTERS)
+    return int(record.get(what, 0)) if record is not None else 0
+
+
+@app.train("lora")
+def train_lora(msg: Message, context: Context) -> Message:
+    """Train the received adapters on θ_pret (frozen); return Δρ = ρ_fin − ρ_init."""
+    cfg, cid, data = _setup(context)
+    _, pid = client_identity(context, cfg)
+    _count(context, "train")
+    msg_cfg = msg.content["config"]
+    received = from_record(msg.content["params"])
+    model = lora_model(cfg, cached_base(msg, context), received)
+    classes = msg_cfg.get("classes")
+    x, y = restrict(data.x_train, data.y_train,
+                    None if classes is None else list(classes))
+    if len(y) == 0:
+        raise ValueError("none of this client's training samples is in the classes "
+                         "of the pseudo-client")
+    steps = steps_for(len(y), cfg.batch_size, cfg.local_epochs, cfg.local_steps)
+    result = train_steps(model, x, y, steps, cfg.batch_size, lora_lr(cfg),
+                         cfg.inner_momentum, cfg.inner_weight_decay,
+                         _seed(cfg, cid, msg_cfg))
+    trained = dict(model.named_parameters())
+    delta = {k: trained[k].detach() - v for k, v in received.items()}
+    delta, norm = clip_and_noise(delta, cfg.dp_clip, cfg.dp_noise,
+                                 _seed(cfg, cid, msg_cfg, "dp"))
+    metrics = {"num-examples": len(y), "train-loss": result.loss,
+               "train-acc": result.accuracy, "steps": result.steps, "delta-norm": norm}
+    fault = fault_for(parse_plan(cfg.fault_injection), pid,
+                      int(msg_cfg.get("round", 0))) if cfg.fault_injection else None
+    if fault:
+        delta, metrics = inject(fault, delta, metrics, cfg.round_timeout,
+                                cfg.max_reply_mb)
+    return Message(RecordDict({"delta": to_record(delta),
+                               "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.evaluate("lora")
+def evaluate_lora(msg: Message, context: Context) -> Message:
+    """Evaluate θ_pret + received tensors (optionally fine-tuned locally first)."""
+    cfg, cid, data = _setup(context)
+    msg_cfg = msg.content["config"]
+    received = (from_record(msg.content.array_records["params"])
+                if "params" in msg.content.array_records else {})
+    model = lora_model(cfg, cached_base(msg, context), received)
+    finetune = int(msg_cfg.get("finetune-steps", 0))
+    if finetune > 0:
+        if not received:
+            raise ValueError("finetune-steps needs adapters to fine-tune")
+        train_steps(model, data.x_train, data.y_train, finetune, cfg.batch_size,
+                    lora_lr(cfg), cfg.inner_momentum, cfg.inner_weight_decay,
+                    _seed(cfg, cid, msg_cfg, "finetune"))
+    val_loss, val_acc, n_val = evaluate(model, data.x_val, data.y_val)
+    test_loss, test_acc, n_test = evaluate(model, data.x_test, data.y_test)
+    metrics = MetricRecord({"val-loss": val_loss, "val-acc": val_acc, "num-val": n_val,
+                            "test-loss": test_loss, "test-acc": test_acc,
+                            "num-examples": n_test,
+                            "lora-train-messages": _counted(context, "train")})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

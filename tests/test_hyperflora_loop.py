@@ -1,0 +1,158 @@
+"""HyperFLoRA through the real server loop and client handlers, in process.
+
+A recording fault hook sees every message and reply, so the tests check what was
+really sent: relays, bystanders' messages, θ_pret sent once, bytes per round.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from flwr.app import Message
+
+from common.partition import split_participants
+from common.records import from_record, message_bytes
+from server.direct_grid import run_in_process
+from tests.conftest import small_config
+
+Seen = list[tuple[int, Message, Message]]
+
+
+def hyperflora_config(tmp_path, **overrides) -> dict:
+    # the MLP learns the synthetic set in a few rounds (LeNet needs image structure);
+    # auto targets: its two Linear layers, net.1 (784 -> 100) and the head net.3
+    return small_config(tmp_path, method="hyperflora", model="mlp", **{
+        "partitioner": "shards", "shards-per-client": 4, "num-rounds": 4,
+        "eval-every": 2, "pretrain-rounds": 4, "local-steps": 8, "inner-lr": 0.05,
+        "lora-lr": 0.05, "server-lr": 0.05, "finetune-steps": 5,
+        "clients-per-round": 4, "pair-exchanges": 2, **overrides})
+
+
+def recorded_run(cfg: dict) -> tuple[dict, Seen]:
+    seen: Seen = []
+
+    def record(node: int, msg: Message, reply: Message) -> Message:
+        seen.append((node, msg, reply))
+        return reply
+
+    return run_in_process(cfg, fault_hook=record), seen
+
+
+def lora_trains(seen: Seen) -> Seen:
+    return [s for s in seen if s[1].metadata.message_type == "train.lora"]
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("paired")
+    cfg = hyperflora_config(tmp, **{"run-name": "paired"})
+    summary, seen = recorded_run(cfg)
+    return cfg, summary, seen, tmp / "outputs" / "paired"
+
+
+def test_bystanders_get_adapters_without_any_train_message(paired):
+    cfg, summary, seen, _ = paired
+    _, held_out = split_participants(cfg["num-clients"], cfg["holdout"],
+                                     cfg.get("seed", 42))
+    bystanders = {1000 + pid for pid in held_out}
+    to_them = [m for node, m, _ in seen if node in bystanders]
+    kinds = Counter(m.metadata.message_type for m in to_them)
+    assert not [k for k in kinds if k.startswith("train")], kinds
+    # registration, θ_pret (once, with the Pretrain evaluation), then h(r_i)
+    assert set(kinds) == {"query", "evaluate", "evaluate.lora"}, kinds
+    adapters = [m for m in to_them if m.metadata.message_type == "evaluate.lora"
+                and len(m.content["params"]) > 0]
+    assert len(adapters) == len(bystanders)
+    assert all(set(m.content["params"].keys()) >= {"net.3.lora_A", "net.3.lora_B"}
+               for m in adapters)
+    assert summary["bystander_train_messages"] == 0
+    assert summary["nonparticipant_acc"] is not None
+    assert summary["nonparticipant_acc"] > 0.2          # 10 classes: chance is 0.1
+    assert summary["participant_acc"] > 0.3
+    assert summary["pretrain_bystander_acc"] is not None
+
+
+def test_pairs_are_relayed_through_the_server(paired):
+    cfg, summary, seen, out = paired
+    hops = [(n, m, r) for n, m, r in lora_trains(seen)
+            if "classes" in m.content["config"]]
+    assert hops and summary["relay_hops_per_round"] > 0
+    results = [{k: v + from_record(r.content["delta"])[k]
+                for k, v in from_record(m.content["params"]).items()}
+               for _, m, r in hops]
+    relayed = 0
+    for idx, (node, msg, _) in enumerate(hops):
+        phase = msg.content["config"]["phase"]
+        if phase == "pair-0":
+            continue
+        sent = from_record(msg.content["params"])
+        # what this hop received is exactly what an earlier hop of the same round
+        # returned (ρ + Δ), and that earlier hop ran on the other client of the pair
+        sources = [j for j in range(idx) if hops[j][1].content["config"]["round"]
+                   == msg.content["config"]["round"]
+                   and all(torch.equal(results[j][k], sent[k]) for k in sent)]
+        assert sources, f"hop {phase} to node {node} relays nothing seen before"
+        relayed += 1
+        classes = list(msg.content["config"]["classes"])
+        assert list(hops[sources[-1]][1].content["config"]["classes"]) == classes
+    assert relayed >= summary["pairs_per_round"] * cfg["num-rounds"]
+    # bytes and values per round are those of every train.lora message of the
+    # round and its reply, relays included
+    rows = [json.loads(x) for x in open(out / "metrics.jsonl", encoding="utf-8")]
+    assert len(rows) == cfg["num-rounds"]
+    for row in rows:
+        this = [(m, r) for _, m, r in lora_trains(seen)
+                if m.content["config"]["round"] == row["round"]]
+        assert row["bytes-down"] == sum(message_bytes(m) for m, _ in this)
+        assert row["bytes-up"] == sum(message_bytes(r) for _, r in this)
+        assert row["relay-hops"] == sum(1 for m, _ in this
+                                        if "classes" in m.content["config"])
+        assert row["pairs"] == cfg["clients-per-round"] // 2
+    assert summary["bytes_per_round"] == pytest.approx(
+        summary["bytes_down_per_round"] + summary["bytes_up_per_round"])
+    assert summary["values_per_round"] > summary["client_trainable_params"]
+
+
+def test_base_sent_once_and_hypernet_learns(paired):
+    cfg, summary, seen, out = paired
+    with_base = Counter(node for node, m, _ in seen if "base" in m.content)
+    assert len(with_base) == cfg["num-clients"] and set(with_base.values()) == {1}
+    assert all("base" not in m.content for _, m, _ in lora_trains(seen))
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    heads = {k: v for k, v in state["strategy"]["hnet"].items()
+             if k.startswith("heads.") and k.endswith(".weight")}
+    assert any(v.abs().sum() > 0 for v in heads.values())   # started at zero
+    assert summary["client_trainable_params"] == (784 + 100) + (100 + 10)
+    assert summary["participant_finetuned_acc"] is not None
+    assert (out / "pretrained.pt").exists()
+    assert (out / "pretrain" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("variant", ["standard", "sequential", "head"])
+def test_variants(paired, tmp_path, variant):
+    _, paired_summary, _, out = paired
+    cfg = hyperflora_config(tmp_path, **{
+        "hyperflora-variant": variant, "num-rounds": 2, "run-name": variant,
+        "finetune-steps": 0, "pretrained-model": str(out / "pretrained.pt")})
+    summary, seen = recorded_run(cfg)
+    trains = lora_trains(seen)
+    pair_hops = [m for _, m, _ in trains if "classes" in m.content["config"]]
+    if variant == "standard":
+        assert not pair_hops and summary["exchanges_per_round"] == 1
+        assert summary["values_per_round"] < paired_summary["values_per_round"]
+    else:
+        assert pair_hops
+    if variant == "sequential":
+        # one unit at a time: each client and each hop of each pair is an exchange
+        assert summary["exchanges_per_round"] == (
+            cfg["clients-per-round"] + summary["relay_hops_per_round"])
+    if variant == "head":
+        keys = set(trains[0][1].content["params"].keys())
+        assert {"net.3.weight", "net.3.bias"} <= keys and "net.3.lora_A" not in keys
+        assert summary["client_trainable_params"] == (784 + 100) + 100 * 10 + 10
+    assert summary["pretrain_participant_acc"] == paired_summary[
+        "pretrain_participant_acc"]
+    assert summary["nonparticipant_acc"] > 0.2
