@@ -102,8 +102,14 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
     return nodes
 
 
+#: Registration waits at least this long: a ClientApp's first message starts a process
+#: that imports torch and loads its partition, which can take a while on a busy host.
+MIN_REGISTRATION_TIMEOUT = 120.0
+
+
 def register_clients(grid: Grid, cfg: RunConfig, timeout: float) -> ClientRegistry:
     """Query every node, build the registry and decide participants (seeded holdout)."""
+    timeout = max(timeout, MIN_REGISTRATION_TIMEOUT)
     nodes = wait_for_nodes(grid, cfg.num_clients, timeout)
     if len(nodes) < cfg.num_clients:
         log(WARNING, "only %d of %d nodes connected after %.0fs; going on with them",
