@@ -92,13 +92,20 @@ def message_to(node_id: int, kind: str, **records: Any) -> Message:
                    message_type=f"{mtype}{dot}{action}")
 
 
-def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
-    """Node ids once ``expected`` nodes are connected, or those there at timeout."""
+def wait_for_nodes(grid: Grid, expected: int, timeout: float,
+                   settle: float = 20.0) -> list[int]:
+    """Node ids once ``expected`` nodes are connected; or, when some are there but no
+    more arrive for ``settle`` seconds (a node that is down), those; or at timeout."""
     deadline = time.monotonic() + timeout
     nodes = list(grid.get_node_ids())
+    changed = time.monotonic()
     while len(nodes) < expected and time.monotonic() < deadline:
+        if nodes and time.monotonic() - changed > settle:
+            break
         time.sleep(1.0)
-        nodes = list(grid.get_node_ids())
+        now = list(grid.get_node_ids())
+        if len(now) != len(nodes):
+            nodes, changed = now, time.monotonic()
     return nodes
 
 
