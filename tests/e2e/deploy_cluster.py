@@ -1,4 +1,4 @@
-"""A real Flower deployment on 127.0.0.1 for tests, started through deploy/hf-service.sh.
+"""A real Flower deployment on 127.0.0.1 for tests, started by deploy/hf-service.sh.
 
 Every service (SuperLink, ServerApp SuperExec, SuperNodes, ClientApp SuperExecs) is a
 process started with the same command the compose services run. Each gets its own
@@ -134,10 +134,10 @@ class LoopbackCluster:
         cfg = {**config, "num-clients": self.num_nodes, "run-name": run_name,
                "output-dir": str(self.work / "outputs")}
         log = open(self.work / f"run-{run_name}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(["flwr", "run", str(ROOT), "hf", "--stream",
-                                 "--run-config", run_config_arg(cfg)], env=self.operator,
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        cmd = ["flwr", "run", str(ROOT), "hf", "--stream", "--run-config",
+               run_config_arg(cfg)]
+        proc = subprocess.Popen(cmd, env=self.operator, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[f"run-{run_name}"] = proc
         return proc
 

@@ -44,7 +44,7 @@ def test_tls_auth_refuses_unregistered_node_and_registered_nodes_run(cluster_fac
     assert out.count("registered node-") == 2, out
     # node-2's key exists (gen-certs made it) but was never registered
     intruder = cluster.service("supernode-2", "supernode", HF_NODE="2",
-                               HF_NUM_NODES="2", HF_NODE_PORT=str(cluster.node_ports[2]))
+                               HF_NODE_PORT=str(cluster.node_ports[2]))
     for i in (0, 1):
         cluster.start_node(i)
     run = cluster.flwr_run({**TINY, "num-rounds": 2, "eval-every": 2}, "tls")
@@ -75,7 +75,8 @@ def test_supernode_restarted_mid_run_keeps_its_embedding(cluster_factory):
     cluster.start_node(0, tag="-restarted")
     wait_for(lambda: "SuperNode ID" in cluster.log("supernode-0-restarted"), 60,
              "the restarted SuperNode to connect")
-    new_id = re.findall(r"SuperNode ID: (\d+)", cluster.log("supernode-0-restarted"))[-1]
+    new_id = re.findall(r"SuperNode ID: (\d+)",
+                        cluster.log("supernode-0-restarted"))[-1]
     assert new_id != first_id  # without node auth the runtime gives a new node id
 
     summary = cluster.finish(run, "restart", timeout=420)
