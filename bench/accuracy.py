@@ -1,0 +1,242 @@
+"""Accuracy suite: every method, participants and non-participants, one table.
+
+Runs each method's preset on the same client split for several seeds and reports
+mean ± std over seeds of the test accuracy *at the round chosen on participants'
+validation accuracy* (never the best test round), with each method's own numbers:
+bytes per round (counted from the records sent), client-trainable weights (CTWC),
+hypernetwork size (HS), server update time and wall time per round.
+
+Two datasets: Fashion-MNIST (the quickstart split: 50 clients × 2 classes, 10 held
+out, LeNet-5) and scikit-learn digits as a quick check (20 clients × 2 classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import (
+    Job,
+    JobResult,
+    LoadMonitor,
+    machine,
+    results_dir,
+    run_jobs,
+)
+from bench.report import (
+    aggregate,
+    bar_with_errors,
+    fmt,
+    load_caveat,
+    pm,
+    save_plot,
+    table,
+    write_results,
+)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the table: a label, a preset and overrides."""
+
+    label: str
+    preset: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+#: The chunked hypernetwork shares one head across ~100 chunks, so its gradient is
+#: ~100× larger than a per-tensor head's and SGD at pFedHN's lr diverges; it uses
+#: Adam (as MH-pFedHN's code does), lr chosen on validation in a short sweep.
+CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam", "server-lr": 1e-3}
+
+FMNIST = [
+    Method("pFedHN (per-tensor)", "quickstart"),
+    Method("pFedHN (chunked)", "quickstart", CHUNKED),
+    Method("FedAvg", "fedavg-fmnist"),
+    Method("Local only", "local-fmnist"),
+]
+DIGITS = [
+    Method("pFedHN (per-tensor)", "digits-quick"),
+    Method("pFedHN (chunked)", "digits-quick", CHUNKED),
+    Method("FedAvg", "digits-quick", {"method": "fedavg"}),
+    Method("Local only", "digits-quick", {"method": "local"}),
+]
+
+SUMMARY_KEYS = ("participant_acc", "nonparticipant_acc", "global_acc",
+                "participant_val_acc", "best_round", "bytes_down_per_round",
+                "bytes_up_per_round", "client_trainable_params", "hypernet_params",
+                "server_update_s", "round_s", "wall_s")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A suite: methods on one dataset, seeds, and the overrides that size it."""
+
+    name: str
+    title: str
+    methods: Sequence[Method]
+    seeds: Sequence[int]
+    sizing: dict[str, Any]
+
+
+#: The short sweep that picked the chunked hypernetwork's server optimiser (chosen
+#: on participants' validation accuracy, on digits, one seed).
+CHUNKED_SWEEP = [
+    Method(f"chunked {opt} lr {lr:g}", "digits-quick",
+           {"hypernet": "chunked", "server-optimizer": opt, "server-lr": lr})
+    for opt, lr in (("sgd", 5e-2), ("sgd", 5e-3), ("sgd", 5e-4), ("adam", 1e-2),
+                    ("adam", 1e-3), ("adam", 2e-4))
+]
+
+
+def specs(quick: bool) -> dict[str, Spec]:
+    """The accuracy suites, full or (``quick``) a smoke-test size."""
+    if quick:
+        size = {"num-rounds": 2, "eval-every": 1, "local-steps": 5,
+                "novel-rounds": 1}
+        return {"accuracy": Spec("accuracy", "Fashion-MNIST (quick)", FMNIST, [42],
+                                 size),
+                "digits": Spec("digits", "digits (quick)", DIGITS, [42], size),
+                "chunked-lr": Spec("chunked-lr", "chunked sweep (quick)",
+                                   CHUNKED_SWEEP[:2], [42], size)}
+    return {
+        "chunked-lr": Spec(
+            "chunked-lr", "chunked hypernetwork: server optimiser sweep on digits "
+            "(select on validation)", CHUNKED_SWEEP, [42],
+            {"num-rounds": 40, "eval-every": 5, "novel-rounds": 0}),
+        "accuracy": Spec(
+            "accuracy", "Fashion-MNIST, 50 clients × 2 classes (10 held out), LeNet-5",
+            FMNIST, [42, 43, 44], {"num-rounds": 25, "eval-every": 5}),
+        "digits": Spec(
+            "digits", "scikit-learn digits, 20 clients × 2 classes (4 held out), "
+            "LeNet-5", DIGITS, [42, 43, 44], {"num-rounds": 40, "eval-every": 5}),
+    }
+
+
+def slug(label: str) -> str:
+    """A folder-safe name for a method label."""
+    keep = "".join(c if c.isalnum() else "-" for c in label.lower())
+    return "-".join(p for p in keep.split("-") if p)
+
+
+def jobs_for(spec: Spec) -> list[Job]:
+    """One job per (method, seed), sized by the spec."""
+    return [Job(f"{slug(m.label)}-s{seed}", m.preset,
+                {**m.overrides, **spec.sizing, "seed": seed},
+                tags={"method": m.label, "seed": seed})
+            for m in spec.methods for seed in spec.seeds]
+
+
+def run_record(result: JobResult) -> dict[str, Any]:
+    """The numbers of one run that the table uses."""
+    s = result.summary or {}
+    train_rows = [r for r in result.rows if "round-s" in r]
+    rec = {"method": result.job.tags["method"], "seed": result.job.tags["seed"],
+           "ok": result.ok, "error": result.error,
+           "round_s": (sum(r["round-s"] for r in train_rows) / len(train_rows)
+                       if train_rows else None)}
+    rec.update({k: s.get(k) for k in SUMMARY_KEYS if k != "round_s"})
+    rec["nonparticipant_protocol"] = s.get("nonparticipant_protocol")
+    rec["curve"] = [(r["round"], r["participant-val-acc"], r["participant-test-acc"])
+                    for r in result.rows if "participant-val-acc" in r]
+    return rec
+
+
+def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
+             meta: dict[str, Any]) -> str:
+    """The suite's results page."""
+    protocols = {r["method"]: r.get("nonparticipant_protocol") for r in runs}
+    body = table(
+        ["method", "participants (val %)", "participants (test %)",
+         "non-participants (test %)",
+         "global model (test %)", "best round", "bytes ↓/round", "bytes ↑/round",
+         "CTWC", "HS", "server update ms/round", "s/round"],
+        [[r["method"], pm(r, "participant_val_acc"), pm(r, "participant_acc"),
+          pm(r, "nonparticipant_acc"),
+          pm(r, "global_acc"), fmt(r["best_round"], 2), fmt(r["bytes_down_per_round"]),
+          fmt(r["bytes_up_per_round"]), fmt(r["client_trainable_params"]),
+          fmt(r["hypernet_params"]),
+          fmt(None if r["server_update_s"] is None else 1e3 * r["server_update_s"], 3),
+          fmt(r["round_s"], 3)] for r in rows])
+    sizing = ", ".join(f"{k}={v}" for k, v in spec.sizing.items())
+    notes = [f"### Accuracy — {spec.title}", "",
+             f"Mean ± std over seeds {', '.join(map(str, spec.seeds))} "
+             f"({sizing}; everything else as in the presets). Test accuracy at the "
+             "round with the best mean *validation* accuracy of the participants; "
+             "non-participants evaluated once, with the state of that round.", "",
+             body, "",
+             "Non-participants get: " + "; ".join(
+                 f"{m} — {p}" for m, p in protocols.items() if p) + ".",
+             "Bytes are counted from the records actually sent (train messages of a "
+             "round, all clients); CTWC = weights a client trains and sends back; "
+             "HS = hypernetwork parameters (the embeddings excluded).",
+             f"Runs in process (`bench/worker.py`: the ServerApp's loop and the real "
+             f"ClientApp handlers, no Ray), {meta['parallel']} at a time with one "
+             "thread each; the overhead suite shows `flwr run` gives the same "
+             "numbers with the same seed.",
+             load_caveat(meta["load"], meta["machine"]["cpus"])]
+    failed = [r for r in runs if not r["ok"]]
+    if failed:
+        notes.append("Failed runs (left out): " + ", ".join(
+            f"{r['method']} seed {r['seed']} ({r['error']})" for r in failed) + ".")
+    return "\n".join(notes) + "\n"
+
+
+def plots(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
+          out: Path) -> None:
+    """Participants vs non-participants per method; validation curves per method."""
+    labels = [r["method"] for r in rows]
+    save_plot(out / f"{spec.name}.png", lambda ax: bar_with_errors(
+        ax, labels, {
+            "participants": ([r["participant_acc"] for r in rows],
+                             [r["participant_acc_std"] for r in rows]),
+            "non-participants": ([r["nonparticipant_acc"] for r in rows],
+                                 [r["nonparticipant_acc_std"] for r in rows])},
+        "test accuracy (round chosen on validation)", spec.title[:60]),
+        size=(7.5, 4.5))
+
+    def curves(ax: Any) -> None:
+        for label in labels:
+            mine = [r["curve"] for r in runs if r["method"] == label and r["curve"]]
+            if not mine:
+                continue
+            rounds = [c[0] for c in mine[0]]
+            vals = [sum(c[i][1] for c in mine) / len(mine) for i in range(len(rounds))]
+            ax.plot(rounds, vals, marker="o", ms=3, label=label)
+        ax.set(xlabel="round", ylabel="participants' validation accuracy",
+               title="validation accuracy per round (mean over seeds)", ylim=(0, 1))
+        ax.legend(loc="lower right")
+
+    save_plot(out / f"{spec.name}-curves.png", curves)
+
+
+def run(suite: str, quick: bool = False, parallel: int = 2) -> dict[str, Any]:
+    """Run one accuracy suite and write its results; return the JSON written."""
+    spec = specs(quick)[suite]
+    jobs = jobs_for(spec)
+    with LoadMonitor() as load:
+        results = run_jobs(suite, jobs, parallel=parallel)
+    runs = [run_record(r) for r in results]
+    ok = [r for r in runs if r["ok"]]
+    rows = aggregate(ok, "method", SUMMARY_KEYS)
+    meta = {"machine": machine(), "load": load.summary(), "parallel": parallel,
+            "quick": quick}
+    data = {"suite": suite, "title": spec.title, "seeds": list(spec.seeds),
+            "sizing": spec.sizing,
+            "methods": [{"label": m.label, "preset": m.preset,
+                         "overrides": m.overrides} for m in spec.methods],
+            "rows": rows, "runs": runs, **meta}
+    out = results_dir(quick)
+    write_results(suite, data, render(data), out)
+    plots(spec, rows, runs, out)
+    return data
+
+
+def render(data: dict[str, Any]) -> str:
+    """The results page, from the suite's JSON alone."""
+    spec = Spec(data["suite"], data["title"],
+                [Method(m["label"], m["preset"], m["overrides"])
+                 for m in data["methods"]], data["seeds"], data["sizing"])
+    return markdown(spec, data["rows"], data["runs"], data)

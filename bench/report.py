@@ -1,0 +1,151 @@
+"""Aggregating runs over seeds and writing a suite's JSON, Markdown table and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.harness import RESULTS  # noqa: E402
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean and (sample) standard deviation of the values that are not None/NaN.
+
+    One value gives std 0; none gives (None, None, 0).
+    """
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return None, None, 0
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return statistics.fmean(vals), std, len(vals)
+
+
+def aggregate(runs: Sequence[Mapping[str, Any]], group: str,
+              keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Group run records by ``group`` (first-seen order) and give mean/std per key.
+
+    Each output row has ``group``'s value, ``n`` (runs in the group), ``seeds`` and,
+    for every key, ``{key: mean, key_std: std}`` over the runs that have it.
+    """
+    order: list[Any] = []
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for run in runs:
+        label = run[group]
+        if label not in groups:
+            order.append(label)
+            groups[label] = []
+        groups[label].append(run)
+    rows = []
+    for label in order:
+        members = groups[label]
+        row: dict[str, Any] = {group: label, "n": len(members),
+                               "seeds": [m.get("seed") for m in members]}
+        for key in keys:
+            mean, std, _ = mean_std(m.get(key) for m in members)
+            row[key], row[f"{key}_std"] = mean, std
+        rows.append(row)
+    return rows
+
+
+def fmt(value: Any, digits: int = 3, pct: bool = False) -> str:
+    """A number for a table: '—' for missing, thousands separators for big ints."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if pct:
+        return f"{100 * value:.1f}"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
+                                  and abs(value) >= 1000):
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def pm(row: Mapping[str, Any], key: str, pct: bool = True, digits: int = 3) -> str:
+    """'mean ± std' of an aggregated key (percent by default)."""
+    mean, std = row.get(key), row.get(f"{key}_std")
+    if mean is None:
+        return "—"
+    if pct:
+        return f"{100 * mean:.1f} ± {100 * (std or 0):.1f}"
+    return f"{fmt(mean, digits)} ± {fmt(std or 0.0, 2)}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def load_caveat(load: Mapping[str, float], cpus: int | None) -> str:
+    """A sentence on how busy the machine was while timings were taken."""
+    if not load:
+        return ""
+    mean, peak = load.get("load1-mean", 0.0), load.get("load1-max", 0.0)
+    busy = mean > (cpus or 1) * 0.75
+    text = (f"Machine load while this ran: 1-minute load average {mean:.1f} on average "
+            f"(max {peak:.1f}) on {cpus} cores")
+    if busy:
+        text += (": other work shared the CPUs, so absolute times are inflated and "
+                 "noisy; ratios of runs taken back to back are the robust numbers")
+    return text + "."
+
+
+def write_results(suite: str, data: Mapping[str, Any], markdown: str,
+                  results_dir: Path = RESULTS) -> tuple[Path, Path]:
+    """Write ``<suite>.json`` and ``<suite>.md`` under ``bench/results``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    json_path = results_dir / f"{suite}.json"
+    md_path = results_dir / f"{suite}.md"
+    json_path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    md_path.write_text(markdown.rstrip() + "\n")
+    return json_path, md_path
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def save_plot(path: Path, draw: Callable[[plt.Axes], None],
+              size: tuple[float, float] = (6.5, 4.0)) -> Path:
+    """Draw on one axes with ``draw`` and save a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=size)
+    draw(ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bar_with_errors(ax: plt.Axes, labels: Sequence[str],
+                    series: Mapping[str, tuple[Sequence[float | None],
+                                               Sequence[float | None]]],
+                    ylabel: str, title: str) -> None:
+    """Grouped bars (one group per label, one bar per series) with std error bars."""
+    n = max(1, len(series))
+    width = 0.8 / n
+    for i, (name, (means, stds)) in enumerate(series.items()):
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(labels))]
+        ys = [m if m is not None else 0.0 for m in means]
+        es = [s if s is not None else 0.0 for s in stds]
+        ax.bar(xs, ys, width, yerr=es, capsize=4, label=name)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=15, ha="right")
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend()

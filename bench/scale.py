@@ -1,0 +1,157 @@
+"""Scale: 100, 1,000 and 5,000 registered clients, 10 sampled per round.
+
+A round's cost must follow the clients *sampled*, not those *registered*: the
+server holds one embedding row per registered client (looked up by index) and no
+per-client model. Each size runs pFedHN for a few rounds with tiny clients (an MLP,
+5 local steps of 8 samples: the same work per sampled client at every size):
+
+- through ``flwr run`` (Ray simulation, one virtual SuperNode per client), the
+  ServerApp's process RSS sampled from outside;
+- in process (:class:`DirectGrid`), RSS after every round, and once more with
+  pFedHN's default embedding size d = 1 + N/4, whose store grows as N².
+
+Client data: Fashion-MNIST cut in 2 shards per client (flwr-datasets
+``ShardPartitioner``); the synthetic set (6,000 samples) cannot give 5,000 clients
+a train, validation and test sample each. Registration (one query per node) and the
+last round's evaluation (every participant) necessarily grow with N; they are
+reported apart from the training rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from bench.harness import Job, JobResult, LoadMonitor, machine, results_dir, run_jobs
+from bench.report import fmt, load_caveat, save_plot, table, write_results
+
+SIZES = (100, 1000, 5000)
+EMBED_DIM = 32
+
+
+def base_config(n: int, rounds: int) -> dict[str, Any]:
+    """pFedHN, tiny clients, 10 per round, no held-out fitting, long timeouts."""
+    return {"method": "pfedhn", "dataset": "fashion-mnist", "model": "mlp",
+            "num-clients": n, "partitioner": "shards", "shards-per-client": 2,
+            "holdout": 0.2, "clients-per-round": 10, "local-steps": 5,
+            "batch-size": 8, "num-rounds": rounds, "eval-every": 1000,
+            "novel-rounds": 0, "embed-dim": EMBED_DIM, "round-timeout": 1800.0,
+            "seed": 42}
+
+
+def jobs(quick: bool) -> list[Job]:
+    """Per size: simulation, in process, and in process with d = 1 + N/4."""
+    sizes = (20, 50) if quick else SIZES
+    rounds = 3 if quick else 6
+    out = []
+    for n in sizes:
+        cfg = base_config(n, rounds)
+        out.append(Job(f"sim-{n}", None, cfg, engine="sim", ray_cpus=2,
+                       timeout=5400, tags={"engine": "sim", "n": n}))
+        out.append(Job(f"direct-{n}", None, cfg, engine="direct",
+                       tags={"engine": "direct", "n": n}))
+        out.append(Job(f"direct-default-d-{n}", None, {**cfg, "embed-dim": 0},
+                       engine="direct", tags={"engine": "direct-default-d", "n": n}))
+    return out
+
+
+def record(result: JobResult) -> dict[str, Any]:
+    """Round times, start-up and memory of one run."""
+    rows = [r for r in result.rows if "round-s" in r]
+    later = [r["round-s"] for r in rows[1:]]
+    rec: dict[str, Any] = {
+        "engine": result.job.tags["engine"], "n": result.job.tags["n"],
+        "ok": result.ok, "error": result.error, "startup_s": result.startup_s,
+        "total_s": result.total_s, "round1_s": rows[0]["round-s"] if rows else None,
+        "round_s": statistics.fmean(later) if later else None,
+        "rounds_s": [r["round-s"] for r in rows],
+        "server_update_s": statistics.fmean(r["server-update-s"] for r in rows)
+        if rows else None,
+        "hypernet_params": (result.summary or {}).get("hypernet_params"),
+        "wall_s": (result.summary or {}).get("wall_s")}
+    extra = result.extra
+    if "rss-mb" in extra:  # in process: RSS after every round, measured inside
+        rec["rss_rounds_mb"] = extra["rss-mb"]
+        rec["rss_startup_mb"] = extra.get("rss-after-startup-mb")
+        rec["server_state_bytes"] = extra.get("server-state-bytes")
+    samples = extra.get("rss-samples") or []
+    if samples:  # simulation: the ServerApp process, sampled from outside
+        start = result.startup_s or 0.0
+        during = [v for t, v in samples if t >= start]
+        rec["rss_peak_mb"] = max(v for _, v in samples)
+        rec["rss_rounds_mb"] = [max(during)] if during else []
+        rec["rss_startup_mb"] = max((v for t, v in samples if t < start),
+                                    default=None)
+    rec["rss_mb"] = max(rec["rss_rounds_mb"]) if rec.get("rss_rounds_mb") else None
+    return rec
+
+
+def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The suite's results page."""
+    names = {"sim": "`flwr run` (Ray)", "direct": "in process",
+             "direct-default-d": "in process, d = 1 + N/4"}
+    body = table(
+        ["path", "registered N", "s/round (rounds 2…)", "round 1 s",
+         "server update ms", "start-up s (incl. registration)", "HS",
+         "server RSS MB (rounds)", "server state MB"],
+        [[names[r["engine"]], f"{r['n']:,}", fmt(r["round_s"]),
+          fmt(r["round1_s"]),
+          fmt(1e3 * r["server_update_s"]) if r["server_update_s"] else "—",
+          fmt(r["startup_s"]), fmt(r["hypernet_params"]), fmt(r["rss_mb"], 4),
+          fmt(r["server_state_bytes"] / 2**20, 3) if r.get("server_state_bytes")
+          else "—"]
+         for r in records if r["ok"]])
+    lines = ["### Scale — registered vs sampled clients", "",
+             f"pFedHN, 10 clients sampled per round, {meta['rounds']} rounds, MLP "
+             "target, 5 local steps of 8 samples, embedding d = "
+             f"{EMBED_DIM} unless noted; Fashion-MNIST in 2 shards per client.", "",
+             body, ""]
+    failed = [r for r in records if not r["ok"]]
+    if failed:
+        lines.append("Did not finish: " + "; ".join(
+            f"{names[r['engine']]} N={r['n']:,} ({r['error']})" for r in failed)
+            + ".")
+    lines += meta.get("notes", [])
+    lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
+    return "\n".join(lines) + "\n"
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run the scale suite and write its results."""
+    with LoadMonitor() as load:
+        results = run_jobs("scale", jobs(quick), parallel=1, sample_rss=True)
+    records = [record(r) for r in results]
+    meta = {"machine": machine(), "load": load.summary(), "quick": quick,
+            "rounds": 3 if quick else 6, "notes": NOTES}
+    data = {"suite": "scale", "rows": records, **meta}
+    out = results_dir(quick)
+    write_results("scale", data, render(data), out)
+
+    def curve(key: str, ylabel: str, title: str) -> Any:
+        def draw(ax: Any) -> None:
+            for engine, label in (("sim", "flwr run (Ray)"), ("direct", "in process"),
+                                  ("direct-default-d", "in process, d = 1 + N/4")):
+                pts = [(r["n"], r[key]) for r in records
+                       if r["engine"] == engine and r["ok"] and r[key] is not None]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+            ax.set_xscale("log")
+            ax.set(xlabel="registered clients N (10 sampled per round)",
+                   ylabel=ylabel, title=title)
+            ax.set_ylim(bottom=0)
+            ax.legend()
+        return draw
+
+    save_plot(out / "scale-round-time.png",
+              curve("round_s", "seconds per round", "round time vs registered"))
+    save_plot(out / "scale-rss.png",
+              curve("rss_mb", "server RSS (MB)", "server memory vs registered"))
+    return data
+
+
+def render(data: dict[str, Any]) -> str:
+    """The results page, from the suite's JSON alone."""
+    return markdown(data["rows"], data)
+
+
+NOTES: list[str] = []

@@ -1,0 +1,118 @@
+"""The benchmark harness: aggregation, tables, README block, committed results."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import accuracy, readme
+from bench.harness import RESULTS, ROOT, Job, load_preset
+from bench.report import aggregate, fmt, mean_std, pm, table
+
+
+def test_mean_std_ignores_missing_and_nan():
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)), 2)
+    assert mean_std([0.5, None, float("nan")]) == (0.5, 0.0, 1)
+    assert mean_std([None]) == (None, None, 0)
+
+
+def test_aggregate_groups_in_first_seen_order():
+    runs = [{"method": "b", "seed": 1, "acc": 0.5},
+            {"method": "a", "seed": 1, "acc": 0.9},
+            {"method": "b", "seed": 2, "acc": 0.7},
+            {"method": "a", "seed": 2, "acc": None}]
+    rows = aggregate(runs, "method", ["acc"])
+    assert [r["method"] for r in rows] == ["b", "a"]
+    assert rows[0]["acc"] == pytest.approx(0.6)
+    assert rows[0]["seeds"] == [1, 2] and rows[0]["n"] == 2
+    assert rows[1]["acc"] == 0.9 and rows[1]["acc_std"] == 0.0
+
+
+def test_table_and_formatting():
+    assert pm({"x": 0.9551, "x_std": 0.012}, "x") == "95.5 ± 1.2"
+    assert pm({"x": None}, "x") == "—"
+    assert fmt(1241185) == "1,241,185" and fmt(None) == "—" and fmt(0.0421) == "0.0421"
+    text = table(["a", "b"], [[1, "x"]])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |"]
+
+
+def test_job_config_is_preset_then_overrides(tmp_path):
+    job = Job("j", "quickstart", {"num-rounds": 3, "seed": 7})
+    cfg = job.config(tmp_path)
+    assert cfg["method"] == load_preset("quickstart")["method"]
+    assert (cfg["num-rounds"], cfg["seed"], cfg["run-name"]) == (3, 7, "j")
+    assert cfg["output-dir"] == str(tmp_path)
+
+
+def fake_accuracy_data() -> dict:
+    spec = accuracy.specs(quick=True)["accuracy"]
+    runs = []
+    for m in spec.methods:
+        for seed, acc in ((1, 0.8), (2, 0.9)):
+            runs.append({"method": m.label, "seed": seed, "ok": True, "error": "",
+                         "participant_acc": acc, "nonparticipant_acc": acc - 0.1,
+                         "global_acc": None, "participant_val_acc": acc,
+                         "best_round": 2, "bytes_down_per_round": 1000,
+                         "bytes_up_per_round": 1000, "client_trainable_params": 10,
+                         "hypernet_params": 0, "server_update_s": 0.01,
+                         "round_s": 1.0, "wall_s": 2.0,
+                         "nonparticipant_protocol": "p", "curve": [(1, acc, acc)]})
+    rows = aggregate(runs, "method", accuracy.SUMMARY_KEYS)
+    return {"suite": "accuracy", "title": spec.title, "seeds": [1, 2],
+            "sizing": spec.sizing,
+            "methods": [{"label": m.label, "preset": m.preset,
+                         "overrides": m.overrides} for m in spec.methods],
+            "rows": rows, "runs": runs, "parallel": 2, "quick": True,
+            "machine": {"cpus": 2}, "load": {"load1-mean": 5.0, "load1-max": 6.0}}
+
+
+def test_accuracy_page_from_json_alone():
+    page = accuracy.render(json.loads(json.dumps(fake_accuracy_data())))
+    assert "| pFedHN (per-tensor) | 85.0 ± 7.1 | 85.0 ± 7.1 | 75.0 ± 7.1 |" in page
+    assert "other work shared the CPUs" in page
+
+
+def test_readme_block_replaced_between_markers_only(tmp_path):
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    (results / "accuracy.md").write_text("### A\n\n| x |\n")
+    (results / "accuracy.png").write_bytes(b"png")
+    (results / "accuracy-curves.png").write_bytes(b"png")
+    (results / "hyperflora-lenet.md").write_text("### H\n")
+    content = readme.block(results, tmp_path)
+    assert content.index("### A") < content.index("### H")
+    assert "[accuracy-curves](bench/results/accuracy-curves.png)" in content
+    text = f"intro\n{readme.START}\nold\n{readme.END}\noutro\n"
+    new = readme.replace_block(text, content)
+    assert new.startswith("intro\n") and new.endswith("\noutro\n")
+    assert "old" not in new and "### H" in new
+    with pytest.raises(ValueError):
+        readme.replace_block("no markers", content)
+
+
+def committed_suites() -> list[str]:
+    return [s for s in readme.RENDERERS if (RESULTS / f"{s}.json").exists()]
+
+
+@pytest.mark.parametrize("suite", committed_suites())
+def test_committed_pages_match_their_json(suite):
+    data = json.loads((RESULTS / f"{suite}.json").read_text())
+    page = readme.renderer(suite)(data).rstrip() + "\n"
+    assert (RESULTS / f"{suite}.md").read_text() == page
+
+
+def test_readme_block_matches_committed_results():
+    if not committed_suites():
+        pytest.skip("no committed benchmark results yet")
+    text = (ROOT / "README.md").read_text()
+    assert readme.replace_block(text, readme.block()) == text
+
+
+def test_quick_results_never_go_to_the_committed_folder():
+    from bench.harness import results_dir
+
+    assert results_dir(False) == RESULTS
+    assert Path(ROOT / "outputs") in results_dir(True).parents
