@@ -117,10 +117,11 @@ MIN_REGISTRATION_TIMEOUT = 120.0
 def register_clients(grid: Grid, cfg: RunConfig, timeout: float) -> ClientRegistry:
     """Query every node, build the registry and decide participants (seeded holdout)."""
     timeout = max(timeout, MIN_REGISTRATION_TIMEOUT)
+    started = time.monotonic()
     nodes = wait_for_nodes(grid, cfg.num_clients, timeout)
     if len(nodes) < cfg.num_clients:
         log(WARNING, "only %d of %d nodes connected after %.0fs; going on with them",
-            len(nodes), cfg.num_clients, timeout)
+            len(nodes), cfg.num_clients, time.monotonic() - started)
     outbox = [Outgoing(str(n), message_to(n, "query", config=ConfigRecord(
         {"method": cfg.method}))) for n in nodes]
     result = exchange(grid, outbox, timeout)

@@ -25,12 +25,12 @@ def test_dead_node_and_killed_server_do_not_lose_the_run(tmp_path, flwr_env):
         wait_for(lambda: len(cluster.metrics("faults")) >= 1, 300, "round 1")
         cluster.stop("supernode-2", signal.SIGKILL)  # gone for good
         cluster.stop("clientapp-2", signal.SIGKILL)
-        wait_for(lambda: len(cluster.metrics("faults")) >= 2, 300, "round 2")
+        wait_for(lambda: any(lost(r) for r in cluster.metrics("faults")), 400,
+                 "a round that counts the dead node")
         cluster.stop("serverapp", signal.SIGKILL)  # the ServerApp and its SuperExec
         run.kill()
         assert not (cluster.outputs("faults") / "summary.json").exists()
-        done = len(cluster.metrics("faults"))
-        assert 2 <= done < 4
+        assert len(cluster.metrics("faults")) < 4
 
         cluster.service("serverapp-restarted", "serverapp")
         resumed = cluster.flwr_run({**cfg, "resume": True}, "faults")
@@ -41,8 +41,13 @@ def test_dead_node_and_killed_server_do_not_lose_the_run(tmp_path, flwr_env):
     assert [r["round"] for r in rows] == [1, 2, 3, 4]
     assert rows[0]["valid"] == 3
     assert all(r["valid"] == 2 for r in rows[1:]), rows  # the others carried on
-    # round 2 waited for the dead node and counted it; after the restart the dead
-    # node no longer registers, so it is not sampled again
-    assert rows[1]["faults"]["missing"] + rows[1]["faults"]["error"] == 1
+    # the round that waited for the dead node counted it (and survived the kill in
+    # the checkpoint); after the restart the dead node no longer registers
+    assert any(lost(r) == 1 for r in rows[1:]), rows
     assert summary["faults"].get("missing", 0) + summary["faults"].get("error", 0) >= 1
     assert "resume: continuing after round" in cluster.log("run-faults")
+
+
+def lost(row: dict) -> int:
+    """Replies a round counted as missing or failed."""
+    return row["faults"]["missing"] + row["faults"]["error"]
