@@ -248,8 +248,8 @@ class Runner:
             self.history.append(row)
             wall = self.wall_before + time.monotonic() - started
             progress_line(row, cfg.num_rounds, wall)
+            self._checkpoint(rnd, wall)  # first: metrics.jsonl never runs ahead of it
             self.outputs.write_metrics(self.history)
-            self._checkpoint(rnd, wall)
             if cfg.stop_after_round and rnd == cfg.stop_after_round < cfg.num_rounds:
                 log(INFO, "stopping after round %d as asked; run again with "
                     "resume=true to continue", rnd)
