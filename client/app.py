@@ -76,17 +76,22 @@ def _model_from(cfg: RunConfig, params: ArrayRecord) -> torch.nn.Module:
 
 @app.query()
 def register(msg: Message, context: Context) -> Message:
-    """Registration: stable id, sample counts, parameter count K_i, classes r_i."""
+    """Registration: stable id, and of sample counts, parameter count K_i and class
+    indicator r_i only what the server's query names in ``fields``."""
     cfg, cid, data = _setup(context)
     _, pid = client_identity(context, cfg)
-    info = ConfigRecord({
-        "client-id": cid, "partition-id": pid,
-        "num-train": len(data.y_train), "num-val": len(data.y_val),
-        "num-test": len(data.y_test),
-        "param-count": count_params(build_model(cfg.model, cfg.num_classes)),
-        "classes": class_indicator(data.y_train),
-    })
-    return Message(RecordDict({"info": info}), reply_to=msg)
+    available = {
+        "num-train": lambda: len(data.y_train), "num-val": lambda: len(data.y_val),
+        "num-test": lambda: len(data.y_test),
+        "param-count": lambda: count_params(build_model(cfg.model, cfg.num_classes)),
+        "classes": lambda: class_indicator(data.y_train),
+    }
+    # only what the server asks for leaves the client (a method that promises
+    # "r_i only" asks for nothing else); no list means everything above
+    asked = str(msg.content["config"].get("fields", ",".join(available))).split(",")
+    info = {"client-id": cid, "partition-id": pid}
+    info.update({k: available[k]() for k in asked if k in available})
+    return Message(RecordDict({"info": ConfigRecord(info)}), reply_to=msg)
 
 
 @app.train()

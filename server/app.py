@@ -37,6 +37,7 @@ def main(grid: Grid, context: Context) -> None:
     outputs = RunOutputs(cfg.output_dir, cfg.resolved_run_name)
     log(INFO, "hyperflower: method=%s dataset=%s model=%s clients=%d device=%s -> %s",
         cfg.method, cfg.dataset, cfg.model, cfg.num_clients, device, outputs.dir)
-    registry = register_clients(grid, cfg, cfg.round_timeout)
+    registry = register_clients(grid, cfg, cfg.round_timeout,
+                                STRATEGIES[cfg.method].registration_fields)
     strategy = STRATEGIES[cfg.method](cfg, registry, device)
     Runner(grid, cfg, registry, strategy, outputs).run()

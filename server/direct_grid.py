@@ -112,7 +112,8 @@ def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None
 
     cfg = parse_run_config(run_config)
     grid = DirectGrid(client_app, run_config, cfg.num_clients, fault_hook)
-    registry = register_clients(grid, cfg, cfg.round_timeout)
+    registry = register_clients(grid, cfg, cfg.round_timeout,
+                                STRATEGIES[cfg.method].registration_fields)
     strategy = STRATEGIES[cfg.method](cfg, registry, torch.device(device))
     return Runner(grid, cfg, registry, strategy,
                   RunOutputs(cfg.output_dir, cfg.resolved_run_name))

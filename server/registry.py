@@ -9,6 +9,7 @@ holdout split of partition ids, so non-participants never train.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
@@ -19,7 +20,7 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.partition import split_participants
-from server.messaging import Outgoing, exchange
+from server.messaging import Exchange, Outgoing, exchange
 
 
 @dataclass
@@ -61,6 +62,11 @@ class ClientRegistry:
     def add(self, info: ClientInfo) -> None:
         """Register a client (the node index is rebuilt on the next lookup)."""
         self.clients[info.client_id] = info
+        self._by_node = {}
+
+    def remove(self, client_id: str) -> None:
+        """Forget a client (its registration did not complete)."""
+        del self.clients[client_id]
         self._by_node = {}
 
     def move(self, client_id: str, node_id: int) -> None:
@@ -114,17 +120,26 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float,
 MIN_REGISTRATION_TIMEOUT = 120.0
 
 
-def register_clients(grid: Grid, cfg: RunConfig, timeout: float) -> ClientRegistry:
-    """Query every node, build the registry and decide participants (seeded holdout)."""
+def register_clients(grid: Grid, cfg: RunConfig, timeout: float,
+                     fields: Mapping[str, Sequence[str]] | None = None
+                     ) -> ClientRegistry:
+    """Query every node, build the registry and decide participants (seeded holdout).
+
+    ``fields`` names the metadata each role ("participant", "nonparticipant") may
+    send (default: all). When the roles differ, a first query asks only for the
+    identity and a second one asks each client for its role's fields, so a held-out
+    client never sends what its method promises it keeps.
+    """
     timeout = max(timeout, MIN_REGISTRATION_TIMEOUT)
     started = time.monotonic()
     nodes = wait_for_nodes(grid, cfg.num_clients, timeout)
     if len(nodes) < cfg.num_clients:
         log(WARNING, "only %d of %d nodes connected after %.0fs; going on with them",
             len(nodes), cfg.num_clients, time.monotonic() - started)
-    outbox = [Outgoing(str(n), message_to(n, "query", config=ConfigRecord(
-        {"method": cfg.method}))) for n in nodes]
-    result = exchange(grid, outbox, timeout)
+    roles = {k: list(v) for k, v in (fields or {}).items()}
+    same = len({tuple(v) for v in roles.values()}) <= 1
+    first = (roles.get("participant") if roles else None) if same else []
+    result = _query(grid, nodes, cfg, first, timeout)
     participants, _ = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
     chosen = set(participants)
     registry = ClientRegistry()
@@ -139,6 +154,8 @@ def register_clients(grid: Grid, cfg: RunConfig, timeout: float) -> ClientRegist
         registry.faults[node_key] = reason
     for node_key in result.missing:
         registry.faults[node_key] = "no reply to registration"
+    if not same:
+        _ask_roles(grid, registry, cfg, roles, timeout)
     for node_key, reason in registry.faults.items():
         log(WARNING, "registration of node %s failed: %s", node_key, reason)
     if not registry.participants:
@@ -148,6 +165,34 @@ def register_clients(grid: Grid, cfg: RunConfig, timeout: float) -> ClientRegist
         len(registry.clients), len(registry.participants),
         len(registry.nonparticipants))
     return registry
+
+
+def _query(grid: Grid, nodes: Sequence[int], cfg: RunConfig,
+           fields: list[str] | None, timeout: float) -> Exchange:
+    """One registration query to each node (``fields`` None: all metadata)."""
+    record: dict[str, Any] = {"method": cfg.method}
+    if fields is not None:  # never empty: Flower cannot count an empty str or list
+        record["fields"] = ",".join(["client-id", *fields])
+    return exchange(grid, [Outgoing(str(n), message_to(n, "query",
+                                                       config=ConfigRecord(record)))
+                           for n in nodes], timeout)
+
+
+def _ask_roles(grid: Grid, registry: ClientRegistry, cfg: RunConfig,
+               roles: dict[str, list[str]], timeout: float) -> None:
+    """Second registration step: each client sends only its role's fields."""
+    for role, participant in (("participant", True), ("nonparticipant", False)):
+        clients = [c for c in registry.clients.values() if c.participant == participant]
+        if not clients:
+            continue
+        result = _query(grid, [c.node_id for c in clients], cfg,
+                        roles.get(role, []), timeout)
+        for reply in result.replies.values():
+            info = dict(reply.content.config_records["info"])
+            registry.clients[str(info["client-id"])].meta.update(info)
+        for node_key in [*result.errors, *result.missing]:
+            registry.faults[node_key] = "no reply to the metadata query"
+            registry.remove(registry.client_on(int(node_key)))
 
 
 def client_at(registry: ClientRegistry, node_id: int) -> str:

@@ -39,6 +39,10 @@ class HyperflowerStrategy(Strategy):
     name: ClassVar[str] = ""
     #: True when the method has one global model (its accuracy is ``global_acc``).
     has_global_model: ClassVar[bool] = False
+    #: Registration metadata each role may send (the client sends nothing else).
+    registration_fields: ClassVar[dict[str, tuple[str, ...]]] = {
+        role: ("num-train", "num-val", "num-test", "param-count", "classes")
+        for role in ("participant", "nonparticipant")}
 
     def __init__(self, cfg: RunConfig, registry: ClientRegistry,
                  device: torch.device) -> None:

@@ -61,6 +61,7 @@ from server.hypernets.lora import LoRAHyperNet
 from server.messaging import Exchange, Outgoing
 from server.registry import message_to, refresh_nodes
 from server.strategies.base import HyperflowerStrategy, Params, summarise
+from server.strategies.fedavg import FedAvg
 from server.strategies.pfedhn import make_optimizer
 from server.update import hypernet_step, round_weights
 from server.validation import ClientUpdate
@@ -142,10 +143,32 @@ class RoundStats:
         self.faults["invalid"] += len(ex.replies) - valid
 
 
+class PretrainFedAvg(FedAvg):
+    """Phase 1's FedAvg. With ``pretrain-epochs`` each train message names its
+    client's step count (epochs × batches of its registered training set), which
+    the plain train handler honours; otherwise clients train as in any round."""
+
+    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
+                 config: ConfigRecord) -> list[Message]:
+        msgs = super().messages(kind, client_ids, params, config)
+        epochs = self.cfg.pretrain_epochs
+        if kind != "train" or not epochs:
+            return msgs
+        for cid, msg in zip(client_ids, msgs, strict=True):
+            n = int(self.registry.clients[cid].meta["num-train"])
+            steps = epochs * max(1, -(-n // self.cfg.batch_size))
+            msg.content["config"] = ConfigRecord({**dict(config), "local-steps": steps})
+        return msgs
+
+
 class HyperFLoRA(HyperflowerStrategy):
     """Hypernetwork-generated LoRA adapters with client pairing and bystanders."""
 
     name = "hyperflora"
+    #: Bystanders send only their class indicator r_i (no counts, no samples);
+    #: participants also send their training-set size for the FedAvg phase.
+    registration_fields = {"participant": ("num-train", "classes"),
+                           "nonparticipant": ("classes",)}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -270,12 +293,11 @@ class HyperFLoRA(HyperflowerStrategy):
         """FedAvg over participants through the server loop; the best round's model."""
         from server.loop import Runner as LoopRunner
         from server.outputs import RunOutputs
-        from server.strategies.fedavg import FedAvg
 
         sub_cfg = dataclasses.replace(self.cfg, method="fedavg",
                                       num_rounds=self.cfg.pretrain_rounds,
                                       stop_after_round=0)
-        fedavg = FedAvg(sub_cfg, self.registry, self.device)
+        fedavg = PretrainFedAvg(sub_cfg, self.registry, self.device)
         log(INFO, "HyperFLoRA phase 1: %d rounds of FedAvg pre-training",
             sub_cfg.num_rounds)
         sub = LoopRunner(runner.grid, sub_cfg, self.registry, fedavg,
@@ -284,6 +306,7 @@ class HyperFLoRA(HyperflowerStrategy):
         runner.faults.update(sub.faults)
         return dict(fedavg.global_params()), {
             "rounds": sub_cfg.num_rounds, "best_round": summary.get("best_round"),
+            "epochs": self.cfg.pretrain_epochs,
             "bytes_per_round": (summary.get("bytes_down_per_round", 0.0)
                                 + summary.get("bytes_up_per_round", 0.0)),
             "wall_s": summary.get("wall_s")}

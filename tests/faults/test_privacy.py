@@ -26,6 +26,30 @@ class Recorder:
         return reply
 
 
+def test_registration_sends_only_what_the_method_asks_for(tmp_path):
+    from server.strategies import STRATEGIES
+
+    for method, cls in STRATEGIES.items():
+        if method == "hyperflora":
+            assert cls.registration_fields["nonparticipant"] == ("classes",)
+        rec = Recorder()
+        run_in_process(small_config(tmp_path, method=method, **{
+            "num-rounds": 1, "run-name": method}), fault_hook=rec)
+        roles = {True: set(cls.registration_fields["participant"]),
+                 False: set(cls.registration_fields["nonparticipant"])}
+        from common.partition import split_participants
+        chosen, _ = split_participants(10, 0.2, 42)
+        sent: dict[int, set] = {}
+        for msg, reply in rec.seen:
+            if msg.metadata.message_type == "query":
+                info = reply.content.config_records["info"]
+                sent.setdefault(int(info["partition-id"]), set()).update(info)
+        assert len(sent) == 10
+        for pid, keys in sent.items():
+            assert keys - {"client-id", "partition-id"} <= roles[pid in chosen], (
+                method, pid, keys)
+
+
 @pytest.mark.parametrize("method", ["pfedhn", "fedavg", "local"])
 def test_replies_carry_no_data_labels_or_extra_arrays(tmp_path, method):
     rec = Recorder()
