@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "hyperflora-variant": "paired",
     "pair-exchanges": 3,
     "pretrain-rounds": 20,
+    "pretrain-epochs": 0,
     "pretrained-model": "",
     "finetune-steps": 50,
     # Benchmarks / hypernet
@@ -155,6 +156,7 @@ class RunConfig:
     hyperflora_variant: str
     pair_exchanges: int
     pretrain_rounds: int
+    pretrain_epochs: int
     pretrained_model: str
     finetune_steps: int
     # Benchmarks / hypernet
@@ -324,6 +326,7 @@ def _validate(cfg: RunConfig) -> None:
     _at_least("lora-lr", cfg.lora_lr, 0.0)
     _at_least("pair-exchanges", cfg.pair_exchanges, 1)
     _at_least("pretrain-rounds", cfg.pretrain_rounds, 0)
+    _at_least("pretrain-epochs", cfg.pretrain_epochs, 0)
     _at_least("finetune-steps", cfg.finetune_steps, 0)
     if (cfg.method == "hyperflora" and cfg.pretrain_rounds == 0
             and not cfg.pretrained_model):

@@ -48,7 +48,7 @@ def lora_trains(seen: Seen) -> Seen:
 @pytest.fixture(scope="module")
 def paired(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("paired")
-    cfg = hyperflora_config(tmp, **{"run-name": "paired"})
+    cfg = hyperflora_config(tmp, **{"run-name": "paired", "pretrain-epochs": 2})
     summary, seen = recorded_run(cfg)
     return cfg, summary, seen, tmp / "outputs" / "paired"
 
@@ -129,6 +129,17 @@ def test_base_sent_once_and_hypernet_learns(paired):
     assert summary["participant_finetuned_acc"] is not None
     assert (out / "pretrained.pt").exists()
     assert (out / "pretrain" / "summary.json").exists()
+
+
+def test_pretraining_is_fedavg_with_pretrain_epochs(paired):
+    cfg, summary, seen, out = paired
+    fedavg = [(m, r) for _, m, r in seen if m.metadata.message_type == "train"]
+    assert len(fedavg) == cfg["pretrain-rounds"] * cfg["clients-per-round"]
+    for msg, reply in fedavg:
+        n = reply.content["metrics"]["num-examples"]
+        steps = msg.content["config"]["local-steps"]
+        assert steps == 2 * -(-n // 64) == reply.content["metrics"]["steps"]
+    assert summary["pretrain_epochs"] == 2 and summary["pretrain_rounds"] == 4
 
 
 @pytest.mark.parametrize("variant", ["standard", "sequential", "head"])
