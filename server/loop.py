@@ -61,6 +61,11 @@ class Runner:
         self.extra_bytes = {"down": 0, "up": 0}
 
     # ---- messaging with validation ------------------------------------------
+    def _refresh(self) -> None:
+        """Re-map clients whose SuperNode restarted; called before messages are built
+        for any exchange (training, evaluation, held-out fitting and evaluation)."""
+        refresh_nodes(self.grid, self.registry, min(30.0, self.cfg.round_timeout))
+
     def _send(self, messages: list[Message]) -> Exchange:
         outbox = [Outgoing(client_at(self.registry, m.metadata.dst_node_id), m)
                   for m in messages]
@@ -97,6 +102,7 @@ class Runner:
                        phase: str) -> list[ClientUpdate]:
         """Send parameters to train outside the main rounds (e.g. novel clients)."""
         config = ConfigRecord({"round": 0, "phase": phase, "method": self.cfg.method})
+        self._refresh()
         ex = self._send(self.strategy.messages("train", client_ids, params, config))
         valid, invalid = self._valid_train(ex)
         self._count_faults(ex, invalid, phase)
@@ -142,7 +148,7 @@ class Runner:
         if custom is not None:
             return {"round": rnd, **custom, "round-s": time.monotonic() - start}
         for attempt in range(self.cfg.round_retries + 1):
-            refresh_nodes(self.grid, self.registry, min(30.0, self.cfg.round_timeout))
+            self._refresh()
             messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
                                                           self.grid))
             ex = self._send(messages)
@@ -194,6 +200,7 @@ class Runner:
         """Every participant evaluates its own model; keep the best round's state."""
         config = ConfigRecord({"round": rnd, "phase": "eval",
                                "method": self.cfg.method})
+        self._refresh()
         messages = list(self.strategy.configure_evaluate(rnd, ArrayRecord(), config,
                                                          self.grid))
         results, ex = self.evaluate_clients(messages, f"eval {rnd}")
@@ -268,6 +275,7 @@ class Runner:
             config = ConfigRecord({"round": best["round"], "phase": "zero-shot",
                                    "method": cfg.method})
             ids = [c for c in held_out if c in given]
+            self._refresh()
             nonpart, _ = self.evaluate_clients(self.strategy.messages(
                 "evaluate", ids, [given[c] for c in ids], config), "non-participants")
         np_stats = summarise(list(nonpart.values())) if nonpart else {}
