@@ -108,7 +108,7 @@ def specs(quick: bool) -> dict[str, Spec]:
             {"num-rounds": 40, "eval-every": 5, "novel-rounds": 0}),
         "accuracy": Spec(
             "accuracy", "Fashion-MNIST, 50 clients × 2 classes (10 held out), LeNet-5",
-            FMNIST, [42, 43, 44], {"num-rounds": 25, "eval-every": 5}),
+            FMNIST, [42, 43, 44], {"num-rounds": 20, "eval-every": 5}),
         "digits": Spec(
             "digits", "scikit-learn digits, 20 clients × 2 classes (4 held out), "
             "LeNet-5", DIGITS, [42, 43, 44], {"num-rounds": 40, "eval-every": 5}),
@@ -168,7 +168,8 @@ def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
              "non-participants evaluated once, with the state of that round.", "",
              body, "",
              "Non-participants get: " + "; ".join(
-                 f"{m} — {p}" for m, p in protocols.items() if p) + ".",
+                 f"{', '.join(m for m, q in protocols.items() if q == p)} — {p}"
+                 for p in dict.fromkeys(protocols.values()) if p) + ".",
              "Bytes are counted from the records actually sent (train messages of a "
              "round, all clients); CTWC = weights a client trains and sends back; "
              "HS = hypernetwork parameters (the embeddings excluded).",

@@ -13,6 +13,11 @@ and a seed. It runs either
 cores of this machine better than one run with two threads: the clients' small
 LeNet batches do not scale across threads) and shows a progress line read from the
 jobs' ``metrics.jsonl``.
+
+Every job starts in its own session. Linux's autogroup scheduler (on here) shares
+the CPU between sessions, not processes: a run inside the caller's session would get
+one share for all its processes, while ``flwr run``'s SuperLink starts its own
+sessions, so under other load the two engines would not get comparable CPU.
 """
 
 from __future__ import annotations
@@ -211,21 +216,38 @@ def cmdline(pid: int) -> str:
 
 
 # ---- running one job -------------------------------------------------------------
-class RssSampler:
-    """Samples the RSS of the process that runs the ServerApp, every ``period`` s.
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 when it is gone)."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1]
+    except OSError:
+        return 0.0
+    parts = fields.split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
-    ``direct``: the worker process itself. ``sim``: Flower runs the ServerApp in
-    the ``flwr-simulation`` process the local SuperLink starts; it is found among
-    the SuperLink's descendants (Ray's workers, the clients, are not counted).
+
+class ProcSampler:
+    """Samples, every ``period`` s: rounds finished, CPU time of the run's whole
+    process tree, and RSS of the process that runs the ServerApp.
+
+    ``direct``: the worker process is both. ``sim``: the tree is ``flwr run``, the
+    local SuperLink and everything it started (the ``flwr-simulation`` process,
+    which runs the ServerApp, Ray's GCS, raylet and actor workers); the server is
+    the ``flwr-simulation`` process. CPU time is robust to other load on the machine
+    (wall time is not), so the overhead suite reports both.
     """
 
-    def __init__(self, find: Callable[[], int | None], period: float = 0.5) -> None:
-        self.find, self.period = find, period
-        self.samples: list[tuple[float, float]] = []
+    def __init__(self, find_server: Callable[[], int | None],
+                 find_tree: Callable[[], list[int]], rows_path: Path,
+                 period: float = 0.25) -> None:
+        self.find_server, self.find_tree = find_server, find_tree
+        self.rows_path, self.period = rows_path, period
+        self.samples: list[tuple[float, int, float, float]] = []
+        self._seen: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> ProcSampler:
         self.t0 = time.monotonic()
         self._thread.start()
         return self
@@ -234,20 +256,40 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
 
+    def _rows(self) -> int:
+        try:
+            return self.rows_path.read_bytes().count(b"\n")
+        except OSError:
+            return 0
+
     def _loop(self) -> None:
-        pid = None
+        server = None
         while not self._stop.wait(self.period):
-            if pid is None or not _alive(pid):
-                pid = self.find()
-            if pid is not None:
-                value = rss_mb(pid)
-                if value:
-                    self.samples.append((time.monotonic() - self.t0, value))
+            if server is None or not _alive(server):
+                server = self.find_server()
+            for pid in self.find_tree():
+                cpu = cpu_seconds(pid)
+                if cpu:  # keep the last value of processes that have exited
+                    self._seen[pid] = cpu
+            rss = rss_mb(server) if server is not None else 0.0
+            self.samples.append((time.monotonic() - self.t0, self._rows(),
+                                 sum(self._seen.values()), rss))
 
     @property
     def peak(self) -> float | None:
-        """Largest RSS seen (MB)."""
-        return max((v for _, v in self.samples), default=None)
+        """Largest server RSS seen (MB)."""
+        return max((s[3] for s in self.samples if s[3]), default=None)
+
+    def between_rows(self, first: int, last: int) -> dict[str, float] | None:
+        """Wall and tree CPU seconds from round ``first`` ending to ``last`` ending
+        (as first seen in the samples); None when the run never got there."""
+        def at(n: int) -> tuple[float, int, float, float] | None:
+            return next((s for s in self.samples if s[1] >= n), None)
+
+        a, b = at(first), at(last)
+        if a is None or b is None or b[1] != last or a[1] != first:
+            return None
+        return {"wall_s": b[0] - a[0], "cpu_s": b[2] - a[2], "rounds": last - first}
 
 
 def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
@@ -269,10 +311,14 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
             if job.engine == "direct":
                 proc = subprocess.Popen(
                     [PYTHON, "-m", "bench.worker", json.dumps(cfg)], cwd=ROOT,
-                    stdout=log, stderr=subprocess.STDOUT,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                     env={**os.environ, "HYPERFLOWER_CLIENT_THREADS": "1",
                          "HYPERFLOWER_SERVER_THREADS": "1", "OMP_NUM_THREADS": "1"})
-                find: Callable[[], int | None] = lambda: proc.pid  # noqa: E731
+                def find() -> int | None:
+                    return proc.pid
+
+                def tree() -> list[int]:
+                    return [proc.pid, *descendants(proc.pid)]
             else:
                 env = flwr_env(out_root / f".flwr-{job.name}")
                 env.update({"HYPERFLOWER_CLIENT_THREADS": "1",
@@ -287,16 +333,31 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
                 proc = subprocess.Popen(
                     ["flwr", "run", str(ROOT), "local", "--stream", "--run-config",
                      run_config_arg(cfg), "--federation-config", fed],
-                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True)
                 sim_env = env
 
+                links: list[int] = []
+
+                def superlinks() -> list[int]:
+                    if not links:  # found once (pgrep is a process per call)
+                        links.extend(superlink_pids(sim_env))
+                    return links
+
                 def find() -> int | None:
-                    for link in superlink_pids(sim_env):
+                    for link in superlinks():
                         for pid in descendants(link):
                             if "flwr-simulation" in cmdline(pid):
                                 return pid
                     return None
-            sampler = RssSampler(find) if sample_rss else None
+
+                def tree() -> list[int]:
+                    pids = [proc.pid, *descendants(proc.pid)]
+                    for link in superlinks():
+                        pids += [link, *descendants(link)]
+                    return pids
+            sampler = (ProcSampler(find, tree, run_dir / "metrics.jsonl")
+                       if sample_rss else None)
             if sampler:
                 sampler.__enter__()
             try:
@@ -325,7 +386,9 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
     extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
     if sample_rss and sampler is not None:
         extra["rss-peak-mb"] = sampler.peak
-        extra["rss-samples"] = sampler.samples
+        extra["rss-samples"] = [(t, rss) for t, _, _, rss in sampler.samples if rss]
+        n = len(read_rows(run_dir))
+        extra["after-round-1"] = sampler.between_rows(1, n - 1) if n > 2 else None
     if summary is None and not error:
         error = f"no summary.json; see {log_path}"
     return JobResult(job, summary is not None, summary, read_rows(run_dir), startup,

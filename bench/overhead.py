@@ -73,6 +73,8 @@ def record(result: JobResult) -> dict[str, Any]:
             "server_update_s": [r.get("server-update-s") for r in rows],
             "wall_s": s.get("wall_s"), "participant_acc": s.get("participant_acc"),
             "train_loss": [r.get("train-loss") for r in rows],
+            # rounds 2…N-1 seen from outside: wall and CPU of the whole process tree
+            "outside": result.extra.get("after-round-1"),
             "bytes_down_per_round": s.get("bytes_down_per_round")}
 
 
@@ -94,7 +96,13 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r[key] for r in runs if r[key] is not None]
             return statistics.fmean(values) if values else None
 
+        def cpu_per_round(runs: list[dict[str, Any]]) -> float | None:
+            values = [r["outside"]["cpu_s"] / r["outside"]["rounds"] for r in runs
+                      if r.get("outside")]
+            return statistics.fmean(values) if values else None
+
         direct, sim = per_round(by["direct"]), per_round(by["sim"])
+        cpu_direct, cpu_sim = cpu_per_round(by["direct"]), cpu_per_round(by["sim"])
         pairs = [(s, d) for s, d in zip(by["sim"], by["direct"], strict=False)
                  if s["rounds_s"] and d["rounds_s"]]
         row = {"case": case, "label": CASES[case][0],
@@ -103,6 +111,8 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "ratio_per_rep": [statistics.fmean(s["rounds_s"])
                                  / statistics.fmean(d["rounds_s"]) for s, d in pairs],
                "overhead_per_round_s": sim - direct if sim and direct else None,
+               "direct_cpu_round_s": cpu_direct, "sim_cpu_round_s": cpu_sim,
+               "cpu_ratio": cpu_sim / cpu_direct if cpu_sim and cpu_direct else None,
                "direct_startup_s": mean(by["direct"], "startup_s"),
                "sim_startup_s": mean(by["sim"], "startup_s"),
                "direct_round1_s": mean(by["direct"], "round1_s"),
@@ -123,12 +133,16 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The suite's results page."""
     body = table(
         ["case", "in-process s/round", "`flwr run` s/round", "ratio (target ≤ "
-         f"{TARGET})", "overhead s/round", "start-up in-process s",
+         f"{TARGET})", "overhead s/round", "CPU s/round: in-process / `flwr run` "
+         "(ratio)", "start-up in-process s",
          "start-up `flwr run` s", "round 1 in-process / `flwr run` s",
          "same accuracy", "`flwr run`, 2 actors: s/round (ratio)"],
         [[r["label"], fmt(r["direct_round_s"]), fmt(r["sim_round_s"]),
           f"**{r['ratio']:.3f}**" + (" ✓" if r["ratio"] <= TARGET else " ✗"),
-          fmt(r["overhead_per_round_s"], 2), fmt(r["direct_startup_s"]),
+          fmt(r["overhead_per_round_s"], 2),
+          (f"{fmt(r['direct_cpu_round_s'])} / {fmt(r['sim_cpu_round_s'])} "
+           f"({r['cpu_ratio']:.2f})" if r.get("cpu_ratio") else "—"),
+          fmt(r["direct_startup_s"]),
           fmt(r["sim_startup_s"]),
           f"{fmt(r['direct_round1_s'])} / {fmt(r['sim_round1_s'])}",
           "yes" if r["same_accuracy"] and r["same_losses"] else "no",
@@ -139,7 +153,12 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"{meta['rounds']} rounds per run, {meta['reps']} repetitions per side, "
              "run back to back in one benchmark run (order alternated); per-round "
              "time = the loop's `round-s` (configure, exchange, validate, server "
-             "update) of rounds 2…N. Both sides: one client at a time, one thread.",
+             "update) of rounds 2…N. Both sides: one client at a time, one thread, "
+             "each run in its own session (see docs/benchmarks.md on autogroup). "
+             "CPU = user + system time of the run's whole process tree (for `flwr "
+             "run`: CLI, SuperLink, ServerApp process, Ray's GCS, raylet and actor) "
+             "per round, rounds 2…N−1: unlike wall time it does not depend on "
+             "other load on the machine.",
              "", body, ""]
     lines += meta.get("notes", [])
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
@@ -150,7 +169,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     """Run the overhead suite and write its results."""
     todo = jobs(quick)
     with LoadMonitor() as load:
-        results = run_jobs("overhead", todo, parallel=1)
+        results = run_jobs("overhead", todo, parallel=1, sample_rss=True)
     records = [record(r) for r in results]
     rows = compare(records)
     meta = {"machine": machine(), "load": load.summary(), "quick": quick,
