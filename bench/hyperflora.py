@@ -1,7 +1,7 @@
 """HyperFLoRA's table (the paper's Tables 1-3) on both presets.
 
     python -m bench.hyperflora [--preset lenet|vit|all] [--seeds 1 2 3]
-                               [--parallel 2] [--quick]
+                               [--parallel 2] [--quick] [--reuse]
 
 For each preset (``conf/hyperflora-*.toml``) and seed:
 
@@ -21,11 +21,17 @@ accuracies at the round chosen on participants' validation accuracy, mean ± std
 seeds. Communication per round is what the hypernetwork rounds sent (records
 counted, relays included): values (array elements and r entries) and bytes.
 Results go to ``bench/results/hyperflora-<preset>.{json,md,png}``.
+
+``--reuse`` keeps finished runs whose resolved config is unchanged, and lets a
+paired run start from the ``pretrained.pt`` its folder already holds (phase 1 is
+not repeated; the Pretrain row is re-measured from it), so an interrupted table
+continues instead of starting over.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +40,11 @@ from bench.harness import (
     RESULTS,
     RUNS,
     Job,
+    JobResult,
     LoadMonitor,
     load_preset,
     machine,
+    read_rows,
     run_jobs,
 )
 from bench.report import (
@@ -128,6 +136,41 @@ def variant_jobs(preset: Preset, seeds: Sequence[int],
                              "pretrained-model": str(base), "finetune-steps": 0},
                             tags={"preset": preset.key, "row": label, "seed": seed}))
     return jobs
+
+
+def reuse_pretraining(jobs: list[Job]) -> None:
+    """Paired jobs whose folder holds a ``pretrained.pt``: start from it."""
+    for job in jobs:
+        saved = RUNS / SUITE / job.name / "pretrained.pt"
+        if job.tags["row"] == "HyperFLoRA" and saved.exists():
+            job.overrides["pretrained-model"] = str(saved)
+
+
+def same_run(used: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether two resolved configs describe the same run (where outputs go aside)."""
+    return ({k: v for k, v in used.items() if k != "output-dir"}
+            == {k: v for k, v in wanted.items() if k != "output-dir"})
+
+
+def run_or_reuse(jobs: list[Job], parallel: int, reuse: bool) -> list[JobResult]:
+    """Run the jobs; with ``reuse`` a finished run of the same config is kept."""
+    from common.config import parse_run_config
+
+    kept: dict[str, JobResult] = {}
+    if reuse:
+        for job in jobs:
+            run_dir = RUNS / SUITE / job.name
+            done, used = run_dir / "summary.json", run_dir / "config.json"
+            wanted = json.loads(json.dumps(parse_run_config(
+                job.config(RUNS / SUITE)).to_dict()))
+            if done.exists() and used.exists() and same_run(
+                    json.loads(used.read_text()), wanted):
+                kept[job.name] = JobResult(job, True, json.loads(done.read_text()),
+                                           read_rows(run_dir), None, 0.0, {},
+                                           RUNS / SUITE / f"{job.name}.log")
+    fresh = run_jobs(SUITE, [j for j in jobs if j.name not in kept], parallel)
+    by_name = {r.job.name: r for r in fresh} | kept
+    return [by_name[j.name] for j in jobs]
 
 
 def records(result: Any) -> list[dict[str, Any]]:
@@ -281,17 +324,21 @@ def plot(preset: Preset, rows: list[dict[str, Any]]) -> None:
 
 
 def run(presets: Sequence[str] = ("lenet", "vit"), seeds: Sequence[int] = (1, 2, 3),
-        parallel: int = 2, quick: bool = False) -> dict[str, Any]:
+        parallel: int = 2, quick: bool = False, reuse: bool = False
+        ) -> dict[str, Any]:
     """Run the table for the given presets; write results; return them by preset."""
     chosen = [PRESETS[p] for p in presets]
     sizing = dict(QUICK) if quick else {}
     if quick:
         seeds = seeds[:1]
+    first = [j for p in chosen for j in first_jobs(p, seeds, sizing)]
+    if reuse:
+        reuse_pretraining(first)
     with LoadMonitor() as load:
-        results = run_jobs(SUITE, [j for p in chosen
-                                   for j in first_jobs(p, seeds, sizing)], parallel)
-        results += run_jobs(SUITE, [j for p in chosen
-                                    for j in variant_jobs(p, seeds, sizing)], parallel)
+        results = run_or_reuse(first, parallel, reuse)
+        results += run_or_reuse([j for p in chosen
+                                 for j in variant_jobs(p, seeds, sizing)],
+                                parallel, reuse)
     meta = {"machine": machine(), "load": load.summary(), "parallel": parallel,
             "quick": quick}
     out = {}
@@ -320,9 +367,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--quick", action="store_true",
                         help="2 rounds per phase, one seed: a smoke test")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep finished runs of the same config; paired runs "
+                        "start from the pretrained.pt their folder holds")
     args = parser.parse_args(argv)
     presets = ["lenet", "vit"] if args.preset == "all" else [args.preset]
-    run(presets, args.seeds, args.parallel, args.quick)
+    run(presets, args.seeds, args.parallel, args.quick, args.reuse)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,12 @@ from client.training import evaluate, steps_for, train_steps
 from common.config import RunConfig
 from common.faults import fault_for, parse_plan
 from common.models import build_model
-from common.models.lora import add_lora
+from common.models.lora import add_lora, generated_tensors, pack, unpack
 from common.records import from_record, to_record
 
 BASE_KEY, BASE_META, COUNTERS = "lora-base", "lora-base-meta", "lora-counters"
+#: The record key of the packed generated tensors (server.strategies.hyperflora.RHO).
+RHO = "rho"
 
 
 def cached_base(msg: Message, context: Context) -> dict[str, torch.Tensor]:
@@ -52,15 +54,25 @@ def cached_base(msg: Message, context: Context) -> dict[str, torch.Tensor]:
 
 
 def lora_model(cfg: RunConfig, base: dict[str, torch.Tensor],
-               received: dict[str, torch.Tensor]) -> nn.Module:
-    """θ_pret with adapters on ``lora-targets``, the received tensors loaded into it.
+               packed: dict[str, torch.Tensor]) -> tuple[nn.Module, list[str]]:
+    """θ_pret with adapters on ``lora-targets``, the received tensors loaded into it;
+    returns the model and the received names in packing order.
 
-    Exactly the received tensors are trainable (the adapters, or for "+θ_hd" the
-    encoder adapters and the head); adapters not received stay at B = 0 (no effect).
+    The message carries the generated tensors packed in one array (``rho``), in the
+    order :func:`~common.models.lora.generated_tensors` gives for this model and
+    variant, the same on the server. Exactly the received tensors are trainable (the
+    adapters, or for "+θ_hd" the encoder adapters and the head); adapters not
+    received stay at B = 0 (no effect). No ``rho``: θ_pret alone.
     """
     model = build_model(cfg.model, cfg.num_classes)
     model.load_state_dict(base, strict=True)
     add_lora(model, cfg.lora_targets, cfg.lora_rank, cfg.lora_alpha)
+    spec = {k: v.shape for k, v in generated_tensors(
+        model, cfg.hyperflora_variant == "head").items()}
+    unknown = sorted(set(packed) - {RHO})
+    if unknown:
+        raise ValueError(f"unexpected records in params: {unknown}")
+    received = unpack(packed[RHO], spec) if RHO in packed else {}
     params = dict(model.named_parameters())
     unknown = sorted(set(received) - set(params))
     if unknown:
@@ -73,7 +85,7 @@ def lora_model(cfg: RunConfig, base: dict[str, torch.Tensor],
             params[name].copy_(value)
     for name, param in params.items():
         param.requires_grad_(name in received)
-    return model
+    return model, list(received)
 
 
 def restrict(x: torch.Tensor, y: torch.Tensor,
@@ -111,8 +123,12 @@ def train_lora(msg: Message, context: Context) -> Message:
     _, pid = client_identity(context, cfg)
     _count(context, "train")
     msg_cfg = msg.content["config"]
-    received = from_record(msg.content["params"])
-    model = lora_model(cfg, cached_base(msg, context), received)
+    packed = from_record(msg.content["params"])
+    model, names = lora_model(cfg, cached_base(msg, context), packed)
+    if not names:
+        raise ValueError("a train.lora message without adapters")
+    received = {k: v.detach().clone() for k, v in model.named_parameters()
+                if k in names}
     classes = msg_cfg.get("classes")
     x, y = restrict(data.x_train, data.y_train,
                     None if classes is None else list(classes))
@@ -124,7 +140,8 @@ def train_lora(msg: Message, context: Context) -> Message:
                          cfg.inner_momentum, cfg.inner_weight_decay,
                          _seed(cfg, cid, msg_cfg))
     trained = dict(model.named_parameters())
-    delta = {k: trained[k].detach() - v for k, v in received.items()}
+    delta = {RHO: pack({k: trained[k].detach() - v for k, v in received.items()},
+                       names)}
     delta, norm = clip_and_noise(delta, cfg.dp_clip, cfg.dp_noise,
                                  _seed(cfg, cid, msg_cfg, "dp"))
     metrics = {"num-examples": len(y), "train-loss": result.loss,
@@ -143,12 +160,12 @@ def evaluate_lora(msg: Message, context: Context) -> Message:
     """Evaluate θ_pret + received tensors (optionally fine-tuned locally first)."""
     cfg, cid, data = _setup(context)
     msg_cfg = msg.content["config"]
-    received = (from_record(msg.content.array_records["params"])
-                if "params" in msg.content.array_records else {})
-    model = lora_model(cfg, cached_base(msg, context), received)
+    packed = (from_record(msg.content.array_records["params"])
+              if "params" in msg.content.array_records else {})
+    model, names = lora_model(cfg, cached_base(msg, context), packed)
     finetune = int(msg_cfg.get("finetune-steps", 0))
     if finetune > 0:
-        if not received:
+        if not names:
             raise ValueError("finetune-steps needs adapters to fine-tune")
         train_steps(model, data.x_train, data.y_train, finetune, cfg.batch_size,
                     lora_lr(cfg), cfg.inner_momentum, cfg.inner_weight_decay,

@@ -10,6 +10,7 @@ from client.app import app as client_app
 from client.lora import restrict
 from common.config import parse_run_config
 from common.models import build_model
+from common.models.lora import pack
 from common.partition import load_client_data
 from common.records import from_record, to_record
 from server.direct_grid import DirectGrid
@@ -102,21 +103,22 @@ def test_a_relay_hop_trains_only_on_the_pair_classes(tmp_path):
         msg = message_to(1003, "train.lora", **records)
         return list(grid.pull_messages(grid.push_messages([msg])))[0]
 
-    reply = send(params=to_record(adapters), base=to_record(base.state_dict()),
+    packed = to_record({"rho": pack(adapters, list(adapters))})
+    reply = send(params=packed, base=to_record(base.state_dict()),
                  config=ConfigRecord({"round": 1, "phase": "pair-0", "base-id": "b",
                                       "classes": classes}))
     assert not reply.has_error(), reply.error
     metrics = reply.content["metrics"]
     assert metrics["num-examples"] == expected < len(data.y_train)
     delta = from_record(reply.content["delta"])
-    assert set(delta) == set(adapters)
-    assert any(d.abs().sum() > 0 for d in delta.values())
+    assert set(delta) == {"rho"} and delta["rho"].numel() == 818
+    assert delta["rho"].abs().sum() > 0
     # the base is cached in the node's state: the next hop needs adapters only
-    reply = send(params=to_record(adapters), config=ConfigRecord(
+    reply = send(params=packed, config=ConfigRecord(
         {"round": 1, "phase": "pair-1", "base-id": "b"}))
     assert not reply.has_error(), reply.error
     assert reply.content["metrics"]["num-examples"] == len(data.y_train)
     # an unknown base id is refused with a clear error
-    reply = send(params=to_record(adapters),
+    reply = send(params=packed,
                  config=ConfigRecord({"round": 1, "base-id": "other"}))
     assert reply.has_error() and "no cached base model" in reply.error.reason

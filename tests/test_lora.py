@@ -11,10 +11,13 @@ from common.models.lora import (
     LoRAConv2d,
     LoRALinear,
     add_lora,
+    generated_tensors,
     head_name,
     lora_parameters,
     merge_lora,
+    pack,
     select_targets,
+    unpack,
 )
 
 
@@ -112,3 +115,22 @@ def test_targets_patterns_and_errors():
     assert model.conv1.lora_A.shape == (2, 1, 5, 5)
     with pytest.raises(ValueError, match="rank"):
         add_lora(build_model("lenet5"), "auto", rank=0)
+
+
+def test_generated_tensors_and_packing_round_trip():
+    model = build_model("lenet5")
+    add_lora(model, "auto", rank=1)
+    adapters = generated_tensors(model)
+    assert list(adapters) == [f"fc{i}.lora_{m}" for i in (1, 2, 3) for m in "AB"]
+    with_head = generated_tensors(model, generate_head=True)
+    assert "fc3.lora_A" not in with_head and {"fc3.weight", "fc3.bias"} <= set(
+        with_head)
+    assert sum(v.numel() for v in with_head.values()) == 520 + 204 + 850
+    flat = pack(with_head, list(with_head))
+    assert flat.shape == (1574,)
+    back = unpack(flat, {k: v.shape for k, v in with_head.items()})
+    assert list(back) == list(with_head)
+    for k, v in with_head.items():
+        assert torch.equal(back[k], v)
+    with pytest.raises(ValueError, match="packed vector"):
+        unpack(flat[:-1], {k: v.shape for k, v in with_head.items()})

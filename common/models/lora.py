@@ -230,3 +230,45 @@ def head_name(model: nn.Module) -> str:
     if not linears:
         raise ValueError("the model has no Linear layer to call its head")
     return linears[-1]
+
+
+def generated_tensors(model: nn.Module, generate_head: bool = False
+                      ) -> dict[str, torch.Tensor]:
+    """What HyperFLoRA generates for an adapted model, in a fixed order (current
+    values): every adapter tensor, except that with ``generate_head`` ("+θ_hd") the
+    head's adapter is left out and the head's own weight and bias are in instead.
+
+    Server and clients both call this on the same model, so a packed vector
+    (:func:`pack`) unpacks to the same names and shapes on either side.
+    """
+    tensors = {k: p.detach() for k, p in lora_parameters(model).items()}
+    if not generate_head:
+        return tensors
+    head = head_name(model)
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(head + ".")}
+    layer = model.get_submodule(head)
+    tensors[f"{head}.weight"] = layer.weight.detach()
+    if layer.bias is not None:
+        tensors[f"{head}.bias"] = layer.bias.detach()
+    return tensors
+
+
+def pack(tensors: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    """Named tensors as one flat vector, in the order of ``names``.
+
+    One array per message instead of two per adapted layer: Flower frames every
+    array of a record separately, which for rank-1 adapters costs as much as the
+    values themselves.
+    """
+    return torch.cat([tensors[n].reshape(-1) for n in names])
+
+
+def unpack(flat: torch.Tensor,
+           shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`pack` (raises when the length does not match)."""
+    sizes = [int(torch.Size(s).numel()) for s in shapes.values()]
+    if flat.dim() != 1 or flat.numel() != sum(sizes):
+        raise ValueError(f"packed vector of shape {tuple(flat.shape)}, expected "
+                         f"({sum(sizes)},)")
+    return {name: part.reshape(shape) for (name, shape), part in
+            zip(shapes.items(), torch.split(flat, sizes), strict=True)}

@@ -55,7 +55,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common.logger import log
 
-from common.models.lora import add_lora, head_name, lora_parameters
+from common.models.lora import add_lora, generated_tensors, head_name, pack, unpack
 from common.records import to_record
 from server.hypernets.lora import LoRAHyperNet
 from server.messaging import Exchange, Outgoing
@@ -75,6 +75,8 @@ PRETRAIN_FINGERPRINT = ("dataset", "model", "num-clients", "holdout", "partition
                         "val-fraction", "test-fraction", "seed")
 PROTOCOL = "adapters generated from the class indicator r_i; no training, no data"
 KINDS = {"train": "train.lora", "evaluate": "evaluate.lora"}
+#: The record key of the packed generated tensors (see common.models.lora.pack).
+RHO = "rho"
 
 
 def pseudo_indicator(r_i: Sequence[int], r_j: Sequence[int],
@@ -177,15 +179,8 @@ class HyperFLoRA(HyperflowerStrategy):
         self.adapted = add_lora(self.template, cfg.lora_targets, cfg.lora_rank,
                                 cfg.lora_alpha)
         self.head = head_name(self.template)
-        start = {k: p.detach().clone()
-                 for k, p in lora_parameters(self.template).items()}
-        if self.variant == "head":
-            start = {k: v for k, v in start.items()
-                     if not k.startswith(self.head + ".")}
-            layer = self.template.get_submodule(self.head)
-            start[f"{self.head}.weight"] = layer.weight.detach().clone()
-            if layer.bias is not None:
-                start[f"{self.head}.bias"] = layer.bias.detach().clone()
+        start = {k: v.clone() for k, v in generated_tensors(
+            self.template, self.variant == "head").items()}
         self.gen_shapes = {k: v.shape for k, v in start.items()}
         torch.manual_seed(cfg.seed)
         self.hnet = LoRAHyperNet(cfg.num_classes, self.gen_shapes, cfg.hn_hidden,
@@ -246,13 +241,23 @@ class HyperFLoRA(HyperflowerStrategy):
         self._base_record = to_record(self.base)
         self.base_nodes.clear()
 
+    def packed(self, params: Params) -> dict[str, torch.Tensor]:
+        """The generated tensors as the one-array record clients receive."""
+        return {RHO: pack(params, list(self.gen_shapes))} if params else {}
+
+    def unpacked(self, record: Params) -> Params:
+        """A packed delta (``rho``) back to named tensors."""
+        return unpack(record[RHO], self.gen_shapes)
+
     def lora_message(self, kind: str, client_id: str, params: Params,
                      config: ConfigRecord, **extra: Any) -> Message:
-        """A ``train.lora``/``evaluate.lora`` message; θ_pret rides along only when
-        this client's node has not been sent it yet."""
+        """A ``train.lora``/``evaluate.lora`` message with the generated tensors
+        packed in one array; θ_pret rides along only when this client's node has not
+        been sent it yet."""
         node = self.registry.node_of(client_id)
         conf = ConfigRecord({**dict(config), **extra, "base-id": self.base_id})
-        records: dict[str, Any] = {"params": to_record(params), "config": conf}
+        records: dict[str, Any] = {"params": to_record(self.packed(params)),
+                                   "config": conf}
         if self.base_nodes.get(client_id) != node:
             records["base"] = self._base_record
             self.base_nodes[client_id] = node
@@ -375,7 +380,8 @@ class HyperFLoRA(HyperflowerStrategy):
                 if update is None:
                     unit.failed = True
                     continue
-                unit.rho = {k: v + update.delta[k] for k, v in unit.rho.items()}
+                delta = self.unpacked(update.delta)
+                unit.rho = {k: v + delta[k] for k, v in unit.rho.items()}
                 n = update.num_examples
                 unit.seen += n
                 unit.loss += update.metrics.get("train-loss", 0.0) * n
@@ -408,7 +414,8 @@ class HyperFLoRA(HyperflowerStrategy):
         """Standard (unpaired) step from participants' replies (direct-call path)."""
         return {"grad-norm": self.hypernet_update(
             [self.indicator(u.client_id) for u in updates],
-            [u.delta for u in updates], [u.num_examples for u in updates])}
+            [self.unpacked(u.delta) for u in updates],
+            [u.num_examples for u in updates])}
 
     def run_round(self, runner: Runner, server_round: int,
                   config: ConfigRecord) -> dict[str, Any] | None:
