@@ -176,8 +176,10 @@ class HyperFLoRA(HyperflowerStrategy):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         self.variant = cfg.hyperflora_variant
-        self.adapted = add_lora(self.template, cfg.lora_targets, cfg.lora_rank,
-                                cfg.lora_alpha)
+        with torch.random.fork_rng():   # A's start draw is fixed by the seed alone
+            torch.manual_seed(cfg.seed)
+            self.adapted = add_lora(self.template, cfg.lora_targets, cfg.lora_rank,
+                                    cfg.lora_alpha)
         self.head = head_name(self.template)
         start = {k: v.clone() for k, v in generated_tensors(
             self.template, self.variant == "head").items()}
