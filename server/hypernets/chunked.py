@@ -25,6 +25,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from server.hypernets.pertensor import mlp_trunk
+
 
 class ChunkedHyperNet(nn.Module):
     """h(v; φ): embedding v -> every tensor of the target network, chunk by chunk.
@@ -37,12 +39,7 @@ class ChunkedHyperNet(nn.Module):
                  hidden: int = 100, layers: int = 3, chunk_size: int = 576,
                  chunk_embed_dim: int = 16) -> None:
         super().__init__()
-        trunk: list[nn.Module] = []
-        width = embed_dim
-        for _ in range(layers):
-            trunk += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        self.trunk = nn.Sequential(*trunk)
+        self.trunk = mlp_trunk(embed_dim, hidden, layers)
         self.shapes = {k: torch.Size(s) for k, s in target_shapes.items()}
         self.sizes = [int(s.numel()) for s in self.shapes.values()]
         self.total = sum(self.sizes)

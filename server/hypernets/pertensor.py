@@ -19,12 +19,7 @@ class PerTensorHyperNet(nn.Module):
     def __init__(self, embed_dim: int, target_shapes: Mapping[str, torch.Size],
                  hidden: int = 100, layers: int = 3) -> None:
         super().__init__()
-        trunk: list[nn.Module] = []
-        width = embed_dim
-        for _ in range(layers):
-            trunk += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        self.trunk = nn.Sequential(*trunk)
+        self.trunk = mlp_trunk(embed_dim, hidden, layers)
         self.shapes = {k: torch.Size(s) for k, s in target_shapes.items()}
         self.heads = nn.ModuleDict({
             _safe(k): nn.Linear(hidden, int(torch.Size(s).numel()))
@@ -35,6 +30,16 @@ class PerTensorHyperNet(nn.Module):
         features = self.trunk(embeddings)
         return {k: self.heads[_safe(k)](features).view(-1, *s)
                 for k, s in self.shapes.items()}
+
+
+def mlp_trunk(in_features: int, hidden: int, layers: int) -> nn.Sequential:
+    """The hypernetworks' shared trunk: ``layers`` × (Linear to ``hidden``, ReLU)."""
+    trunk: list[nn.Module] = []
+    width = in_features
+    for _ in range(layers):
+        trunk += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*trunk)
 
 
 def _safe(name: str) -> str:
