@@ -216,6 +216,26 @@ def cmdline(pid: int) -> str:
 
 
 # ---- running one job -------------------------------------------------------------
+PROCESS_KINDS = (
+    ("bench.worker", "in-process run"),
+    ("ClientAppActor", "Ray actor (ClientApp)"),
+    ("flwr-simulation", "flwr-simulation (ServerApp, simulation engine, Ray driver)"),
+    ("flower-superlink", "SuperLink"),
+    ("flower-superexec", "SuperExec"),
+    ("bin/flwr run", "flwr run --stream (CLI)"),
+    ("ray", "Ray daemons (raylet, GCS, log monitor, dashboard, agents)"),
+)
+
+
+def process_kind(command: str) -> str:
+    """What a process of a run is, from its command line (for CPU breakdowns)."""
+    for needle, kind in PROCESS_KINDS:
+        if needle in command:
+            return kind
+    return "other"
+
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far (0 when it is gone)."""
     try:
@@ -244,6 +264,8 @@ class ProcSampler:
         self.rows_path, self.period = rows_path, period
         self.samples: list[tuple[float, int, float, float]] = []
         self._seen: dict[int, float] = {}
+        self._names: dict[int, str] = {}
+        self._at_rows: dict[int, dict[int, float]] = {}  # rows -> per-pid CPU
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -271,8 +293,13 @@ class ProcSampler:
                 cpu = cpu_seconds(pid)
                 if cpu:  # keep the last value of processes that have exited
                     self._seen[pid] = cpu
+                    command = cmdline(pid)  # Ray workers rename themselves
+                    if command:
+                        self._names[pid] = process_kind(command)
             rss = rss_mb(server) if server is not None else 0.0
-            self.samples.append((time.monotonic() - self.t0, self._rows(),
+            rows = self._rows()
+            self._at_rows.setdefault(rows, dict(self._seen))
+            self.samples.append((time.monotonic() - self.t0, rows,
                                  sum(self._seen.values()), rss))
 
     @property
@@ -289,7 +316,14 @@ class ProcSampler:
         a, b = at(first), at(last)
         if a is None or b is None or b[1] != last or a[1] != first:
             return None
-        return {"wall_s": b[0] - a[0], "cpu_s": b[2] - a[2], "rounds": last - first}
+        by_kind: dict[str, float] = {}
+        start, end = self._at_rows.get(first, {}), self._at_rows.get(last, {})
+        for pid, cpu in end.items():
+            kind = self._names.get(pid, "other")
+            by_kind[kind] = by_kind.get(kind, 0.0) + cpu - start.get(pid, 0.0)
+        return {"wall_s": b[0] - a[0], "cpu_s": b[2] - a[2], "rounds": last - first,
+                "cpu_by_process_s": {k: round(v, 3) for k, v in sorted(
+                    by_kind.items(), key=lambda kv: -kv[1])}}
 
 
 def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
@@ -389,10 +423,13 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
         extra["rss-samples"] = [(t, rss) for t, _, _, rss in sampler.samples if rss]
         n = len(read_rows(run_dir))
         extra["after-round-1"] = sampler.between_rows(1, n - 1) if n > 2 else None
-    if summary is None and not error:
+    rows = read_rows(run_dir)
+    # a run told to stop after round k (``stop-after-round``) ends without a summary
+    stop = int(cfg.get("stop-after-round", 0) or 0)
+    ok = summary is not None or bool(stop and len(rows) >= stop and not error)
+    if not ok and not error:
         error = f"no summary.json; see {log_path}"
-    return JobResult(job, summary is not None, summary, read_rows(run_dir), startup,
-                     total, extra, log_path, error)
+    return JobResult(job, ok, summary, rows, startup, total, extra, log_path, error)
 
 
 # ---- many jobs, with progress ----------------------------------------------------
