@@ -145,7 +145,7 @@ def markdown(records: list[dict[str, Any]], iso: list[dict[str, Any]],
              meta: dict[str, Any]) -> str:
     """The suite's results page."""
     loop_table = table(
-        ["hypernetwork", "HS", "clients/round", "generation ms/round",
+        ["hypernetwork", "HS", "clients/round", "generation + records ms/round",
          "update ms/round", "round s", f"server share (target ≤ {TARGET:.0%})"],
         [[r["hypernet"], fmt(r["hypernet_params"]), r["clients"],
           fmt(1e3 * statistics.fmean(r["generate_s"])) if r["generate_s"] else "—",

@@ -72,7 +72,8 @@ def exchange(grid: Grid, outbox: list[Outgoing], timeout: float) -> Exchange:
                 result.bytes_up += message_bytes(reply)
         if pending:
             time.sleep(pause)
-            pause = min(pause * 1.5, 0.25)
+            # capped at 50 ms: a pull is cheap, a late one costs the whole round
+            pause = min(pause * 1.5, 0.05)
     result.missing = sorted(pending.values())
     result.seconds = time.monotonic() - start
     return result
