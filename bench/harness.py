@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from common.flwr_cli import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -112,18 +113,6 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 # ---- an isolated Flower environment -------------------------------------------
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 now, so parallel runs never collide."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def flwr_env(home: Path) -> dict[str, str]:
     """Environment for one `flwr run`: own FLWR_HOME and ports, no installs,
     no telemetry (deploy/flwr-env.sh, sourced into a copy of this environment)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -87,3 +88,15 @@ def flwr_run(config: Mapping[str, Any], env: Mapping[str, str],
     return subprocess.run(flwr_command(config, connection, num_supernodes),
                           env=dict(env), cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now, so parallel runs and tests never collide."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.flwr_cli import flwr_env as flwr_env_for
+from common.flwr_cli import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -52,18 +52,6 @@ def flwr_env(tmp_path: Path) -> dict:
     env = flwr_env_for(env)
     yield env
     stop_local_superlink(env)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 now, so parallel test runs never collide."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def stop_local_superlink(env: dict) -> None:
