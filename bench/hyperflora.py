@@ -234,11 +234,12 @@ def records(result: Any) -> list[dict[str, Any]]:
 
 
 def formula(row: str) -> str:
-    """How the paper writes the communication of a row (M: clients, E: exchanges)."""
+    """A row's communication per round as the paper writes it, for what is sent
+    here (M participants a round, M/2 pairs, E exchanges; r_ij rides on each hop)."""
     return {"Pretrain (FedAvg)": "2M θ", "pFedHN": "2M θ",
-            "HyperFLoRA-noCP": "2M ρ", "HyperFLoRA-Seq": "(2M + 2EM) ρ + M r",
-            "HyperFLoRA+θ_hd": "(2M + 2EM)(ρ_enc + θ_hd) + M r",
-            "HyperFLoRA": "(2M + 2EM) ρ + M r",
+            "HyperFLoRA-noCP": "2M ρ", "HyperFLoRA-Seq": "(2M + 2EM) ρ + EM r",
+            "HyperFLoRA+θ_hd": "(2M + 2EM)(ρ_enc + θ_hd) + EM r",
+            "HyperFLoRA": "(2M + 2EM) ρ + EM r",
             "ρ fine-tuned (upper ref.)": "0 (local)"}.get(row, "")
 
 
