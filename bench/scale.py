@@ -78,7 +78,7 @@ def record(result: JobResult) -> dict[str, Any]:
         rec["rss_startup_mb"] = extra.get("rss-after-startup-mb")
         rec["server_state_bytes"] = extra.get("server-state-bytes")
     samples = extra.get("rss-samples") or []
-    if samples:  # simulation: the ServerApp process, sampled from outside
+    if samples and "rss-mb" not in extra:  # simulation: sampled from outside
         start = result.startup_s or 0.0
         during = [v for t, v in samples if t >= start]
         rec["rss_rounds_mb"] = [max(during)] if during else []
@@ -86,6 +86,11 @@ def record(result: JobResult) -> dict[str, Any]:
                                     default=None)
     rec["rss_mb"] = max(rec["rss_rounds_mb"]) if rec.get("rss_rounds_mb") else None
     rec["rss_peak_mb"] = extra.get("rss-peak-mb")
+    outside = extra.get("after-round-1")  # rounds 2…N-1: wall, CPU by process
+    if outside:
+        rec["cpu_per_round_by_process_s"] = {
+            k: v / outside["rounds"] for k, v in outside["cpu_by_process_s"].items()}
+        rec["wall_per_round_s"] = outside["wall_s"] / outside["rounds"]
     return rec
 
 
@@ -94,10 +99,12 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     names = {"sim": "`flwr run` (Ray)", "direct": "in process",
              "direct-default-d": "in process, d = 1 + N/4"}
     body = table(
-        ["path", "registered N", "s/round (rounds 2…)", "round 1 s",
+        ["path", "registered N", "s/round, median (mean), rounds 2…", "round 1 s",
          "server update ms", "start-up s (incl. registration)", "HS",
          "server RSS MB (rounds)", "peak RSS MB (whole run)", "server state MB"],
-        [[names[r["engine"]], f"{r['n']:,}", fmt(r["round_s"]),
+        [[names[r["engine"]], f"{r['n']:,}",
+          f"{fmt(statistics.median(r['rounds_s'][1:]))} ({fmt(r['round_s'])})"
+          if len(r["rounds_s"]) > 1 else "—",
           fmt(r["round1_s"]),
           fmt(1e3 * r["server_update_s"]) if r["server_update_s"] else "—",
           fmt(r["startup_s"]), fmt(r["hypernet_params"]), fmt(r["rss_mb"], 4),
@@ -115,6 +122,16 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append("Did not finish: " + "; ".join(
             f"{names[r['engine']]} N={r['n']:,} ({r['error']})" for r in failed)
             + ".")
+    sim = [r for r in records if r["engine"] == "sim" and r["ok"]
+           and r.get("cpu_per_round_by_process_s")]
+    if sim:
+        lines.append("CPU seconds per round of the `flwr run` processes (rounds "
+                     "2…N−1): " + "; ".join(
+                         f"N={r['n']:,}: " + ", ".join(
+                             f"{k.split(' (')[0]} {v:.3f}" for k, v in
+                             r["cpu_per_round_by_process_s"].items() if v >= 0.001)
+                         for r in sim) + ".")
+        lines.append("")
     lines += meta.get("notes", [])
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
     return "\n".join(lines) + "\n"
