@@ -64,7 +64,9 @@ def block(results: Path = RESULTS, root: Path = ROOT) -> str:
              "<suite>`; method and caveats in [docs/benchmarks.md]"
              "(docs/benchmarks.md)._"]
     for page in pages(results):
-        text = page.read_text().strip()
+        # one heading level below the README's "### Benchmarks"
+        text = "\n".join("#" + line if line.startswith("#") else line
+                         for line in page.read_text().strip().splitlines())
         images = sorted(results.glob(f"{page.stem}*.png"))
         links = " ".join(f"[{img.stem}]({img.relative_to(root).as_posix()})"
                          for img in images if _belongs(img.stem, page.stem, results))

@@ -83,7 +83,7 @@ def test_readme_block_replaced_between_markers_only(tmp_path):
     (results / "accuracy-curves.png").write_bytes(b"png")
     (results / "hyperflora-lenet.md").write_text("### H\n")
     content = readme.block(results, tmp_path)
-    assert content.index("### A") < content.index("### H")
+    assert content.index("#### A") < content.index("#### H")  # demoted a level
     assert "[accuracy-curves](bench/results/accuracy-curves.png)" in content
     text = f"intro\n{readme.START}\nold\n{readme.END}\noutro\n"
     new = readme.replace_block(text, content)
