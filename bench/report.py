@@ -93,7 +93,9 @@ def load_caveat(load: Mapping[str, float], cpus: int | None) -> str:
     if not load:
         return ""
     mean, peak = load.get("load1-mean", 0.0), load.get("load1-max", 0.0)
-    busy = mean > (cpus or 1) * 0.75
+    # A suite's own jobs keep up to one runnable process per core busy; more than
+    # that on average means other work competed for the CPUs.
+    busy = mean > (cpus or 1) * 1.25
     text = (f"Machine load while this ran: 1-minute load average {mean:.1f} on average "
             f"(max {peak:.1f}) on {cpus} cores")
     if busy:
