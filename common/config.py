@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "novel-rounds": 10,
     "novel-lr": 1.0,
     "eval-every": 10,
+    "eval-clients-per-batch": 256,
     "round-timeout": 300.0,
     "min-clients": 1,
     "max-delta-norm": 0.0,
@@ -133,6 +134,7 @@ class RunConfig:
     novel_rounds: int
     novel_lr: float
     eval_every: int
+    eval_clients_per_batch: int
     round_timeout: float
     min_clients: int
     max_delta_norm: float
@@ -293,6 +295,7 @@ def _validate(cfg: RunConfig) -> None:
     _at_least("hn-layers", cfg.hn_layers, 1)
     _at_least("novel-rounds", cfg.novel_rounds, 0)
     _at_least("eval-every", cfg.eval_every, 1)
+    _at_least("eval-clients-per-batch", cfg.eval_clients_per_batch, 1)
     if cfg.round_timeout <= 0:
         raise ConfigError("round-timeout", f"must be > 0, got {cfg.round_timeout}")
     _at_least("min-clients", cfg.min_clients, 1)

@@ -132,6 +132,12 @@ class Runner:
         self._count_faults(ex, invalid, what)
         return results, ex
 
+    def client_batches(self, client_ids: list[str]) -> list[list[str]]:
+        """``client_ids`` in batches of ``eval-clients-per-batch``: evaluation holds
+        one batch's models on the server, not every client's."""
+        size = self.cfg.eval_clients_per_batch
+        return [client_ids[i:i + size] for i in range(0, len(client_ids), size)]
+
     # ---- one round ----------------------------------------------------------
     def train_round(self, rnd: int) -> dict[str, Any]:
         """Train, validate, aggregate; return the round's metrics row.
@@ -200,16 +206,20 @@ class Runner:
         """Every participant evaluates its own model; keep the best round's state."""
         config = ConfigRecord({"round": rnd, "phase": "eval",
                                "method": self.cfg.method})
-        self._refresh()
-        messages = list(self.strategy.configure_evaluate(rnd, ArrayRecord(), config,
-                                                         self.grid))
-        results, ex = self.evaluate_clients(messages, f"eval {rnd}")
+        results: dict[str, dict[str, float]] = {}
+        down = up = 0
+        for ids in self.client_batches(self.registry.participants):
+            self._refresh()
+            got, ex = self.evaluate_clients(
+                self.strategy.evaluate_messages(ids, config), f"eval {rnd}")
+            results.update(got)
+            down, up = down + ex.bytes_down, up + ex.bytes_up
         if not results:
             return
         stats = summarise(list(results.values()))
         for key in ("val-acc", "val-acc-std", "test-acc", "test-acc-std", "test-loss"):
             row[f"participant-{key}"] = stats[key]
-        row["eval-bytes-down"], row["eval-bytes-up"] = ex.bytes_down, ex.bytes_up
+        row["eval-bytes-down"], row["eval-bytes-up"] = down, up
         if self.best is None or stats["val-acc"] > self.best["val-acc"]:
             self.best = {"round": rnd, "val-acc": stats["val-acc"],
                          "test-acc": stats["test-acc"],
@@ -268,16 +278,18 @@ class Runner:
         cfg, best = self.cfg, self.best
         assert best is not None, "the last round always evaluates"
         self.strategy.load_state_dict(best["state"])
-        held_out = self.registry.nonparticipants
         nonpart: dict[str, dict[str, float]] = {}
-        given = self.strategy.nonparticipant_params(self) if held_out else None
-        if given:
-            config = ConfigRecord({"round": best["round"], "phase": "zero-shot",
-                                   "method": cfg.method})
-            ids = [c for c in held_out if c in given]
+        config = ConfigRecord({"round": best["round"], "phase": "zero-shot",
+                               "method": cfg.method})
+        for batch in self.client_batches(self.registry.nonparticipants):
+            given = self.strategy.nonparticipant_params(self, batch)
+            if not given:
+                break
+            ids = [c for c in batch if c in given]
             self._refresh()
-            nonpart, _ = self.evaluate_clients(self.strategy.messages(
+            got, _ = self.evaluate_clients(self.strategy.messages(
                 "evaluate", ids, [given[c] for c in ids], config), "non-participants")
+            nonpart.update(got)
         np_stats = summarise(list(nonpart.values())) if nonpart else {}
         train_rows = [r for r in self.history if "bytes-down" in r]
         summary = {

@@ -19,7 +19,9 @@ import torch
 FINGERPRINT_KEYS = ("method", "dataset", "model", "num-clients", "holdout",
                     "partitioner", "classes-per-client", "dirichlet-alpha",
                     "shards-per-client", "seed", "clients-per-round", "embed-dim",
-                    "hn-hidden", "hn-layers")
+                    "hn-hidden", "hn-layers", "hypernet", "chunk-size",
+                    "chunk-embed-dim", "lora-rank", "lora-targets",
+                    "hyperflora-variant")
 CHECKPOINT_FORMAT = 1
 
 

@@ -97,3 +97,27 @@ def test_original_one_client_per_round_variant(tmp_path):
             open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
     assert [r["sampled"] for r in rows] == [1, 1, 1]
     assert summary["participant_acc"] is not None
+
+
+def test_evaluation_in_client_batches_matches_one_batch(tmp_path, monkeypatch):
+    """Evaluating a few clients per exchange bounds what the server holds and
+    changes no number: per-client evaluation does not depend on the batch."""
+    import server.loop as loop
+
+    sizes: list[tuple[str, int]] = []
+    real_exchange = loop.exchange
+
+    def spy(grid, outbox, timeout):
+        sizes.append((outbox[0].message.metadata.message_type, len(outbox)))
+        return real_exchange(grid, outbox, timeout)
+
+    base = {"num-clients": 12, "holdout": 0.25, "num-rounds": 2, "eval-every": 2}
+    whole = run_in_process(small_config(tmp_path, **base, **{"run-name": "whole"}))
+    monkeypatch.setattr(loop, "exchange", spy)
+    batched = run_in_process(small_config(tmp_path, **base, **{
+        "run-name": "batched", "eval-clients-per-batch": 2}))
+    evaluate = [n for kind, n in sizes if kind == "evaluate"]
+    assert evaluate and max(evaluate) == 2
+    assert sum(evaluate) == 9 + 3  # 9 participants at round 2, then 3 held-out
+    for key in ("participant_acc", "nonparticipant_acc", "participant_val_acc"):
+        assert batched[key] == whole[key]

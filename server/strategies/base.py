@@ -63,8 +63,10 @@ class HyperflowerStrategy(Strategy):
                       updates: list[ClientUpdate]) -> dict[str, float]:
         """Change the server state from a round's validated updates; return metrics."""
 
-    def nonparticipant_params(self, runner: Runner) -> dict[str, Params] | None:
-        """What each held-out client gets without training (None: nothing to give)."""
+    def nonparticipant_params(self, runner: Runner, client_ids: Sequence[str]
+                              ) -> dict[str, Params] | None:
+        """What each of these held-out clients gets without training (None: nothing
+        to give). Called a batch of clients at a time (``eval-clients-per-batch``)."""
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -129,11 +131,20 @@ class HyperflowerStrategy(Strategy):
         metrics = self.apply_updates(server_round, updates) if updates else {}
         return None, MetricRecord(metrics)
 
+    def evaluate_messages(self, client_ids: Sequence[str],
+                          config: ConfigRecord) -> list[Message]:
+        """Evaluate messages for ``client_ids``, each with the parameters made for it.
+
+        The loop asks for ``eval-clients-per-batch`` clients at a time, so the server
+        never holds every participant's model at once (thousands of clients).
+        """
+        return self.messages("evaluate", client_ids, self.generate(client_ids), config)
+
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
                            config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        """Every participant evaluates the parameters made for it."""
-        client_ids = self.registry.participants
-        return self.messages("evaluate", client_ids, self.generate(client_ids), config)
+        """Every participant evaluates the parameters made for it (Flower's API, all
+        at once; the loop uses :meth:`evaluate_messages` in batches instead)."""
+        return self.evaluate_messages(self.registry.participants, config)
 
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:

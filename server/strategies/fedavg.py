@@ -55,8 +55,10 @@ class FedAvg(HyperflowerStrategy):
             self.global_model[key] = self.global_model[key] + mean
         return {}
 
-    def nonparticipant_params(self, runner: Any) -> dict[str, Params] | None:
-        return {c: self.global_model for c in self.registry.nonparticipants}
+    def nonparticipant_params(self, runner: Any, client_ids: Sequence[str]
+                              ) -> dict[str, Params] | None:
+        """Held-out clients get the global model as it is."""
+        return {c: self.global_model for c in client_ids}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "global": dict(self.global_model)}

@@ -226,10 +226,10 @@ class HyperFLoRA(HyperflowerStrategy):
         """Each client's adapters from its class indicator."""
         return self.generate_from([self.indicator(c) for c in client_ids])
 
-    def nonparticipant_params(self, runner: Runner) -> dict[str, Params] | None:
+    def nonparticipant_params(self, runner: Runner, client_ids: Sequence[str]
+                              ) -> dict[str, Params] | None:
         """Bystanders get h(r_i) and nothing else: no training, no data."""
-        held_out = self.registry.nonparticipants
-        return dict(zip(held_out, self.generate(held_out), strict=True))
+        return dict(zip(client_ids, self.generate(client_ids), strict=True))
 
     # ---- messages ----------------------------------------------------------------
     def set_base(self, base: Params) -> None:

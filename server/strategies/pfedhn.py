@@ -167,9 +167,10 @@ class PFedHN(HyperflowerStrategy):
                              self.cfg.clip_norm)
         return {"grad-norm": norm}
 
-    def nonparticipant_params(self, runner: Runner) -> dict[str, Params] | None:
+    def nonparticipant_params(self, runner: Runner, client_ids: Sequence[str]
+                              ) -> dict[str, Params] | None:
         """Fit only new embeddings for held-out clients (φ frozen), then generate."""
-        held_out = self.registry.nonparticipants
+        held_out = list(client_ids)
         if not held_out:
             return {}
 

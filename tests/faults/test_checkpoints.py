@@ -18,10 +18,14 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
         run_in_process(small_config(tmp_path, resume=True))
 
 
-def test_checkpoint_of_another_config_is_refused(tmp_path):
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("seed", 7, "seed: saved 42 vs now 7"),
+    ("hypernet", "chunked", "hypernet: saved 'pertensor' vs now 'chunked'"),
+])
+def test_checkpoint_of_another_config_is_refused(tmp_path, key, value, message):
     run_in_process(small_config(tmp_path, **{"stop-after-round": 1}))
-    with pytest.raises(CheckpointError, match="seed: saved 42 vs now 7"):
-        run_in_process(small_config(tmp_path, resume=True, seed=7))
+    with pytest.raises(CheckpointError, match=message):
+        run_in_process(small_config(tmp_path, resume=True, **{key: value}))
 
 
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
