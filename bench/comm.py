@@ -21,7 +21,7 @@ import statistics
 from typing import Any
 
 from bench.harness import Job, JobResult, LoadMonitor, machine, results_dir, run_jobs
-from bench.report import fmt, load_caveat, save_plot, table, write_results
+from bench.report import fmt, load_caveat, paragraphs, save_plot, table, write_results
 
 SHORT = {"num-rounds": 2, "eval-every": 100, "local-steps": 2, "novel-rounds": 0,
          "seed": 42}
@@ -101,7 +101,7 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "", "Two rounds of each method at the default job's size (LeNet-5, "
              "10 clients per round); bytes counted from the records actually sent "
              "and received (array payloads plus keys and config values).", "",
-             body, "", *meta.get("notes", [])]
+             body, "", *paragraphs(meta.get("notes", []))]
     failed = [r for r in records if not r["ok"]]
     if failed:
         lines.append("Not measured: " + "; ".join(

@@ -23,7 +23,7 @@ import statistics
 from typing import Any
 
 from bench.harness import Job, JobResult, LoadMonitor, machine, results_dir, run_jobs
-from bench.report import fmt, load_caveat, save_plot, table, write_results
+from bench.report import fmt, load_caveat, paragraphs, save_plot, table, write_results
 
 TARGET = 1.15
 
@@ -180,7 +180,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v:.3f}" for k, v in sim.items())
                      + f" (in process: {direct:.3f} in all).")
     lines.append("")
-    lines += meta.get("notes", [])
+    lines += paragraphs(meta.get("notes", []))
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
     return "\n".join(lines) + "\n"
 

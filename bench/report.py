@@ -88,6 +88,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def paragraphs(notes: list[str]) -> list[str]:
+    """Notes as Markdown paragraphs (each followed by a blank line)."""
+    return [line for note in notes for line in (note, "")]
+
+
 def load_caveat(load: Mapping[str, float], cpus: int | None) -> str:
     """A sentence on how busy the machine was while timings were taken."""
     if not load:

@@ -23,7 +23,7 @@ import statistics
 from typing import Any
 
 from bench.harness import Job, JobResult, LoadMonitor, machine, results_dir, run_jobs
-from bench.report import fmt, load_caveat, save_plot, table, write_results
+from bench.report import fmt, load_caveat, paragraphs, save_plot, table, write_results
 
 SIZES = (100, 1000, 5000)
 EMBED_DIM = 32
@@ -132,7 +132,7 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                              r["cpu_per_round_by_process_s"].items() if v >= 0.001)
                          for r in sim) + ".")
         lines.append("")
-    lines += meta.get("notes", [])
+    lines += paragraphs(meta.get("notes", []))
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
     return "\n".join(lines) + "\n"
 
@@ -177,27 +177,28 @@ def render(data: dict[str, Any]) -> str:
 
 NOTES: list[str] = [
     "**Training rounds follow the sampled clients.** In process, a round costs the "
-    "same at 100, 1,000 and 5,000 registered clients (median 0.19–0.20 s) and the "
-    "RSS during rounds is flat (1,128 → 1,146 MB: +18 MB for 50× the clients, the "
+    "same at 100, 1,000 and 5,000 registered clients (median 0.17–0.18 s) and the "
+    "RSS during rounds is flat (1,031 → 1,049 MB: +18 MB for 50× the clients, the "
     "registry and the 5,000 × 32 embedding store). A profile of five rounds at "
     "5,000 clients finds no per-client work in our loop (sorting the registry's "
     "participants, 3 ms per round, is the only O(N) step): the server holds one "
     "embedding row per client, looked up by index, and no per-client model.",
-    "**Through `flwr run`** the round grows with registered nodes, 0.41 → 0.53 s "
-    "from 100 to 5,000, and so does the simulation process's CPU (0.37 → 0.77 s "
+    "**Evaluation rounds are bounded too.** They evaluate every participant, "
+    "`eval-clients-per-batch` (256) clients per exchange, so the server holds one "
+    "batch's generated models at a time: peak RSS of the whole run at 5,000 "
+    "clients (4,000 participants evaluated) is 1.3 GB, against 3.5 GB when every "
+    "participant's model was generated at once (this suite's previous run).",
+    "**Through `flwr run`** the round grows with registered nodes, 0.33 → 0.51 s "
+    "from 100 to 5,000, and so does the simulation process's CPU (0.32 → 0.56 s "
     "per round): Flower's simulation engine polls its state for every registered "
     "node every 0.1 s (`flwr/server/superlink/fleet/vce/vce_api.py`, "
     "`add_messages_to_queue`), Flower's own cost. Its RSS grows by ≈ 100 MB for "
     "5,000 nodes (Flower's per-node contexts and state, and our registry).",
     "**What must grow with N:** start-up, because registration queries every node "
-    "once (28 → 88 s through Ray, 4 → 11 s in process); and evaluation rounds, "
-    "which evaluate every participant. There our server does hold every "
-    "participant's model at once: `configure_evaluate` generates all 4,000 "
-    "participants' parameters in one batch (peak 3.5 GB in process at 5,000 "
-    "clients, against 1.1 GB in training rounds); evaluating in batches of clients "
-    "would bound it (left as a finding: loop and strategy code). The `flwr run` "
-    "jobs stop after their last training round (`stop-after-round`) to leave that "
-    "evaluation out; 5,000 Ray virtual SuperNodes were feasible here.",
+    "once (22 → 75 s through Ray, 4 → 11 s in process), and the evaluation rounds' "
+    "time (every participant evaluates). The `flwr run` jobs stop after their last "
+    "training round (`stop-after-round`) to leave that evaluation out; 5,000 Ray "
+    "virtual SuperNodes were feasible here.",
     "**pFedHN's default d = 1 + N/4** makes the store grow as N·d = N²/4: at 5,000 "
     "clients d = 1,251, 110 MB of server state instead of 63 MB (+96 MB RSS); the "
     "suite fixes d = 32 to isolate the runtime.",

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from bench.harness import Job, JobResult, LoadMonitor, machine, results_dir, run_jobs
-from bench.report import fmt, load_caveat, save_plot, table, write_results
+from bench.report import fmt, load_caveat, paragraphs, save_plot, table, write_results
 
 TARGET = 0.05
 HYPERNETS = ("pertensor", "chunked")
@@ -170,7 +170,7 @@ def markdown(records: list[dict[str, Any]], iso: list[dict[str, Any]],
              "one thread): batched = one forward/backward for all clients (what "
              "`server/update.py` does), loop = one client at a time.", "",
              iso_table, ""]
-    lines += meta.get("notes", [])
+    lines += paragraphs(meta.get("notes", []))
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
     return "\n".join(lines) + "\n"
 
