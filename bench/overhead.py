@@ -70,6 +70,7 @@ def record(result: JobResult) -> dict[str, Any]:
             "startup_s": result.startup_s, "total_s": result.total_s,
             "round1_s": rows[0]["round-s"] if rows else None,
             "rounds_s": [r["round-s"] for r in rows[1:]],
+            "exchange_s": [r.get("exchange-s") for r in rows[1:]],
             "server_update_s": [r.get("server-update-s") for r in rows],
             "wall_s": s.get("wall_s"), "participant_acc": s.get("participant_acc"),
             "train_loss": [r.get("train-loss") for r in rows],
@@ -101,6 +102,11 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       if r.get("outside")]
             return statistics.fmean(values) if values else None
 
+        def exchange_per_round(runs: list[dict[str, Any]]) -> float | None:
+            values = [v for r in runs for v in r.get("exchange_s") or []
+                      if v is not None]
+            return statistics.fmean(values) if values else None
+
         direct, sim = per_round(by["direct"]), per_round(by["sim"])
         cpu_direct, cpu_sim = cpu_per_round(by["direct"]), cpu_per_round(by["sim"])
         pairs = [(s, d) for s, d in zip(by["sim"], by["direct"], strict=False)
@@ -111,6 +117,8 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "ratio_per_rep": [statistics.fmean(s["rounds_s"])
                                  / statistics.fmean(d["rounds_s"]) for s, d in pairs],
                "overhead_per_round_s": sim - direct if sim and direct else None,
+               "direct_exchange_s": exchange_per_round(by["direct"]),
+               "sim_exchange_s": exchange_per_round(by["sim"]),
                "direct_cpu_round_s": cpu_direct, "sim_cpu_round_s": cpu_sim,
                "cpu_ratio": cpu_sim / cpu_direct if cpu_sim and cpu_direct else None,
                "direct_startup_s": mean(by["direct"], "startup_s"),
@@ -144,13 +152,16 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The suite's results page."""
     body = table(
         ["case", "in-process s/round", "`flwr run` s/round", "ratio (target ≤ "
-         f"{TARGET})", "overhead s/round", "CPU s/round: in-process / `flwr run` "
+         f"{TARGET})", "overhead s/round", "of which exchange s/round: in-process "
+         "/ `flwr run`", "CPU s/round: in-process / `flwr run` "
          "(ratio)", "start-up in-process s",
          "start-up `flwr run` s", "round 1 in-process / `flwr run` s",
          "same accuracy", "`flwr run`, 2 actors: s/round (ratio)"],
         [[r["label"], fmt(r["direct_round_s"]), fmt(r["sim_round_s"]),
           f"**{r['ratio']:.3f}**" + (" ✓" if r["ratio"] <= TARGET else " ✗"),
           fmt(r["overhead_per_round_s"], 2),
+          (f"{fmt(r['direct_exchange_s'])} / {fmt(r['sim_exchange_s'])}"
+           if r.get("sim_exchange_s") else "—"),
           (f"{fmt(r['direct_cpu_round_s'])} / {fmt(r['sim_cpu_round_s'])} "
            f"({r['cpu_ratio']:.2f})" if r.get("cpu_ratio") else "—"),
           fmt(r["direct_startup_s"]),

@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "run-name": "",
     "output-dir": "outputs",
     "resume": False,
+    "checkpoint-every": 1,
     "stop-after-round": 0,
     "device": "auto",
     # Reliability and privacy
@@ -142,6 +143,7 @@ class RunConfig:
     run_name: str
     output_dir: str
     resume: bool
+    checkpoint_every: int
     stop_after_round: int
     device: str
     # Reliability and privacy
@@ -300,6 +302,7 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("round-timeout", f"must be > 0, got {cfg.round_timeout}")
     _at_least("min-clients", cfg.min_clients, 1)
     _at_least("stop-after-round", cfg.stop_after_round, 0)
+    _at_least("checkpoint-every", cfg.checkpoint_every, 1)
     if cfg.min_clients > participants:
         raise ConfigError("min-clients", f"must be <= the {participants} participants")
     if "/" in cfg.run_name or cfg.run_name.startswith("."):

@@ -180,7 +180,10 @@ class Runner:
                                "attempts": attempt + 1,
                                "faults-injected": len(injected),
                                "faults-survived": len(survived),
-                               "bytes-down": ex.bytes_down, "bytes-up": ex.bytes_up}
+                               "bytes-down": ex.bytes_down, "bytes-up": ex.bytes_up,
+                               # waiting on clients (last attempt): client work plus
+                               # the runtime's delivery, apart from the server's work
+                               "exchange-s": ex.seconds}
         t0 = time.monotonic()
         _, metrics = self.strategy.aggregate_train(
             rnd, [ex.replies[c] for c in ex.sent if c in valid])
@@ -265,8 +268,11 @@ class Runner:
             self.history.append(row)
             wall = self.wall_before + time.monotonic() - started
             progress_line(row, cfg.num_rounds, wall)
-            self._checkpoint(rnd, wall)  # first: metrics.jsonl never runs ahead of it
-            self.outputs.write_metrics(self.history)
+            stopping = bool(cfg.stop_after_round and rnd == cfg.stop_after_round)
+            if rnd % cfg.checkpoint_every == 0 or rnd == cfg.num_rounds or stopping:
+                self._checkpoint(rnd, wall)
+                # only after a checkpoint: metrics.jsonl never runs ahead of it
+                self.outputs.write_metrics(self.history)
             if cfg.stop_after_round and rnd == cfg.stop_after_round < cfg.num_rounds:
                 log(INFO, "stopping after round %d as asked; run again with "
                     "resume=true to continue", rnd)

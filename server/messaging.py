@@ -72,8 +72,8 @@ def exchange(grid: Grid, outbox: list[Outgoing], timeout: float) -> Exchange:
                 result.bytes_up += message_bytes(reply)
         if pending:
             time.sleep(pause)
-            # capped at 50 ms: a pull is cheap, a late one costs the whole round
-            pause = min(pause * 1.5, 0.05)
+            # capped at 20 ms: a pull is cheap, a late one delays the whole round
+            pause = min(pause * 1.5, 0.02)
     result.missing = sorted(pending.values())
     result.seconds = time.monotonic() - start
     return result

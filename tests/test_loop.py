@@ -73,8 +73,21 @@ def test_hypernet_never_moves_on_invalid_deltas(tmp_path):
     assert runner.faults["invalid"] == 2 * 4
 
 
-def test_resume_matches_uninterrupted_run(tmp_path):
-    base = {"num-rounds": 6, "eval-every": 2}
+@pytest.mark.parametrize("every", [1, 4])
+def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch, every):
+    """Stopping and resuming changes nothing, also when checkpoints are every k
+    rounds (the stop and the last round always save)."""
+    from server.outputs import RunOutputs
+
+    saved: list[int] = []
+    real_save = RunOutputs.save_checkpoint
+
+    def spy(self, state, config):
+        saved.append(state["round"])
+        return real_save(self, state, config)
+
+    monkeypatch.setattr(RunOutputs, "save_checkpoint", spy)
+    base = {"num-rounds": 6, "eval-every": 2, "checkpoint-every": every}
     whole = run_in_process(small_config(tmp_path, **base, **{"run-name": "whole"}))
     stopped = run_in_process(small_config(tmp_path, **base, **{
         "run-name": "parts", "stop-after-round": 3}))
@@ -88,6 +101,9 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     b = torch.load(tmp_path / "outputs/parts/checkpoint/state.pt", weights_only=False)
     for key, value in a["strategy"]["hnet"].items():
         assert torch.equal(value, b["strategy"]["hnet"][key]), key
+    # whole run, stopped run (3 always saves), resumed run
+    expected = {1: [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6], 4: [4, 6, 3, 4, 6]}[every]
+    assert saved == expected
 
 
 def test_original_one_client_per_round_variant(tmp_path):
