@@ -6,4 +6,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/deploy/setup.sh"
 cd "$root"
 source deploy/flwr-env.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 "$@" tests
