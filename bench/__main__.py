@@ -17,7 +17,8 @@ def _accuracy(suite: str) -> Callable[[argparse.Namespace], Any]:
     def go(args: argparse.Namespace) -> Any:
         from bench import accuracy
 
-        return accuracy.run(suite, quick=args.quick, parallel=args.parallel)
+        return accuracy.run(suite, quick=args.quick, parallel=args.parallel,
+                            reuse=args.reuse)
     return go
 
 
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                              "written like a full run's, so do not commit them")
     parser.add_argument("--parallel", type=int, default=2,
                         help="runs at once, one thread each (accuracy suites)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="accuracy suites: keep finished runs whose config is "
+                             "unchanged (run only new or changed rows)")
     args = parser.parse_args(argv)
     if args.suite == "list":
         for name, (what, _) in SUITES.items():

@@ -23,7 +23,7 @@ from bench.harness import (
     LoadMonitor,
     machine,
     results_dir,
-    run_jobs,
+    run_or_reuse,
 )
 from bench.report import (
     aggregate,
@@ -51,15 +51,28 @@ class Method:
 #: Adam (as MH-pFedHN's code does), lr chosen on validation in a short sweep.
 CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam", "server-lr": 1e-3}
 
+#: HyperFLoRA on the same split: FedAvg pre-training (``pretrain-rounds``, the same
+#: local training as the FedAvg row), then ``num-rounds`` paired hypernetwork rounds;
+#: its hypernetwork and adapter settings are the HyperFLoRA LeNet preset's.
+#: With 2 classes per client, a pseudo-client's half of the union often holds one
+#: class of each member, so a hop trains on one class and relays an adapter whose
+#: logits are far off for the next client (first loss ≈ 150): ``local-clip-norm``
+#: keeps that step bounded (without it, local training diverges to NaN).
+HYPERFLORA = {"method": "hyperflora", "hyperflora-variant": "paired",
+              "pretrain-rounds": 20, "server-lr": 0.1, "hn-hidden": 128,
+              "lora-lr": 0.05, "finetune-steps": 30, "local-clip-norm": 5.0}
+
 FMNIST = [
     Method("pFedHN (per-tensor)", "quickstart"),
     Method("pFedHN (chunked)", "quickstart", CHUNKED),
+    Method("HyperFLoRA (paired)", "quickstart", HYPERFLORA),
     Method("FedAvg", "fedavg-fmnist"),
     Method("Local only", "local-fmnist"),
 ]
 DIGITS = [
     Method("pFedHN (per-tensor)", "digits-quick"),
     Method("pFedHN (chunked)", "digits-quick", CHUNKED),
+    Method("HyperFLoRA (paired)", "digits-quick", HYPERFLORA),
     Method("FedAvg", "digits-quick", {"method": "fedavg"}),
     Method("Local only", "digits-quick", {"method": "local"}),
 ]
@@ -170,6 +183,11 @@ def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
              "Non-participants get: " + "; ".join(
                  f"{', '.join(m for m, q in protocols.items() if q == p)} — {p}"
                  for p in dict.fromkeys(protocols.values()) if p) + ".",
+             *[f"{m.label} first pre-trains its base model with "
+               f"{m.overrides['pretrain-rounds']} FedAvg rounds (not counted in "
+               "its rounds, best round or bytes per round, which are its "
+               "hypernetwork phase's)." for m in spec.methods
+               if m.overrides.get("pretrain-rounds")],
              "Bytes are counted from the records actually sent (train messages of a "
              "round, all clients); CTWC = weights a client trains and sends back; "
              "HS = hypernetwork parameters (the embeddings excluded).",
@@ -200,11 +218,15 @@ def plots(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
 
     def curves(ax: Any) -> None:
         for label in labels:
-            mine = [r["curve"] for r in runs if r["method"] == label and r["curve"]]
-            if not mine:
+            by_round: dict[int, list[float]] = {}
+            for r in runs:
+                if r["method"] == label and r["ok"]:
+                    for rnd, val, _ in r["curve"] or []:
+                        by_round.setdefault(rnd, []).append(val)
+            if not by_round:
                 continue
-            rounds = [c[0] for c in mine[0]]
-            vals = [sum(c[i][1] for c in mine) / len(mine) for i in range(len(rounds))]
+            rounds = sorted(by_round)
+            vals = [sum(by_round[x]) / len(by_round[x]) for x in rounds]
             ax.plot(rounds, vals, marker="o", ms=3, label=label)
         ax.set(xlabel="round", ylabel="participants' validation accuracy",
                title="validation accuracy per round (mean over seeds)", ylim=(0, 1))
@@ -213,12 +235,16 @@ def plots(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
     save_plot(out / f"{spec.name}-curves.png", curves)
 
 
-def run(suite: str, quick: bool = False, parallel: int = 2) -> dict[str, Any]:
-    """Run one accuracy suite and write its results; return the JSON written."""
+def run(suite: str, quick: bool = False, parallel: int = 2,
+        reuse: bool = False) -> dict[str, Any]:
+    """Run one accuracy suite and write its results; return the JSON written.
+
+    ``reuse`` keeps finished runs whose config is unchanged (a new row runs alone).
+    """
     spec = specs(quick)[suite]
     jobs = jobs_for(spec)
     with LoadMonitor() as load:
-        results = run_jobs(suite, jobs, parallel=parallel)
+        results = run_or_reuse(suite, jobs, parallel, reuse)
     runs = [run_record(r) for r in results]
     ok = [r for r in runs if r["ok"]]
     rows = aggregate(ok, "method", SUMMARY_KEYS)

@@ -562,3 +562,46 @@ class LoadMonitor:
             return {}
         return {"load1-mean": sum(self.samples) / len(self.samples),
                 "load1-max": max(self.samples)}
+
+
+#: Run-config keys that say where a run writes, or how often it saves, and do not
+#: change its numbers.
+NOT_RESULT_KEYS = ("output-dir", "checkpoint-every", "eval-clients-per-batch")
+
+
+def same_run(used: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether a finished run's resolved config describes the wanted run: keys that
+    do not change results aside, and a key the older run did not know counted as
+    its default (it ran with the behaviour that default keeps)."""
+    from common.config import DEFAULTS
+
+    keys = (set(used) | set(wanted)) - set(NOT_RESULT_KEYS)
+    return all(used.get(k, DEFAULTS.get(k)) == wanted.get(k, DEFAULTS.get(k))
+               for k in keys)
+
+
+def run_or_reuse(suite: str, jobs: Sequence[Job], parallel: int,
+                 reuse: bool) -> list[JobResult]:
+    """Run the jobs; with ``reuse`` a finished run of the same config is kept
+    instead (adding a row to a suite need not re-run the others)."""
+    from common.config import parse_run_config
+
+    kept: dict[str, JobResult] = {}
+    root = RUNS / suite
+    if reuse:
+        for job in jobs:
+            run_dir = root / job.name
+            done, used = run_dir / "summary.json", run_dir / "config.json"
+            wanted = json.loads(json.dumps(parse_run_config(
+                job.config(root)).to_dict()))
+            if done.exists() and used.exists() and same_run(
+                    json.loads(used.read_text()), wanted):
+                kept[job.name] = JobResult(job, True, json.loads(done.read_text()),
+                                           read_rows(run_dir), None, 0.0, {},
+                                           root / f"{job.name}.log")
+        if kept:
+            print(f"[{suite}] reusing {len(kept)} finished run(s) with the same "
+                  "config", file=sys.stderr)
+    fresh = run_jobs(suite, [j for j in jobs if j.name not in kept], parallel)
+    by_name = {r.job.name: r for r in fresh} | kept
+    return [by_name[j.name] for j in jobs]

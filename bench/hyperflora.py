@@ -31,7 +31,6 @@ continues instead of starting over.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,12 +39,10 @@ from bench.harness import (
     RESULTS,
     RUNS,
     Job,
-    JobResult,
     LoadMonitor,
     load_preset,
     machine,
-    read_rows,
-    run_jobs,
+    run_or_reuse,
 )
 from bench.report import (
     aggregate,
@@ -144,33 +141,6 @@ def reuse_pretraining(jobs: list[Job]) -> None:
         saved = RUNS / SUITE / job.name / "pretrained.pt"
         if job.tags["row"] == "HyperFLoRA" and saved.exists():
             job.overrides["pretrained-model"] = str(saved)
-
-
-def same_run(used: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether two resolved configs describe the same run (where outputs go aside)."""
-    return ({k: v for k, v in used.items() if k != "output-dir"}
-            == {k: v for k, v in wanted.items() if k != "output-dir"})
-
-
-def run_or_reuse(jobs: list[Job], parallel: int, reuse: bool) -> list[JobResult]:
-    """Run the jobs; with ``reuse`` a finished run of the same config is kept."""
-    from common.config import parse_run_config
-
-    kept: dict[str, JobResult] = {}
-    if reuse:
-        for job in jobs:
-            run_dir = RUNS / SUITE / job.name
-            done, used = run_dir / "summary.json", run_dir / "config.json"
-            wanted = json.loads(json.dumps(parse_run_config(
-                job.config(RUNS / SUITE)).to_dict()))
-            if done.exists() and used.exists() and same_run(
-                    json.loads(used.read_text()), wanted):
-                kept[job.name] = JobResult(job, True, json.loads(done.read_text()),
-                                           read_rows(run_dir), None, 0.0, {},
-                                           RUNS / SUITE / f"{job.name}.log")
-    fresh = run_jobs(SUITE, [j for j in jobs if j.name not in kept], parallel)
-    by_name = {r.job.name: r for r in fresh} | kept
-    return [by_name[j.name] for j in jobs]
 
 
 def records(result: Any) -> list[dict[str, Any]]:
@@ -336,8 +306,8 @@ def run(presets: Sequence[str] = ("lenet", "vit"), seeds: Sequence[int] = (1, 2,
     if reuse:
         reuse_pretraining(first)
     with LoadMonitor() as load:
-        results = run_or_reuse(first, parallel, reuse)
-        results += run_or_reuse([j for p in chosen
+        results = run_or_reuse(SUITE, first, parallel, reuse)
+        results += run_or_reuse(SUITE, [j for p in chosen
                                  for j in variant_jobs(p, seeds, sizing)],
                                 parallel, reuse)
     meta = {"machine": machine(), "load": load.summary(), "parallel": parallel,

@@ -119,7 +119,7 @@ def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
         len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps)))
     result = train_steps(model, data.x_train, data.y_train, steps, cfg.batch_size,
                          cfg.inner_lr, cfg.inner_momentum, cfg.inner_weight_decay,
-                         _seed(cfg, cid, msg_cfg))
+                         _seed(cfg, cid, msg_cfg), cfg.local_clip_norm)
     trained = dict(model.named_parameters())
     delta = {k: trained[k].detach() - v for k, v in received.items()}
     delta, norm = clip_and_noise(delta, cfg.dp_clip, cfg.dp_noise,

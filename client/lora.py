@@ -138,7 +138,7 @@ def train_lora(msg: Message, context: Context) -> Message:
     steps = steps_for(len(y), cfg.batch_size, cfg.local_epochs, cfg.local_steps)
     result = train_steps(model, x, y, steps, cfg.batch_size, lora_lr(cfg),
                          cfg.inner_momentum, cfg.inner_weight_decay,
-                         _seed(cfg, cid, msg_cfg))
+                         _seed(cfg, cid, msg_cfg), cfg.local_clip_norm)
     trained = dict(model.named_parameters())
     delta = {RHO: pack({k: trained[k].detach() - v for k, v in received.items()},
                        names)}
@@ -169,7 +169,7 @@ def evaluate_lora(msg: Message, context: Context) -> Message:
             raise ValueError("finetune-steps needs adapters to fine-tune")
         train_steps(model, data.x_train, data.y_train, finetune, cfg.batch_size,
                     lora_lr(cfg), cfg.inner_momentum, cfg.inner_weight_decay,
-                    _seed(cfg, cid, msg_cfg, "finetune"))
+                    _seed(cfg, cid, msg_cfg, "finetune"), cfg.local_clip_norm)
     val_loss, val_acc, n_val = evaluate(model, data.x_val, data.y_val)
     test_loss, test_acc, n_test = evaluate(model, data.x_test, data.y_test)
     metrics = MetricRecord({"val-loss": val_loss, "val-acc": val_acc, "num-val": n_val,

@@ -28,8 +28,13 @@ def steps_for(num_samples: int, batch_size: int, local_epochs: int,
 
 def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
                 batch_size: int, lr: float, momentum: float, weight_decay: float,
-                generator: torch.Generator) -> TrainResult:
-    """Plain SGD on mini-batches drawn without replacement, reshuffled each epoch."""
+                generator: torch.Generator, clip_norm: float = 0.0) -> TrainResult:
+    """Plain SGD on mini-batches drawn without replacement, reshuffled each epoch.
+
+    ``clip_norm`` > 0 bounds each step's gradient norm (``local-clip-norm``): a
+    received model far from this client's data (e.g. an adapter relayed from a
+    client with other classes) otherwise can blow up in the first steps.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
@@ -45,6 +50,8 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
         loss = nn.functional.cross_entropy(logits, y[batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm > 0:
+            nn.utils.clip_grad_norm_(params, clip_norm)
         opt.step()
         total_loss += loss.item() * len(batch)
         correct += int((logits.argmax(1) == y[batch]).sum())

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "inner-lr": 5e-3,
     "inner-momentum": 0.9,
     "inner-weight-decay": 5e-5,
+    "local-clip-norm": 0.0,
     "server-optimizer": "sgd",
     "server-lr": 5e-2,
     "server-momentum": 0.9,
@@ -123,6 +124,7 @@ class RunConfig:
     inner_lr: float
     inner_momentum: float
     inner_weight_decay: float
+    local_clip_norm: float
     server_optimizer: str
     server_lr: float
     server_momentum: float
@@ -289,6 +291,7 @@ def _validate(cfg: RunConfig) -> None:
         if not 0.0 <= value < 1.0:
             raise ConfigError(key, f"must be in [0, 1), got {value}")
     _at_least("inner-weight-decay", cfg.inner_weight_decay, 0.0)
+    _at_least("local-clip-norm", cfg.local_clip_norm, 0.0)
     _at_least("server-weight-decay", cfg.server_weight_decay, 0.0)
     _at_least("clip-norm", cfg.clip_norm, 0.0)
     _at_least("max-delta-norm", cfg.max_delta_norm, 0.0)
