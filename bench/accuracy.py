@@ -51,8 +51,8 @@ class Method:
 #: Adam (as MH-pFedHN's code does), lr chosen on validation in a short sweep.
 CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam", "server-lr": 1e-3}
 
-#: HyperFLoRA on the same split: FedAvg pre-training (``pretrain-rounds``, the same
-#: local training as the FedAvg row), then ``num-rounds`` paired hypernetwork rounds;
+#: HyperFLoRA on the same split: FedAvg pre-training (``pretrain-rounds``, the FedAvg
+#: row's local training plus the clip below), then ``num-rounds`` paired rounds;
 #: its hypernetwork and adapter settings are the HyperFLoRA LeNet preset's.
 #: With 2 classes per client, a pseudo-client's half of the union often holds one
 #: class of each member, so a hop trains on one class and relays an adapter whose
