@@ -592,10 +592,11 @@ def run_or_reuse(suite: str, jobs: Sequence[Job], parallel: int,
         for job in jobs:
             run_dir = root / job.name
             done, used = run_dir / "summary.json", run_dir / "config.json"
+            if not (done.exists() and used.exists()):
+                continue
             wanted = json.loads(json.dumps(parse_run_config(
                 job.config(root)).to_dict()))
-            if done.exists() and used.exists() and same_run(
-                    json.loads(used.read_text()), wanted):
+            if same_run(json.loads(used.read_text()), wanted):
                 kept[job.name] = JobResult(job, True, json.loads(done.read_text()),
                                            read_rows(run_dir), None, 0.0, {},
                                            root / f"{job.name}.log")

@@ -268,12 +268,13 @@ class Runner:
             self.history.append(row)
             wall = self.wall_before + time.monotonic() - started
             progress_line(row, cfg.num_rounds, wall)
-            stopping = bool(cfg.stop_after_round and rnd == cfg.stop_after_round)
+            stopping = (bool(cfg.stop_after_round)
+                        and rnd == cfg.stop_after_round < cfg.num_rounds)
             if rnd % cfg.checkpoint_every == 0 or rnd == cfg.num_rounds or stopping:
                 self._checkpoint(rnd, wall)
                 # only after a checkpoint: metrics.jsonl never runs ahead of it
                 self.outputs.write_metrics(self.history)
-            if cfg.stop_after_round and rnd == cfg.stop_after_round < cfg.num_rounds:
+            if stopping:
                 log(INFO, "stopping after round %d as asked; run again with "
                     "resume=true to continue", rnd)
                 return None
