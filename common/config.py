@@ -1,94 +1,131 @@
 """Typed run configuration shared by the ServerApp, the ClientApps and the tools.
 
-Every run-config key lives in :data:`DEFAULTS` (mirrored in ``pyproject.toml``'s
-``[tool.flwr.app.config]``). :func:`parse_run_config` validates a whole config at once,
-before anything starts, and raises :class:`ConfigError` naming the key and what is
-allowed, so a typo never costs a round of training.
+The keys every run shares are :data:`SHARED` here; each method declares its own in
+its :class:`~common.settings.MethodSpec` (``common/methods/``). :func:`parse_run_config`
+validates a whole config at once, before anything starts, and raises
+:class:`ConfigError` naming the key and what is allowed, so a typo never costs a
+round of training. ``pyproject.toml``'s ``[tool.flwr.app.config]`` holds
+:func:`defaults` (a test checks it).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import shlex
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-METHODS = ("pfedhn", "fedavg", "local", "hyperflora")
+from common.settings import (
+    METHOD_SPECS,
+    Setting,
+    above,
+    all_settings,
+    at_least,
+    in_range,
+    open_range,
+)
+
 DATASETS = ("fashion-mnist", "digits", "synthetic")
 MODELS = ("mlp", "lenet5", "cnn", "vit-tiny")
-PARTITIONERS = ("classes", "dirichlet", "shards")
-DEVICES = ("auto", "cpu", "cuda")
-OPTIMIZERS = ("sgd", "adam")
-WEIGHTINGS = ("uniform", "samples")
-HYPERFLORA_VARIANTS = ("standard", "sequential", "paired", "head")
 
-#: Every run-config key with its default. Keys are kebab-case, as Flower passes them.
-DEFAULTS: dict[str, Any] = {
-    "method": "pfedhn",
-    "dataset": "fashion-mnist",
-    "data-dir": "",
-    "model": "lenet5",
-    "num-clients": 50,
-    "holdout": 0.2,
-    "partitioner": "classes",
-    "classes-per-client": 2,
-    "dirichlet-alpha": 0.5,
-    "shards-per-client": 2,
-    "val-fraction": 0.15,
-    "test-fraction": 0.15,
-    "num-rounds": 60,
-    "clients-per-round": 10,
-    "local-epochs": 0,
-    "local-steps": 50,
-    "batch-size": 64,
-    "inner-lr": 5e-3,
-    "inner-momentum": 0.9,
-    "inner-weight-decay": 5e-5,
-    "local-clip-norm": 0.0,
-    "server-optimizer": "sgd",
-    "server-lr": 5e-2,
-    "server-momentum": 0.9,
-    "server-weight-decay": 1e-3,
-    "clip-norm": 50.0,
-    "weighting": "uniform",
-    "embed-dim": 0,
-    "hn-hidden": 100,
-    "hn-layers": 3,
-    "novel-rounds": 10,
-    "novel-lr": 1.0,
-    "eval-every": 10,
-    "eval-clients-per-batch": 256,
-    "round-timeout": 300.0,
-    "min-clients": 1,
-    "max-delta-norm": 0.0,
-    "seed": 42,
-    "run-name": "",
-    "output-dir": "outputs",
-    "resume": False,
-    "checkpoint-every": 1,
-    "stop-after-round": 0,
-    "device": "auto",
-    # Reliability and privacy
-    "round-retries": 2,
-    "max-reply-mb": 64.0,
-    "dp-clip": 0.0,
-    "dp-noise": 0.0,
-    "fault-injection": "",
-    # HyperFLoRA
-    "lora-rank": 1,
-    "lora-alpha": 1.0,
-    "lora-targets": "auto",
-    "lora-lr": 0.0,
-    "hyperflora-variant": "paired",
-    "pair-exchanges": 3,
-    "pretrain-rounds": 20,
-    "pretrain-epochs": 0,
-    "pretrained-model": "",
-    "finetune-steps": 50,
-    # Benchmarks / hypernet
-    "hypernet": "pertensor",
-    "chunk-size": 576,
-    "chunk-embed-dim": 16,
+
+def _known_method(value: Any) -> str | None:
+    return None if value in METHOD_SPECS else (
+        f"{value!r} is not one of {', '.join(METHOD_SPECS)}")
+
+
+def _plain_name(value: Any) -> str | None:
+    bad = "/" in value or value.startswith(".")
+    return "must be a plain folder name" if bad else None
+
+
+def _fault_plan(value: Any) -> str | None:
+    from common.faults import parse_plan
+
+    try:
+        parse_plan(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _s(default: Any, help: str, *, choices: tuple[str, ...] = (),
+       check: Any = None, fingerprint: bool = False) -> Setting:
+    return Setting(default, help, choices, check, fingerprint)
+
+
+#: The keys every run shares, with their defaults. Keys are kebab-case, as Flower
+#: passes them; a method's own keys are in its spec (common/methods/).
+SHARED: dict[str, Setting] = {
+    "method": _s("pfedhn", "the method (a registered MethodSpec)",
+                 check=_known_method, fingerprint=True),
+    "plugins": _s("", "comma-separated modules that register more methods (imported "
+                  "by the server and every client before the config is read)"),
+    "plugin-config": _s("", "a plugin method's own keys as 'key=value key=value' "
+                        "(TOML values; Flower accepts only the keys pyproject.toml "
+                        "declares)"),
+    "dataset": _s("fashion-mnist", "the dataset", choices=DATASETS, fingerprint=True),
+    "data-dir": _s("", "folder with the dataset files ('' = the usual places)"),
+    "model": _s("lenet5", "the target network clients train", choices=MODELS,
+                fingerprint=True),
+    "num-clients": _s(50, "clients (partitions) in the federation", check=at_least(1),
+                      fingerprint=True),
+    "holdout": _s(0.2, "seeded fraction of clients that never train",
+                  check=in_range(0, 1), fingerprint=True),
+    "partitioner": _s("classes", "how data is split over clients (flwr-datasets)",
+                      choices=("classes", "dirichlet", "shards"), fingerprint=True),
+    "classes-per-client": _s(2, "classes per client (partitioner 'classes')",
+                             check=at_least(1), fingerprint=True),
+    "dirichlet-alpha": _s(0.5, "Dirichlet concentration (partitioner 'dirichlet')",
+                          check=above(0.0), fingerprint=True),
+    "shards-per-client": _s(2, "shards per client (partitioner 'shards')",
+                            check=at_least(1), fingerprint=True),
+    "val-fraction": _s(0.15, "share of each client's data for validation",
+                       check=open_range(0, 0.5)),
+    "test-fraction": _s(0.15, "share of each client's data for testing",
+                        check=open_range(0, 0.5)),
+    "num-rounds": _s(60, "training rounds", check=at_least(1)),
+    "clients-per-round": _s(10, "participants sampled per round", check=at_least(1),
+                            fingerprint=True),
+    "local-epochs": _s(0, "local epochs per round (wins over local-steps when > 0)",
+                       check=at_least(0)),
+    "local-steps": _s(50, "local optimiser steps per round", check=at_least(0)),
+    "batch-size": _s(64, "local mini-batch size", check=at_least(1)),
+    "inner-lr": _s(5e-3, "clients' local SGD learning rate", check=above(0.0)),
+    "inner-momentum": _s(0.9, "clients' local SGD momentum", check=in_range(0, 1)),
+    "inner-weight-decay": _s(5e-5, "clients' local weight decay", check=at_least(0.0)),
+    "local-clip-norm": _s(0.0, "bound on each local step's gradient norm (0 = off)",
+                          check=at_least(0.0)),
+    "eval-every": _s(10, "evaluation period in rounds", check=at_least(1)),
+    "eval-clients-per-batch": _s(256, "clients evaluated per exchange (server memory "
+                                 "follows the batch)", check=at_least(1)),
+    "round-timeout": _s(300.0, "seconds to wait for a round's replies",
+                        check=above(0.0)),
+    "min-clients": _s(1, "valid replies a round needs", check=at_least(1)),
+    "max-delta-norm": _s(0.0, "reject deltas above this norm (0 = off)",
+                         check=at_least(0.0)),
+    "seed": _s(42, "seed of everything random", fingerprint=True),
+    "run-name": _s("", "output folder name ('' = method-dataset-s<seed>)",
+                   check=_plain_name),
+    "output-dir": _s("outputs", "where run folders are written"),
+    "resume": _s(False, "continue from the run folder's checkpoint"),
+    "checkpoint-every": _s(1, "checkpoint (and metrics.jsonl) every k rounds",
+                           check=at_least(1)),
+    "stop-after-round": _s(0, "stop after this round, resumable (0 = run to the end)",
+                           check=at_least(0)),
+    "device": _s("auto", "the server's device", choices=("auto", "cpu", "cuda")),
+    "round-retries": _s(2, "re-samples of a round with too few valid replies",
+                        check=at_least(0)),
+    "max-reply-mb": _s(64.0, "reject replies larger than this", check=above(0.0)),
+    "dp-clip": _s(0.0, "client-side clipping bound of deltas (0 = off)",
+                  check=at_least(0.0)),
+    "dp-noise": _s(0.0, "Gaussian noise multiplier of deltas (needs dp-clip)",
+                   check=at_least(0.0)),
+    "fault-injection": _s("", "fault plan for tests and drills (docs)",
+                          check=_fault_plan),
 }
 
 
@@ -100,11 +137,46 @@ class ConfigError(ValueError):
         self.key = key
 
 
+def load_plugins(run_config: Mapping[str, Any]) -> None:
+    """Import the built-in methods and the modules named by ``plugins``, so their
+    specs, strategies and client handlers are registered."""
+    importlib.import_module("common.methods")
+    for name in str(run_config.get("plugins", "")).split(","):
+        if name.strip():
+            try:
+                importlib.import_module(name.strip())
+            except ImportError as exc:
+                raise ConfigError("plugins", f"cannot import {name.strip()!r}: "
+                                  f"{exc}") from None
+
+
+def settings() -> dict[str, Setting]:
+    """Every known key: the shared ones, then every registered method's."""
+    importlib.import_module("common.methods")
+    return all_settings(SHARED)
+
+
+def defaults() -> dict[str, Any]:
+    """Every known key with its default (``[tool.flwr.app.config]``)."""
+    return {k: s.default for k, s in settings().items()}
+
+
+def fingerprint_keys() -> tuple[str, ...]:
+    """Keys a checkpoint depends on: resuming with another value is refused."""
+    return tuple(k for k, s in settings().items() if s.fingerprint)
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """The validated run configuration; attribute names are the keys in snake_case."""
+    """The validated run configuration.
+
+    Shared keys are attributes in snake_case; a method's own keys are read the same
+    way (``cfg.lora_rank``) from :attr:`method_values`, or with :meth:`get`.
+    """
 
     method: str
+    plugins: str
+    plugin_config: str
     dataset: str
     data_dir: str
     model: str
@@ -125,17 +197,6 @@ class RunConfig:
     inner_momentum: float
     inner_weight_decay: float
     local_clip_norm: float
-    server_optimizer: str
-    server_lr: float
-    server_momentum: float
-    server_weight_decay: float
-    clip_norm: float
-    weighting: str
-    embed_dim: int
-    hn_hidden: int
-    hn_layers: int
-    novel_rounds: int
-    novel_lr: float
     eval_every: int
     eval_clients_per_batch: int
     round_timeout: float
@@ -148,28 +209,25 @@ class RunConfig:
     checkpoint_every: int
     stop_after_round: int
     device: str
-    # Reliability and privacy
     round_retries: int
     max_reply_mb: float
     dp_clip: float
     dp_noise: float
     fault_injection: str
-    # HyperFLoRA
-    lora_rank: int
-    lora_alpha: float
-    lora_targets: str
-    lora_lr: float
-    hyperflora_variant: str
-    pair_exchanges: int
-    pretrain_rounds: int
-    pretrain_epochs: int
-    pretrained_model: str
-    finetune_steps: int
-    # Benchmarks / hypernet
-    hypernet: str
-    chunk_size: int
-    chunk_embed_dim: int
+    method_values: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for names that are not attributes: a method's own key
+        values = self.__dict__.get("method_values", {})
+        key = name.replace("_", "-")
+        if key in values:
+            return values[key]
+        raise AttributeError(f"run config has no key {key!r}")
+
+    def get(self, key: str) -> Any:
+        """Any key's value by its kebab-case name."""
+        return self.to_dict()[key]
 
     @property
     def num_classes(self) -> int:
@@ -177,9 +235,14 @@ class RunConfig:
         return 10
 
     @property
+    def participants_count(self) -> int:
+        """Clients left to train after the seeded holdout."""
+        return self.num_clients - int(self.holdout * self.num_clients)
+
+    @property
     def resolved_embed_dim(self) -> int:
         """pFedHN's default embedding size 1 + N/4 when ``embed-dim`` is 0."""
-        return self.embed_dim or 1 + self.num_clients // 4
+        return int(self.method_values.get("embed-dim", 0)) or 1 + self.num_clients // 4
 
     @property
     def resolved_run_name(self) -> str:
@@ -188,8 +251,10 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as kebab-case keys, as it was resolved (for config.json)."""
-        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)
-                if f.name != "raw"}
+        out = {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)
+               if f.name not in ("raw", "method_values")}
+        out.update(self.method_values)
+        return out
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -221,14 +286,12 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return str(value)
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, f"{value!r} is not one of {', '.join(allowed)}")
-
-
-def _at_least(key: str, value: float, low: float) -> None:
-    if value < low:
-        raise ConfigError(key, f"must be >= {low}, got {value}")
+def _check_value(key: str, value: Any, setting: Setting) -> None:
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(setting.choices)}")
+    problem = setting.check(value) if setting.check else None
+    if problem:
+        raise ConfigError(key, problem)
 
 
 def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
@@ -237,111 +300,86 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     Unknown keys are reported with the closest known key, so a typo fails loudly
     instead of silently running with a default.
     """
+    load_plugins(run_config)
+    known = settings()
+    run_config = {**run_config, **_plugin_values(run_config, known)}
     for key in run_config:
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(key, DEFAULTS, n=1)
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(key, f"unknown key{hint}")
-    values = {k: _coerce(k, run_config.get(k, d), d) for k, d in DEFAULTS.items()}
-    cfg = RunConfig(**{k.replace("-", "_"): v for k, v in values.items()},
+    values = {k: _coerce(k, run_config.get(k, s.default), s.default)
+              for k, s in known.items()}
+    for key, setting in known.items():
+        _check_value(key, values[key], setting)
+    shared = {k.replace("-", "_"): values[k] for k in SHARED}
+    cfg = RunConfig(**shared, method_values={k: v for k, v in values.items()
+                                             if k not in SHARED},
                     raw=dict(run_config))
     _validate(cfg)
+    spec = METHOD_SPECS[cfg.method]
+    if spec.validate is not None:
+        spec.validate(cfg)
     return cfg
 
 
+def _plugin_values(run_config: Mapping[str, Any],
+                   known: Mapping[str, Setting]) -> dict[str, Any]:
+    """The keys given in ``plugin-config`` ('key=value' pairs, TOML values)."""
+    text = str(run_config.get("plugin-config", ""))
+    values: dict[str, Any] = {}
+    for pair in shlex.split(text):
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ConfigError("plugin-config", f"expected key=value, got {pair!r}")
+        if key in SHARED or key in run_config:
+            raise ConfigError("plugin-config", f"{key!r} is not a plugin key: set it "
+                              "directly")
+        try:
+            values[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key] = value
+    return values
+
+
 def _validate(cfg: RunConfig) -> None:
-    """Check ranges and combinations that single values cannot express."""
-    _choice("method", cfg.method, METHODS)
-    _choice("dataset", cfg.dataset, DATASETS)
-    _choice("model", cfg.model, MODELS)
-    _choice("partitioner", cfg.partitioner, PARTITIONERS)
-    _choice("device", cfg.device, DEVICES)
-    _choice("server-optimizer", cfg.server_optimizer, OPTIMIZERS)
-    _choice("weighting", cfg.weighting, WEIGHTINGS)
-    _at_least("num-clients", cfg.num_clients, 1)
-    _at_least("num-rounds", cfg.num_rounds, 1)
-    _at_least("clients-per-round", cfg.clients_per_round, 1)
-    _at_least("batch-size", cfg.batch_size, 1)
-    _at_least("local-epochs", cfg.local_epochs, 0)
-    _at_least("local-steps", cfg.local_steps, 0)
+    """Check combinations of shared keys that single values cannot express."""
     if cfg.local_epochs == 0 and cfg.local_steps == 0:
         raise ConfigError("local-steps", "one of local-epochs, local-steps must be > 0")
-    if not 0.0 <= cfg.holdout < 1.0:
-        raise ConfigError("holdout", f"must be in [0, 1), got {cfg.holdout}")
-    participants = cfg.num_clients - int(cfg.holdout * cfg.num_clients)
-    if participants < 1:
+    if cfg.participants_count < 1:
         raise ConfigError("holdout", "leaves no participating client")
-    _at_least("classes-per-client", cfg.classes_per_client, 1)
     if cfg.classes_per_client > cfg.num_classes:
         raise ConfigError("classes-per-client",
                           f"must be <= {cfg.num_classes} (classes in {cfg.dataset})")
-    if cfg.dirichlet_alpha <= 0:
-        raise ConfigError("dirichlet-alpha", f"must be > 0, got {cfg.dirichlet_alpha}")
-    _at_least("shards-per-client", cfg.shards_per_client, 1)
-    for key, frac in (("val-fraction", cfg.val_fraction),
-                      ("test-fraction", cfg.test_fraction)):
-        if not 0.0 < frac < 0.5:
-            raise ConfigError(key, f"must be in (0, 0.5), got {frac}")
-    for key, value in (("inner-lr", cfg.inner_lr), ("server-lr", cfg.server_lr),
-                       ("novel-lr", cfg.novel_lr)):
-        if value <= 0:
-            raise ConfigError(key, f"must be > 0, got {value}")
-    for key, value in (("inner-momentum", cfg.inner_momentum),
-                       ("server-momentum", cfg.server_momentum)):
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(key, f"must be in [0, 1), got {value}")
-    _at_least("inner-weight-decay", cfg.inner_weight_decay, 0.0)
-    _at_least("local-clip-norm", cfg.local_clip_norm, 0.0)
-    _at_least("server-weight-decay", cfg.server_weight_decay, 0.0)
-    _at_least("clip-norm", cfg.clip_norm, 0.0)
-    _at_least("max-delta-norm", cfg.max_delta_norm, 0.0)
-    _at_least("embed-dim", cfg.embed_dim, 0)
-    _at_least("hn-hidden", cfg.hn_hidden, 1)
-    _at_least("hn-layers", cfg.hn_layers, 1)
-    _at_least("novel-rounds", cfg.novel_rounds, 0)
-    _at_least("eval-every", cfg.eval_every, 1)
-    _at_least("eval-clients-per-batch", cfg.eval_clients_per_batch, 1)
-    if cfg.round_timeout <= 0:
-        raise ConfigError("round-timeout", f"must be > 0, got {cfg.round_timeout}")
-    _at_least("min-clients", cfg.min_clients, 1)
-    _at_least("stop-after-round", cfg.stop_after_round, 0)
-    _at_least("checkpoint-every", cfg.checkpoint_every, 1)
-    if cfg.min_clients > participants:
-        raise ConfigError("min-clients", f"must be <= the {participants} participants")
-    if "/" in cfg.run_name or cfg.run_name.startswith("."):
-        raise ConfigError("run-name", "must be a plain folder name")
-    _at_least("round-retries", cfg.round_retries, 0)
-    if cfg.max_reply_mb <= 0:
-        raise ConfigError("max-reply-mb", f"must be > 0, got {cfg.max_reply_mb}")
-    _at_least("dp-clip", cfg.dp_clip, 0.0)
-    _at_least("dp-noise", cfg.dp_noise, 0.0)
+    if cfg.min_clients > cfg.participants_count:
+        raise ConfigError("min-clients",
+                          f"must be <= the {cfg.participants_count} participants")
     if cfg.dp_noise > 0 and cfg.dp_clip == 0:
         raise ConfigError("dp-noise", "needs dp-clip > 0 (noise is scaled to the "
                           "clipping bound)")
-    try:
-        from common.faults import parse_plan
 
-        parse_plan(cfg.fault_injection)
-    except ValueError as exc:
-        raise ConfigError("fault-injection", str(exc)) from None
-    # HyperFLoRA
-    _choice("hyperflora-variant", cfg.hyperflora_variant, HYPERFLORA_VARIANTS)
-    _at_least("lora-rank", cfg.lora_rank, 1)
-    if cfg.lora_alpha <= 0:
-        raise ConfigError("lora-alpha", f"must be > 0, got {cfg.lora_alpha}")
-    if not cfg.lora_targets.strip(", "):
-        raise ConfigError("lora-targets", "must be 'auto' or module name patterns "
-                          "separated by commas, e.g. 'fc1,fc2,fc3'")
-    _at_least("lora-lr", cfg.lora_lr, 0.0)
-    _at_least("pair-exchanges", cfg.pair_exchanges, 1)
-    _at_least("pretrain-rounds", cfg.pretrain_rounds, 0)
-    _at_least("pretrain-epochs", cfg.pretrain_epochs, 0)
-    _at_least("finetune-steps", cfg.finetune_steps, 0)
-    if (cfg.method == "hyperflora" and cfg.pretrain_rounds == 0
-            and not cfg.pretrained_model):
-        raise ConfigError("pretrain-rounds", "HyperFLoRA needs a pre-trained base: "
-                          "pretrain-rounds >= 1 or a pretrained-model file")
-    # Benchmarks / hypernet
-    _choice("hypernet", cfg.hypernet, ("pertensor", "chunked"))
-    _at_least("chunk-size", cfg.chunk_size, 1)
-    _at_least("chunk-embed-dim", cfg.chunk_embed_dim, 1)
+
+def pyproject_block() -> str:
+    """``[tool.flwr.app.config]`` as pyproject.toml must hold it (every default)."""
+    from common.flwr_cli import toml_value
+
+    return "[tool.flwr.app.config]\n" + "".join(
+        f"{k} = {toml_value(v)}\n" for k, v in defaults().items())
+
+
+def readme_table() -> str:
+    """The README's table of run-config keys, with the method that owns each."""
+    from common.settings import key_table
+
+    owners: dict[str, list[str]] = {}
+    for spec in METHOD_SPECS.values():
+        for key in spec.settings:
+            owners.setdefault(key, []).append(spec.name)
+    return key_table(settings(), {k: ", ".join(v) for k, v in owners.items()})
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(pyproject_block() if sys.argv[1:] == ["pyproject"] else readme_table(),
+          end="")

@@ -14,7 +14,7 @@ from common.config import ConfigError, parse_run_config
 from server.loop import Runner
 from server.outputs import RunOutputs
 from server.registry import register_clients
-from server.strategies import STRATEGIES
+from server.strategies import strategy_for
 
 app = ServerApp()
 
@@ -37,7 +37,8 @@ def main(grid: Grid, context: Context) -> None:
     outputs = RunOutputs(cfg.output_dir, cfg.resolved_run_name)
     log(INFO, "hyperflower: method=%s dataset=%s model=%s clients=%d device=%s -> %s",
         cfg.method, cfg.dataset, cfg.model, cfg.num_clients, device, outputs.dir)
+    method = strategy_for(cfg.method)
     registry = register_clients(grid, cfg, cfg.round_timeout,
-                                STRATEGIES[cfg.method].registration_fields)
-    strategy = STRATEGIES[cfg.method](cfg, registry, device)
+                                method.registration_fields)
+    strategy = method(cfg, registry, device)
     Runner(grid, cfg, registry, strategy, outputs).run()

@@ -108,12 +108,13 @@ def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None
     from server.loop import Runner
     from server.outputs import RunOutputs
     from server.registry import register_clients
-    from server.strategies import STRATEGIES
+    from server.strategies import strategy_for
 
     cfg = parse_run_config(run_config)
     grid = DirectGrid(client_app, run_config, cfg.num_clients, fault_hook)
+    method = strategy_for(cfg.method)
     registry = register_clients(grid, cfg, cfg.round_timeout,
-                                STRATEGIES[cfg.method].registration_fields)
-    strategy = STRATEGIES[cfg.method](cfg, registry, torch.device(device))
+                                method.registration_fields)
+    strategy = method(cfg, registry, torch.device(device))
     return Runner(grid, cfg, registry, strategy,
                   RunOutputs(cfg.output_dir, cfg.resolved_run_name))

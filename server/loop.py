@@ -2,9 +2,10 @@
 
 Per round: the strategy configures per-client train messages, :func:`exchange`
 delivers them, replies are validated (bad ones counted and dropped), the strategy
-aggregates the rest, and every ``eval-every`` rounds all participants evaluate the
-model made for them. The best round is chosen on participants' validation accuracy;
-held-out clients are evaluated at the end with the state of that round.
+aggregates the rest, and every ``eval-every`` rounds the clients the strategy names
+evaluate the model made for them. The best round is chosen on participants'
+validation accuracy; held-out clients are evaluated at the end with the state of
+that round. A method's own hooks get this loop as a :class:`server.ops.ServerOps`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from logging import INFO, WARNING
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,9 +28,10 @@ from flwr.serverapp import Grid
 from common.config import RunConfig
 from common.faults import fault_for, parse_plan
 from server.messaging import Exchange, Outgoing, exchange
+from server.ops import RoundFailedError
 from server.outputs import RunOutputs
 from server.plots import plot_run
-from server.registry import ClientRegistry, client_at, refresh_nodes
+from server.registry import ClientRegistry, admit_joiners, client_at, refresh_nodes
 from server.strategies.base import HyperflowerStrategy, Params, summarise
 from server.validation import (
     ClientUpdate,
@@ -35,20 +40,25 @@ from server.validation import (
     check_train_reply,
 )
 
+__all__ = ["RoundFailedError", "Runner"]
+T = TypeVar("T")
 
-class RoundFailedError(RuntimeError):
-    """Too few valid replies, even after re-sampling: the run stops, state intact."""
 
+@dataclass
+class TrainAttempt:
+    """One try at a training round: what was sent, what came back valid."""
 
-NONPARTICIPANT_PROTOCOL = {
-    "pfedhn": "embedding fitted with the hypernetwork frozen (needs local steps)",
-    "fedavg": "global model, no training",
-    "local": "none: a client that never trains has no model",
-}
+    sampled: int
+    exchange: Exchange
+    valid: dict[str, ClientUpdate]
+    faults: dict[str, int]
+    injected: int
+    survived: int
 
 
 class Runner:
-    """Drives one run of one strategy over the registered clients."""
+    """Drives one run of one strategy over the registered clients (and serves the
+    strategy's hooks as their :class:`server.ops.ServerOps`)."""
 
     def __init__(self, grid: Grid, cfg: RunConfig, registry: ClientRegistry,
                  strategy: HyperflowerStrategy, outputs: RunOutputs) -> None:
@@ -60,11 +70,39 @@ class Runner:
         self.wall_before = 0.0
         self.extra_bytes = {"down": 0, "up": 0}
 
+    # ---- what hooks read ----------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        """The run's output folder."""
+        return self.outputs.dir
+
+    @property
+    def best_round(self) -> int:
+        """The round chosen on validation so far (0 before any evaluation)."""
+        return int(self.best["round"]) if self.best else 0
+
     # ---- messaging with validation ------------------------------------------
-    def _refresh(self) -> None:
-        """Re-map clients whose SuperNode restarted; called before messages are built
+    def refresh(self) -> None:
+        """Re-map clients whose SuperNode restarted and admit clients that joined
+        mid-run (when the method accepts them); called before messages are built
         for any exchange (training, evaluation, held-out fitting and evaluation)."""
-        refresh_nodes(self.grid, self.registry, min(30.0, self.cfg.round_timeout))
+        timeout = min(30.0, self.cfg.round_timeout)
+        joiners = refresh_nodes(self.grid, self.registry, timeout)
+        if not joiners:
+            return
+        if not self.strategy.accepts_joiners:
+            for node_key, cid in joiners.items():
+                self.registry.faults[node_key] = f"unregistered client id {cid!r}"
+                log(WARNING, "client %s on node %s joined mid-run; method %s does "
+                    "not accept joiners, so it is left out", cid, node_key,
+                    self.cfg.method)
+            self.faults["joiner-refused"] += len(joiners)
+            return
+        for cid in admit_joiners(self.grid, self.registry, self.cfg, joiners,
+                                 self.strategy.registration_fields, timeout):
+            self.strategy.admit(cid)
+            self.faults["joined"] += 1
+
 
     def _send(self, messages: list[Message]) -> Exchange:
         outbox = [Outgoing(client_at(self.registry, m.metadata.dst_node_id), m)
@@ -93,7 +131,9 @@ class Runner:
             try:
                 valid[cid] = check_train_reply(cid, reply, ex.sent[cid],
                                                self.cfg.max_delta_norm,
-                                               int(self.cfg.max_reply_mb * 2**20))
+                                               int(self.cfg.max_reply_mb * 2**20),
+                                               self.strategy.reply_extras,
+                                               self.strategy.reply_metrics)
             except InvalidReply as exc:
                 invalid[cid] = str(exc)
         return valid, invalid
@@ -102,7 +142,7 @@ class Runner:
                        phase: str) -> list[ClientUpdate]:
         """Send parameters to train outside the main rounds (e.g. novel clients)."""
         config = ConfigRecord({"round": 0, "phase": phase, "method": self.cfg.method})
-        self._refresh()
+        self.refresh()
         ex = self._send(self.strategy.messages("train", client_ids, params, config))
         valid, invalid = self._valid_train(ex)
         self._count_faults(ex, invalid, phase)
@@ -153,8 +193,9 @@ class Runner:
         custom = self.strategy.run_round(self, rnd, config)
         if custom is not None:
             return {"round": rnd, **custom, "round-s": time.monotonic() - start}
-        for attempt in range(self.cfg.round_retries + 1):
-            self._refresh()
+
+        def attempt() -> tuple[int, TrainAttempt]:
+            self.refresh()
             messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
                                                           self.grid))
             ex = self._send(messages)
@@ -163,23 +204,16 @@ class Runner:
             injected = self._injected(rnd, list(ex.sent))
             survived = [c for c in injected if c not in valid]
             self.faults.update({"injected": len(injected), "survived": len(survived)})
-            if len(valid) >= self.cfg.min_clients:
-                break
-            self.faults["retried-round"] += 1
-            log(WARNING, "round %d: %d valid replies < min-clients=%d (attempt %d "
-                "of %d); the server state is left unchanged", rnd, len(valid),
-                self.cfg.min_clients, attempt + 1, self.cfg.round_retries + 1)
-        else:
-            raise RoundFailedError(
-                f"round {rnd}: fewer than min-clients={self.cfg.min_clients} valid "
-                f"replies in {self.cfg.round_retries + 1} attempts (faults: "
-                f"{faults}); stopping. The checkpoint of round {rnd - 1} is kept: "
-                "fix the clients and run again with resume=true")
-        row: dict[str, Any] = {"round": rnd, "sampled": len(messages),
-                               "valid": len(valid), "faults": faults,
-                               "attempts": attempt + 1,
-                               "faults-injected": len(injected),
-                               "faults-survived": len(survived),
+            return len(valid), TrainAttempt(len(messages), ex, valid, faults,
+                                            len(injected), len(survived))
+
+        got, attempts = self.with_retries(rnd, attempt)
+        ex, valid = got.exchange, got.valid
+        row: dict[str, Any] = {"round": rnd, "sampled": got.sampled,
+                               "valid": len(valid), "faults": got.faults,
+                               "attempts": attempts,
+                               "faults-injected": got.injected,
+                               "faults-survived": got.survived,
                                "bytes-down": ex.bytes_down, "bytes-up": ex.bytes_up,
                                # waiting on clients (last attempt): client work plus
                                # the runtime's delivery, apart from the server's work
@@ -188,14 +222,55 @@ class Runner:
         _, metrics = self.strategy.aggregate_train(
             rnd, [ex.replies[c] for c in ex.sent if c in valid])
         row["server-update-s"] = time.monotonic() - t0
-        row.update({k: float(v) for k, v in (metrics or {}).items()
-                    if k in ("grad-norm",)})
         n = np.array([u.num_examples for u in valid.values()], dtype=float)
         for key in ("train-loss", "train-acc", "delta-norm"):
             vals = np.array([u.metrics.get(key, np.nan) for u in valid.values()])
             row[key] = float((vals * n).sum() / n.sum())
+        # what the strategy reports of its update (e.g. grad-norm), without
+        # overriding the loop's own figures
+        for key, value in (metrics or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                row.setdefault(key, float(value))
         row["round-s"] = time.monotonic() - start
         return row
+
+    def with_retries(self, server_round: int, attempt: Callable[[], tuple[int, T]],
+                     what: str = "valid replies") -> tuple[T, int]:
+        """Run ``attempt`` until its valid count reaches ``min-clients``, re-sampling
+        up to ``round-retries`` times; the result and the attempts it took.
+
+        The server state never moves on fewer valid replies: after the last attempt
+        the run stops with :class:`RoundFailedError` (the last checkpoint stays, so
+        ``resume=true`` continues once the clients are fixed).
+        """
+        tries = self.cfg.round_retries + 1
+        for number in range(1, tries + 1):
+            valid, result = attempt()
+            if valid >= self.cfg.min_clients:
+                return result, number
+            self.faults["retried-round"] += 1
+            log(WARNING, "round %d: %d %s < min-clients=%d (attempt %d of %d); the "
+                "server state is left unchanged", server_round, valid, what,
+                self.cfg.min_clients, number, tries)
+        raise RoundFailedError(
+            f"round {server_round}: fewer than min-clients={self.cfg.min_clients} "
+            f"{what} in {tries} attempts (faults so far: {dict(self.faults)}); "
+            f"stopping. The checkpoint of round {server_round - 1} is kept: fix the "
+            "clients and run again with resume=true")
+
+    def count_faults(self, counts: Mapping[str, int]) -> None:
+        """Add to the run's fault counters (summary.json)."""
+        self.faults.update({k: v for k, v in counts.items() if v})
+
+    def sub_run(self, cfg: RunConfig, strategy: HyperflowerStrategy,
+                name: str) -> dict[str, Any]:
+        """Run ``strategy`` through this loop as a sub-run in ``<run>/<name>/``; its
+        faults count towards this run's."""
+        sub = Runner(self.grid, cfg, self.registry, strategy,
+                     RunOutputs(self.outputs.dir, name))
+        summary = sub.run() or {}
+        self.faults.update(sub.faults)
+        return summary
 
     def _injected(self, rnd: int, client_ids: list[str]) -> list[str]:
         """Clients of this round that the fault-injection plan makes misbehave."""
@@ -211,8 +286,8 @@ class Runner:
                                "method": self.cfg.method})
         results: dict[str, dict[str, float]] = {}
         down = up = 0
-        for ids in self.client_batches(self.registry.participants):
-            self._refresh()
+        for ids in self.client_batches(self.strategy.evaluated(rnd)):
+            self.refresh()
             got, ex = self.evaluate_clients(
                 self.strategy.evaluate_messages(ids, config), f"eval {rnd}")
             results.update(got)
@@ -223,6 +298,7 @@ class Runner:
         for key in ("val-acc", "val-acc-std", "test-acc", "test-acc-std", "test-loss"):
             row[f"participant-{key}"] = stats[key]
         row["eval-bytes-down"], row["eval-bytes-up"] = down, up
+        row.update(self.strategy.evaluation_metrics(rnd, results))
         if self.best is None or stats["val-acc"] > self.best["val-acc"]:
             self.best = {"round": rnd, "val-acc": stats["val-acc"],
                          "test-acc": stats["test-acc"],
@@ -293,7 +369,7 @@ class Runner:
             if not given:
                 break
             ids = [c for c in batch if c in given]
-            self._refresh()
+            self.refresh()
             got, _ = self.evaluate_clients(self.strategy.messages(
                 "evaluate", ids, [given[c] for c in ids], config), "non-participants")
             nonpart.update(got)
@@ -310,7 +386,7 @@ class Runner:
             "participant_acc_std": best["test-acc-std"],
             "nonparticipant_acc": np_stats.get("test-acc"),
             "nonparticipant_acc_std": np_stats.get("test-acc-std"),
-            "nonparticipant_protocol": NONPARTICIPANT_PROTOCOL.get(cfg.method, ""),
+            "nonparticipant_protocol": self.strategy.spec.nonparticipant_protocol,
             "global_acc": best["test-acc"] if self.strategy.has_global_model else None,
             "bytes_down_per_round": mean_of(train_rows, "bytes-down"),
             "bytes_up_per_round": mean_of(train_rows, "bytes-up"),

@@ -15,13 +15,8 @@ from typing import Any
 
 import torch
 
-#: Config keys that must match for a checkpoint to be resumed.
-FINGERPRINT_KEYS = ("method", "dataset", "model", "num-clients", "holdout",
-                    "partitioner", "classes-per-client", "dirichlet-alpha",
-                    "shards-per-client", "seed", "clients-per-round", "embed-dim",
-                    "hn-hidden", "hn-layers", "hypernet", "chunk-size",
-                    "chunk-embed-dim", "lora-rank", "lora-targets",
-                    "hyperflora-variant")
+from common.config import fingerprint_keys
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -99,5 +94,6 @@ class RunOutputs:
 
 
 def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
-    """The config values a checkpoint depends on."""
-    return {k: config.get(k) for k in FINGERPRINT_KEYS}
+    """The config values a checkpoint depends on (the settings marked
+    ``fingerprint``, shared and every method's)."""
+    return {k: config.get(k) for k in fingerprint_keys()}

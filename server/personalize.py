@@ -32,10 +32,11 @@ from flwr.app import ConfigRecord
 from torch import nn
 
 from client.training import evaluate
-from common.config import DEFAULTS, RunConfig, parse_run_config
+from common.config import RunConfig, defaults, parse_run_config
 from common.models import build_model, param_shapes
 from common.partition import ClientData, load_client_data, split_participants
 from common.records import from_record, to_record
+from common.settings import METHOD_SPECS
 
 Params = dict[str, torch.Tensor]
 MODEL_FORMAT = "hyperflower-model/1"
@@ -65,7 +66,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
             raise PersonalizeError(f"{path} not found: give an outputs/<run> folder of "
                                    "a run that finished at least one evaluated round")
     raw = json.loads(config_path.read_text())
-    cfg = parse_run_config({k: v for k, v in raw.items() if k in DEFAULTS})
+    known = defaults()
+    cfg = parse_run_config({k: v for k, v in raw.items() if k in known})
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     best = ckpt.get("best")
     if best is not None:
@@ -185,13 +187,9 @@ class _FedAvg:
                 {"embedding": None, "fit-rounds": 0})
 
 
-class _Local:
-    def __init__(self, run: TrainedRun, device: torch.device) -> None:
-        raise PersonalizeError("method 'local' shares nothing: a client that never "
-                               "trained has no model to receive")
-
-
-METHODS: dict[str, type] = {"pfedhn": _PFedHN, "fedavg": _FedAvg, "local": _Local}
+#: How each method that supports offline personalisation (its spec says so) builds
+#: a new client's model; another method's module adds its own entry.
+PERSONALIZERS: dict[str, type] = {"pfedhn": _PFedHN, "fedavg": _FedAvg}
 
 
 # ---- public API ----------------------------------------------------------------
@@ -200,12 +198,15 @@ class Personalizer:
 
     def __init__(self, run: TrainedRun, device: str = "cpu") -> None:
         method = run.cfg.method
-        if method not in METHODS:
-            raise PersonalizeError(f"offline personalisation is not available for "
-                                   f"method {method!r} (available: "
-                                   f"{', '.join(METHODS)})")
+        spec = METHOD_SPECS[method]
+        if not spec.personalizable or method not in PERSONALIZERS:
+            available = [m for m, s in METHOD_SPECS.items() if s.personalizable]
+            raise PersonalizeError(
+                f"offline personalisation is not available for method {method!r} "
+                f"(what a new client gets: {spec.nonparticipant_protocol or 'n/a'}; "
+                f"available: {', '.join(available)})")
         self.run = run
-        self.method = METHODS[method](run, torch.device(device))
+        self.method = PERSONALIZERS[method](run, torch.device(device))
 
     def params(self, data: ClientData | None = None, *, client_id: str | None = None,
                partition_id: int = -1, rounds: int | None = None,

@@ -200,31 +200,71 @@ def client_at(registry: ClientRegistry, node_id: int) -> str:
     return registry.client_on(node_id)
 
 
-def refresh_nodes(grid: Grid, registry: ClientRegistry, timeout: float) -> list[str]:
-    """Re-map clients whose SuperNode came back under a new node id.
+def refresh_nodes(grid: Grid, registry: ClientRegistry,
+                  timeout: float) -> dict[str, str]:
+    """Re-map clients whose SuperNode came back under a new node id; return the
+    nodes that serve a client id not seen before (node id -> client id).
 
     A restarted SuperNode gets a new Flower node id, but it reports the same
-    ``client-id``, so it keeps its embedding and its participant status. Returns the
-    ids of the clients that moved. Nodes whose client is unknown are ignored (they
-    were not part of this run's registration).
+    ``client-id``, so it keeps its embedding and its participant status. What to do
+    with a new client id (admit it, or leave it out) is the method's decision
+    (:func:`admit_joiners`); either way the caller records it, so a node is asked
+    once.
     """
     known = {c.node_id for c in registry.clients.values()}
     fresh = [n for n in grid.get_node_ids() if n not in known
              and str(n) not in registry.faults]
     if not fresh:
-        return []
+        return {}
     query = ConfigRecord({"method": "refresh"})
     result = exchange(grid, [Outgoing(str(n), message_to(n, "query", config=query))
                              for n in fresh], timeout)
-    moved = []
+    joiners = {}
     for node_key, reply in result.replies.items():
         cid = str(reply.content.config_records["info"]["client-id"])
         if cid in registry.clients:
             old = registry.clients[cid].node_id
             registry.move(cid, int(node_key))
-            moved.append(cid)
             log(INFO, "client %s is back on node %s (was %s); it keeps its state",
                 cid, node_key, old)
         else:
-            registry.faults[node_key] = f"unregistered client id {cid!r}"
-    return moved
+            joiners[node_key] = cid
+    return joiners
+
+
+def admit_joiners(grid: Grid, registry: ClientRegistry, cfg: RunConfig,
+                  joiners: Mapping[str, str],
+                  fields: Mapping[str, Sequence[str]] | None,
+                  timeout: float) -> list[str]:
+    """Register clients that appeared mid-run, as registration would have: the
+    seeded holdout split of partition ids decides their role, and each sends only
+    its role's fields. Returns the ids admitted (a duplicate id or a node that does
+    not answer is recorded in ``registry.faults``)."""
+    participants, _ = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
+    chosen = set(participants)
+    roles = {k: list(v) for k, v in (fields or {}).items()}
+    identity = _query(grid, [int(n) for n in joiners], cfg, [], timeout)
+    by_role: dict[bool, list[int]] = {True: [], False: []}
+    for node_key, reply in identity.replies.items():
+        pid = int(reply.content.config_records["info"]["partition-id"])
+        by_role[pid in chosen].append(int(node_key))
+    admitted = []
+    for participant, nodes in by_role.items():
+        role = "participant" if participant else "nonparticipant"
+        result = _query(grid, nodes, cfg, roles.get(role) if roles else None, timeout)
+        for node_key, reply in result.replies.items():
+            info = dict(reply.content.config_records["info"])
+            cid = str(info["client-id"])
+            if cid in registry.clients:
+                registry.faults[node_key] = f"duplicate client id {cid!r}"
+                continue
+            registry.add(ClientInfo(cid, int(node_key), int(info["partition-id"]),
+                                    participant, info))
+            admitted.append(cid)
+            log(INFO, "client %s joined on node %s as a %s", cid, node_key,
+                "participant" if participant else "held-out client")
+        for node_key in [*result.errors, *result.missing]:
+            registry.faults[node_key] = "no reply to the joiner's registration"
+    for node_key in [*identity.errors, *identity.missing]:
+        registry.faults[node_key] = "no reply to the joiner's registration"
+    return admitted

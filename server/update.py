@@ -4,6 +4,10 @@ A client returns Δ_i = θ̃_i − θ_i. The server treats −Δ_i as ∂L_i/∂
 back-propagates it through θ_i = h(v_i; φ), which is exactly the gradient of
 ½‖θ_i − θ̃_i‖². The forward is re-run here, at aggregation time, instead of
 holding each client's graph for a whole round.
+
+The generated parameters come as named tensors batched over the round's clients
+(every client the same architecture) or as one flat vector per client (clients with
+models of their own sizes, e.g. MH-pFedHN); a delta has the same form.
 """
 
 from __future__ import annotations
@@ -13,37 +17,54 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-Generator = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+#: Named tensors batched over clients, or one flat vector per client.
+Generated = dict[str, torch.Tensor] | list[torch.Tensor]
+Delta = dict[str, torch.Tensor] | torch.Tensor
+Generator = Callable[[torch.Tensor], Generated]
 
 
-def backprop_deltas(generated: dict[str, torch.Tensor],
-                    deltas: Sequence[dict[str, torch.Tensor]],
+def backprop_deltas(generated: Generated, deltas: Sequence[Delta],
                     weights: torch.Tensor) -> None:
     """Accumulate Σ_i w_i · (−Δ_i)ᵀ ∂θ_i/∂(φ, v_i) into the ``.grad`` of the leaves.
 
-    ``generated`` holds the batch θ (B, *shape) per tensor name; ``deltas`` one dict
-    per client in the same order; ``weights`` (B,) sums to one.
+    ``generated`` holds the batch θ (B, *shape) per tensor name, with ``deltas`` one
+    dict per client in the same order; or one flat θ_i per client, with one flat
+    Δ_i each. ``weights`` (B,) sums to one.
     """
+    if isinstance(generated, list):
+        flat = [d for d in deltas if isinstance(d, torch.Tensor)]
+        if len(flat) != len(generated):
+            raise ValueError("flat generated parameters need one flat delta each")
+        torch.autograd.backward(generated, grad_tensors=[
+            -w.to(d) * d.to(g) for g, d, w in zip(generated, flat, weights,
+                                                   strict=True)])
+        return
+    named = [d for d in deltas if isinstance(d, dict)]
     names = list(generated)
     grad_outputs = []
     for name in names:
-        stacked = torch.stack([d[name] for d in deltas]).to(generated[name])
+        stacked = torch.stack([d[name] for d in named]).to(generated[name])
         w = weights.to(stacked).view(-1, *([1] * (stacked.dim() - 1)))
         grad_outputs.append(-w * stacked)
     torch.autograd.backward([generated[n] for n in names], grad_tensors=grad_outputs)
 
 
 def hypernet_step(generate: Generator, embeddings: torch.Tensor,
-                  deltas: Sequence[dict[str, torch.Tensor]], weights: torch.Tensor,
+                  deltas: Sequence[Delta], weights: torch.Tensor,
                   optimizer: torch.optim.Optimizer,
-                  params: Sequence[nn.Parameter], clip_norm: float) -> float:
+                  params: Sequence[torch.Tensor], clip_norm: float,
+                  grad_hook: Callable[[], None] | None = None) -> float:
     """One optimiser step of φ and the v_i from a round's client deltas.
 
-    Returns the gradient norm before clipping (0 disables clipping).
+    ``grad_hook`` runs between the backward pass and the step (e.g. zeroing the
+    gradients of weights a mask freezes). Returns the gradient norm before
+    clipping (0 disables clipping).
     """
     optimizer.zero_grad(set_to_none=True)
     theta = generate(embeddings)                      # θ_i = h(v_i; φ)
     backprop_deltas(theta, deltas, weights)           # ∇ ½‖θ_i − θ̃_i‖²
+    if grad_hook is not None:
+        grad_hook()
     # clip_grad_norm_ returns the norm it measured; an infinite bound only measures.
     norm = float(nn.utils.clip_grad_norm_(
         params, clip_norm if clip_norm > 0 else float("inf")))

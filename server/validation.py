@@ -2,13 +2,17 @@
 
 A reply is rejected (and the reason kept, with the client id) when its delta has
 other keys, shapes or dtype than the parameters that were sent, holds NaN/Inf, or
-exceeds the configured norm bound; or when its metrics lack a positive sample count.
+exceeds the configured norm bound; when its metrics lack a positive sample count or
+a metric the method declared; or when the extra arrays a method declared
+(:class:`ReplyExtra`, e.g. a client's distribution embedding or BatchNorm
+statistics) are missing, unexpected, of the wrong shape or not finite.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
@@ -28,6 +32,55 @@ class ClientUpdate:
     delta: dict[str, torch.Tensor]
     num_examples: int
     metrics: dict[str, float]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplyExtra:
+    """An array a method's train replies carry besides the delta, in the reply's
+    ``extras`` ArrayRecord: its shape (None: any shape, e.g. one per layer of a
+    client's own model) and a bound on its size."""
+
+    shape: tuple[int, ...] | None = None
+    max_numel: int = 1_000_000
+
+
+#: The record holding a train reply's extra arrays.
+EXTRAS = "extras"
+
+
+def extras_of(reply: Message) -> dict[str, torch.Tensor]:
+    """The extra arrays of a (validated) train reply, by name; empty when none."""
+    records = reply.content.array_records
+    return from_record(records[EXTRAS]) if EXTRAS in records else {}
+
+
+def check_extras(reply: Message, declared: Mapping[str, ReplyExtra]
+                 ) -> dict[str, torch.Tensor]:
+    """Decode and check a reply's extra arrays against what the method declared."""
+    records = reply.content.array_records
+    if not declared:
+        if EXTRAS in records:
+            raise InvalidReply("reply carries extras the method does not declare")
+        return {}
+    if EXTRAS not in records:
+        raise InvalidReply(f"reply lacks the declared extras {sorted(declared)}")
+    record = records[EXTRAS]
+    if set(record.keys()) != set(declared):
+        raise InvalidReply(f"extras {sorted(record.keys())} differ from the declared "
+                           f"{sorted(declared)}")
+    tensors = from_record(record)
+    for key, t in tensors.items():
+        spec = declared[key]
+        if spec.shape is not None and tuple(t.shape) != spec.shape:
+            raise InvalidReply(f"extra '{key}' has shape {tuple(t.shape)}, expected "
+                               f"{spec.shape}")
+        if t.numel() > spec.max_numel:
+            raise InvalidReply(f"extra '{key}' has {t.numel()} values, more than "
+                               f"{spec.max_numel}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise InvalidReply(f"extra '{key}' holds NaN or Inf")
+    return tensors
 
 
 def check_delta(delta: ArrayRecord, sent: ArrayRecord,
@@ -71,8 +124,11 @@ def check_metrics(metrics: MetricRecord) -> tuple[int, dict[str, float]]:
 
 
 def check_train_reply(client_id: str, reply: Message, sent: Message,
-                      max_norm: float = 0.0, max_bytes: int = 0) -> ClientUpdate:
-    """Validate a train reply against the message it answers."""
+                      max_norm: float = 0.0, max_bytes: int = 0,
+                      extras: Mapping[str, ReplyExtra] | None = None,
+                      metric_names: Sequence[str] = ()) -> ClientUpdate:
+    """Validate a train reply against the message it answers and against what the
+    method declared its replies carry (``extras`` arrays, ``metric_names``)."""
     content = reply.content
     size = content_bytes(content)
     if max_bytes and size > max_bytes:
@@ -83,7 +139,11 @@ def check_train_reply(client_id: str, reply: Message, sent: Message,
     delta = check_delta(content.array_records["delta"],
                         sent.content.array_records["params"], max_norm)
     n, metrics = check_metrics(content.metric_records["metrics"])
-    return ClientUpdate(client_id, delta, n, metrics)
+    lacking = [k for k in metric_names if k not in metrics]
+    if lacking:
+        raise InvalidReply(f"reply lacks the declared metrics {lacking}")
+    return ClientUpdate(client_id, delta, n, metrics,
+                        check_extras(reply, extras or {}))
 
 
 def check_eval_reply(reply: Message) -> dict[str, float]:

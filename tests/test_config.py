@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.config import DEFAULTS, ConfigError, parse_run_config
+from common.config import ConfigError, defaults, parse_run_config, pyproject_block
 from common.data import DatasetNotFoundError, load_fashion_mnist
 
 
@@ -14,7 +14,8 @@ def test_defaults_parse_and_match_pyproject():
 
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     pyproject = tomllib.loads(text)
-    assert pyproject["tool"]["flwr"]["app"]["config"] == DEFAULTS
+    assert pyproject["tool"]["flwr"]["app"]["config"] == defaults()
+    assert pyproject_block() in text, "regenerate: python -m common.config pyproject"
     cfg = parse_run_config({})
     assert cfg.method == "pfedhn" and cfg.resolved_embed_dim == 1 + 50 // 4
 

@@ -7,7 +7,7 @@ import torch
 from flwr.app import ConfigRecord, Message
 
 from client.app import app as client_app
-from client.lora import restrict
+from client.handlers.hyperflora import restrict
 from common.config import parse_run_config
 from common.models import build_model
 from common.models.lora import pack

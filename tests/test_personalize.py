@@ -114,7 +114,7 @@ def test_cli_writes_a_ready_model_file(runs, tmp_path, capsys):
 
 def test_local_method_has_nothing_to_give(tmp_path):
     cfg = parse_run_config({"method": "local", "model": "mlp", "dataset": "synthetic"})
-    with pytest.raises(PersonalizeError, match="never trained"):
+    with pytest.raises(PersonalizeError, match="never train"):
         personalized_params(TrainedRun(tmp_path, cfg, {}, 1))
 
 

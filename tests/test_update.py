@@ -68,3 +68,48 @@ def test_step_moves_hypernet_toward_client_models():
 def test_round_weights():
     assert torch.allclose(round_weights([1, 3], "uniform"), torch.tensor([0.5, 0.5]))
     assert torch.allclose(round_weights([1, 3], "samples"), torch.tensor([0.25, 0.75]))
+
+
+def test_flat_vectors_of_different_lengths_follow_the_same_rule():
+    """Clients with models of their own sizes: θ_i is a flat vector of length K_i
+    (cut from one generated vector), Δ_i too; still ∇ of Σ w_i ½‖θ_i − θ̃_i‖²."""
+    torch.manual_seed(1)
+    head = torch.nn.Linear(4, 40)
+    v = torch.randn(2, 4, requires_grad=True)
+    lengths = [15, 40]
+    targets = [torch.randn(k) for k in lengths]
+    weights = round_weights([1, 1], "uniform")
+
+    def generate(emb):
+        out = head(emb)
+        return [out[i, :k] for i, k in enumerate(lengths)]
+
+    theta = generate(v)
+    backprop_deltas(theta, [t - th.detach() for t, th in zip(targets, theta,
+                                                              strict=True)], weights)
+    ours = [p.grad.clone() for p in (*head.parameters(), v)]
+    head.zero_grad()
+    v.grad = None
+    loss = sum(w * 0.5 * ((th - t) ** 2).sum()
+               for w, th, t in zip(weights, generate(v), targets, strict=True))
+    loss.backward()
+    for a, b in zip(ours, [p.grad for p in (*head.parameters(), v)], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_grad_hook_runs_before_the_step_and_can_freeze_weights():
+    store, hnet = make()
+    frozen = next(hnet.parameters())
+    before = frozen.detach().clone()
+    opt = torch.optim.SGD([*hnet.parameters(), store.weight], lr=0.5)
+    theta = hnet(store(["0"]))
+    deltas = [{k: torch.ones_like(v[0]) for k, v in theta.items()}]
+
+    def freeze():
+        frozen.grad = None
+
+    hypernet_step(hnet, store(["0"]), deltas, torch.ones(1), opt,
+                  [*hnet.parameters(), store.weight], 0.0, grad_hook=freeze)
+    assert torch.equal(frozen.detach(), before)
+    assert any(not torch.equal(p, q) for p, q in zip(
+        list(hnet.parameters())[1:], list(make()[1].parameters())[1:], strict=True))

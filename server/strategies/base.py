@@ -4,7 +4,13 @@ A method subclasses :class:`HyperflowerStrategy` and adds only what is its own:
 how parameters are produced for a client (:meth:`generate`), how validated deltas
 change the server state (:meth:`apply_updates`), what a non-participant gets, and its
 state for checkpoints. Registration, reply validation, evaluation, metrics and
-checkpointing live once in :mod:`server.loop` and here.
+checkpointing live once in :mod:`server.loop` and here. The loop asks the strategy
+what differs between methods instead of assuming it: who trains (:meth:`sample`) and
+who is evaluated (:meth:`evaluated`) this round, whether a client that appears
+mid-run is admitted (:attr:`accepts_joiners`, :meth:`admit`), what else a train
+reply carries (:attr:`reply_extras`), and whether clients share one model
+architecture (:attr:`shared_model`). A subclass with a ``name`` registers itself
+in :data:`STRATEGIES`.
 """
 
 from __future__ import annotations
@@ -24,13 +30,17 @@ from flwr.serverapp.strategy import Strategy
 from common.config import RunConfig
 from common.models import build_model, count_params, param_shapes
 from common.records import from_record, to_record
+from common.settings import METHOD_SPECS, MethodSpec
 from server.registry import ClientRegistry, client_at, message_to
-from server.validation import ClientUpdate
+from server.validation import ClientUpdate, ReplyExtra, extras_of
 
 if TYPE_CHECKING:
-    from server.loop import Runner
+    from server.ops import ServerOps
 
 Params = dict[str, torch.Tensor]
+
+#: Every method's strategy class by its run-config name (filled by subclassing).
+STRATEGIES: dict[str, type[HyperflowerStrategy]] = {}
 
 
 class HyperflowerStrategy(Strategy):
@@ -39,6 +49,18 @@ class HyperflowerStrategy(Strategy):
     name: ClassVar[str] = ""
     #: True when the method has one global model (its accuracy is ``global_acc``).
     has_global_model: ClassVar[bool] = False
+    #: True when every client trains the same architecture (``model``), so the
+    #: server may build it; False when clients differ and the server knows a
+    #: client's model only by what it registered (e.g. its parameter count).
+    shared_model: ClassVar[bool] = True
+    #: Whether a client that first appears mid-run (a late SuperNode with a new
+    #: client id) is registered and given a role; see :meth:`admit`.
+    accepts_joiners: ClassVar[bool] = False
+    #: Extra arrays a train reply carries besides its delta, by name (validated
+    #: like deltas: names, shapes, finite values, the reply size cap).
+    reply_extras: ClassVar[dict[str, ReplyExtra]] = {}
+    #: Metrics every train reply must carry besides ``num-examples``.
+    reply_metrics: ClassVar[tuple[str, ...]] = ()
     #: Registration metadata each role may send (the client sends nothing else).
     registration_fields: ClassVar[dict[str, tuple[str, ...]]] = {
         role: ("num-train", "num-val", "num-test", "param-count", "classes")
@@ -49,9 +71,20 @@ class HyperflowerStrategy(Strategy):
         self.cfg = cfg
         self.registry = registry
         self.device = device
-        self.template = build_model(cfg.model, cfg.num_classes, seed=cfg.seed)
-        self.shapes = param_shapes(self.template)
+        if self.shared_model:
+            self.template = build_model(cfg.model, cfg.num_classes, seed=cfg.seed)
+            self.shapes = param_shapes(self.template)
         self.rng = np.random.default_rng([cfg.seed, 1])
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            STRATEGIES[cls.name] = cls
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The method's declared settings and promises (common/methods/)."""
+        return METHOD_SPECS[self.name]
 
     # ---- what a method defines -------------------------------------------------
     @abstractmethod
@@ -63,7 +96,7 @@ class HyperflowerStrategy(Strategy):
                       updates: list[ClientUpdate]) -> dict[str, float]:
         """Change the server state from a round's validated updates; return metrics."""
 
-    def nonparticipant_params(self, runner: Runner, client_ids: Sequence[str]
+    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
                               ) -> dict[str, Params] | None:
         """What each of these held-out clients gets without training (None: nothing
         to give). Called a batch of clients at a time (``eval-clients-per-batch``)."""
@@ -86,19 +119,34 @@ class HyperflowerStrategy(Strategy):
         return count_params(self.template)
 
     # ---- optional hooks (multi-phase and multi-exchange methods, e.g. HyperFLoRA) ----
-    def prepare(self, runner: Runner) -> None:
+    def prepare(self, ops: ServerOps) -> None:
         """Work before round 1 of a fresh run (e.g. a pre-training phase); none here."""
 
-    def run_round(self, runner: Runner, server_round: int,
+    def run_round(self, ops: ServerOps, server_round: int,
                   config: ConfigRecord) -> dict[str, Any] | None:
         """Run a round made of several exchanges (e.g. relays between clients) and
         return its metrics row; None, the default, runs the loop's usual round."""
         return None
 
-    def final_report(self, runner: Runner,
+    def final_report(self, ops: ServerOps,
                      nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
         """Extra summary.json entries, computed after the held-out evaluation."""
         return {}
+
+    def evaluated(self, server_round: int) -> list[str]:
+        """The clients evaluated this round: every participant (a method whose
+        clients arrive over time evaluates only those that have arrived)."""
+        return self.registry.participants
+
+    def evaluation_metrics(self, server_round: int,
+                           results: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """Extra metrics row entries from this round's per-client evaluation (e.g.
+        per group of clients); none by default."""
+        return {}
+
+    def admit(self, client_id: str) -> None:
+        """Give a client that joined mid-run what it needs (it is already in the
+        registry, with its role); called only when :attr:`accepts_joiners`."""
 
     # ---- shared ---------------------------------------------------------------
     def sample(self, server_round: int) -> list[str]:
@@ -127,7 +175,8 @@ class HyperflowerStrategy(Strategy):
         updates = [ClientUpdate(client_at(self.registry, r.metadata.src_node_id),
                                 from_record(r.content["delta"]),
                                 int(r.content["metrics"]["num-examples"]),
-                                dict(r.content["metrics"])) for r in replies]
+                                dict(r.content["metrics"]), extras_of(r))
+                   for r in replies]
         metrics = self.apply_updates(server_round, updates) if updates else {}
         return None, MetricRecord(metrics)
 

@@ -23,6 +23,7 @@ class FedAvg(HyperflowerStrategy):
 
     name = "fedavg"
     has_global_model = True
+    accepts_joiners = True   # a joiner simply enters the sampling pool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -55,7 +56,7 @@ class FedAvg(HyperflowerStrategy):
             self.global_model[key] = self.global_model[key] + mean
         return {}
 
-    def nonparticipant_params(self, runner: Any, client_ids: Sequence[str]
+    def nonparticipant_params(self, ops: Any, client_ids: Sequence[str]
                               ) -> dict[str, Params] | None:
         """Held-out clients get the global model as it is."""
         return {c: self.global_model for c in client_ids}
@@ -81,6 +82,7 @@ class LocalOnly(HyperflowerStrategy):
     """
 
     name = "local"
+    accepts_joiners = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -90,6 +92,12 @@ class LocalOnly(HyperflowerStrategy):
 
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         return [self.models[c] for c in client_ids]
+
+    def admit(self, client_id: str) -> None:
+        """A participant that joins starts from the same initial model as the rest."""
+        if self.registry.clients[client_id].participant:
+            self.models[client_id] = {k: p.detach().clone()
+                                      for k, p in self.template.named_parameters()}
 
     def apply_updates(self, server_round: int,
                       updates: list[ClientUpdate]) -> dict[str, float]:

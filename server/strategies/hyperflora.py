@@ -46,7 +46,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from logging import INFO, WARNING
+from logging import INFO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ from common.models.lora import add_lora, generated_tensors, head_name, pack, unp
 from common.records import to_record
 from server.hypernets.lora import LoRAHyperNet
 from server.messaging import Exchange, Outgoing
-from server.registry import message_to, refresh_nodes
+from server.registry import message_to
 from server.strategies.base import HyperflowerStrategy, Params, summarise
 from server.strategies.fedavg import FedAvg
 from server.strategies.pfedhn import make_optimizer
@@ -67,13 +67,12 @@ from server.update import hypernet_step, round_weights
 from server.validation import ClientUpdate
 
 if TYPE_CHECKING:
-    from server.loop import Runner
+    from server.ops import ServerOps
 
 #: Run-config keys a ``pretrained.pt`` must agree on to be reused.
 PRETRAIN_FINGERPRINT = ("dataset", "model", "num-clients", "holdout", "partitioner",
                         "classes-per-client", "dirichlet-alpha", "shards-per-client",
                         "val-fraction", "test-fraction", "seed")
-PROTOCOL = "adapters generated from the class indicator r_i; no training, no data"
 KINDS = {"train": "train.lora", "evaluate": "evaluate.lora"}
 #: The record key of the packed generated tensors (see common.models.lora.pack).
 RHO = "rho"
@@ -226,7 +225,7 @@ class HyperFLoRA(HyperflowerStrategy):
         """Each client's adapters from its class indicator."""
         return self.generate_from([self.indicator(c) for c in client_ids])
 
-    def nonparticipant_params(self, runner: Runner, client_ids: Sequence[str]
+    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
                               ) -> dict[str, Params] | None:
         """Bystanders get h(r_i) and nothing else: no training, no data."""
         return dict(zip(client_ids, self.generate(client_ids), strict=True))
@@ -276,16 +275,16 @@ class HyperFLoRA(HyperflowerStrategy):
             self.base_nodes.pop(cid, None)
 
     # ---- phase 1: θ_pret ---------------------------------------------------------
-    def prepare(self, runner: Runner) -> None:
+    def prepare(self, ops: ServerOps) -> None:
         """Pre-train (or load) θ_pret, then send it to every client once."""
         cfg = self.cfg
-        saved = runner.outputs.dir / "pretrained.pt"
+        saved = ops.run_dir / "pretrained.pt"
         if cfg.pretrained_model:
             base, report = load_pretrained(Path(cfg.pretrained_model), cfg.to_dict())
         elif cfg.resume and saved.exists():
             base, report = load_pretrained(saved, cfg.to_dict())
         else:
-            base, report = self._pretrain(runner)
+            base, report = self._pretrain(ops)
             torch.save({"format": 1, "base": base, "report": report,
                         "fingerprint": {k: cfg.to_dict()[k]
                                         for k in PRETRAIN_FINGERPRINT}}, saved)
@@ -294,23 +293,17 @@ class HyperFLoRA(HyperflowerStrategy):
             self.hnet.start_at({k: self.base[k] for k in self.gen_shapes
                                 if k.startswith(self.head + ".")})
         self.report = {f"pretrain_{k}": v for k, v in report.items()}
-        self._broadcast(runner)
+        self._broadcast(ops)
 
-    def _pretrain(self, runner: Runner) -> tuple[Params, dict[str, Any]]:
+    def _pretrain(self, ops: ServerOps) -> tuple[Params, dict[str, Any]]:
         """FedAvg over participants through the server loop; the best round's model."""
-        from server.loop import Runner as LoopRunner
-        from server.outputs import RunOutputs
-
         sub_cfg = dataclasses.replace(self.cfg, method="fedavg",
                                       num_rounds=self.cfg.pretrain_rounds,
                                       stop_after_round=0)
         fedavg = PretrainFedAvg(sub_cfg, self.registry, self.device)
         log(INFO, "HyperFLoRA phase 1: %d rounds of FedAvg pre-training",
             sub_cfg.num_rounds)
-        sub = LoopRunner(runner.grid, sub_cfg, self.registry, fedavg,
-                         RunOutputs(runner.outputs.dir, "pretrain"))
-        summary = sub.run() or {}
-        runner.faults.update(sub.faults)
+        summary = ops.sub_run(sub_cfg, fedavg, "pretrain")
         return dict(fedavg.global_params()), {
             "rounds": sub_cfg.num_rounds, "best_round": summary.get("best_round"),
             "epochs": self.cfg.pretrain_epochs,
@@ -318,11 +311,11 @@ class HyperFLoRA(HyperflowerStrategy):
                                 + summary.get("bytes_up_per_round", 0.0)),
             "wall_s": summary.get("wall_s")}
 
-    def _broadcast(self, runner: Runner) -> None:
+    def _broadcast(self, ops: ServerOps) -> None:
         """θ_pret to every client (one ``evaluate.lora``): the Pretrain accuracies."""
         ids = self.registry.participants + self.registry.nonparticipants
         config = ConfigRecord({"round": 0, "phase": "base", "method": self.cfg.method})
-        results, ex = runner.evaluate_clients(
+        results, ex = ops.evaluate_clients(
             [self.lora_message("evaluate.lora", c, {}, config) for c in ids],
             "base broadcast")
         self._forget_base([c for c in ids if c not in results])
@@ -355,7 +348,7 @@ class HyperFLoRA(HyperflowerStrategy):
             units.append(Unit(f"pair:{i}+{j}", r, hops, classes=r))
         return units
 
-    def _train_units(self, runner: Runner, server_round: int, config: ConfigRecord,
+    def _train_units(self, ops: ServerOps, server_round: int, config: ConfigRecord,
                      units: list[Unit], stats: RoundStats) -> list[Unit]:
         """Generate each unit's adapter and walk all units' hops in lock-step: one
         exchange per hop index, every pair relayed through the server."""
@@ -371,7 +364,7 @@ class HyperFLoRA(HyperflowerStrategy):
                     extra.update(phase=f"pair-{unit.step}", classes=unit.classes)
                 outbox.append(Outgoing(unit.key, self.lora_message(
                     "train.lora", unit.hops[unit.step], unit.rho, config, **extra)))
-            valid, ex = runner.send_train(
+            valid, ex = ops.send_train(
                 outbox, f"round {server_round} exchange {stats.exchanges + 1}")
             stats.add(ex, len(valid))
             stats.hops += sum(1 for u in active if u.is_pair and u.key in valid)
@@ -419,38 +412,31 @@ class HyperFLoRA(HyperflowerStrategy):
             [self.unpacked(u.delta) for u in updates],
             [u.num_examples for u in updates])}
 
-    def run_round(self, runner: Runner, server_round: int,
+    def run_round(self, ops: ServerOps, server_round: int,
                   config: ConfigRecord) -> dict[str, Any] | None:
         """One round: train every unit (relaying pairs), then update ψ."""
-        from server.loop import RoundFailedError
-
         cfg = self.cfg
-        refresh_nodes(runner.grid, self.registry, min(30.0, cfg.round_timeout))
+        ops.refresh()
         stats = RoundStats()
         update_s, norms, done, units = 0.0, [], [], []
-        for attempt in range(cfg.round_retries + 1):
+
+        def attempt() -> tuple[int, None]:
+            nonlocal units, update_s
             units = self.plan_round(server_round)
             batches = [[u] for u in units] if self.variant == "sequential" else [units]
             for batch in batches:
-                ok = self._train_units(runner, server_round, config, batch, stats)
+                ok = self._train_units(ops, server_round, config, batch, stats)
                 if ok and (self.variant == "sequential" or len(ok) >= cfg.min_clients):
                     t0 = time.monotonic()
                     norms.append(self._step(ok))
                     update_s += time.monotonic() - t0
-                done += ok
-            if len(done) >= cfg.min_clients:
-                break
-            runner.faults["retried-round"] += 1
-            log(WARNING, "round %d: %d valid units < min-clients=%d (attempt %d of "
-                "%d); ψ is left unchanged", server_round, len(done), cfg.min_clients,
-                attempt + 1, cfg.round_retries + 1)
-        else:
-            raise RoundFailedError(
-                f"round {server_round}: fewer than min-clients={cfg.min_clients} "
-                f"valid units in {cfg.round_retries + 1} attempts; stopping")
+                done.extend(ok)
+            return len(done), None
+
+        _, attempts = ops.with_retries(server_round, attempt, "valid units")
         seen = sum(u.seen for u in done)
         return {"sampled": len(units), "valid": len(done), "faults": stats.faults,
-                "attempts": attempt + 1,
+                "attempts": attempts,
                 "clients": sum(1 for u in units if not u.is_pair),
                 "pairs": sum(1 for u in units if u.is_pair),
                 "relay-hops": stats.hops, "exchanges": stats.exchanges,
@@ -462,17 +448,17 @@ class HyperFLoRA(HyperflowerStrategy):
                 "train-acc": sum(u.correct for u in done) / seen}
 
     # ---- end of run ----------------------------------------------------------------
-    def final_report(self, runner: Runner,
+    def final_report(self, ops: ServerOps,
                      nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
         """Pretrain row, values per round, bystanders' train count, fine-tuned acc."""
         cfg = self.cfg
-        rows = [r for r in runner.history if "values-down" in r]
+        rows = [r for r in ops.history if "values-down" in r]
 
         def mean(key: str) -> float:
             return float(np.mean([r[key] for r in rows])) if rows else 0.0
 
         out: dict[str, Any] = {
-            "variant": self.variant, "nonparticipant_protocol": PROTOCOL,
+            "variant": self.variant,
             "lora_rank": cfg.lora_rank, "lora_targets": self.adapted,
             "pair_exchanges": cfg.pair_exchanges if self.variant != "standard" else 0,
             "values_down_per_round": mean("values-down"),
@@ -487,9 +473,9 @@ class HyperFLoRA(HyperflowerStrategy):
             **self.report}
         if cfg.finetune_steps > 0:
             ids = self.registry.participants
-            config = ConfigRecord({"round": runner.best["round"] if runner.best else 0,
+            config = ConfigRecord({"round": ops.best_round,
                                    "phase": "finetune", "method": cfg.method})
-            results, ex = runner.evaluate_clients(
+            results, ex = ops.evaluate_clients(
                 [self.lora_message("evaluate.lora", c, p, config,
                                    **{"finetune-steps": cfg.finetune_steps})
                  for c, p in zip(ids, self.generate(ids), strict=True)],

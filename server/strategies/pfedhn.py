@@ -35,7 +35,7 @@ from server.update import hypernet_step, round_weights
 from server.validation import ClientUpdate
 
 if TYPE_CHECKING:
-    from server.loop import Runner
+    from server.ops import ServerOps
 
 
 def make_optimizer(kind: str, groups: list[dict[str, Any]], lr: float, momentum: float,
@@ -130,6 +130,7 @@ class PFedHN(HyperflowerStrategy):
     """Personalised federated hypernetwork over a per-client embedding store."""
 
     name = "pfedhn"
+    accepts_joiners = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -145,6 +146,12 @@ class PFedHN(HyperflowerStrategy):
             [{"params": list(self.hnet.parameters())},
              {"params": [self.store.weight], "weight_decay": 0.0}],
             cfg.server_lr, cfg.server_momentum, cfg.server_weight_decay)
+
+    def admit(self, client_id: str) -> None:
+        """A joiner gets its own embedding row (a fresh draw, trained from its first
+        round on, like any participant's)."""
+        self.store.add(client_id, {"partition-id":
+                                   self.registry.clients[client_id].partition_id})
 
     def _unbatch(self, batch: dict[str, torch.Tensor]) -> list[Params]:
         n = next(iter(batch.values())).shape[0]
@@ -167,7 +174,7 @@ class PFedHN(HyperflowerStrategy):
                              self.cfg.clip_norm)
         return {"grad-norm": norm}
 
-    def nonparticipant_params(self, runner: Runner, client_ids: Sequence[str]
+    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
                               ) -> dict[str, Params] | None:
         """Fit only new embeddings for held-out clients (φ frozen), then generate."""
         held_out = list(client_ids)
@@ -176,7 +183,7 @@ class PFedHN(HyperflowerStrategy):
 
         def exchange(step: int, ids: list[str], params: list[Params]
                      ) -> dict[str, Params]:
-            updates = runner.train_exchange(ids, params, phase=novel_phase(step))
+            updates = ops.train_exchange(ids, params, phase=novel_phase(step))
             log(INFO, "novel clients: embedding fit %d/%d (%d replies)", step + 1,
                 self.cfg.novel_rounds, len(updates))
             return {u.client_id: u.delta for u in updates}

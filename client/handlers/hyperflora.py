@@ -1,6 +1,6 @@
 """The ClientApp's HyperFLoRA handlers: LoRA adapters on a frozen, cached base model.
 
-Registered on the same :data:`client.app.app` under Flower's named actions:
+Registered on :data:`client.runtime.app` under Flower's named actions:
 
 - ``evaluate.lora``: evaluate θ_pret with the received tensors (adapters, or the
   generated head of "+θ_hd") on this client's validation and test splits. With
@@ -21,18 +21,15 @@ server sends the base again with its next message. A bystander only ever receive
 from __future__ import annotations
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message
 from torch import nn
 
-from client.app import _seed, _setup, app, client_identity
-from client.faults import inject
-from client.privacy import clip_and_noise
-from client.training import evaluate, steps_for, train_steps
+from client.runtime import app, eval_reply, finish_update, seed_for, setup, train_reply
+from client.training import steps_for, train_steps
 from common.config import RunConfig
-from common.faults import fault_for, parse_plan
 from common.models import build_model
 from common.models.lora import add_lora, generated_tensors, pack, unpack
-from common.records import from_record, to_record
+from common.records import from_record
 
 BASE_KEY, BASE_META, COUNTERS = "lora-base", "lora-base-meta", "lora-counters"
 #: The record key of the packed generated tensors (server.strategies.hyperflora.RHO).
@@ -119,8 +116,7 @@ def _counted(context: Context, what: str) -> int:
 @app.train("lora")
 def train_lora(msg: Message, context: Context) -> Message:
     """Train the received adapters on θ_pret (frozen); return Δρ = ρ_fin − ρ_init."""
-    cfg, cid, data = _setup(context)
-    _, pid = client_identity(context, cfg)
+    cfg, cid, pid, data = setup(context)
     _count(context, "train")
     msg_cfg = msg.content["config"]
     packed = from_record(msg.content["params"])
@@ -138,27 +134,19 @@ def train_lora(msg: Message, context: Context) -> Message:
     steps = steps_for(len(y), cfg.batch_size, cfg.local_epochs, cfg.local_steps)
     result = train_steps(model, x, y, steps, cfg.batch_size, lora_lr(cfg),
                          cfg.inner_momentum, cfg.inner_weight_decay,
-                         _seed(cfg, cid, msg_cfg), cfg.local_clip_norm)
+                         seed_for(cfg, cid, msg_cfg), cfg.local_clip_norm)
     trained = dict(model.named_parameters())
     delta = {RHO: pack({k: trained[k].detach() - v for k, v in received.items()},
                        names)}
-    delta, norm = clip_and_noise(delta, cfg.dp_clip, cfg.dp_noise,
-                                 _seed(cfg, cid, msg_cfg, "dp"))
     metrics = {"num-examples": len(y), "train-loss": result.loss,
-               "train-acc": result.accuracy, "steps": result.steps, "delta-norm": norm}
-    fault = fault_for(parse_plan(cfg.fault_injection), pid,
-                      int(msg_cfg.get("round", 0))) if cfg.fault_injection else None
-    if fault:
-        delta, metrics = inject(fault, delta, metrics, cfg.round_timeout,
-                                cfg.max_reply_mb)
-    return Message(RecordDict({"delta": to_record(delta),
-                               "metrics": MetricRecord(metrics)}), reply_to=msg)
+               "train-acc": result.accuracy, "steps": result.steps}
+    return train_reply(msg, *finish_update(cfg, cid, pid, msg_cfg, delta, metrics))
 
 
 @app.evaluate("lora")
 def evaluate_lora(msg: Message, context: Context) -> Message:
     """Evaluate θ_pret + received tensors (optionally fine-tuned locally first)."""
-    cfg, cid, data = _setup(context)
+    cfg, cid, _, data = setup(context)
     msg_cfg = msg.content["config"]
     packed = (from_record(msg.content.array_records["params"])
               if "params" in msg.content.array_records else {})
@@ -169,11 +157,6 @@ def evaluate_lora(msg: Message, context: Context) -> Message:
             raise ValueError("finetune-steps needs adapters to fine-tune")
         train_steps(model, data.x_train, data.y_train, finetune, cfg.batch_size,
                     lora_lr(cfg), cfg.inner_momentum, cfg.inner_weight_decay,
-                    _seed(cfg, cid, msg_cfg, "finetune"), cfg.local_clip_norm)
-    val_loss, val_acc, n_val = evaluate(model, data.x_val, data.y_val)
-    test_loss, test_acc, n_test = evaluate(model, data.x_test, data.y_test)
-    metrics = MetricRecord({"val-loss": val_loss, "val-acc": val_acc, "num-val": n_val,
-                            "test-loss": test_loss, "test-acc": test_acc,
-                            "num-examples": n_test,
-                            "lora-train-messages": _counted(context, "train")})
-    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+                    seed_for(cfg, cid, msg_cfg, "finetune"), cfg.local_clip_norm)
+    return eval_reply(msg, model, data,
+                      **{"lora-train-messages": _counted(context, "train")})

@@ -1,0 +1,162 @@
+"""What every ClientApp handler shares: the app, setup, identity, seeding, replies.
+
+Handlers of each method live in their own module under ``client/handlers/`` and
+register on :data:`app` (``@app.train("lora")`` …); this module imports none of them,
+so there is no import cycle. Every handler starts with :func:`setup` (validated run
+config, stable client id, this client's data), seeds its randomness with
+:func:`seed_for`, and ends a train reply with :func:`train_reply`, which applies the
+same privacy (clipping and noise of deltas) and fault-injection tail for every
+method. Registration (:func:`register`) is shared too: a method adds what its
+clients may report with :func:`registration_field`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import (
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+
+from client.faults import inject
+from client.privacy import clip_and_noise
+from client.training import evaluate
+from common.config import RunConfig, load_plugins, parse_run_config
+from common.faults import fault_for, parse_plan
+from common.models import build_model, count_params
+from common.partition import ClientData, class_indicator, load_client_data
+from common.records import to_record
+
+app = ClientApp()
+torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
+
+#: The record holding a train reply's extra arrays (server.validation.EXTRAS).
+EXTRAS = "extras"
+
+
+@app.lifespan()
+def _plugins(context: Context) -> Iterator[None]:
+    """Import the run's plugin modules before Flower looks up a message's handler,
+    so a method defined outside this package can register its handlers."""
+    load_plugins(context.run_config)
+    yield
+
+
+def client_identity(context: Context, cfg: RunConfig) -> tuple[str, int]:
+    """This client's stable id and partition id, from the node config.
+
+    ``client-id`` (deployment) survives a SuperNode restart, unlike Flower's node id;
+    without it the partition id is the client id.
+    """
+    node = context.node_config
+    if "partition-id" not in node:
+        raise ValueError("node config lacks 'partition-id' (pass --node-config "
+                         "\"partition-id=0 num-partitions=N\" to the SuperNode)")
+    pid = int(node["partition-id"])
+    parts = int(node.get("num-partitions", cfg.num_clients))
+    if parts != cfg.num_clients:
+        raise ValueError(f"node config num-partitions={parts} but run config "
+                         f"num-clients={cfg.num_clients}; they must match")
+    return str(node.get("client-id", pid)), pid
+
+
+def setup(context: Context) -> tuple[RunConfig, str, int, ClientData]:
+    """The validated run config, this client's id and partition id, and its data."""
+    cfg = parse_run_config(context.run_config)
+    cid, pid = client_identity(context, cfg)
+    return cfg, cid, pid, load_client_data(cfg, pid)
+
+
+def seed_for(cfg: RunConfig, cid: str, msg_cfg: ConfigRecord,
+             purpose: str = "") -> torch.Generator:
+    """A generator fixed by (seed, client, round, phase): resumes replay exactly."""
+    phase = str(msg_cfg.get("phase", "")) + purpose
+    entropy = [cfg.seed, int(msg_cfg.get("round", 0)),
+               *[ord(c) for c in cid], *[ord(c) for c in phase]]
+    state = np.random.SeedSequence(entropy).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def finish_update(cfg: RunConfig, cid: str, pid: int, msg_cfg: ConfigRecord,
+                  delta: dict[str, torch.Tensor], metrics: dict[str, Any]
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tail every method's update goes through: client-side clipping and noise
+    of the delta (``dp-clip``, ``dp-noise``; its norm in ``delta-norm``), then the
+    run's fault-injection plan for this client and round, if any."""
+    delta, norm = clip_and_noise(delta, cfg.dp_clip, cfg.dp_noise,
+                                 seed_for(cfg, cid, msg_cfg, "dp"))
+    metrics = {**metrics, "delta-norm": norm}
+    fault = fault_for(parse_plan(cfg.fault_injection), pid,
+                      int(msg_cfg.get("round", 0))) if cfg.fault_injection else None
+    if fault:
+        delta, metrics = inject(fault, delta, metrics, cfg.round_timeout,
+                                cfg.max_reply_mb)
+    return delta, metrics
+
+
+def train_reply(msg: Message, delta: dict[str, torch.Tensor], metrics: dict[str, Any],
+                extras: dict[str, torch.Tensor] | None = None) -> Message:
+    """A train reply: the delta, the metrics and, when the method declares them,
+    extra arrays (validated by the server like the delta)."""
+    records: dict[str, Any] = {"delta": to_record(delta),
+                               "metrics": MetricRecord(metrics)}
+    if extras:
+        records[EXTRAS] = to_record(extras)
+    return Message(RecordDict(records), reply_to=msg)
+
+
+def eval_reply(msg: Message, model: torch.nn.Module, data: ClientData,
+               **extra: float) -> Message:
+    """An evaluate reply: loss and accuracy on this client's validation and test
+    splits (and any extra metrics the handler adds)."""
+    val_loss, val_acc, n_val = evaluate(model, data.x_val, data.y_val)
+    test_loss, test_acc, n_test = evaluate(model, data.x_test, data.y_test)
+    metrics = MetricRecord({"val-loss": val_loss, "val-acc": val_acc, "num-val": n_val,
+                            "test-loss": test_loss, "test-acc": test_acc,
+                            "num-examples": n_test, **extra})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+#: What a client may report at registration, by field name: (run config, client
+#: data, Flower context) -> value. A method's handler module adds its own fields.
+RegistrationField = Callable[[RunConfig, ClientData, Context], Any]
+REGISTRATION_FIELDS: dict[str, RegistrationField] = {
+    "num-train": lambda cfg, data, ctx: len(data.y_train),
+    "num-val": lambda cfg, data, ctx: len(data.y_val),
+    "num-test": lambda cfg, data, ctx: len(data.y_test),
+    "param-count": lambda cfg, data, ctx: count_params(
+        build_model(cfg.model, cfg.num_classes)),
+    "classes": lambda cfg, data, ctx: class_indicator(data.y_train),
+}
+
+
+def registration_field(name: str) -> Callable[[RegistrationField], RegistrationField]:
+    """Register a field a method's clients may report at registration."""
+    def decorate(fn: RegistrationField) -> RegistrationField:
+        REGISTRATION_FIELDS[name] = fn
+        return fn
+    return decorate
+
+
+@app.query()
+def register(msg: Message, context: Context) -> Message:
+    """Registration: stable id, and of the registration fields (sample counts,
+    parameter count K_i, class indicator r_i, …) only what the server's query names
+    in ``fields``."""
+    cfg, cid, pid, data = setup(context)
+    # only what the server asks for leaves the client (a method that promises
+    # "r_i only" asks for nothing else); no list means every field
+    asked = str(msg.content["config"].get("fields", ",".join(REGISTRATION_FIELDS)))
+    info = {"client-id": cid, "partition-id": pid}
+    info.update({k: REGISTRATION_FIELDS[k](cfg, data, context)
+                 for k in asked.split(",") if k in REGISTRATION_FIELDS})
+    return Message(RecordDict({"info": ConfigRecord(info)}), reply_to=msg)

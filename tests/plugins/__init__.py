@@ -1,0 +1,1 @@
+"""Methods defined outside the package, loaded through the ``plugins`` key."""
