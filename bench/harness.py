@@ -573,10 +573,11 @@ def same_run(used: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     """Whether a finished run's resolved config describes the wanted run: keys that
     do not change results aside, and a key the older run did not know counted as
     its default (it ran with the behaviour that default keeps)."""
-    from common.config import DEFAULTS
+    from common.config import defaults
 
+    known = defaults()
     keys = (set(used) | set(wanted)) - set(NOT_RESULT_KEYS)
-    return all(used.get(k, DEFAULTS.get(k)) == wanted.get(k, DEFAULTS.get(k))
+    return all(used.get(k, known.get(k)) == wanted.get(k, known.get(k))
                for k in keys)
 
 

@@ -371,11 +371,12 @@ def readme_table() -> str:
     """The README's table of run-config keys, with the method that owns each."""
     from common.settings import key_table
 
+    known = settings()
     owners: dict[str, list[str]] = {}
     for spec in METHOD_SPECS.values():
         for key in spec.settings:
             owners.setdefault(key, []).append(spec.name)
-    return key_table(settings(), {k: ", ".join(v) for k, v in owners.items()})
+    return key_table(known, {k: ", ".join(v) for k, v in owners.items()})
 
 
 if __name__ == "__main__":

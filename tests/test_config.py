@@ -51,3 +51,25 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
         load_fashion_mnist(str(tmp_path), download=False)
     with pytest.raises(DatasetNotFoundError, match="not a readable folder"):
         load_fashion_mnist(str(tmp_path / "nope"), download=False)
+
+
+def test_readme_key_table_is_generated_from_the_settings():
+    from pathlib import Path
+
+    from common.config import readme_table
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = text.split("<!-- keys:begin")[1].split("<!-- keys:end -->")[0]
+    assert block.split("-->\n", 1)[1].strip() == readme_table().strip(), \
+        "regenerate the README key table: python -m common.config"
+
+
+def test_every_method_declares_its_settings_once_and_has_a_strategy():
+    from common.settings import METHOD_SPECS
+    from server.strategies import STRATEGIES
+
+    assert {"pfedhn", "fedavg", "local", "hyperflora"} <= set(METHOD_SPECS)
+    for name, spec in METHOD_SPECS.items():
+        assert spec.nonparticipant_protocol, name
+        if not name.startswith("toy"):
+            assert name in STRATEGIES, name

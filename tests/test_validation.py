@@ -56,3 +56,43 @@ def _raw(values):
     class Raw(dict):
         pass
     return Raw(values)
+
+
+def train_pair(extras: dict | None, metrics: dict | None = None):
+    """A sent train message and a reply carrying ``extras`` (None: no record)."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    # replies read their run from the task identity Flower's runtime sets
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    sent = Message(RecordDict({"params": SENT, "config": ConfigRecord({})}),
+                   dst_node_id=1, message_type="train")
+    sent.metadata.__dict__["_message_id"] = "m1"
+    content = {"delta": delta(), "metrics": MetricRecord(
+        metrics or {"num-examples": 5})}
+    if extras is not None:
+        content["extras"] = to_record(extras)
+    return sent, Message(RecordDict(content), reply_to=sent)
+
+
+def test_declared_extras_are_validated_like_deltas():
+    from server.validation import ReplyExtra, check_train_reply
+
+    declared = {"embedding": ReplyExtra((4,))}
+    sent, reply = train_pair({"embedding": torch.full((4,), 0.25)})
+    update = check_train_reply("c", reply, sent, extras=declared)
+    assert torch.equal(update.extras["embedding"], torch.full((4,), 0.25))
+    cases = [({"embedding": torch.full((4,), float("nan"))}, "NaN or Inf"),
+             ({"embedding": torch.zeros(5)}, "shape"),
+             ({"embedding": torch.zeros(4), "smuggled": torch.zeros(1)}, "differ"),
+             (None, "lacks the declared extras")]
+    for extras, match in cases:
+        sent, reply = train_pair(extras)
+        with pytest.raises(InvalidReply, match=match):
+            check_train_reply("c", reply, sent, extras=declared)
+    sent, reply = train_pair({"embedding": torch.zeros(4)})
+    with pytest.raises(InvalidReply, match="does not declare"):
+        check_train_reply("c", reply, sent)  # a method that declares none
+    sent, reply = train_pair(None)
+    with pytest.raises(InvalidReply, match="declared metrics"):
+        check_train_reply("c", reply, sent, metric_names=("embedding-spread",))
