@@ -21,6 +21,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from client.checks import data_identity, error_replies, with_node_config
 from client.faults import inject
 from client.privacy import clip_and_noise
 from client.training import evaluate, steps_for, train_steps
@@ -30,7 +31,7 @@ from common.models import build_model, count_params
 from common.partition import ClientData, class_indicator, load_client_data
 from common.records import from_record, to_record
 
-app = ClientApp()
+app = ClientApp(mods=[error_replies])  # exceptions become one-line error replies
 torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
 
 
@@ -53,7 +54,7 @@ def client_identity(context: Context, cfg: RunConfig) -> tuple[str, int]:
 
 
 def _setup(context: Context) -> tuple[RunConfig, str, ClientData]:
-    cfg = parse_run_config(context.run_config)
+    cfg = with_node_config(parse_run_config(context.run_config), context.node_config)
     cid, pid = client_identity(context, cfg)
     return cfg, cid, load_client_data(cfg, pid)
 
@@ -84,12 +85,12 @@ def register(msg: Message, context: Context) -> Message:
         "num-train": lambda: len(data.y_train), "num-val": lambda: len(data.y_val),
         "num-test": lambda: len(data.y_test),
         "param-count": lambda: count_params(build_model(cfg.model, cfg.num_classes)),
-        "classes": lambda: class_indicator(data.y_train),
+        "classes": lambda: class_indicator(data.y_train, cfg.num_classes),
     }
     # only what the server asks for leaves the client (a method that promises
     # "r_i only" asks for nothing else); no list means everything above
     asked = str(msg.content["config"].get("fields", ",".join(available))).split(",")
-    info = {"client-id": cid, "partition-id": pid}
+    info = {"client-id": cid, "partition-id": pid, **data_identity(cfg)}
     info.update({k: available[k]() for k in asked if k in available})
     return Message(RecordDict({"info": ConfigRecord(info)}), reply_to=msg)
 

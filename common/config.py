@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 METHODS = ("pfedhn", "fedavg", "local", "hyperflora")
-DATASETS = ("fashion-mnist", "digits", "synthetic")
+DATASETS = ("fashion-mnist", "digits", "synthetic", "idx", "npz")
 MODELS = ("mlp", "lenet5", "cnn", "vit-tiny")
 PARTITIONERS = ("classes", "dirichlet", "shards")
 DEVICES = ("auto", "cpu", "cuda")
@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "method": "pfedhn",
     "dataset": "fashion-mnist",
     "data-dir": "",
+    "data-fingerprint": "",
     "model": "lenet5",
     "num-clients": 50,
     "holdout": 0.2,
@@ -63,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "max-delta-norm": 0.0,
     "seed": 42,
     "run-name": "",
+    "run-id": "",
     "output-dir": "outputs",
     "resume": False,
     "checkpoint-every": 1,
@@ -107,6 +109,7 @@ class RunConfig:
     method: str
     dataset: str
     data_dir: str
+    data_fingerprint: str
     model: str
     num_clients: int
     holdout: float
@@ -143,6 +146,7 @@ class RunConfig:
     max_delta_norm: float
     seed: int
     run_name: str
+    run_id: str
     output_dir: str
     resume: bool
     checkpoint_every: int
@@ -173,8 +177,10 @@ class RunConfig:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes of the configured dataset."""
-        return 10
+        """Number of classes of the configured dataset (from the labels: idx, npz)."""
+        from common.data import num_classes_of
+
+        return num_classes_of(self.dataset, self.data_dir)
 
     @property
     def resolved_embed_dim(self) -> int:
@@ -272,9 +278,12 @@ def _validate(cfg: RunConfig) -> None:
     if participants < 1:
         raise ConfigError("holdout", "leaves no participating client")
     _at_least("classes-per-client", cfg.classes_per_client, 1)
-    if cfg.classes_per_client > cfg.num_classes:
+    from common.data import classes_bound
+
+    bound = classes_bound(cfg.dataset, cfg.data_dir)  # None: data not on this host
+    if bound is not None and cfg.classes_per_client > bound:
         raise ConfigError("classes-per-client",
-                          f"must be <= {cfg.num_classes} (classes in {cfg.dataset})")
+                          f"must be <= {bound} (classes in {cfg.dataset})")
     if cfg.dirichlet_alpha <= 0:
         raise ConfigError("dirichlet-alpha", f"must be > 0, got {cfg.dirichlet_alpha}")
     _at_least("shards-per-client", cfg.shards_per_client, 1)

@@ -95,7 +95,12 @@ def run_in_process(run_config: dict[str, Any], fault_hook: FaultHook | None = No
                    device: str = "cpu") -> dict[str, Any] | None:
     """Run the ServerApp's code path over a DirectGrid; return the summary (or None
     when the run stopped early through ``stop-after-round``)."""
-    return build_runner(run_config, fault_hook, device).run()
+    from server.runstate import end_run
+
+    runner = build_runner(run_config, fault_hook, device)
+    summary = runner.run()
+    end_run(runner.outputs, summary, runner.cfg)
+    return summary
 
 
 def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None,
@@ -106,14 +111,16 @@ def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None
     from client.app import app as client_app
     from common.config import parse_run_config
     from server.loop import Runner
-    from server.outputs import RunOutputs
     from server.registry import register_clients
+    from server.runstate import check_data, open_run, record_clients_data
     from server.strategies import STRATEGIES
 
     cfg = parse_run_config(run_config)
     grid = DirectGrid(client_app, run_config, cfg.num_clients, fault_hook)
+    outputs = open_run(cfg)
     registry = register_clients(grid, cfg, cfg.round_timeout,
-                                STRATEGIES[cfg.method].registration_fields)
+                                STRATEGIES[cfg.method].registration_fields,
+                                expected_data=check_data(cfg, outputs, local=True))
+    record_clients_data(outputs, registry.data)
     strategy = STRATEGIES[cfg.method](cfg, registry, torch.device(device))
-    return Runner(grid, cfg, registry, strategy,
-                  RunOutputs(cfg.output_dir, cfg.resolved_run_name))
+    return Runner(grid, cfg, registry, strategy, outputs)

@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.faults import fault_for, parse_plan
+from server.failures import exchange_cause, log_faults
 from server.messaging import Exchange, Outgoing, exchange
 from server.outputs import RunOutputs
 from server.plots import plot_run
@@ -73,14 +74,8 @@ class Runner:
 
     def _count_faults(self, ex: Exchange, invalid: dict[str, str],
                       what: str) -> dict[str, int]:
-        for cid, reason in ex.errors.items():
-            log(WARNING, "%s: client %s replied with an error: %s", what, cid, reason)
-        for cid in ex.missing:
-            log(WARNING, "%s: client %s did not reply within %.0fs", what, cid,
-                self.cfg.round_timeout)
-        for cid, reason in invalid.items():
-            log(WARNING, "%s: client %s sent an invalid reply, left out: %s", what,
-                cid, reason)
+        log_faults(what, ex.errors, ex.missing, invalid, len(ex.sent),
+                   self.cfg.round_timeout)  # one line per cause, with the count
         counts = {"error": len(ex.errors), "missing": len(ex.missing),
                   "invalid": len(invalid)}
         self.faults.update({k: v for k, v in counts.items() if v})
@@ -173,7 +168,9 @@ class Runner:
             raise RoundFailedError(
                 f"round {rnd}: fewer than min-clients={self.cfg.min_clients} valid "
                 f"replies in {self.cfg.round_retries + 1} attempts (faults: "
-                f"{faults}); stopping. The checkpoint of round {rnd - 1} is kept: "
+                f"{faults}; cause: "
+                f"{exchange_cause(ex.errors, ex.missing, invalid, len(ex.sent))}); "
+                f"stopping. The checkpoint of round {rnd - 1} is kept: "
                 "fix the clients and run again with resume=true")
         row: dict[str, Any] = {"round": rnd, "sampled": len(messages),
                                "valid": len(valid), "faults": faults,
