@@ -19,7 +19,8 @@ from flwr.common.logger import log
 
 _CODE = re.compile(r"^code (\d+): ")
 _FLWR = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>$", re.DOTALL)
-_LAST_ERROR = re.compile(r"^(\w+(?:Error|Exception|Exit|Interrupt)): (.+)$")
+_LAST_ERROR = re.compile(
+    r"^(?:[\w]+\.)*(\w+(?:Error|Exception|Exit|Interrupt|Warning)): (.+)$")
 #: Client ids named in a grouped line (the rest are counted).
 NAMED = 5
 
