@@ -211,3 +211,26 @@ def test_cli_personalize_never_reports_a_nan_fit(npz_run, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "diverged" in captured.err or "non-finite" in captured.err
     assert captured.out == "" and not diverged.exists()
+
+
+def test_a_background_superlink_with_another_environment_is_refused(tmp_path):
+    from server.localsim import stale_superlink
+
+    port = "47613"  # a stand-in process that looks like a local simulation SuperLink
+    fake = subprocess.Popen(
+        ["bash", "-c", f"exec -a flower-superlink {sys.executable} -c "
+         f"'import time; time.sleep(60)' --simulation --port {port}"],
+        env={"PATH": "/usr/bin:/bin", "HYPERFLOWER_DATA": "/other/folder"})
+    try:
+        deadline = time.monotonic() + 10
+        while not local_superlink_pids(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        mine = {"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
+                "HYPERFLOWER_DATA": str(tmp_path)}
+        why = stale_superlink(mine)
+        assert f"pid {fake.pid}" in why and "HYPERFLOWER_DATA='/other/folder' there" \
+            in why and f"kill {fake.pid}" in why
+        assert stale_superlink({**mine, "HYPERFLOWER_DATA": "/other/folder"}) == ""
+    finally:
+        fake.kill()
+        fake.wait()
