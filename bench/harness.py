@@ -321,7 +321,8 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
     run_dir = out_root / job.name
     log_path = out_root / f"{job.name}.log"
     out_root.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.jsonl", "summary.json", "config.json", "bench-worker.json"):
+    for stale in ("metrics.jsonl", "summary.json", "config.json", "bench-worker.json",
+                  "status.json"):
         (run_dir / stale).unlink(missing_ok=True)
     ckpt = run_dir / "checkpoint" / "state.pt"
     ckpt.unlink(missing_ok=True)
@@ -566,7 +567,8 @@ class LoadMonitor:
 
 #: Run-config keys that say where a run writes, or how often it saves, and do not
 #: change its numbers.
-NOT_RESULT_KEYS = ("output-dir", "checkpoint-every", "eval-clients-per-batch")
+NOT_RESULT_KEYS = ("output-dir", "checkpoint-every", "eval-clients-per-batch",
+                   "run-id", "run")  # run: identity and data record (config.json)
 
 
 def same_run(used: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

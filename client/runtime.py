@@ -27,6 +27,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from client.checks import data_identity, error_replies, with_node_config
 from client.faults import inject
 from client.privacy import clip_and_noise
 from client.training import evaluate
@@ -36,7 +37,7 @@ from common.models import build_model, count_params
 from common.partition import ClientData, class_indicator, load_client_data
 from common.records import to_record
 
-app = ClientApp()
+app = ClientApp(mods=[error_replies])  # exceptions become one-line error replies
 torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
 
 #: The record holding a train reply's extra arrays (server.validation.EXTRAS).
@@ -71,7 +72,7 @@ def client_identity(context: Context, cfg: RunConfig) -> tuple[str, int]:
 
 def setup(context: Context) -> tuple[RunConfig, str, int, ClientData]:
     """The validated run config, this client's id and partition id, and its data."""
-    cfg = parse_run_config(context.run_config)
+    cfg = with_node_config(parse_run_config(context.run_config), context.node_config)
     cid, pid = client_identity(context, cfg)
     return cfg, cid, pid, load_client_data(cfg, pid)
 
@@ -135,7 +136,7 @@ REGISTRATION_FIELDS: dict[str, RegistrationField] = {
     "num-test": lambda cfg, data, ctx: len(data.y_test),
     "param-count": lambda cfg, data, ctx: count_params(
         build_model(cfg.model, cfg.num_classes)),
-    "classes": lambda cfg, data, ctx: class_indicator(data.y_train),
+    "classes": lambda cfg, data, ctx: class_indicator(data.y_train, cfg.num_classes),
 }
 
 
@@ -156,7 +157,9 @@ def register(msg: Message, context: Context) -> Message:
     # only what the server asks for leaves the client (a method that promises
     # "r_i only" asks for nothing else); no list means every field
     asked = str(msg.content["config"].get("fields", ",".join(REGISTRATION_FIELDS)))
-    info = {"client-id": cid, "partition-id": pid}
+    # the data's fingerprint and preprocessing always: the server checks that every
+    # client holds the dataset the config names
+    info = {"client-id": cid, "partition-id": pid, **data_identity(cfg)}
     info.update({k: REGISTRATION_FIELDS[k](cfg, data, context)
                  for k in asked.split(",") if k in REGISTRATION_FIELDS})
     return Message(RecordDict({"info": ConfigRecord(info)}), reply_to=msg)

@@ -28,7 +28,7 @@ from common.settings import (
     open_range,
 )
 
-DATASETS = ("fashion-mnist", "digits", "synthetic")
+DATASETS = ("fashion-mnist", "digits", "synthetic", "idx", "npz")
 MODELS = ("mlp", "lenet5", "cnn", "vit-tiny")
 
 
@@ -67,8 +67,14 @@ SHARED: dict[str, Setting] = {
     "plugin-config": _s("", "a plugin method's own keys as 'key=value key=value' "
                         "(TOML values; Flower accepts only the keys pyproject.toml "
                         "declares)"),
-    "dataset": _s("fashion-mnist", "the dataset", choices=DATASETS, fingerprint=True),
-    "data-dir": _s("", "folder with the dataset files ('' = the usual places)"),
+    "dataset": _s("fashion-mnist", "the dataset ('idx': any MNIST-format folder, "
+                  "'npz': arrays x, y; both in data-dir)", choices=DATASETS,
+                  fingerprint=True),
+    "data-dir": _s("", "where the data is: a folder of IDX files (fashion-mnist, "
+                   "idx), an .npz file or a folder holding one (npz); '' = the usual "
+                   "places. A SuperNode may set its own in its node config"),
+    "data-fingerprint": _s("", "content hash every client's data must match (set by "
+                           "hyperflower run; '' = clients need only agree)"),
     "model": _s("lenet5", "the target network clients train", choices=MODELS,
                 fingerprint=True),
     "num-clients": _s(50, "clients (partitions) in the federation", check=at_least(1),
@@ -110,6 +116,8 @@ SHARED: dict[str, Setting] = {
     "seed": _s(42, "seed of everything random", fingerprint=True),
     "run-name": _s("", "output folder name ('' = method-dataset-s<seed>)",
                    check=_plain_name),
+    "run-id": _s("", "the run's identity ('' = the ServerApp makes one; hyperflower "
+                 "run sets it and shows only this run's summary)"),
     "output-dir": _s("outputs", "where run folders are written"),
     "resume": _s(False, "continue from the run folder's checkpoint"),
     "checkpoint-every": _s(1, "checkpoint (and metrics.jsonl) every k rounds",
@@ -179,6 +187,7 @@ class RunConfig:
     plugin_config: str
     dataset: str
     data_dir: str
+    data_fingerprint: str
     model: str
     num_clients: int
     holdout: float
@@ -204,6 +213,7 @@ class RunConfig:
     max_delta_norm: float
     seed: int
     run_name: str
+    run_id: str
     output_dir: str
     resume: bool
     checkpoint_every: int
@@ -231,8 +241,10 @@ class RunConfig:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes of the configured dataset."""
-        return 10
+        """Number of classes of the configured dataset (from the labels: idx, npz)."""
+        from common.data import num_classes_of
+
+        return num_classes_of(self.dataset, self.data_dir)
 
     @property
     def participants_count(self) -> int:
@@ -348,9 +360,12 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("local-steps", "one of local-epochs, local-steps must be > 0")
     if cfg.participants_count < 1:
         raise ConfigError("holdout", "leaves no participating client")
-    if cfg.classes_per_client > cfg.num_classes:
+    from common.data import classes_bound
+
+    bound = classes_bound(cfg.dataset, cfg.data_dir)  # None: data not on this host
+    if bound is not None and cfg.classes_per_client > bound:
         raise ConfigError("classes-per-client",
-                          f"must be <= {cfg.num_classes} (classes in {cfg.dataset})")
+                          f"must be <= {bound} (classes in {cfg.dataset})")
     if cfg.min_clients > cfg.participants_count:
         raise ConfigError("min-clients",
                           f"must be <= the {cfg.participants_count} participants")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,7 +22,7 @@ import torch
 from common.config import RunConfig
 from common.data import NUM_CLASSES, default_data_dir, load_pooled
 
-_PARTITION_FORMAT = 1
+_PARTITION_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -124,18 +125,23 @@ def _client_splits(dataset: str, data_dir: str, partitioner: str, num_clients: i
     """Compute all clients' splits once and keep them in an on-disk cache.
 
     Deployment starts a fresh ClientApp process per message, so the partitioner's
-    few seconds are paid once per machine, not once per message.
+    few seconds are paid once per machine, not once per message. The cache is keyed
+    by the data's content fingerprint, never by its folder's name alone.
     """
-    key = json.dumps([dataset, data_dir, partitioner, num_clients, classes_per_client,
+    pooled = load_pooled(dataset, data_dir)
+    key = json.dumps([pooled.fingerprint, partitioner, num_clients, classes_per_client,
                       alpha, shards_per_client, val_fraction, test_fraction, seed,
                       _PARTITION_FORMAT])
     path = default_data_dir() / "cache" / "partitions" / (
         hashlib.sha256(key.encode()).hexdigest()[:20] + ".npz")
     if path.exists():
-        with np.load(path) as saved:
-            return tuple(ClientSplit(saved[f"{i}-train"], saved[f"{i}-val"],
-                                     saved[f"{i}-test"]) for i in range(num_clients))
-    pooled = load_pooled(dataset, data_dir)
+        try:
+            with np.load(path) as saved:
+                return tuple(ClientSplit(saved[f"{i}-train"], saved[f"{i}-val"],
+                                         saved[f"{i}-test"])
+                             for i in range(num_clients))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # a torn cache file: compute again and replace it
     parts = partition_indices(np.asarray(pooled.labels), partitioner, num_clients,
                               classes_per_client, alpha, shards_per_client, seed)
     splits = tuple(split_client(p, val_fraction, test_fraction, seed * 100_003 + i)
@@ -171,7 +177,7 @@ def load_client_data(cfg: RunConfig, partition_id: int) -> ClientData:
     return ClientData(xt, yt, xv, yv, xs, ys)
 
 
-def class_indicator(labels: torch.Tensor) -> list[int]:
+def class_indicator(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> list[int]:
     """The 0/1 vector r_i of classes present (no counts), as HyperFLoRA sends it."""
     present = set(int(c) for c in torch.unique(labels))
-    return [1 if c in present else 0 for c in range(NUM_CLASSES)]
+    return [1 if c in present else 0 for c in range(num_classes)]

@@ -1,15 +1,17 @@
 """Print a finished run's accuracy table and where its plots are.
 
-``python -m common.report outputs/<run-name> [more runs...]`` reads each run's
-summary.json; several runs give one table to compare them side by side.
+``hyperflower report outputs/<run-name> [more runs...]`` (or ``python -m
+common.report``) reads each run's summary.json; several runs give one table to compare
+them side by side. A folder whose latest run did not finish prints no table.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from common.runinfo import EXIT_DONE, EXIT_FAILED, EXIT_USAGE, verdict
 
 
 def _pct(summary: dict[str, Any], key: str) -> str:
@@ -36,24 +38,33 @@ def table(summaries: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the table for the run folders given on the command line."""
+    """Print the table for the run folders given on the command line.
+
+    A folder counts only if its latest run finished (:func:`common.runinfo.verdict`):
+    a summary left by an older run is never shown for a newer one that failed. Exit
+    code: 0 all done, else the worst of 1 (failed) and 3 (stopped for resume).
+    """
     args = sys.argv[1:] if argv is None else argv
     if not args:
         print(__doc__)
-        return 2
-    summaries = []
+        return EXIT_USAGE
+    summaries, worst = [], EXIT_DONE
     for folder in map(Path, args):
-        path = folder / "summary.json"
-        if not path.exists():
-            print(f"{folder}: no summary.json (the run failed or has not finished; "
-                  f"see its metrics.jsonl and the flwr log)", file=sys.stderr)
-            return 1
-        summaries.append(json.loads(path.read_text()))
+        found = verdict(folder)
+        if found.summary is None:
+            print(f"error: {found.message}", file=sys.stderr)
+            worst = EXIT_FAILED if EXIT_FAILED in (worst, found.code) else found.code
+            continue
+        if "run_id" not in found.summary:
+            print(f"note: {found.message}", file=sys.stderr)
+        summaries.append(found.summary)
+    if worst != EXIT_DONE:
+        return worst
     print(table(summaries))
     for folder in map(Path, args):
         for png in sorted(folder.glob("*.png")):
             print(f"plot: {png}")
-    return 0
+    return EXIT_DONE
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@
 #   HF_NODE_PORT=9094        the SuperNode's runtime API port (its clientapp dials it)
 #   HF_RUNTIME=supernode-$HF_NODE:$HF_NODE_PORT  what the clientapp SuperExec dials
 #   HF_REGISTER_KEYS         space-separated .pub files (default: $HF_CERTS/nodes/*.pub)
-#   HYPERFLOWER_DATA         this host's data folder (datasets, caches)
+#   HF_DATA_DIR              this SuperNode's own data-dir (node config; overrides the
+#                            run config's data-dir on this host only)
+#   HYPERFLOWER_DATA         this host's cache folder (decoded datasets, partitions)
 set -euo pipefail
 
 certs="${HF_CERTS:-/certs}"
@@ -43,6 +45,7 @@ client_id="${HF_CLIENT_ID:-node-$node}"
 node_key="${HF_NODE_KEY:-$certs/nodes/node-$node.key}"
 node_port="${HF_NODE_PORT:-9094}"
 runtime="${HF_RUNTIME:-supernode-$node:$node_port}"
+data_dir="${HF_DATA_DIR:-}"
 
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 export FLWR_TELEMETRY_ENABLED=0
@@ -82,7 +85,7 @@ build() {
     supernode)
       cmd=(flower-supernode --superlink "$superlink" --isolation process
            --host "$bind" --port "$node_port" "${secret[@]}"
-           --node-config "partition-id=$node num-partitions=$num_nodes client-id=\"$client_id\"")
+           --node-config "partition-id=$node num-partitions=$num_nodes client-id=\"$client_id\"${data_dir:+ data-dir=\"$data_dir\"}")
       if [ "$insecure" = 1 ]; then
         cmd+=(--insecure)
       else

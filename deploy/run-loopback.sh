@@ -16,7 +16,8 @@
 #
 # Ports: the SuperLink serves Fleet, Control and Runtime APIs on $HYPERFLOWER_LINK_PORT
 # (default 9093); SuperNode i's runtime API is on $HYPERFLOWER_LINK_PORT + 10 + i.
-# Outputs: <workdir>/outputs/loopback; logs: <workdir>/*.log.
+# Outputs: <workdir>/outputs/loopback; logs: <workdir>/*.log. Exit code: 0 done,
+# 1 run failed, 2 bad usage, 3 stopped for resume (as `hyperflower run`).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -106,12 +107,15 @@ done
 run_name="loopback"
 flwr run "$root" "$connection" --stream \
   --run-config "num-clients=$nodes output-dir=\"$workdir/outputs\" run-name=\"$run_name\"" \
-  "${run_configs[@]}" 2>&1 | tee "$workdir/run.log"
+  "${run_configs[@]}" 2>&1 | tee "$workdir/run.log" || true  # the record decides
 
-summary="$workdir/outputs/$run_name/summary.json"
-if [ -f "$summary" ]; then
-  echo "loopback deployment finished: $summary"
+# The run's own record decides (never a summary an older run left): exit 0 done,
+# 1 failed, 3 stopped for resume (README, "Exit codes").
+code=0
+(cd "$root" && python -m server.cli report "$workdir/outputs/$run_name") || code=$?
+if [ "$code" = 0 ]; then
+  echo "loopback deployment finished: $workdir/outputs/$run_name/summary.json"
 else
-  echo "the run did not finish: no $summary (see $workdir/*.log)" >&2
-  exit 1
+  echo "the run did not finish (exit $code; see $workdir/*.log)" >&2
 fi
+exit "$code"

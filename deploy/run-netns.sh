@@ -145,12 +145,15 @@ done
 run_name="netns"
 in_operator flwr run "$root" hf --stream \
   --run-config "num-clients=$nodes output-dir=\"$workdir/outputs\" run-name=\"$run_name\"" \
-  "${run_configs[@]}" 2>&1 | tee "$workdir/run.log"
+  "${run_configs[@]}" 2>&1 | tee "$workdir/run.log" || true  # the record decides
 
-summary="$workdir/outputs/$run_name/summary.json"
-if [ -f "$summary" ]; then
-  echo "netns deployment finished: $summary"
+# The run's own record decides (never a summary an older run left): exit 0 done,
+# 1 failed, 3 stopped for resume (README, "Exit codes").
+code=0
+(cd "$root" && python -m server.cli report "$workdir/outputs/$run_name") || code=$?
+if [ "$code" = 0 ]; then
+  echo "netns deployment finished: $workdir/outputs/$run_name/summary.json"
 else
-  echo "the run did not finish: no $summary (see $workdir/*.log)" >&2
-  exit 1
+  echo "the run did not finish (exit $code; see $workdir/*.log)" >&2
 fi
+exit "$code"

@@ -1,4 +1,5 @@
-"""The ServerApp: validate the run config, register clients, run the chosen method."""
+"""The ServerApp: validate the run config, check the data, register clients, run the
+chosen method, record how the run ended."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from client.checks import debug_enabled
 from common.config import ConfigError, parse_run_config
 from server.loop import Runner
-from server.outputs import RunOutputs
 from server.registry import register_clients
+from server.runstate import check_data, end_run, fail_run, open_run, record_clients_data
 from server.strategies import strategy_for
 
 app = ServerApp()
@@ -28,17 +30,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def is_local(grid: Grid) -> bool:
+    """Whether the clients run on this host (simulation, in-process): then the
+    server can check the data itself before contacting any client."""
+    return type(grid).__name__ in ("InMemoryGrid", "DirectGrid")
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run one federated experiment and write its outputs."""
+    """Run one federated experiment and write its outputs.
+
+    The run's id, data and outcome are recorded (server/runstate.py): a failure ends
+    with ``status.json`` naming its cause and one log line, then re-raises so that
+    Flower marks the run failed.
+    """
     torch.set_num_threads(int(os.environ.get("HYPERFLOWER_SERVER_THREADS", "1")))
     cfg = parse_run_config(context.run_config)
-    device = resolve_device(cfg.device)
-    outputs = RunOutputs(cfg.output_dir, cfg.resolved_run_name)
-    log(INFO, "hyperflower: method=%s dataset=%s model=%s clients=%d device=%s -> %s",
-        cfg.method, cfg.dataset, cfg.model, cfg.num_clients, device, outputs.dir)
-    method = strategy_for(cfg.method)
-    registry = register_clients(grid, cfg, cfg.round_timeout,
-                                method.registration_fields)
-    strategy = method(cfg, registry, device)
-    Runner(grid, cfg, registry, strategy, outputs).run()
+    outputs = open_run(cfg)
+    try:
+        expected = check_data(cfg, outputs, is_local(grid))
+        device = resolve_device(cfg.device)
+        log(INFO, "hyperflower: method=%s dataset=%s model=%s clients=%d device=%s "
+            "-> %s", cfg.method, cfg.dataset, cfg.model, cfg.num_clients, device,
+            outputs.dir)
+        method = strategy_for(cfg.method)
+        registry = register_clients(grid, cfg, cfg.round_timeout,
+                                    method.registration_fields,
+                                    expected_data=expected)
+        record_clients_data(outputs, registry.data)
+        strategy = method(cfg, registry, device)
+        summary = Runner(grid, cfg, registry, strategy, outputs).run()
+    except Exception as exc:
+        error = fail_run(outputs, exc)
+        if debug_enabled():
+            raise error from exc
+        raise error from None
+    end_run(outputs, summary, cfg)

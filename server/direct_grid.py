@@ -95,7 +95,12 @@ def run_in_process(run_config: dict[str, Any], fault_hook: FaultHook | None = No
                    device: str = "cpu") -> dict[str, Any] | None:
     """Run the ServerApp's code path over a DirectGrid; return the summary (or None
     when the run stopped early through ``stop-after-round``)."""
-    return build_runner(run_config, fault_hook, device).run()
+    from server.runstate import end_run
+
+    runner = build_runner(run_config, fault_hook, device)
+    summary = runner.run()
+    end_run(runner.outputs, summary, runner.cfg)
+    return summary
 
 
 def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None,
@@ -106,15 +111,17 @@ def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None
     from client.app import app as client_app
     from common.config import parse_run_config
     from server.loop import Runner
-    from server.outputs import RunOutputs
     from server.registry import register_clients
+    from server.runstate import check_data, open_run, record_clients_data
     from server.strategies import strategy_for
 
     cfg = parse_run_config(run_config)
     grid = DirectGrid(client_app, run_config, cfg.num_clients, fault_hook)
+    outputs = open_run(cfg)
     method = strategy_for(cfg.method)
     registry = register_clients(grid, cfg, cfg.round_timeout,
-                                method.registration_fields)
+                                method.registration_fields,
+                                expected_data=check_data(cfg, outputs, local=True))
+    record_clients_data(outputs, registry.data)
     strategy = method(cfg, registry, torch.device(device))
-    return Runner(grid, cfg, registry, strategy,
-                  RunOutputs(cfg.output_dir, cfg.resolved_run_name))
+    return Runner(grid, cfg, registry, strategy, outputs)

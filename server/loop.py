@@ -27,6 +27,7 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.faults import fault_for, parse_plan
+from server.failures import exchange_cause, log_faults
 from server.messaging import Exchange, Outgoing, exchange
 from server.ops import RoundFailedError
 from server.outputs import RunOutputs
@@ -69,6 +70,7 @@ class Runner:
         self.best: dict[str, Any] | None = None
         self.wall_before = 0.0
         self.extra_bytes = {"down": 0, "up": 0}
+        self.last_cause = ""  # of the latest exchange's failures, for error messages
 
     # ---- what hooks read ----------------------------------------------------
     @property
@@ -111,14 +113,9 @@ class Runner:
 
     def _count_faults(self, ex: Exchange, invalid: dict[str, str],
                       what: str) -> dict[str, int]:
-        for cid, reason in ex.errors.items():
-            log(WARNING, "%s: client %s replied with an error: %s", what, cid, reason)
-        for cid in ex.missing:
-            log(WARNING, "%s: client %s did not reply within %.0fs", what, cid,
-                self.cfg.round_timeout)
-        for cid, reason in invalid.items():
-            log(WARNING, "%s: client %s sent an invalid reply, left out: %s", what,
-                cid, reason)
+        log_faults(what, ex.errors, ex.missing, invalid, len(ex.sent),
+                   self.cfg.round_timeout)  # one line per cause, with the count
+        self.last_cause = exchange_cause(ex.errors, ex.missing, invalid, len(ex.sent))
         counts = {"error": len(ex.errors), "missing": len(ex.missing),
                   "invalid": len(invalid)}
         self.faults.update({k: v for k, v in counts.items() if v})
@@ -254,9 +251,10 @@ class Runner:
                 self.cfg.min_clients, number, tries)
         raise RoundFailedError(
             f"round {server_round}: fewer than min-clients={self.cfg.min_clients} "
-            f"{what} in {tries} attempts (faults so far: {dict(self.faults)}); "
-            f"stopping. The checkpoint of round {server_round - 1} is kept: fix the "
-            "clients and run again with resume=true")
+            f"{what} in {tries} attempts (faults so far: {dict(self.faults)}; cause: "
+            f"{self.last_cause}); stopping. The checkpoint of round "
+            f"{server_round - 1} is kept: fix the clients and run again with "
+            "resume=true")
 
     def count_faults(self, counts: Mapping[str, int]) -> None:
         """Add to the run's fault counters (summary.json)."""

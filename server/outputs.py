@@ -1,7 +1,8 @@
 """Everything a run leaves on disk: config, per-round metrics, summary, checkpoint.
 
 ``outputs/<run-name>/`` holds ``config.json``, ``metrics.jsonl`` (one line per
-round), ``summary.json``, PNG plots and ``checkpoint/state.pt``. Files are written
+round), ``summary.json``, ``status.json`` (which run, and how it ended), PNG plots and
+``checkpoint/state.pt``. Files are written
 to a temporary name and renamed, so a kill during a save never leaves a torn file.
 """
 
@@ -43,15 +44,21 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 class RunOutputs:
     """The output folder of one run."""
 
-    def __init__(self, root: str | Path, run_name: str) -> None:
+    def __init__(self, root: str | Path, run_name: str,
+                 stamp: dict[str, Any] | None = None) -> None:
         self.dir = Path(root).expanduser().resolve() / run_name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         self.checkpoint_path = self.dir / "checkpoint" / "state.pt"
+        #: The run's identity and data (``run`` in config.json; id, start time and
+        #: data fingerprint in summary.json): see server/runstate.py.
+        self.stamp: dict[str, Any] = dict(stamp or {})
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """The resolved run config, as the run used it."""
-        atomic_write_json(self.dir / "config.json", config)
+        """The resolved run config, as the run used it, with the run's identity and
+        the data it used (files, cache, fingerprint, preprocessing) under ``run``."""
+        atomic_write_json(self.dir / "config.json",
+                          {**config, "run": self.stamp} if self.stamp else config)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """All per-round rows so far (rewritten whole, so resume never duplicates)."""
@@ -59,8 +66,18 @@ class RunOutputs:
         atomic_write_bytes(self.metrics_path, text.encode())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """The run's headline numbers (summary.json)."""
-        atomic_write_json(self.dir / "summary.json", summary)
+        """The run's headline numbers (summary.json), stamped with the run's id."""
+        data = self.stamp.get("data") or {}
+        ident = {"run_id": self.stamp.get("id"),
+                 "started_at": self.stamp.get("started-at"),
+                 "data_fingerprint": data.get("fingerprint")} if self.stamp else {}
+        atomic_write_json(self.dir / "summary.json", {**summary, **ident})
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        """``status.json``: this run's id and state (running, failed, stopped, done)."""
+        atomic_write_json(self.dir / "status.json",
+                          {"run-id": self.stamp.get("id"), "state": state,
+                           "started-at": self.stamp.get("started-at"), **extra})
 
     def save_checkpoint(self, state: dict[str, Any], config: dict[str, Any]) -> None:
         """Save server state atomically, stamped with the config fingerprint."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from torch import nn
 
 from client.training import evaluate
 from common.config import RunConfig, defaults, parse_run_config
+from common.data import remember_num_classes
 from common.models import build_model, param_shapes
 from common.partition import ClientData, load_client_data, split_participants
 from common.records import from_record, to_record
@@ -44,6 +47,10 @@ MODEL_FORMAT = "hyperflower-model/1"
 
 class PersonalizeError(ValueError):
     """The run or the new client's inputs cannot give a personalised model."""
+
+
+class FitFailedError(PersonalizeError):
+    """The fit ran but gave no usable model (NaN or infinite weights or loss)."""
 
 
 @dataclass
@@ -66,6 +73,10 @@ def load_run(run_dir: str | Path) -> TrainedRun:
             raise PersonalizeError(f"{path} not found: give an outputs/<run> folder of "
                                    "a run that finished at least one evaluated round")
     raw = json.loads(config_path.read_text())
+    data = (raw.get("run") or {}).get("data") or {}
+    if "num-classes" in data:  # the run knows its class count: no data needed here
+        remember_num_classes(raw.get("dataset", ""), raw.get("data-dir", ""),
+                             int(data["num-classes"]))
     known = defaults()
     cfg = parse_run_config({k: v for k, v in raw.items() if k in known})
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -74,34 +85,125 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         state, rnd = best["state"], int(best["round"])
     else:  # stopped before its first evaluation: the latest state is all there is
         state, rnd = ckpt["strategy"], int(ckpt["round"])
-    return TrainedRun(folder, cfg, state, rnd, {"best": best is not None})
+    return TrainedRun(folder, cfg, state, rnd, {"best": best is not None,
+                                                "data": data})
 
 
-def read_client_data(path: str | Path) -> ClientData:
-    """A new client's data from an ``.npz`` file.
+def read_client_data(path: str | Path, run: TrainedRun | None = None,
+                     normalized: bool = False) -> ClientData:
+    """A new client's data from an ``.npz`` file (see :func:`read_client_file`)."""
+    return read_client_file(path, run, normalized)[0]
+
+
+def read_client_file(path: str | Path, run: TrainedRun | None = None,
+                     normalized: bool = False) -> tuple[ClientData, str]:
+    """A new client's data from an ``.npz`` file, preprocessed as the run's data.
 
     Keys: ``x_train``/``y_train`` (or ``x``/``y``), and optionally ``x_val``/``y_val``
-    and ``x_test``/``y_test`` for reporting. Images are float arrays shaped as the
-    model expects ((n, 1, 28, 28) or (n, 28, 28)), normalised like the run's
-    dataset; labels are integers.
+    and ``x_test``/``y_test`` for reporting. Images are (n, 28, 28) or (n, 1, 28, 28),
+    as images are usually stored (uint8, 0-255) or as floats in [0, 1]; the run's
+    own scaling and normalisation are applied (see :func:`preprocess`).
+    ``normalized`` takes images already normalised like the run's data, unchanged.
+    Without ``run`` images are taken as already normalised (the old behaviour).
+    Labels must be the run's classes. Returns the data and, in words, what the
+    images were taken to be.
     """
-    with np.load(path) as arrays:
-        found = dict(arrays)
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise PersonalizeError(f"--data '{path}': no such file")
+    try:
+        with np.load(file) as arrays:
+            found = dict(arrays)
+    except (OSError, ValueError) as exc:
+        raise PersonalizeError(f"--data '{path}' is not a readable .npz file "
+                               f"({' '.join(str(exc).split())})") from None
+    classes = run.cfg.num_classes if run is not None else None
+    hows: set[str] = set()
 
     def pair(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         x = found.get(f"x_{split}", found.get("x") if split == "train" else None)
         y = found.get(f"y_{split}", found.get("y") if split == "train" else None)
         if x is None or y is None:
             return torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long)
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        if xt.dim() == 3:
-            xt = xt.unsqueeze(1)
-        return xt, torch.as_tensor(np.asarray(y, dtype=np.int64))
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim == 4 and x.shape[1] == 1:
+            x = x[:, 0]
+        if x.ndim != 3 or x.shape[1:] != (28, 28):
+            got = "×".join(str(d) for d in x.shape[1:]) or "scalars"
+            raise PersonalizeError(f"{path}: expected 28×28 images in x_{split}, "
+                                   f"got {got}")
+        if len(x) != len(y):
+            raise PersonalizeError(f"{path}: {len(x)} images but {len(y)} labels "
+                                   f"in {split}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise PersonalizeError(f"{path}: labels must be integers, got {y.dtype}")
+        if classes is not None and len(y):
+            bad = y[(y < 0) | (y >= classes)]
+            if len(bad):
+                raise PersonalizeError(f"{path}: label {int(bad[0])} outside the "
+                                       f"run's {classes} classes (0-{classes - 1})")
+        if run is None or normalized:
+            xt, how = torch.as_tensor(np.asarray(x, dtype=np.float32)), \
+                "already normalised as the run's data (used as given)"
+        else:
+            xt, how = preprocess(x, run, str(path))
+        hows.add(how)
+        return xt.unsqueeze(1), torch.as_tensor(y.astype(np.int64))
 
     (xt, yt), (xv, yv), (xs, ys) = pair("train"), pair("val"), pair("test")
     if len(yt) == 0:
         raise PersonalizeError(f"{path} has no training data (keys x_train, y_train)")
-    return ClientData(xt, yt, xv, yv, xs, ys)
+    return ClientData(xt, yt, xv, yv, xs, ys), "; ".join(sorted(hows))
+
+
+def run_preprocessing(run: TrainedRun) -> tuple[float, float, float]:
+    """(scale, mean, std) of the run's dataset: as the run recorded them, else (runs
+    made before they were recorded) from the dataset itself, where it is here."""
+    data = run.info.get("data") or {}
+    if all(k in data for k in ("scale", "mean", "std")):
+        return float(data["scale"]), float(data["mean"]), float(data["std"])
+    from common.data import DataError, DatasetNotFoundError, load_pooled
+
+    try:
+        pooled = load_pooled(run.cfg.dataset, run.cfg.data_dir)
+    except (DatasetNotFoundError, DataError) as exc:
+        raise PersonalizeError(
+            f"the run did not record its preprocessing and its data is not here "
+            f"({exc}); pass images already normalised as its data with "
+            "--normalized") from None
+    return pooled.scale, pooled.mean, pooled.std
+
+
+def preprocess(x: np.ndarray, run: TrainedRun, where: str = "") -> tuple[
+        torch.Tensor, str]:
+    """Images as usually stored (uint8 0-255, or floats in [0, 1]) to the run's model
+    input: the run's images divided by its scale are in [0, 1], so these are
+    normalised with the run's mean and std. Floats that are exact multiples of 1/255
+    go through the uint8 path, so both forms of the same images give the same model.
+    Returns the tensor and the assumption made, in words."""
+    _, mean, std = run_preprocessing(run)
+    if x.dtype == np.uint8:
+        raw, scale, how = x, 255.0, "uint8 images (0-255)"
+    elif np.issubdtype(x.dtype, np.floating):
+        finite = np.isfinite(x).all()
+        low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+        if not finite or low < 0.0 or high > 1.0:
+            raise PersonalizeError(
+                f"{where}: images must be uint8 (0-255) or floats in [0, 1]; got "
+                f"float values in [{low:.3g}, {high:.3g}]"
+                + ("" if finite else " with NaN/Inf")
+                + " (already normalised as the run's data? pass --normalized)")
+        as_bytes = np.rint(x.astype(np.float64) * 255.0)
+        if np.abs(x * 255.0 - as_bytes).max(initial=0.0) < 1e-3:
+            raw, scale = as_bytes.astype(np.uint8), 255.0
+        else:
+            raw, scale = x, 1.0
+        how = "floats in [0, 1]"
+    else:
+        raise PersonalizeError(f"{where}: images must be uint8 (0-255) or floats in "
+                               f"[0, 1], got {x.dtype}")
+    tensor = (torch.from_numpy(np.asarray(raw, dtype=np.float32)) / scale - mean) / std
+    return tensor, f"{how}, normalised as the run's data (mean {mean:g}, std {std:g})"
 
 
 def model_from(cfg: RunConfig, params: Params) -> nn.Module:
@@ -221,6 +323,12 @@ class Personalizer:
         cid = client_id if client_id is not None else (
             str(partition_id) if partition_id >= 0 else "new-client")
         params, info = self.method(cid, partition_id, data, rounds, lr)
+        broken = [k for k, v in params.items() if not torch.isfinite(v).all()]
+        if broken:
+            raise FitFailedError(
+                f"the fit for client {cid} diverged: NaN or infinite weights in "
+                f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}; check "
+                "that the images are preprocessed like the run's data, or lower --lr")
         return params, {"method": self.run.cfg.method, "client-id": cid,
                         "run": str(self.run.dir), "round": self.run.round, **info}
 
@@ -249,7 +357,7 @@ def personalize(run_dir: str | Path, data: ClientData | str | Path | None = None
     """
     run = load_run(run_dir)
     if isinstance(data, str | Path):
-        data = read_client_data(data)
+        data = read_client_data(data, run)
     if data is None and partition_id is not None:
         data = load_client_data(run.cfg, partition_id)
     params, info = personalized_params(
@@ -303,7 +411,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a finished run's folder (outputs/<run-name>)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", help="the new client's data (.npz: x_train, y_train"
-                        "[, x_test, y_test])")
+                        "[, x_test, y_test]); images (n, 28, 28) as uint8 0-255 or "
+                        "floats in [0, 1]: the run's own normalisation is applied")
     source.add_argument("--partition-id", type=int, default=None,
                         help="use this partition of the run's own dataset")
     parser.add_argument("--client-id", default=None,
@@ -313,6 +422,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="embedding-fit steps (default: the run's novel-rounds)")
     parser.add_argument("--lr", type=float, default=None,
                         help="embedding SGD step (default: the run's novel-lr)")
+    parser.add_argument("--normalized", action="store_true",
+                        help="the --data images are already normalised as the run's "
+                        "data (used unchanged)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default=None,
                         help="model file to write (default: <run>/personalized/"
@@ -324,9 +436,13 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # as the ServerApp and ClientApps run: same numerics
     start = time.perf_counter()
     run = load_run(args.run)
-    data = read_client_data(args.data) if args.data else (
-        load_client_data(run.cfg, args.partition_id)
-        if args.partition_id is not None else None)
+    how = None
+    if args.data:
+        data, how = read_client_file(args.data, run, args.normalized)
+        print(f"input: {how}", file=sys.stderr)
+    else:
+        data = (load_client_data(run.cfg, args.partition_id)
+                if args.partition_id is not None else None)
     pid = -1 if args.partition_id is None else args.partition_id
     personalizer = Personalizer(run, args.device)
     t0 = time.perf_counter()
@@ -339,8 +455,14 @@ def main(args: argparse.Namespace) -> int:
                        "personalize": round(made - t0, 4)}
     out = Path(args.out) if args.out else (
         run.dir / "personalized" / f"{info['client-id']}.pt")
+    if how is not None:
+        info["input"] = how
     if data is not None:
         info["metrics"] = evaluate_on(model, data)
+        if any(not math.isfinite(v) for v in info["metrics"].values()):
+            raise FitFailedError(f"the personalised model gives a non-finite loss on "
+                                 f"the client's data ({info['metrics']}); no model "
+                                 "written")
     save_model(model, out, run.cfg, info)
     print(json.dumps({"model-file": str(out), **info}, indent=2))
     return 0

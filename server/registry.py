@@ -20,6 +20,8 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.partition import split_participants
+from server.datacheck import agree_on_data
+from server.failures import cause_lines, main_cause
 from server.messaging import Exchange, Outgoing, exchange
 
 
@@ -40,6 +42,8 @@ class ClientRegistry:
 
     clients: dict[str, ClientInfo] = field(default_factory=dict)
     faults: dict[str, str] = field(default_factory=dict)
+    #: What the clients' data agreed on (server/datacheck.py): fingerprint, scaling.
+    data: dict[str, Any] = field(default_factory=dict)
     _by_node: dict[int, str] = field(default_factory=dict, repr=False)
 
     def _ordered(self) -> list[ClientInfo]:
@@ -120,15 +124,24 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float,
 MIN_REGISTRATION_TIMEOUT = 120.0
 
 
+class RegistrationError(RuntimeError):
+    """Too few clients registered for the run to go on; the message names why."""
+
+
 def register_clients(grid: Grid, cfg: RunConfig, timeout: float,
-                     fields: Mapping[str, Sequence[str]] | None = None
-                     ) -> ClientRegistry:
+                     fields: Mapping[str, Sequence[str]] | None = None,
+                     expected_data: str = "") -> ClientRegistry:
     """Query every node, build the registry and decide participants (seeded holdout).
 
     ``fields`` names the metadata each role ("participant", "nonparticipant") may
     send (default: all). When the roles differ, a first query asks only for the
     identity and a second one asks each client for its role's fields, so a held-out
     client never sends what its method promises it keeps.
+
+    Failed registrations are logged once per cause with their count; fewer
+    participants than ``min-clients`` stop the run with the most common cause, and
+    clients whose data differ from each other or from ``expected_data`` (a data
+    fingerprint) stop it too (:func:`server.datacheck.agree_on_data`).
     """
     timeout = max(timeout, MIN_REGISTRATION_TIMEOUT)
     started = time.monotonic()
@@ -156,11 +169,18 @@ def register_clients(grid: Grid, cfg: RunConfig, timeout: float,
         registry.faults[node_key] = "no reply to registration"
     if not same:
         _ask_roles(grid, registry, cfg, roles, timeout)
-    for node_key, reason in registry.faults.items():
-        log(WARNING, "registration of node %s failed: %s", node_key, reason)
-    if not registry.participants:
-        raise RuntimeError("no participating client registered; check that the "
-                           "SuperNodes' partition ids match num-clients")
+    failed = {f"node {k}": v for k, v in registry.faults.items()}
+    for line in cause_lines(failed, len(nodes)):
+        log(WARNING, "registration: %s", line)
+    if len(registry.participants) < cfg.min_clients:
+        cause = main_cause(failed, len(nodes))
+        raise RegistrationError(
+            f"registration: {len(registry.participants)} participating clients "
+            f"registered, min-clients={cfg.min_clients} needed; "
+            + (cause or "check that the SuperNodes' partition ids match "
+               "num-clients"))
+    registry.data = agree_on_data({c: i.meta for c, i in registry.clients.items()},
+                                  expected_data, cfg)
     log(INFO, "registered %d clients (%d participants, %d held out)",
         len(registry.clients), len(registry.participants),
         len(registry.nonparticipants))
@@ -245,9 +265,17 @@ def admit_joiners(grid: Grid, registry: ClientRegistry, cfg: RunConfig,
     roles = {k: list(v) for k, v in (fields or {}).items()}
     identity = _query(grid, [int(n) for n in joiners], cfg, [], timeout)
     by_role: dict[bool, list[int]] = {True: [], False: []}
+    agreed = registry.data.get("fingerprint")
     for node_key, reply in identity.replies.items():
-        pid = int(reply.content.config_records["info"]["partition-id"])
-        by_role[pid in chosen].append(int(node_key))
+        info = reply.content.config_records["info"]
+        found = str(info.get("data-fingerprint", ""))
+        if agreed and found != agreed:
+            registry.faults[node_key] = (f"client {info['client-id']!r} holds other "
+                                         f"data ({found}) than the run ({agreed})")
+            log(WARNING, "joiner on node %s refused: %s", node_key,
+                registry.faults[node_key])
+            continue
+        by_role[int(info["partition-id"]) in chosen].append(int(node_key))
     admitted = []
     for participant, nodes in by_role.items():
         role = "participant" if participant else "nonparticipant"

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.cli import main as cli_main
 from common.config import ConfigError, parse_run_config
 from common.models import build_model, param_shapes
 from common.partition import load_client_data, split_participants
 from server.app import resolve_device
+from server.cli import main as cli_main
 from server.direct_grid import run_in_process
 from server.personalize import (
     PersonalizeError,
@@ -100,7 +100,8 @@ def test_cli_writes_a_ready_model_file(runs, tmp_path, capsys):
     np.savez(npz, x_train=data.x_train.numpy(), y_train=data.y_train.numpy(),
              x_test=data.x_test.numpy(), y_test=data.y_test.numpy())
     out = tmp_path / "model.pt"
-    assert cli_main(["personalize", str(run_dir), "--data", str(npz),
+    # these images are already normalised as the run's data: --normalized says so
+    assert cli_main(["personalize", str(run_dir), "--data", str(npz), "--normalized",
                      "--client-id", str(pid), "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["model-file"] == str(out) and printed["method"] == "pfedhn"

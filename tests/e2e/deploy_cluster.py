@@ -95,11 +95,12 @@ class LoopbackCluster:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
-    def start_node(self, i: int, tag: str = "") -> subprocess.Popen:
-        """SuperNode ``i`` (its own key and partition) and its ClientApp SuperExec."""
+    def start_node(self, i: int, tag: str = "", **extra: str) -> subprocess.Popen:
+        """SuperNode ``i`` (its own key and partition) and its ClientApp SuperExec;
+        ``extra`` environment for the SuperNode (e.g. ``HF_DATA_DIR``)."""
         port = str(self.node_ports[i])
         node = self.service(f"supernode-{i}{tag}", "supernode", HF_NODE=str(i),
-                            HF_NODE_PORT=port)
+                            HF_NODE_PORT=port, **extra)
         self.service(f"clientapp-{i}{tag}", "clientapp", HF_NODE=str(i),
                      HF_RUNTIME=f"127.0.0.1:{port}")
         return node

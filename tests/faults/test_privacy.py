@@ -11,8 +11,11 @@ from flwr.app import Message
 from server.direct_grid import run_in_process
 from tests.conftest import small_config
 
-ALLOWED_INFO = {"client-id", "partition-id", "num-train", "num-val", "num-test",
-                "param-count", "classes"}
+# identity: who the client is, and which dataset it loaded (a hash and the scaling of
+# the pooled set every client of a run holds: nothing of its own partition)
+IDENTITY = {"client-id", "partition-id", "data-fingerprint", "data-norm"}
+ALLOWED_INFO = IDENTITY | {"num-train", "num-val", "num-test", "param-count",
+                           "classes"}
 
 
 class Recorder:
@@ -46,7 +49,7 @@ def test_registration_sends_only_what_the_method_asks_for(tmp_path):
                 sent.setdefault(int(info["partition-id"]), set()).update(info)
         assert len(sent) == 10
         for pid, keys in sent.items():
-            assert keys - {"client-id", "partition-id"} <= roles[pid in chosen], (
+            assert keys - IDENTITY <= roles[pid in chosen], (
                 method, pid, keys)
 
 
