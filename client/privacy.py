@@ -18,7 +18,10 @@ def clip_and_noise(delta: dict[str, torch.Tensor], clip: float, noise_multiplier
     Returns the new delta and its norm before clipping. Noise needs a clip bound,
     since its scale is relative to it.
     """
-    norm = float(torch.sqrt(sum((d.double() ** 2).sum() for d in delta.values())))
+    total = torch.zeros((), dtype=torch.float64)
+    for d in delta.values():
+        total = total + (d.double() ** 2).sum()
+    norm = float(torch.sqrt(total))
     if clip <= 0:
         return delta, norm
     scale = min(1.0, clip / (norm + 1e-12))

@@ -35,7 +35,7 @@ from common.config import RunConfig, load_plugins, parse_run_config
 from common.faults import fault_for, parse_plan
 from common.models import build_model, count_params
 from common.partition import ClientData, class_indicator, load_client_data
-from common.records import to_record
+from common.records import as_int, config_of, to_record
 
 app = ClientApp(mods=[error_replies])  # exceptions become one-line error replies
 torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
@@ -81,7 +81,7 @@ def seed_for(cfg: RunConfig, cid: str, msg_cfg: ConfigRecord,
              purpose: str = "") -> torch.Generator:
     """A generator fixed by (seed, client, round, phase): resumes replay exactly."""
     phase = str(msg_cfg.get("phase", "")) + purpose
-    entropy = [cfg.seed, int(msg_cfg.get("round", 0)),
+    entropy = [cfg.seed, as_int(msg_cfg.get("round", 0)),
                *[ord(c) for c in cid], *[ord(c) for c in phase]]
     state = np.random.SeedSequence(entropy).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
@@ -97,7 +97,7 @@ def finish_update(cfg: RunConfig, cid: str, pid: int, msg_cfg: ConfigRecord,
                                  seed_for(cfg, cid, msg_cfg, "dp"))
     metrics = {**metrics, "delta-norm": norm}
     fault = fault_for(parse_plan(cfg.fault_injection), pid,
-                      int(msg_cfg.get("round", 0))) if cfg.fault_injection else None
+                      as_int(msg_cfg.get("round", 0))) if cfg.fault_injection else None
     if fault:
         delta, metrics = inject(fault, delta, metrics, cfg.round_timeout,
                                 cfg.max_reply_mb)
@@ -156,10 +156,11 @@ def register(msg: Message, context: Context) -> Message:
     cfg, cid, pid, data = setup(context)
     # only what the server asks for leaves the client (a method that promises
     # "r_i only" asks for nothing else); no list means every field
-    asked = str(msg.content["config"].get("fields", ",".join(REGISTRATION_FIELDS)))
+    asked = str(config_of(msg).get("fields", ",".join(REGISTRATION_FIELDS)))
     # the data's fingerprint and preprocessing always: the server checks that every
     # client holds the dataset the config names
-    info = {"client-id": cid, "partition-id": pid, **data_identity(cfg)}
+    info: dict[str, Any] = {"client-id": cid, "partition-id": pid,
+                            **data_identity(cfg)}
     info.update({k: REGISTRATION_FIELDS[k](cfg, data, context)
                  for k in asked.split(",") if k in REGISTRATION_FIELDS})
     return Message(RecordDict({"info": ConfigRecord(info)}), reply_to=msg)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 
 def to_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
@@ -29,3 +29,32 @@ def content_bytes(content: RecordDict) -> int:
 def message_bytes(message: Message) -> int:
     """Bytes a message carries (0 for an error reply, which has no content)."""
     return 0 if message.has_error() else content_bytes(message.content)
+
+
+def arrays_of(message: Message, name: str = "params") -> ArrayRecord:
+    """The ArrayRecord ``name`` of a message (KeyError when it has none)."""
+    return message.content.array_records[name]
+
+
+def config_of(message: Message, name: str = "config") -> ConfigRecord:
+    """The ConfigRecord ``name`` of a message (KeyError when it has none)."""
+    return message.content.config_records[name]
+
+
+def metrics_of(message: Message, name: str = "metrics") -> MetricRecord:
+    """The MetricRecord ``name`` of a message (KeyError when it has none)."""
+    return message.content.metric_records[name]
+
+
+def as_int(value: object) -> int:
+    """A record value (int, float or numeric string) as an int; TypeError otherwise,
+    so a malformed value fails with its type named."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return int(value)
+
+
+def numeric(record: MetricRecord | ConfigRecord) -> dict[str, float]:
+    """The scalar numbers of a record, as floats (lists and strings left out)."""
+    return {k: float(v) for k, v in record.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -75,6 +75,7 @@ class DirectGrid(Grid):
             if msg is None:
                 continue
             node = msg.metadata.dst_node_id
+            reply: Message | None
             try:
                 reply = self.client_app(msg, self.contexts[node])
             except Exception as exc:  # noqa: BLE001 - a raising ClientApp is a reply

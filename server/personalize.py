@@ -437,6 +437,7 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     run = load_run(args.run)
     how = None
+    data: ClientData | None
     if args.data:
         data, how = read_client_file(args.data, run, args.normalized)
         print(f"input: {how}", file=sys.stderr)

@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.partition import split_participants
+from common.records import as_int
 from server.datacheck import agree_on_data
 from server.failures import cause_lines, main_cause
 from server.messaging import Exchange, Outgoing, exchange
@@ -157,8 +158,8 @@ def register_clients(grid: Grid, cfg: RunConfig, timeout: float,
     chosen = set(participants)
     registry = ClientRegistry()
     for node_key, reply in result.replies.items():
-        info = dict(reply.content.config_records["info"])
-        cid, pid = str(info["client-id"]), int(info["partition-id"])
+        info: dict[str, Any] = dict(reply.content.config_records["info"])
+        cid, pid = str(info["client-id"]), as_int(info["partition-id"])
         if cid in registry.clients:
             registry.faults[node_key] = f"duplicate client id {cid!r}"
             continue
@@ -275,19 +276,19 @@ def admit_joiners(grid: Grid, registry: ClientRegistry, cfg: RunConfig,
             log(WARNING, "joiner on node %s refused: %s", node_key,
                 registry.faults[node_key])
             continue
-        by_role[int(info["partition-id"]) in chosen].append(int(node_key))
+        by_role[as_int(info["partition-id"]) in chosen].append(int(node_key))
     admitted = []
     for participant, nodes in by_role.items():
         role = "participant" if participant else "nonparticipant"
         result = _query(grid, nodes, cfg, roles.get(role) if roles else None, timeout)
         for node_key, reply in result.replies.items():
-            info = dict(reply.content.config_records["info"])
-            cid = str(info["client-id"])
+            meta: dict[str, Any] = dict(reply.content.config_records["info"])
+            cid = str(meta["client-id"])
             if cid in registry.clients:
                 registry.faults[node_key] = f"duplicate client id {cid!r}"
                 continue
-            registry.add(ClientInfo(cid, int(node_key), int(info["partition-id"]),
-                                    participant, info))
+            registry.add(ClientInfo(cid, int(node_key), as_int(meta["partition-id"]),
+                                    participant, meta))
             admitted.append(cid)
             log(INFO, "client %s joined on node %s as a %s", cid, node_key,
                 "participant" if participant else "held-out client")

@@ -29,7 +29,7 @@ from client.training import steps_for, train_steps
 from common.config import RunConfig
 from common.models import build_model
 from common.models.lora import add_lora, generated_tensors, pack, unpack
-from common.records import from_record
+from common.records import arrays_of, as_int, config_of, from_record
 
 BASE_KEY, BASE_META, COUNTERS = "lora-base", "lora-base-meta", "lora-counters"
 #: The record key of the packed generated tensors (server.strategies.hyperflora.RHO).
@@ -104,13 +104,13 @@ def _count(context: Context, what: str) -> int:
     if COUNTERS not in context.state.config_records:
         context.state[COUNTERS] = ConfigRecord({})
     counters = context.state.config_records[COUNTERS]
-    counters[what] = int(counters.get(what, 0)) + 1
-    return int(counters[what])
+    counters[what] = as_int(counters.get(what, 0)) + 1
+    return as_int(counters[what])
 
 
 def _counted(context: Context, what: str) -> int:
     record = context.state.config_records.get(COUNTERS)
-    return int(record.get(what, 0)) if record is not None else 0
+    return as_int(record.get(what, 0)) if record is not None else 0
 
 
 @app.train("lora")
@@ -118,8 +118,8 @@ def train_lora(msg: Message, context: Context) -> Message:
     """Train the received adapters on θ_pret (frozen); return Δρ = ρ_fin − ρ_init."""
     cfg, cid, pid, data = setup(context)
     _count(context, "train")
-    msg_cfg = msg.content["config"]
-    packed = from_record(msg.content["params"])
+    msg_cfg = config_of(msg)
+    packed = from_record(arrays_of(msg))
     model, names = lora_model(cfg, cached_base(msg, context), packed)
     if not names:
         raise ValueError("a train.lora message without adapters")
@@ -127,7 +127,8 @@ def train_lora(msg: Message, context: Context) -> Message:
                 if k in names}
     classes = msg_cfg.get("classes")
     x, y = restrict(data.x_train, data.y_train,
-                    None if classes is None else list(classes))
+                    None if not isinstance(classes, list) else [as_int(c)
+                                                                 for c in classes])
     if len(y) == 0:
         raise ValueError("none of this client's training samples is in the classes "
                          "of the pseudo-client")
@@ -147,11 +148,11 @@ def train_lora(msg: Message, context: Context) -> Message:
 def evaluate_lora(msg: Message, context: Context) -> Message:
     """Evaluate θ_pret + received tensors (optionally fine-tuned locally first)."""
     cfg, cid, _, data = setup(context)
-    msg_cfg = msg.content["config"]
-    packed = (from_record(msg.content.array_records["params"])
+    msg_cfg = config_of(msg)
+    packed = (from_record(arrays_of(msg))
               if "params" in msg.content.array_records else {})
     model, names = lora_model(cfg, cached_base(msg, context), packed)
-    finetune = int(msg_cfg.get("finetune-steps", 0))
+    finetune = as_int(msg_cfg.get("finetune-steps", 0))
     if finetune > 0:
         if not names:
             raise ValueError("finetune-steps needs adapters to fine-tune")

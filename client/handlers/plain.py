@@ -15,7 +15,7 @@ from client.training import steps_for, train_steps
 from common.config import RunConfig
 from common.models import build_model
 from common.partition import ClientData
-from common.records import from_record
+from common.records import arrays_of, as_int, config_of, from_record
 
 
 def model_from(cfg: RunConfig, params: ArrayRecord) -> torch.nn.Module:
@@ -29,8 +29,8 @@ def model_from(cfg: RunConfig, params: ArrayRecord) -> torch.nn.Module:
 def train(msg: Message, context: Context) -> Message:
     """Train the received parameters locally and return Δ = θ_trained − θ_received."""
     cfg, cid, pid, data = setup(context)
-    delta, metrics = local_update(cfg, cid, pid, data, msg.content["config"],
-                                  msg.content["params"])
+    delta, metrics = local_update(cfg, cid, pid, data, config_of(msg),
+                                  arrays_of(msg))
     return train_reply(msg, delta, metrics)
 
 
@@ -44,7 +44,7 @@ def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
     """
     received = from_record(params)
     model = model_from(cfg, params)
-    steps = int(msg_cfg.get("local-steps", steps_for(
+    steps = as_int(msg_cfg.get("local-steps", steps_for(
         len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps)))
     result = train_steps(model, data.x_train, data.y_train, steps, cfg.batch_size,
                          cfg.inner_lr, cfg.inner_momentum, cfg.inner_weight_decay,
@@ -60,4 +60,4 @@ def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
 def evaluate_model(msg: Message, context: Context) -> Message:
     """Evaluate the received parameters on this client's validation and test splits."""
     cfg, _, _, data = setup(context)
-    return eval_reply(msg, model_from(cfg, msg.content["params"]), data)
+    return eval_reply(msg, model_from(cfg, arrays_of(msg)), data)

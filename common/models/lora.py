@@ -23,6 +23,7 @@ import copy
 import fnmatch
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -104,14 +105,18 @@ class LoRAConv2d(nn.Conv2d):
     @classmethod
     def from_layer(cls, layer: nn.Conv2d, rank: int, alpha: float) -> LoRAConv2d:
         """Wrap an existing convolution; its weights are copied."""
-        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, rank, alpha,
-                  stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+        # torch's stubs type these attributes as tuple[int, ...]: a 2-d conv's are pairs
+        new = cls(layer.in_channels, layer.out_channels,
+                  layer.kernel_size, rank, alpha,  # type: ignore[arg-type]
+                  stride=layer.stride,  # type: ignore[arg-type]
+                  padding=layer.padding,  # type: ignore[arg-type]
+                  dilation=layer.dilation,  # type: ignore[arg-type]
                   groups=layer.groups, bias=layer.bias is not None,
                   padding_mode=layer.padding_mode)
         new.to(layer.weight.device, layer.weight.dtype)
         with torch.no_grad():
             new.weight.copy_(layer.weight)
-            if layer.bias is not None:
+            if layer.bias is not None and new.bias is not None:
                 new.bias.copy_(layer.bias)
         return new
 
@@ -127,14 +132,17 @@ class LoRAConv2d(nn.Conv2d):
 
     def merged(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` with W + (α/r)·B A."""
-        out = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
-                        stride=self.stride, padding=self.padding,
-                        dilation=self.dilation, groups=self.groups,
+        out = nn.Conv2d(self.in_channels, self.out_channels,
+                        self.kernel_size,  # type: ignore[arg-type]
+                        stride=self.stride,  # type: ignore[arg-type]
+                        padding=self.padding,  # type: ignore[arg-type]
+                        dilation=self.dilation,  # type: ignore[arg-type]
+                        groups=self.groups,
                         bias=self.bias is not None, padding_mode=self.padding_mode)
         out.to(self.weight.device, self.weight.dtype)
         with torch.no_grad():
             out.weight.copy_(self.weight + self.delta_weight())
-            if self.bias is not None:
+            if self.bias is not None and out.bias is not None:
                 out.bias.copy_(self.bias)
         return out
 
@@ -196,8 +204,12 @@ def add_lora(model: nn.Module, targets: str | Sequence[str] | None, rank: int = 
         layer = model.get_submodule(name)
         if isinstance(layer, LORA_LAYERS):
             continue
-        kind = LoRAConv2d if isinstance(layer, nn.Conv2d) else LoRALinear
-        _set_module(model, name, kind.from_layer(layer, rank, alpha))
+        wrapped: nn.Module
+        if isinstance(layer, nn.Conv2d):
+            wrapped = LoRAConv2d.from_layer(layer, rank, alpha)
+        else:
+            wrapped = LoRALinear.from_layer(cast(nn.Linear, layer), rank, alpha)
+        _set_module(model, name, wrapped)
     for pname, param in model.named_parameters():
         param.requires_grad_(is_lora_param(pname))
     return names
@@ -246,7 +258,7 @@ def generated_tensors(model: nn.Module, generate_head: bool = False
         return tensors
     head = head_name(model)
     tensors = {k: v for k, v in tensors.items() if not k.startswith(head + ".")}
-    layer = model.get_submodule(head)
+    layer = cast(nn.Linear, model.get_submodule(head))
     tensors[f"{head}.weight"] = layer.weight.detach()
     if layer.bias is not None:
         tensors[f"{head}.bias"] = layer.bias.detach()

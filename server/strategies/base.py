@@ -29,7 +29,14 @@ from flwr.serverapp.strategy import Strategy
 
 from common.config import RunConfig
 from common.models import build_model, count_params, param_shapes
-from common.records import from_record, to_record
+from common.records import (
+    arrays_of,
+    as_int,
+    from_record,
+    metrics_of,
+    numeric,
+    to_record,
+)
 from common.settings import METHOD_SPECS, MethodSpec
 from server.registry import ClientRegistry, client_at, message_to
 from server.validation import ClientUpdate, ReplyExtra, extras_of
@@ -173,12 +180,12 @@ class HyperflowerStrategy(Strategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Apply validated train replies to the server state."""
         updates = [ClientUpdate(client_at(self.registry, r.metadata.src_node_id),
-                                from_record(r.content["delta"]),
-                                int(r.content["metrics"]["num-examples"]),
-                                dict(r.content["metrics"]), extras_of(r))
+                                from_record(arrays_of(r, "delta")),
+                                as_int(metrics_of(r)["num-examples"]),
+                                numeric(metrics_of(r)), extras_of(r))
                    for r in replies]
         metrics = self.apply_updates(server_round, updates) if updates else {}
-        return None, MetricRecord(metrics)
+        return None, MetricRecord(dict(metrics))
 
     def evaluate_messages(self, client_ids: Sequence[str],
                           config: ConfigRecord) -> list[Message]:
@@ -198,8 +205,8 @@ class HyperflowerStrategy(Strategy):
     def aggregate_evaluate(self, server_round: int,
                            replies: Iterable[Message]) -> MetricRecord | None:
         """Mean and spread of the clients' evaluation metrics (one vote each)."""
-        per_client = [dict(r.content["metrics"]) for r in replies]
-        return MetricRecord(summarise(per_client)) if per_client else None
+        per_client = [numeric(metrics_of(r)) for r in replies]
+        return MetricRecord(dict(summarise(per_client))) if per_client else None
 
     def summary(self) -> None:
         """Log what this strategy is and its sizes."""
