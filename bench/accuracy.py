@@ -28,8 +28,10 @@ from bench.harness import (
 from bench.report import (
     aggregate,
     bar_with_errors,
+    divergence,
     fmt,
     load_caveat,
+    mark_diverged,
     pm,
     save_plot,
     table,
@@ -154,7 +156,7 @@ def run_record(result: JobResult) -> dict[str, Any]:
     rec["nonparticipant_protocol"] = s.get("nonparticipant_protocol")
     rec["curve"] = [(r["round"], r["participant-val-acc"], r["participant-test-acc"])
                     for r in result.rows if "participant-val-acc" in r]
-    return rec
+    return mark_diverged(rec, divergence(s, result.rows, result.error))
 
 
 def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
@@ -196,7 +198,12 @@ def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
              "thread each; the overhead suite shows `flwr run` gives the same "
              "numbers with the same seed.",
              load_caveat(meta["load"], meta["machine"]["cpus"])]
-    failed = [r for r in runs if not r["ok"]]
+    diverged = [r for r in runs if r.get("diverged")]
+    if diverged:
+        notes.append("Diverged runs (shown as NaN, not counted in any mean): " +
+                     ", ".join(f"{r['method']} seed {r['seed']} ({r['diverged']})"
+                               for r in diverged) + ".")
+    failed = [r for r in runs if not r["ok"] and not r.get("diverged")]
     if failed:
         notes.append("Failed runs (left out): " + ", ".join(
             f"{r['method']} seed {r['seed']} ({r['error']})" for r in failed) + ".")
@@ -246,7 +253,7 @@ def run(suite: str, quick: bool = False, parallel: int = 2,
     with LoadMonitor() as load:
         results = run_or_reuse(suite, jobs, parallel, reuse)
     runs = [run_record(r) for r in results]
-    ok = [r for r in runs if r["ok"]]
+    ok = [r for r in runs if r["ok"] or r.get("diverged")]
     rows = aggregate(ok, "method", SUMMARY_KEYS)
     meta = {"machine": machine(), "load": load.summary(), "parallel": parallel,
             "quick": quick}

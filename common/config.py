@@ -16,7 +16,7 @@ from typing import Any
 METHODS = ("pfedhn", "fedavg", "local", "hyperflora")
 DATASETS = ("fashion-mnist", "digits", "synthetic")
 MODELS = ("mlp", "lenet5", "cnn", "vit-tiny")
-PARTITIONERS = ("classes", "dirichlet", "shards")
+PARTITIONERS = ("classes", "dirichlet", "shards", "class-shares")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("sgd", "adam")
 WEIGHTINGS = ("uniform", "samples")
@@ -44,16 +44,17 @@ DEFAULTS: dict[str, Any] = {
     "inner-lr": 5e-3,
     "inner-momentum": 0.9,
     "inner-weight-decay": 5e-5,
-    "local-clip-norm": 0.0,
+    "local-clip-norm": 50.0,
     "server-optimizer": "sgd",
     "server-lr": 5e-2,
     "server-momentum": 0.9,
     "server-weight-decay": 1e-3,
+    "embed-lr": 0.0,
     "clip-norm": 50.0,
     "weighting": "uniform",
     "embed-dim": 0,
     "hn-hidden": 100,
-    "hn-layers": 3,
+    "hn-n-hidden": 3,
     "novel-rounds": 10,
     "novel-lr": 1.0,
     "eval-every": 10,
@@ -129,11 +130,12 @@ class RunConfig:
     server_lr: float
     server_momentum: float
     server_weight_decay: float
+    embed_lr: float
     clip_norm: float
     weighting: str
     embed_dim: int
     hn_hidden: int
-    hn_layers: int
+    hn_n_hidden: int
     novel_rounds: int
     novel_lr: float
     eval_every: int
@@ -180,6 +182,12 @@ class RunConfig:
     def resolved_embed_dim(self) -> int:
         """pFedHN's default embedding size 1 + N/4 when ``embed-dim`` is 0."""
         return self.embed_dim or 1 + self.num_clients // 4
+
+    @property
+    def resolved_embed_lr(self) -> float:
+        """The embeddings' server lr: ``embed-lr``, or ``server-lr`` when it is 0 (the
+        authors' ``--embed-lr`` defaults to ``--lr`` the same way)."""
+        return self.embed_lr or self.server_lr
 
     @property
     def resolved_run_name(self) -> str:
@@ -275,6 +283,11 @@ def _validate(cfg: RunConfig) -> None:
     if cfg.classes_per_client > cfg.num_classes:
         raise ConfigError("classes-per-client",
                           f"must be <= {cfg.num_classes} (classes in {cfg.dataset})")
+    if (cfg.partitioner == "class-shares"
+            and (cfg.num_clients * cfg.classes_per_client) % cfg.num_classes):
+        raise ConfigError("classes-per-client", "class-shares needs num-clients × "
+                          f"classes-per-client divisible by {cfg.num_classes} (every "
+                          "class held by the same number of clients)")
     if cfg.dirichlet_alpha <= 0:
         raise ConfigError("dirichlet-alpha", f"must be > 0, got {cfg.dirichlet_alpha}")
     _at_least("shards-per-client", cfg.shards_per_client, 1)
@@ -293,11 +306,12 @@ def _validate(cfg: RunConfig) -> None:
     _at_least("inner-weight-decay", cfg.inner_weight_decay, 0.0)
     _at_least("local-clip-norm", cfg.local_clip_norm, 0.0)
     _at_least("server-weight-decay", cfg.server_weight_decay, 0.0)
+    _at_least("embed-lr", cfg.embed_lr, 0.0)
     _at_least("clip-norm", cfg.clip_norm, 0.0)
     _at_least("max-delta-norm", cfg.max_delta_norm, 0.0)
     _at_least("embed-dim", cfg.embed_dim, 0)
     _at_least("hn-hidden", cfg.hn_hidden, 1)
-    _at_least("hn-layers", cfg.hn_layers, 1)
+    _at_least("hn-n-hidden", cfg.hn_n_hidden, 0)
     _at_least("novel-rounds", cfg.novel_rounds, 0)
     _at_least("eval-every", cfg.eval_every, 1)
     _at_least("eval-clients-per-batch", cfg.eval_clients_per_batch, 1)

@@ -7,6 +7,7 @@ summary.json; several runs give one table to compare them side by side.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,29 @@ def _pct(summary: dict[str, Any], key: str) -> str:
     value = summary.get(key)
     if value is None:
         return "n/a"
+    if summary.get("diverged") or math.isnan(value):
+        return "NaN (diverged)"
     std = summary.get(f"{key}_std")
     return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
+def diverged(summary: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """Whether a run diverged: a NaN/Inf loss in its rows or a NaN accuracy.
+
+    A NaN model still "classifies" (argmax of NaN logits), so its accuracy can read
+    as a plain number such as 0.0; the table names such a run instead.
+    """
+    for row in rows:
+        if any(k.endswith("loss") and isinstance(v, int | float)
+               and not math.isfinite(v) for k, v in row.items()):
+            return True
+    return any(isinstance(summary.get(k), float) and math.isnan(summary[k])
+               for k in ("participant_acc", "nonparticipant_acc", "global_acc"))
+
+
 def table(summaries: list[dict[str, Any]]) -> str:
-    """A Markdown table of the headline numbers of one or more runs."""
+    """A Markdown table of the headline numbers of one or more runs (a summary
+    flagged ``diverged`` shows NaN in its accuracy columns)."""
     head = ("| method | dataset | participants acc % | non-participants acc % | "
             "global acc % | best round | MB down/round | MB up/round | CTWC | HS |")
     rows = [head, "|" + "---|" * 10]
@@ -48,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{folder}: no summary.json (the run failed or has not finished; "
                   f"see its metrics.jsonl and the flwr log)", file=sys.stderr)
             return 1
-        summaries.append(json.loads(path.read_text()))
+        summary = json.loads(path.read_text())
+        metrics = folder / "metrics.jsonl"
+        rows = ([json.loads(line) for line in metrics.read_text().splitlines()
+                 if line.strip()] if metrics.exists() else [])
+        summary["diverged"] = diverged(summary, rows)
+        summaries.append(summary)
     print(table(summaries))
     for folder in map(Path, args):
         for png in sorted(folder.glob("*.png")):

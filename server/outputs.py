@@ -19,7 +19,7 @@ import torch
 FINGERPRINT_KEYS = ("method", "dataset", "model", "num-clients", "holdout",
                     "partitioner", "classes-per-client", "dirichlet-alpha",
                     "shards-per-client", "seed", "clients-per-round", "embed-dim",
-                    "hn-hidden", "hn-layers", "hypernet", "chunk-size",
+                    "hn-hidden", "hn-n-hidden", "hypernet", "chunk-size",
                     "chunk-embed-dim", "lora-rank", "lora-targets",
                     "hyperflora-variant")
 CHECKPOINT_FORMAT = 1

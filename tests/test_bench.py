@@ -10,7 +10,7 @@ import pytest
 
 from bench import accuracy, readme
 from bench.harness import RESULTS, ROOT, Job, load_preset
-from bench.report import aggregate, fmt, mean_std, pm, table
+from bench.report import aggregate, divergence, fmt, mean_std, pm, table
 
 
 def test_mean_std_ignores_missing_and_nan():
@@ -115,3 +115,41 @@ def test_quick_results_never_go_to_the_committed_folder():
 
     assert results_dir(False) == RESULTS
     assert Path(ROOT / "outputs") in results_dir(True).parents
+
+
+def test_a_diverged_run_is_flagged_nan_in_the_rendered_table():
+    data = fake_accuracy_data()
+    nan_run = dict(data["runs"][0], seed=3, curve=[(1, float("nan"), 0.0)])
+    nan_run["participant_acc"] = 0.0  # a NaN model's argmax still "scores"
+    rows = [{"round": 1, "train-loss": 0.7},
+            {"round": 2, "train-loss": float("nan"),
+             "participant-test-loss": float("nan"), "participant-test-acc": 0.0}]
+    cause = divergence({"participant_acc": 0.0}, rows)
+    assert "round 2" in cause
+    accuracy.mark_diverged(nan_run, cause)
+    assert math.isnan(nan_run["participant_acc"])
+    data["runs"].append(nan_run)
+    data["rows"] = aggregate(data["runs"], "method", accuracy.SUMMARY_KEYS)
+    page = accuracy.render(json.loads(json.dumps(data)))
+    line = next(x for x in page.splitlines() if x.startswith("| pFedHN (per-tensor)"))
+    assert "NaN (1/3 diverged)" in line and "0.0" not in line
+    assert "Diverged runs" in page and "seed 3" in page
+    # a run that stopped with a NaN error is named too; a healthy one is not
+    assert divergence(None, [], "round 4: delta holds NaN or Inf")
+    assert divergence({"participant_acc": 0.9}, [{"train-loss": 0.1}]) == ""
+
+
+def test_single_run_report_names_a_diverged_run():
+    from common import report
+
+    summary = {"method": "pfedhn", "dataset": "fashion-mnist",
+               "participant_acc": 0.0, "participant_acc_std": 0.0,
+               "nonparticipant_acc": None, "global_acc": None, "best_round": 10,
+               "bytes_down_per_round": 1e6, "bytes_up_per_round": 1e6,
+               "client_trainable_params": 1, "hypernet_params": 2}
+    rows = [{"round": 10, "participant-test-loss": float("nan")}]
+    summary["diverged"] = report.diverged(summary, rows)
+    text = report.table([summary])
+    assert "NaN (diverged)" in text and "0.00" not in text
+    assert not report.diverged({**summary, "participant_acc": 0.5},
+                               [{"participant-test-loss": 0.3}])

@@ -11,15 +11,18 @@ from torch import nn
 class PerTensorHyperNet(nn.Module):
     """h(v; φ): embedding v -> every tensor of the target network.
 
-    As in Shamsian et al. (2021): ``layers`` hidden layers of ``hidden`` units with
-    ReLU, then a linear head per target tensor. A batch of embeddings (B, d) yields a
-    batch of parameter sets, so all sampled clients are generated in one forward.
+    The authors' ``CNNHyper`` (AvivSham/pFedHN, ``experiments/pfedhn/models.py``):
+    the trunk of :func:`mlp_trunk` (Linear, then ``n_hidden`` × (ReLU, Linear)), then
+    one linear head per target tensor reading the trunk's last Linear output directly
+    (no ReLU before the heads), with PyTorch's default initialisation throughout. A
+    batch of embeddings (B, d) yields a batch of parameter sets, so all sampled
+    clients are generated in one forward.
     """
 
     def __init__(self, embed_dim: int, target_shapes: Mapping[str, torch.Size],
-                 hidden: int = 100, layers: int = 3) -> None:
+                 hidden: int = 100, n_hidden: int = 3) -> None:
         super().__init__()
-        self.trunk = mlp_trunk(embed_dim, hidden, layers)
+        self.trunk = mlp_trunk(embed_dim, hidden, n_hidden)
         self.shapes = {k: torch.Size(s) for k, s in target_shapes.items()}
         self.heads = nn.ModuleDict({
             _safe(k): nn.Linear(hidden, int(torch.Size(s).numel()))
@@ -32,13 +35,17 @@ class PerTensorHyperNet(nn.Module):
                 for k, s in self.shapes.items()}
 
 
-def mlp_trunk(in_features: int, hidden: int, layers: int) -> nn.Sequential:
-    """The hypernetworks' shared trunk: ``layers`` × (Linear to ``hidden``, ReLU)."""
-    trunk: list[nn.Module] = []
-    width = in_features
-    for _ in range(layers):
-        trunk += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
+def mlp_trunk(in_features: int, hidden: int, n_hidden: int) -> nn.Sequential:
+    """The hypernetworks' shared trunk, the authors' ``CNNHyper.mlp``.
+
+    ``Linear(in_features, hidden)``, then ``n_hidden`` × (ReLU, ``Linear(hidden,
+    hidden)``): it ends on a Linear, so the heads read every feature (a trailing ReLU
+    would zero about half of them at initialisation). ``n_hidden`` is the authors'
+    ``--n-hidden`` (run-config key ``hn-n-hidden``); 0 gives a single Linear.
+    """
+    trunk: list[nn.Module] = [nn.Linear(in_features, hidden)]
+    for _ in range(n_hidden):
+        trunk += [nn.ReLU(), nn.Linear(hidden, hidden)]
     return nn.Sequential(*trunk)
 
 
