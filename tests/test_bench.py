@@ -153,3 +153,27 @@ def test_single_run_report_names_a_diverged_run():
     assert "NaN (diverged)" in text and "0.00" not in text
     assert not report.diverged({**summary, "participant_acc": 0.5},
                                [{"participant-test-loss": 0.3}])
+
+
+def test_tune_chooses_on_validation_and_flags_rising_curves():
+    from bench import tune
+
+    assert tune.flattened([0.5, 0.7, 0.8, 0.801, 0.802, 0.8]) is True
+    assert tune.flattened([0.5, 0.6, 0.7, 0.8, 0.9]) is False
+    assert tune.flattened([0.5, 0.6]) is None
+    grid = {"server-lr": [0.01, 0.05]}
+    labels = [tune.label(p) for p in tune.points(grid)]
+    runs = [{"point": labels[0], "seed": s, "ok": True, "val_acc": v,
+             "best_round": 30, "wall_s": 1.0, "flattened": True}
+            for s, v in ((1, 0.90), (2, 0.92))]
+    runs += [{"point": labels[1], "seed": s, "ok": True, "val_acc": v,
+              "best_round": 30, "wall_s": 1.0, "flattened": False}
+             for s, v in ((1, 0.95), (2, 0.93))]
+    rows = tune.summarise(runs, labels)
+    assert [bool(r.get("chosen")) for r in rows] == [False, True]
+    assert rows[1]["still_rising"] == 2
+    page = tune.render({"name": "x", "what": "", "command": "python -m bench tune x",
+                        "preset": "quickstart", "overrides": {}, "sets": {},
+                        "seeds": [1, 2], "rows": rows})
+    assert "test" not in page.lower().replace("test accuracy is not read", "")
+    assert "Not flattened within the budget: server-lr=0.05" in page
