@@ -177,3 +177,17 @@ def test_tune_chooses_on_validation_and_flags_rising_curves():
                         "seeds": [1, 2], "rows": rows})
     assert "test" not in page.lower().replace("test accuracy is not read", "")
     assert "Not flattened within the budget: server-lr=0.05" in page
+
+
+def test_time_to_accuracy_counts_client_updates_with_pretraining():
+    rows = [{"round": r, "round-s": 2.0} for r in range(1, 5)]
+    rows[1]["participant-test-acc"] = 0.5
+    rows[2]["participant-test-acc"] = 0.95
+    rows[3]["participant-test-acc"] = 1.0
+    tta = accuracy.time_to_accuracy(rows, {"clients-per-round": 10})
+    assert tta["updates_to_90"] == 30 and tta["wall_to_90"] == 6.0
+    assert tta["updates_to_97"] == 40 and tta["wall_to_97"] == 8.0
+    pre = accuracy.time_to_accuracy(rows, {"clients-per-round": 10,
+                                           "method": "hyperflora",
+                                           "pretrain-rounds": 20})
+    assert pre["updates_to_90"] == 230
