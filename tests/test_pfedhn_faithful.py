@@ -153,3 +153,22 @@ def test_official_preset_is_the_authors_trainer_setting():
     assert (cfg.hn_hidden, cfg.hn_n_hidden, cfg.resolved_embed_dim) == (100, 3, 13)
     assert (cfg.model, cfg.partitioner, cfg.classes_per_client,
             cfg.num_clients) == ("cnn", "class-shares", 2, 50)
+
+
+def test_per_tensor_heads_start_constant_tensors_at_their_value():
+    from server.hypernets.pertensor import offset_constant_tensors
+
+    vit = build_model("vit-tiny", seed=0)
+    shapes = param_shapes(vit)
+    torch.manual_seed(0)
+    hnet = PerTensorHyperNet(13, shapes, hidden=32, n_hidden=1)
+    done = offset_constant_tensors(hnet, dict(vit.named_parameters()))
+    assert done and all(name.endswith("norm1.weight") or name.endswith("norm2.weight")
+                        or "norm" in name for name in done)
+    with torch.no_grad():
+        out = hnet(torch.randn(4, 13))
+    assert abs(float(out["blocks.0.norm1.weight"].mean()) - 1.0) < 0.1
+    # a CNN target has no constant tensor: the authors' initialisation, untouched
+    lenet = build_model("lenet5", seed=0)
+    fresh = PerTensorHyperNet(13, param_shapes(lenet), hidden=32, n_hidden=1)
+    assert offset_constant_tensors(fresh, dict(lenet.named_parameters())) == []

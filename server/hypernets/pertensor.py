@@ -35,6 +35,27 @@ class PerTensorHyperNet(nn.Module):
                 for k, s in self.shapes.items()}
 
 
+@torch.no_grad()
+def offset_constant_tensors(hnet: PerTensorHyperNet,
+                            reference: Mapping[str, torch.Tensor]) -> list[str]:
+    """Start each constant tensor of the target (a LayerNorm gain of 1) at its value.
+
+    Heads at PyTorch's default init generate every tensor around 0; for a tensor the
+    target initialises to a constant c ≠ 0 that is a broken start (a ViT whose
+    LayerNorm gains are ≈ 0 sits at chance), so c is added to that head's bias.
+    Tensors with a random default init (every tensor of the CNN and LeNet targets)
+    are left as the authors' code has them. Returns the names offset.
+    """
+    done = []
+    for name, ref in reference.items():
+        ref = ref.detach().float()
+        value = float(ref.reshape(-1)[0])
+        if ref.numel() > 1 and float(ref.std()) == 0 and value != 0:
+            hnet.heads[_safe(name)].bias.add_(value)
+            done.append(name)
+    return done
+
+
 def mlp_trunk(in_features: int, hidden: int, n_hidden: int) -> nn.Sequential:
     """The hypernetworks' shared trunk, the authors' ``CNNHyper.mlp``.
 

@@ -34,7 +34,7 @@ from flwr.common.logger import log
 from common.config import RunConfig
 from common.models import build_model
 from server.hypernets.chunked import ChunkedHyperNet
-from server.hypernets.pertensor import PerTensorHyperNet
+from server.hypernets.pertensor import PerTensorHyperNet, offset_constant_tensors
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
 from server.update import hypernet_step, round_weights, undiluted
@@ -71,16 +71,18 @@ def frozen(module: torch.nn.Module):
 def build_hypernet(cfg: RunConfig, shapes: dict[str, torch.Size]) -> torch.nn.Module:
     """pFedHN's hypernetwork for a run config (the strategy and offline tools):
     per-tensor heads, or chunked (run-config key ``hypernet``)."""
+    # the target's own initialisation: a LayerNorm gain is generated around 1 (and,
+    # for the chunked generator, every tensor at its default init scale)
+    reference = dict(build_model(cfg.model, cfg.num_classes,
+                                 seed=cfg.seed).named_parameters())
     if cfg.hypernet == "chunked":
-        # the target's own initialisation sets each tensor's scale (a LayerNorm
-        # gain is generated around 1, a Linear weight at PyTorch's default scale)
-        reference = dict(build_model(cfg.model, cfg.num_classes,
-                                     seed=cfg.seed).named_parameters())
         return ChunkedHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
                                cfg.hn_n_hidden, cfg.chunk_size, cfg.chunk_embed_dim,
                                reference={k: reference[k] for k in shapes})
-    return PerTensorHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
+    hnet = PerTensorHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
                              cfg.hn_n_hidden)
+    offset_constant_tensors(hnet, {k: reference[k] for k in shapes})
+    return hnet
 
 
 def build_store(cfg: RunConfig) -> EmbeddingStore:
