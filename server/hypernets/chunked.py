@@ -7,8 +7,9 @@ chunk embedding c_j, so its size barely depends on the target network.
 
     f     = trunk(v)                          the authors' trunk (:func:`mlp_trunk`)
     z_j   = ReLU(U f + a + V c_j)             one per chunk j = 1 … ceil(L / chunk)
-    r     = concat_j(W z_j + b_j)[:L]         b_j: a learnable bias per chunk
-    θ     = μ + σ ⊙ r                         μ, σ: the target's init mean / scale
+    r     = concat_j(W z_j)[:L]               the client- and chunk-dependent part
+    θ     = μ + σ ⊙ r + concat_j(b_j)[:L]     μ, σ: the target's init mean / scale;
+                                              b_j: a learnable bias per chunk
 
 A purely linear map of [f, c_j] would give every chunk the *same* client-dependent
 part (W U f), so the chunk and client parts meet under a ReLU. Three things make the
@@ -23,9 +24,11 @@ than PyTorch's and only ~3 % of its output varied with the client):
   part unit variance, and U, a are set on a probe batch of N(0, 1) embeddings (the
   store's initial distribution) so that U f + a has zero mean and unit variance
   across clients: before the ReLU, client and chunk parts weigh the same;
-- **per-chunk biases** b_j (zero at start) are a learnable base: together they hold
-  one value per generated value, so the generator learns θ's shared part there and
-  its trunk only the client-specific offset.
+- **per-chunk biases** b_j (zero at start) are a learnable base in θ's own units
+  (not scaled by σ): together they hold one value per generated value, so θ's shared
+  part is learnt there at the pace of a per-tensor head's bias, and the network
+  generates the client-dependent offset around it. (Scaling the base by σ too would
+  slow its SGD steps by σ², ~10⁻³ for LeNet's fc1, and its Adam steps by σ.)
 
 :class:`ChunkedGenerator` maps trunk features to a flat vector of any requested
 length up to its capacity (MH-pFedHN: one generator per size group, a length K_i per
@@ -127,7 +130,8 @@ class ChunkedGenerator(nn.Module):
         self.mix_features.bias.sub_(mu).div_(sd)
 
     def raw(self, features: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """r before the init scale, (B, length): unit variance at the start."""
+        """r, the network's part before the init scale, (B, length): unit variance
+        at the start."""
         length = self.capacity if length is None else length
         if not 0 < length <= self.capacity:
             raise ValueError(f"length {length} outside (0, {self.capacity}]")
@@ -135,15 +139,14 @@ class ChunkedGenerator(nn.Module):
         client = self.mix_features(features)                         # (B, h)
         chunk = self.mix_chunks(self.chunk_embeddings[:n])            # (n, h)
         z = torch.relu(client[:, None, :] + chunk[None, :, :])        # (B, n, h)
-        values = self.head(z) + self.chunk_bias[:n]                   # (B, n, c)
-        return values.flatten(1)[:, :length]
+        return self.head(z).flatten(1)[:, :length]                  # (B, L)
 
     def forward(self, features: torch.Tensor, length: int | None = None
                 ) -> torch.Tensor:
-        """θ = μ + σ ⊙ r: the first ``length`` values (all by default), (B, length)."""
+        """θ = μ + σ ⊙ r + b: the first ``length`` values (all by default)."""
         raw = self.raw(features, length)
         n = raw.shape[1]
-        return self.mean[:n] + self.std[:n] * raw
+        return self.mean[:n] + self.std[:n] * raw + self.chunk_bias.flatten()[:n]
 
 
 def _padded(values: torch.Tensor | None, length: int, padded: int,
