@@ -1,4 +1,5 @@
-"""``python -m bench <suite> [--quick] [--parallel N]`` and ``python -m bench readme``.
+"""``python -m bench <suite> [--quick] [--parallel N]``, ``python -m bench readme`` and
+``python -m bench tune <target> ...`` (a validation-only grid search, docs/tuning.md).
 
 Each suite writes ``bench/results/<suite>.json``, ``<suite>.md`` and PNG plots;
 ``readme`` rewrites the README's Results block from ``bench/results/*.md``.
@@ -51,6 +52,11 @@ SUITES: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run a suite (or the README generator)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "tune":
+        from bench.tune import main as tune_main
+
+        return tune_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("suite", help="a suite name, 'list', or 'readme'")
@@ -67,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, (what, _) in SUITES.items():
             print(f"{name:12s} {what}")
         print(f"{'readme':12s} rewrite README.md's Results block from bench/results")
+        print(f"{'tune':12s} a validation-only grid search: python -m bench tune "
+              "<target> --help")
         return 0
     if args.suite == "readme":
         from bench.readme import main as readme_main

@@ -28,8 +28,10 @@ from bench.harness import (
 from bench.report import (
     aggregate,
     bar_with_errors,
+    divergence,
     fmt,
     load_caveat,
+    mark_diverged,
     pm,
     save_plot,
     table,
@@ -47,8 +49,10 @@ class Method:
 
 
 #: The chunked hypernetwork shares one head across ~100 chunks, so its gradient is
-#: ~100× larger than a per-tensor head's and SGD at pFedHN's lr diverges; it uses
-#: Adam (as MH-pFedHN's code does), lr chosen on validation in a short sweep.
+#: far larger than a per-tensor head's and SGD at pFedHN's lr diverges; it uses Adam.
+#: Its lr, 1e-3, was re-chosen for the rescaled generator of issue 10 on participants'
+#: validation accuracy (digits, seeds 42 and 43, grid 3e-4 / 1e-3 / 3e-3:
+#: bench/results/tune-chunked-digits.md; docs/tuning.md).
 CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam", "server-lr": 1e-3}
 
 #: HyperFLoRA on the same split: FedAvg pre-training (``pretrain-rounds``, the FedAvg
@@ -60,7 +64,8 @@ CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam", "server-lr": 1e-3}
 #: keeps that step bounded (without it, local training diverges to NaN).
 HYPERFLORA = {"method": "hyperflora", "hyperflora-variant": "paired",
               "pretrain-rounds": 20, "server-lr": 0.1, "hn-hidden": 128,
-              "lora-lr": 0.05, "finetune-steps": 30, "local-clip-norm": 5.0}
+              "hn-n-hidden": 2, "lora-lr": 0.05, "finetune-steps": 30,
+              "local-clip-norm": 5.0}
 
 FMNIST = [
     Method("pFedHN (per-tensor)", "quickstart"),
@@ -76,6 +81,11 @@ DIGITS = [
     Method("FedAvg", "digits-quick", {"method": "fedavg"}),
     Method("Local only", "digits-quick", {"method": "local"}),
 ]
+
+#: Fractions of the final participants' accuracy for the time-to-accuracy columns.
+TTA_FRACTIONS = (0.90, 0.97)
+TTA_KEYS = tuple(f"{kind}_to_{round(100 * f)}" for f in TTA_FRACTIONS
+                 for kind in ("updates", "wall"))
 
 SUMMARY_KEYS = ("participant_acc", "nonparticipant_acc", "global_acc",
                 "participant_val_acc", "best_round", "bytes_down_per_round",
@@ -154,7 +164,38 @@ def run_record(result: JobResult) -> dict[str, Any]:
     rec["nonparticipant_protocol"] = s.get("nonparticipant_protocol")
     rec["curve"] = [(r["round"], r["participant-val-acc"], r["participant-test-acc"])
                     for r in result.rows if "participant-val-acc" in r]
-    return rec
+    rec.update(time_to_accuracy(result.rows, result.job.config(Path("."))))
+    return mark_diverged(rec, divergence(s, result.rows, result.error))
+
+
+def time_to_accuracy(rows: list[dict[str, Any]], cfg: dict[str, Any]
+                     ) -> dict[str, float | None]:
+    """Client updates and wall seconds until the participants' test accuracy first
+    reaches 90 % and 97 % of its final (last evaluated) value.
+
+    Client updates = rounds × clients per round, pre-training rounds included
+    (HyperFLoRA's FedAvg phase); wall = the loop's round times up to that round
+    (pre-training's own wall time is not in the rows). Read off the evaluated rounds
+    only, so the resolution is ``eval-every``.
+    """
+    evals = [(r["round"], r["participant-test-acc"]) for r in rows
+             if "participant-test-acc" in r]
+    out: dict[str, float | None] = dict.fromkeys(TTA_KEYS)
+    if not evals:
+        return out
+    per_round = int(cfg.get("clients-per-round", 10))
+    pre = (int(cfg.get("pretrain-rounds", 0))
+           if cfg.get("method") == "hyperflora" else 0)
+    final = evals[-1][1]
+    for frac in TTA_FRACTIONS:
+        reached = next((rnd for rnd, acc in evals if acc >= frac * final), None)
+        if reached is None:
+            continue
+        tag = round(100 * frac)
+        out[f"updates_to_{tag}"] = float((pre + reached) * per_round)
+        out[f"wall_to_{tag}"] = sum(r.get("round-s", 0.0) for r in rows
+                                    if r.get("round", 0) <= reached)
+    return out
 
 
 def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
@@ -173,6 +214,13 @@ def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
           fmt(r["hypernet_params"]),
           fmt(None if r["server_update_s"] is None else 1e3 * r["server_update_s"], 3),
           fmt(r["round_s"], 3)] for r in rows])
+    if rows and TTA_KEYS[0] in rows[0]:
+        body += "\n\n" + table(
+            ["method", *[f"to {round(100 * f)} % of final: client updates / s"
+                         for f in TTA_FRACTIONS]],
+            [[r["method"], *[f"{fmt(r[f'updates_to_{round(100 * f)}'])} / "
+                             f"{fmt(r[f'wall_to_{round(100 * f)}'], 3)}"
+                             for f in TTA_FRACTIONS]] for r in rows])
     sizing = ", ".join(f"{k}={v}" for k, v in spec.sizing.items())
     notes = [f"### Accuracy — {spec.title}", "",
              f"Mean ± std over seeds {', '.join(map(str, spec.seeds))} "
@@ -196,7 +244,12 @@ def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
              "thread each; the overhead suite shows `flwr run` gives the same "
              "numbers with the same seed.",
              load_caveat(meta["load"], meta["machine"]["cpus"])]
-    failed = [r for r in runs if not r["ok"]]
+    diverged = [r for r in runs if r.get("diverged")]
+    if diverged:
+        notes.append("Diverged runs (shown as NaN, not counted in any mean): " +
+                     ", ".join(f"{r['method']} seed {r['seed']} ({r['diverged']})"
+                               for r in diverged) + ".")
+    failed = [r for r in runs if not r["ok"] and not r.get("diverged")]
     if failed:
         notes.append("Failed runs (left out): " + ", ".join(
             f"{r['method']} seed {r['seed']} ({r['error']})" for r in failed) + ".")
@@ -246,8 +299,8 @@ def run(suite: str, quick: bool = False, parallel: int = 2,
     with LoadMonitor() as load:
         results = run_or_reuse(suite, jobs, parallel, reuse)
     runs = [run_record(r) for r in results]
-    ok = [r for r in runs if r["ok"]]
-    rows = aggregate(ok, "method", SUMMARY_KEYS)
+    ok = [r for r in runs if r["ok"] or r.get("diverged")]
+    rows = aggregate(ok, "method", (*SUMMARY_KEYS, *TTA_KEYS))
     meta = {"machine": machine(), "load": load.summary(), "parallel": parallel,
             "quick": quick}
     data = {"suite": suite, "title": spec.title, "seeds": list(spec.seeds),

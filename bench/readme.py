@@ -51,9 +51,11 @@ def rerender(results: Path = RESULTS) -> list[str]:
 
 
 def pages(results: Path = RESULTS) -> list[Path]:
-    """Result pages in README order: the known suites, then any others by name."""
+    """Result pages in README order: the known suites, then any others by name
+    (tuning sweeps, ``tune-*.md``, are indexed by docs/tuning.md instead)."""
     known = [results / f"{s}.md" for s in RENDERERS if (results / f"{s}.md").exists()]
-    others = sorted(p for p in results.glob("*.md") if p not in known)
+    others = sorted(p for p in results.glob("*.md")
+                    if p not in known and not p.name.startswith("tune-"))
     return known + others
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,18 +49,66 @@ def aggregate(runs: Sequence[Mapping[str, Any]], group: str,
     for label in order:
         members = groups[label]
         row: dict[str, Any] = {group: label, "n": len(members),
-                               "seeds": [m.get("seed") for m in members]}
+                               "seeds": [m.get("seed") for m in members],
+                               "diverged": sum(bool(m.get("diverged"))
+                                               for m in members)}
         for key in keys:
             mean, std, _ = mean_std(m.get(key) for m in members)
             row[key], row[f"{key}_std"] = mean, std
+            nans = sum(_is_nan(m.get(key)) for m in members)
+            if nans:
+                row[f"{key}_nan"] = nans
         rows.append(row)
     return rows
 
 
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+#: Accuracy keys a diverged run reports as NaN (whatever its NaN model's argmax hit).
+ACCURACY_KEYS = ("participant_acc", "participant_val_acc", "nonparticipant_acc",
+                 "global_acc", "bystander_acc")
+
+
+def divergence(summary: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]],
+               error: str = "") -> str:
+    """Why a run counts as diverged ("" when it does not).
+
+    Diverged: a loss in its per-round rows or a reported accuracy is NaN/Inf (a NaN
+    model still "classifies", so its accuracy alone would read as a number, e.g.
+    0.0 %), or it stopped with an error that names NaN.
+    """
+    for row in rows:
+        for key, value in row.items():
+            if (key.endswith("loss") and isinstance(value, int | float)
+                    and not math.isfinite(value)):
+                return f"{key} is {value} at round {row.get('round')}"
+    if re.search(r"\bnan\b", error, re.IGNORECASE):
+        return error
+    for key in ACCURACY_KEYS:
+        value = (summary or {}).get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key} is {value}"
+    return ""
+
+
+def mark_diverged(record: dict[str, Any], cause: str) -> dict[str, Any]:
+    """Flag a run record as diverged: its accuracies become NaN, with the cause."""
+    if cause:
+        record["diverged"] = cause
+        for key in ACCURACY_KEYS:
+            if key in record:
+                record[key] = float("nan")
+    return record
+
+
 def fmt(value: Any, digits: int = 3, pct: bool = False) -> str:
     """A number for a table: '—' for missing, thousands separators for big ints."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None:
         return "—"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
     if pct:
         return f"{100 * value:.1f}"
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
@@ -71,8 +120,15 @@ def fmt(value: Any, digits: int = 3, pct: bool = False) -> str:
 
 
 def pm(row: Mapping[str, Any], key: str, pct: bool = True, digits: int = 3) -> str:
-    """'mean ± std' of an aggregated key (percent by default)."""
+    """'mean ± std' of an aggregated key (percent by default).
+
+    A key that is NaN in any run of the row (a diverged run) reads "NaN (k/n
+    diverged)": a broken run is named, never averaged away or printed as 0.0 %.
+    """
     mean, std = row.get(key), row.get(f"{key}_std")
+    nans = row.get(f"{key}_nan", 0)
+    if nans or _is_nan(mean):
+        return f"NaN ({nans or 1}/{row.get('n', 1)} diverged)"
     if mean is None:
         return "—"
     if pct:

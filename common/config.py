@@ -81,8 +81,11 @@ SHARED: dict[str, Setting] = {
                       fingerprint=True),
     "holdout": _s(0.2, "seeded fraction of clients that never train",
                   check=in_range(0, 1), fingerprint=True),
-    "partitioner": _s("classes", "how data is split over clients (flwr-datasets)",
-                      choices=("classes", "dirichlet", "shards"), fingerprint=True),
+    "partitioner": _s("classes", "how data is split over clients: flwr-datasets' "
+                      "partitioners, or class-shares (pFedHN's own split: k classes, "
+                      "shares drawn U(0.4, 0.6))",
+                      choices=("classes", "dirichlet", "shards", "class-shares"),
+                      fingerprint=True),
     "classes-per-client": _s(2, "classes per client (partitioner 'classes')",
                              check=at_least(1), fingerprint=True),
     "dirichlet-alpha": _s(0.5, "Dirichlet concentration (partitioner 'dirichlet')",
@@ -103,7 +106,8 @@ SHARED: dict[str, Setting] = {
     "inner-lr": _s(5e-3, "clients' local SGD learning rate", check=above(0.0)),
     "inner-momentum": _s(0.9, "clients' local SGD momentum", check=in_range(0, 1)),
     "inner-weight-decay": _s(5e-5, "clients' local weight decay", check=at_least(0.0)),
-    "local-clip-norm": _s(0.0, "bound on each local step's gradient norm (0 = off)",
+    "local-clip-norm": _s(50.0, "bound on each local step's gradient norm (0 = off; "
+                          "50 as in the pFedHN authors' inner loop)",
                           check=at_least(0.0)),
     "eval-every": _s(10, "evaluation period in rounds", check=at_least(1)),
     "eval-clients-per-batch": _s(256, "clients evaluated per exchange (server memory "
@@ -257,6 +261,13 @@ class RunConfig:
         return int(self.method_values.get("embed-dim", 0)) or 1 + self.num_clients // 4
 
     @property
+    def resolved_embed_lr(self) -> float:
+        """The embeddings' server lr: ``embed-lr``, or ``server-lr`` when it is 0 (the
+        authors' ``--embed-lr`` defaults to ``--lr`` the same way)."""
+        return float(self.method_values.get("embed-lr", 0.0)
+                     or self.method_values.get("server-lr", 0.0))
+
+    @property
     def resolved_run_name(self) -> str:
         """The output folder's name: ``run-name`` or one built from method and seed."""
         return self.run_name or f"{self.method}-{self.dataset}-s{self.seed}"
@@ -366,6 +377,11 @@ def _validate(cfg: RunConfig) -> None:
     if bound is not None and cfg.classes_per_client > bound:
         raise ConfigError("classes-per-client",
                           f"must be <= {bound} (classes in {cfg.dataset})")
+    if (cfg.partitioner == "class-shares"
+            and (cfg.num_clients * cfg.classes_per_client) % cfg.num_classes):
+        raise ConfigError("classes-per-client", "class-shares needs num-clients × "
+                          f"classes-per-client divisible by {cfg.num_classes} (every "
+                          "class held by the same number of clients)")
     if cfg.min_clients > cfg.participants_count:
         raise ConfigError("min-clients",
                           f"must be <= the {cfg.participants_count} participants")

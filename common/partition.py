@@ -80,8 +80,11 @@ def partition_indices(labels: np.ndarray, partitioner: str, num_clients: int,
     """Split row indices among clients with a flwr-datasets partitioner.
 
     Returns one index array per client; arrays are disjoint and deterministic for a
-    given seed.
+    given seed. ``class-shares`` is pFedHN's partition (:func:`class_share_indices`),
+    the others are flwr-datasets partitioners.
     """
+    if partitioner == "class-shares":
+        return class_share_indices(labels, num_clients, classes_per_client, seed)
     from datasets import Dataset
 
     table = Dataset.from_dict({"label": labels.astype(np.int64),
@@ -91,6 +94,56 @@ def partition_indices(labels: np.ndarray, partitioner: str, num_clients: int,
     part.dataset = table
     return [np.asarray(part.load_partition(i)["row"], dtype=np.int64)
             for i in range(num_clients)]
+
+
+def class_share_indices(labels: np.ndarray, num_clients: int, classes_per_client: int,
+                        seed: int, low: float = 0.4, high: float = 0.6
+                        ) -> list[np.ndarray]:
+    """pFedHN's partition (AvivSham/pFedHN, ``experiments/dataset.py``): random shares.
+
+    Every class is held by the same number k = N·C / K of clients (N clients, C
+    classes each, K classes). For each class, k shares are drawn from U(low, high)
+    and normalised to sum to one, so a holder gets between roughly 40/60 and 60/40 of
+    an equal split's rows. Clients pick their classes in turn, each pick uniform
+    among the classes with the most unassigned holder slots left, and take their
+    share of the class's shuffled rows. One deviation: a client never picks a class
+    it already holds while another class has a slot left (the authors' loop can, at
+    the boundary between rounds of picks, which leaves that client with fewer
+    distinct classes).
+    """
+    classes = np.unique(labels)
+    num_classes = len(classes)
+    if (num_clients * classes_per_client) % num_classes:
+        raise ValueError("class-shares needs num-clients × classes-per-client "
+                         f"divisible by {num_classes}")
+    holders = num_clients * classes_per_client // num_classes
+    rng = np.random.default_rng([seed, 104_729])
+    shares = {int(c): list(rng.uniform(low, high, holders)) for c in classes}
+    shares = {c: [p / sum(ps) for p in ps] for c, ps in shares.items()}
+    slots = {int(c): holders for c in classes}
+    picks: list[list[tuple[int, float]]] = []
+    for _ in range(num_clients):
+        mine: list[tuple[int, float]] = []
+        for _ in range(classes_per_client):
+            held = {c for c, _ in mine}
+            free = ([c for c in slots if c not in held and slots[c] > 0]
+                    or [c for c in slots if slots[c] > 0])
+            top = max(slots[c] for c in free)
+            cls = int(rng.choice([c for c in free if slots[c] == top]))
+            slots[cls] -= 1
+            mine.append((cls, shares[cls].pop()))
+        picks.append(mine)
+    rows = {int(c): rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    start = dict.fromkeys(rows, 0)
+    out = []
+    for mine in picks:
+        parts = []
+        for cls, share in mine:
+            n = int(len(rows[cls]) * share)
+            parts.append(rows[cls][start[cls]:start[cls] + n])
+            start[cls] += n
+        out.append(np.sort(np.concatenate(parts)).astype(np.int64))
+    return out
 
 
 def split_client(indices: np.ndarray, val_fraction: float, test_fraction: float,

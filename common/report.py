@@ -7,6 +7,8 @@ them side by side. A folder whose latest run did not finish prints no table.
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,29 @@ def _pct(summary: dict[str, Any], key: str) -> str:
     value = summary.get(key)
     if value is None:
         return "n/a"
+    if summary.get("diverged") or math.isnan(value):
+        return "NaN (diverged)"
     std = summary.get(f"{key}_std")
     return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
+def diverged(summary: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """Whether a run diverged: a NaN/Inf loss in its rows or a NaN accuracy.
+
+    A NaN model still "classifies" (argmax of NaN logits), so its accuracy can read
+    as a plain number such as 0.0; the table names such a run instead.
+    """
+    for row in rows:
+        if any(k.endswith("loss") and isinstance(v, int | float)
+               and not math.isfinite(v) for k, v in row.items()):
+            return True
+    return any(isinstance(summary.get(k), float) and math.isnan(summary[k])
+               for k in ("participant_acc", "nonparticipant_acc", "global_acc"))
+
+
 def table(summaries: list[dict[str, Any]]) -> str:
-    """A Markdown table of the headline numbers of one or more runs."""
+    """A Markdown table of the headline numbers of one or more runs (a summary
+    flagged ``diverged`` shows NaN in its accuracy columns)."""
     head = ("| method | dataset | participants acc % | non-participants acc % | "
             "global acc % | best round | MB down/round | MB up/round | CTWC | HS |")
     rows = [head, "|" + "---|" * 10]
@@ -57,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if "run_id" not in found.summary:
             print(f"note: {found.message}", file=sys.stderr)
-        summaries.append(found.summary)
+        summary = dict(found.summary)
+        metrics = folder / "metrics.jsonl"
+        rows = ([json.loads(line) for line in metrics.read_text().splitlines()
+                 if line.strip()] if metrics.exists() else [])
+        summary["diverged"] = diverged(summary, rows)
+        summaries.append(summary)
     if worst != EXIT_DONE:
         return worst
     print(table(summaries))

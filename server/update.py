@@ -72,6 +72,33 @@ def hypernet_step(generate: Generator, embeddings: torch.Tensor,
     return norm
 
 
+class _RowGradScale(torch.autograd.Function):
+    """Identity forward; backward multiplies row i of the gradient by ``scale[i]``."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scale)
+        return rows.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale.to(grad).view(-1, *([1] * (grad.dim() - 1))), None
+
+
+def undiluted(embeddings: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The round's embeddings (B, d), with each row's gradient divided by its weight.
+
+    :func:`backprop_deltas` weights client i's term by w_i, which is what φ should
+    get (the average over the round), but v_i appears in client i's term only, so its
+    gradient would be w_i · g_i: 1/M of a visit's step at uniform weights. Passing
+    the embeddings through this function instead gives each sampled v_i its full
+    gradient g_i, the step it gets in the authors' one-client-per-step trainer, while
+    φ still receives the weighted average (docs/pfedhn.md, "Embeddings").
+    """
+    return _RowGradScale.apply(embeddings, 1.0 / weights)
+
+
 def round_weights(num_examples: Sequence[int], weighting: str) -> torch.Tensor:
     """Per-client weights of a round: uniform, or by sample count (run config key)."""
     if weighting == "samples":

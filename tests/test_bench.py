@@ -10,7 +10,7 @@ import pytest
 
 from bench import accuracy, readme
 from bench.harness import RESULTS, ROOT, Job, load_preset
-from bench.report import aggregate, fmt, mean_std, pm, table
+from bench.report import aggregate, divergence, fmt, mean_std, pm, table
 
 
 def test_mean_std_ignores_missing_and_nan():
@@ -115,3 +115,79 @@ def test_quick_results_never_go_to_the_committed_folder():
 
     assert results_dir(False) == RESULTS
     assert Path(ROOT / "outputs") in results_dir(True).parents
+
+
+def test_a_diverged_run_is_flagged_nan_in_the_rendered_table():
+    data = fake_accuracy_data()
+    nan_run = dict(data["runs"][0], seed=3, curve=[(1, float("nan"), 0.0)])
+    nan_run["participant_acc"] = 0.0  # a NaN model's argmax still "scores"
+    rows = [{"round": 1, "train-loss": 0.7},
+            {"round": 2, "train-loss": float("nan"),
+             "participant-test-loss": float("nan"), "participant-test-acc": 0.0}]
+    cause = divergence({"participant_acc": 0.0}, rows)
+    assert "round 2" in cause
+    accuracy.mark_diverged(nan_run, cause)
+    assert math.isnan(nan_run["participant_acc"])
+    data["runs"].append(nan_run)
+    data["rows"] = aggregate(data["runs"], "method", accuracy.SUMMARY_KEYS)
+    page = accuracy.render(json.loads(json.dumps(data)))
+    line = next(x for x in page.splitlines() if x.startswith("| pFedHN (per-tensor)"))
+    assert "NaN (1/3 diverged)" in line and "0.0" not in line
+    assert "Diverged runs" in page and "seed 3" in page
+    # a run that stopped with a NaN error is named too; a healthy one is not
+    assert divergence(None, [], "round 4: delta holds NaN or Inf")
+    assert divergence({"participant_acc": 0.9}, [{"train-loss": 0.1}]) == ""
+
+
+def test_single_run_report_names_a_diverged_run():
+    from common import report
+
+    summary = {"method": "pfedhn", "dataset": "fashion-mnist",
+               "participant_acc": 0.0, "participant_acc_std": 0.0,
+               "nonparticipant_acc": None, "global_acc": None, "best_round": 10,
+               "bytes_down_per_round": 1e6, "bytes_up_per_round": 1e6,
+               "client_trainable_params": 1, "hypernet_params": 2}
+    rows = [{"round": 10, "participant-test-loss": float("nan")}]
+    summary["diverged"] = report.diverged(summary, rows)
+    text = report.table([summary])
+    assert "NaN (diverged)" in text and "0.00" not in text
+    assert not report.diverged({**summary, "participant_acc": 0.5},
+                               [{"participant-test-loss": 0.3}])
+
+
+def test_tune_chooses_on_validation_and_flags_rising_curves():
+    from bench import tune
+
+    assert tune.flattened([0.5, 0.7, 0.8, 0.801, 0.802, 0.8]) is True
+    assert tune.flattened([0.5, 0.6, 0.7, 0.8, 0.9]) is False
+    assert tune.flattened([0.5, 0.6]) is None
+    grid = {"server-lr": [0.01, 0.05]}
+    labels = [tune.label(p) for p in tune.points(grid)]
+    runs = [{"point": labels[0], "seed": s, "ok": True, "val_acc": v,
+             "best_round": 30, "wall_s": 1.0, "flattened": True}
+            for s, v in ((1, 0.90), (2, 0.92))]
+    runs += [{"point": labels[1], "seed": s, "ok": True, "val_acc": v,
+              "best_round": 30, "wall_s": 1.0, "flattened": False}
+             for s, v in ((1, 0.95), (2, 0.93))]
+    rows = tune.summarise(runs, labels)
+    assert [bool(r.get("chosen")) for r in rows] == [False, True]
+    assert rows[1]["still_rising"] == 2
+    page = tune.render({"name": "x", "what": "", "command": "python -m bench tune x",
+                        "preset": "quickstart", "overrides": {}, "sets": {},
+                        "seeds": [1, 2], "rows": rows})
+    assert "test" not in page.lower().replace("test accuracy is not read", "")
+    assert "Not flattened within the budget: server-lr=0.05" in page
+
+
+def test_time_to_accuracy_counts_client_updates_with_pretraining():
+    rows = [{"round": r, "round-s": 2.0} for r in range(1, 5)]
+    rows[1]["participant-test-acc"] = 0.5
+    rows[2]["participant-test-acc"] = 0.95
+    rows[3]["participant-test-acc"] = 1.0
+    tta = accuracy.time_to_accuracy(rows, {"clients-per-round": 10})
+    assert tta["updates_to_90"] == 30 and tta["wall_to_90"] == 6.0
+    assert tta["updates_to_97"] == 40 and tta["wall_to_97"] == 8.0
+    pre = accuracy.time_to_accuracy(rows, {"clients-per-round": 10,
+                                           "method": "hyperflora",
+                                           "pretrain-rounds": 20})
+    assert pre["updates_to_90"] == 230

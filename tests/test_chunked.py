@@ -1,4 +1,5 @@
-"""The chunked hypernetwork: shapes, truncation, gradients, and its run-config key."""
+"""The chunked hypernetwork: shapes, truncation, init scale, client dependence,
+gradients, the flat/named API and its run-config key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from common.config import ConfigError, parse_run_config
 from common.models import build_model, count_params, param_shapes
-from server.hypernets.chunked import ChunkedHyperNet
+from server.hypernets.chunked import ChunkedHyperNet, init_stats, unflatten
 from server.hypernets.pertensor import PerTensorHyperNet
 from server.update import hypernet_step
 
@@ -17,7 +18,7 @@ from server.update import hypernet_step
 @pytest.mark.parametrize("model", ["lenet5", "mlp"])
 def test_output_shapes_and_truncation(model):
     shapes = param_shapes(build_model(model))
-    hnet = ChunkedHyperNet(5, shapes, hidden=32, layers=2, chunk_size=500,
+    hnet = ChunkedHyperNet(5, shapes, hidden=32, n_hidden=1, chunk_size=500,
                            chunk_embed_dim=4)
     out = hnet(torch.randn(3, 5))
     assert list(out) == list(shapes)
@@ -40,7 +41,7 @@ def test_far_smaller_than_per_tensor_heads():
 
 def test_clients_get_different_chunks_and_gradients_reach_everything():
     shapes = param_shapes(build_model("mlp"))
-    hnet = ChunkedHyperNet(4, shapes, hidden=16, layers=2, chunk_size=1000)
+    hnet = ChunkedHyperNet(4, shapes, hidden=16, n_hidden=1, chunk_size=1000)
     v = torch.randn(2, 4, requires_grad=True)
     out = hnet(v)
     first = out["net.1.weight"]
@@ -58,7 +59,7 @@ def test_clients_get_different_chunks_and_gradients_reach_everything():
 def test_shared_update_moves_generation_towards_the_trained_model():
     shapes = param_shapes(build_model("mlp"))
     torch.manual_seed(0)
-    hnet = ChunkedHyperNet(4, shapes, hidden=16, layers=2, chunk_size=1000)
+    hnet = ChunkedHyperNet(4, shapes, hidden=16, n_hidden=1, chunk_size=1000)
     v = torch.randn(1, 4)
     with torch.no_grad():
         before = {k: t[0].clone() for k, t in hnet(v).items()}
@@ -96,5 +97,78 @@ def test_pfedhn_uses_the_chunked_hypernet(tmp_path):
     summary = run_in_process(small_config(tmp_path, **{
         "hypernet": "chunked", "chunk-size": 1000, "num-rounds": 4,
         "server-lr": 0.1}))
-    assert 0 < summary["hypernet_params"] < 200_000
+    # the per-chunk biases hold one value per generated value (CTWC 79,510 here)
+    ctwc = summary["client_trainable_params"]
+    assert ctwc < summary["hypernet_params"] < ctwc + 200_000
     assert summary["participant_acc"] > 0.1
+
+
+@pytest.mark.parametrize("model", ["lenet5", "cnn", "vit-tiny"])
+def test_init_matches_the_targets_default_scale_per_tensor(model):
+    target = build_model(model, seed=0)
+    shapes = param_shapes(target)
+    reference = dict(target.named_parameters())
+    torch.manual_seed(0)
+    hnet = ChunkedHyperNet(13, shapes, reference=reference)
+    with torch.no_grad():
+        out = hnet(torch.randn(32, 13))
+    stats = init_stats(shapes, reference)
+    for name, tensor in out.items():
+        mean, std = stats[name]
+        ref = reference[name].detach()
+        if ref.dim() >= 2 and ref.std() > 0:
+            # PyTorch's default U(±1/√fan-in) has std 1/√(3·fan-in)
+            fan_in = math.prod(ref.shape[1:])
+            if model != "vit-tiny":
+                assert std == pytest.approx(1 / math.sqrt(3 * fan_in))
+            assert float(ref.std()) == pytest.approx(std, rel=0.25), name
+        # generated tensors sit at their own tensor's scale (not several times it)
+        assert float(tensor.std()) == pytest.approx(std, rel=0.5), name
+        assert abs(float(tensor.mean()) - mean) < 0.5 * std + 1e-3, name
+    if model == "vit-tiny":
+        # a LayerNorm gain is generated around 1, not around 0
+        assert float(out["blocks.0.norm1.weight"].mean()) == pytest.approx(1, abs=0.05)
+
+
+def test_client_dependent_share_of_the_output_variance():
+    shapes = param_shapes(build_model("lenet5"))
+    torch.manual_seed(0)
+    hnet = ChunkedHyperNet(13, shapes)
+    v = torch.randn(128, 13)  # the embedding store's initial distribution
+    with torch.no_grad():
+        raw = hnet.generator.raw(hnet.trunk(v))
+    # variance across clients at a fixed position, over the total variance
+    share = float(raw.var(0).mean() / raw.var())
+    assert 0.3 < share < 0.7
+    assert float(raw.std()) == pytest.approx(1.0, rel=0.15)
+
+
+def test_flat_of_a_requested_length_and_named_view():
+    shapes = param_shapes(build_model("lenet5"))
+    hnet = ChunkedHyperNet(4, shapes, hidden=16, n_hidden=1, chunk_size=1000)
+    v = torch.randn(3, 4)
+    full = hnet.flat(v)
+    # a shorter request (MH-pFedHN: a length per client) is the same prefix
+    torch.testing.assert_close(hnet.flat(v, 1234), full[:, :1234])
+    with pytest.raises(ValueError):
+        hnet.flat(v, full.shape[1] + 1)
+    named = unflatten(full, hnet.shapes)
+    for name, tensor in hnet(v).items():
+        torch.testing.assert_close(named[name], tensor)
+    # the classifier alone (HyperFedZero)
+    head = {k: s for k, s in shapes.items() if k.startswith("fc3")}
+    out = ChunkedHyperNet(4, head, hidden=16, n_hidden=1, chunk_size=64)(v)
+    assert list(out) == ["fc3.weight", "fc3.bias"]
+    assert out["fc3.weight"].shape == (3, *shapes["fc3.weight"])
+
+
+def test_every_chunk_has_its_own_bias():
+    shapes = param_shapes(build_model("mlp"))
+    hnet = ChunkedHyperNet(4, shapes, hidden=16, n_hidden=1, chunk_size=1000)
+    assert hnet.generator.chunk_bias.shape == (hnet.num_chunks, 1000)
+    with torch.no_grad():
+        before = hnet.flat(torch.zeros(1, 4))
+        hnet.generator.chunk_bias[1].add_(1.0)
+        after = hnet.flat(torch.zeros(1, 4))
+    changed = (after - before).abs() > 0
+    assert not changed[0, :1000].any() and changed[0, 1000:2000].all()

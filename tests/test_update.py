@@ -6,7 +6,7 @@ import torch
 
 from server.hypernets.pertensor import PerTensorHyperNet
 from server.store import EmbeddingStore
-from server.update import backprop_deltas, hypernet_step, round_weights
+from server.update import backprop_deltas, hypernet_step, round_weights, undiluted
 
 SHAPES = {"fc.weight": torch.Size([3, 4]), "fc.bias": torch.Size([3])}
 
@@ -16,7 +16,7 @@ def make(seed: int = 0):
     store = EmbeddingStore(5, 4, seed=seed)
     for i in range(5):
         store.add(str(i))
-    return store, PerTensorHyperNet(4, SHAPES, hidden=8, layers=2)
+    return store, PerTensorHyperNet(4, SHAPES, hidden=8, n_hidden=1)
 
 
 def test_backprop_equals_gradient_of_half_squared_distance():
@@ -113,3 +113,33 @@ def test_grad_hook_runs_before_the_step_and_can_freeze_weights():
     assert torch.equal(frozen.detach(), before)
     assert any(not torch.equal(p, q) for p, q in zip(
         list(hnet.parameters())[1:], list(make()[1].parameters())[1:], strict=True))
+
+
+def test_undiluted_gives_each_embedding_its_full_gradient_and_phi_the_average():
+    ids = ["1", "3", "4"]
+    weights = round_weights([10, 30, 60], "samples")
+    store, hnet = make()
+    targets = [{k: torch.randn(s) for k, s in SHAPES.items()} for _ in ids]
+
+    def deltas_for(theta, members):
+        return [{k: targets[i][k] - theta[k][j].detach() for k in SHAPES}
+                for j, i in enumerate(members)]
+
+    theta = hnet(undiluted(store(ids), weights))
+    backprop_deltas(theta, deltas_for(theta, range(3)), weights)
+    phi_grad = [p.grad.clone() for p in hnet.parameters()]
+    emb_grad = store.weight.grad.clone()
+
+    # φ: the same weighted average as without undiluted
+    hnet.zero_grad(), store.zero_grad()
+    theta = hnet(store(ids))
+    backprop_deltas(theta, deltas_for(theta, range(3)), weights)
+    for a, p in zip(phi_grad, hnet.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad)
+    # each v_i: the gradient of its own client alone, at weight 1
+    for j, cid in enumerate(ids):
+        hnet.zero_grad(), store.zero_grad()
+        theta = hnet(store([cid]))
+        backprop_deltas(theta, deltas_for(theta, [j]), torch.ones(1))
+        row = store.index[cid]
+        torch.testing.assert_close(emb_grad[row], store.weight.grad[row])

@@ -19,6 +19,7 @@ HYPERNET_SETTINGS: dict[str, Setting] = {
                          choices=("uniform", "samples")),
     "hn-hidden": Setting(100, "hidden width of the hypernetwork trunk",
                          check=at_least(1), fingerprint=True),
-    "hn-layers": Setting(3, "hidden layers of the hypernetwork trunk",
-                         check=at_least(1), fingerprint=True),
+    "hn-n-hidden": Setting(3, "the trunk's n_hidden: Linear, then n_hidden × (ReLU, "
+                           "Linear), as the pFedHN authors' hypernetwork",
+                           check=at_least(0), fingerprint=True),
 }

@@ -13,6 +13,8 @@ PFEDHN = register_method(MethodSpec(
     summary="one hypernetwork generates every client's model from its embedding",
     settings={
         **HYPERNET_SETTINGS,
+        "embed-lr": Setting(0.0, "server lr of the client embeddings (0 = server-lr, "
+                            "as the authors' --embed-lr)", check=at_least(0.0)),
         "embed-dim": Setting(0, "client embedding size (0 = 1 + num-clients/4)",
                              check=at_least(0), fingerprint=True),
         "novel-rounds": Setting(10, "exchanges fitting a held-out client's embedding",

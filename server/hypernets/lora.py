@@ -1,7 +1,8 @@
 """HyperFLoRA's hypernetwork ψ: class indicator r ∈ {0,1}^K -> every adapter tensor.
 
-The architecture is pFedHN's (an MLP trunk, then one linear head per generated
-tensor, :class:`~server.hypernets.pertensor.PerTensorHyperNet`) with the input being
+The architecture is pFedHN's (the authors' trunk, Linear then ``n_hidden`` × (ReLU,
+Linear), then one linear head per generated tensor,
+:class:`~server.hypernets.pertensor.PerTensorHyperNet`) with the input being
 the client's class-indicator vector instead of a learnt embedding. What differs is
 the starting point of the heads, a choice the paper leaves open:
 
@@ -17,6 +18,7 @@ the pre-trained model instead of from random adapters.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 
@@ -27,12 +29,13 @@ class LoRAHyperNet(PerTensorHyperNet):
     """ψ: (B, K) class indicators -> {name: (B, *shape)} adapters (and head)."""
 
     def __init__(self, num_classes: int, target_shapes: Mapping[str, torch.Size],
-                 hidden: int = 128, layers: int = 3) -> None:
-        super().__init__(num_classes, target_shapes, hidden, layers)
+                 hidden: int = 128, n_hidden: int = 2) -> None:
+        super().__init__(num_classes, target_shapes, hidden, n_hidden)
 
     def heads_by_name(self) -> dict[str, torch.nn.Linear]:
         """The output head of each generated tensor (same order as ``shapes``)."""
-        return dict(zip(self.shapes, self.heads.values(), strict=True))
+        return dict(zip(self.shapes, (cast(torch.nn.Linear, h)
+                                      for h in self.heads.values()), strict=True))
 
     @torch.no_grad()
     def start_at(self, values: Mapping[str, torch.Tensor],

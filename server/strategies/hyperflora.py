@@ -185,7 +185,7 @@ class HyperFLoRA(HyperflowerStrategy):
         self.gen_shapes = {k: v.shape for k, v in start.items()}
         torch.manual_seed(cfg.seed)
         self.hnet = LoRAHyperNet(cfg.num_classes, self.gen_shapes, cfg.hn_hidden,
-                                 cfg.hn_layers).to(self.device)
+                                 cfg.hn_n_hidden).to(self.device)
         self.hnet.start_at(start, weight_scale=0.0)
         self.optimizer = make_optimizer(cfg.server_optimizer,
                                         [{"params": list(self.hnet.parameters())}],

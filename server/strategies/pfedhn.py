@@ -5,8 +5,13 @@ back-propagates −Δ_i through h (:mod:`server.update`). With ``clients-per-rou
 this is the original algorithm; with more it is the "parallel" variant (gradients
 averaged over the round, uniform or by sample count: ``weighting``).
 
-Choices where the paper is silent, each a run-config key:
-- embeddings get no weight decay (as in the authors' code), the hypernet does;
+The optimiser is the authors' (AvivSham/pFedHN, ``experiments/pfedhn/trainer.py``):
+SGD with momentum over two parameter groups, φ at ``server-lr`` and the embeddings at
+``embed-lr`` (their ``--embed-lr``; 0 means ``server-lr``, as their default ``None``),
+``server-weight-decay`` on both groups, the joint gradient clipped at ``clip-norm``.
+In the parallel variant each sampled client's embedding gets its full gradient and φ
+the round's weighted average (:func:`server.update.undiluted`; docs/pfedhn.md says
+why). Choices where the paper and the authors' code are silent, each a run-config key:
 - a non-participant's embedding starts at the mean of the trained participants'
   embeddings and is fitted for ``novel-rounds`` federated exchanges with φ frozen
   (SGD, ``novel-lr``), then its generated model is evaluated. This needs local
@@ -27,11 +32,12 @@ import torch
 from flwr.common.logger import log
 
 from common.config import RunConfig
+from common.models import build_model
 from server.hypernets.chunked import ChunkedHyperNet
-from server.hypernets.pertensor import PerTensorHyperNet
+from server.hypernets.pertensor import PerTensorHyperNet, offset_constant_tensors
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
-from server.update import hypernet_step, round_weights
+from server.update import hypernet_step, round_weights, undiluted
 from server.validation import ClientUpdate
 
 if TYPE_CHECKING:
@@ -40,7 +46,11 @@ if TYPE_CHECKING:
 
 def make_optimizer(kind: str, groups: list[dict[str, Any]], lr: float, momentum: float,
                    weight_decay: float) -> torch.optim.Optimizer:
-    """The server optimiser named by ``server-optimizer`` (SGD or Adam)."""
+    """The server optimiser named by ``server-optimizer`` (SGD or Adam).
+
+    Weight decay and the per-group lr apply to every group, also with Adam (the
+    authors' Adam option uses neither: one group, no weight decay).
+    """
     if kind == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -61,11 +71,18 @@ def frozen(module: torch.nn.Module):
 def build_hypernet(cfg: RunConfig, shapes: dict[str, torch.Size]) -> torch.nn.Module:
     """pFedHN's hypernetwork for a run config (the strategy and offline tools):
     per-tensor heads, or chunked (run-config key ``hypernet``)."""
+    # the target's own initialisation: a LayerNorm gain is generated around 1 (and,
+    # for the chunked generator, every tensor at its default init scale)
+    reference = dict(build_model(cfg.model, cfg.num_classes,
+                                 seed=cfg.seed).named_parameters())
     if cfg.hypernet == "chunked":
         return ChunkedHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
-                               cfg.hn_layers, cfg.chunk_size, cfg.chunk_embed_dim)
-    return PerTensorHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
-                             cfg.hn_layers)
+                               cfg.hn_n_hidden, cfg.chunk_size, cfg.chunk_embed_dim,
+                               reference={k: reference[k] for k in shapes})
+    hnet = PerTensorHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
+                             cfg.hn_n_hidden)
+    offset_constant_tensors(hnet, {k: reference[k] for k in shapes})
+    return hnet
 
 
 def build_store(cfg: RunConfig) -> EmbeddingStore:
@@ -144,7 +161,7 @@ class PFedHN(HyperflowerStrategy):
         self.optimizer = make_optimizer(
             cfg.server_optimizer,
             [{"params": list(self.hnet.parameters())},
-             {"params": [self.store.weight], "weight_decay": 0.0}],
+             {"params": [self.store.weight], "lr": cfg.resolved_embed_lr}],
             cfg.server_lr, cfg.server_momentum, cfg.server_weight_decay)
 
     def admit(self, client_id: str) -> None:
@@ -166,7 +183,8 @@ class PFedHN(HyperflowerStrategy):
                       updates: list[ClientUpdate]) -> dict[str, float]:
         """The shared hypernetwork step on φ and the sampled clients' v_i."""
         weights = round_weights([u.num_examples for u in updates], self.cfg.weighting)
-        norm = hypernet_step(self.hnet, self.store([u.client_id for u in updates]),
+        embeddings = undiluted(self.store([u.client_id for u in updates]), weights)
+        norm = hypernet_step(self.hnet, embeddings,
                              [{k: d.to(self.device) for k, d in u.delta.items()}
                               for u in updates],
                              weights, self.optimizer,
