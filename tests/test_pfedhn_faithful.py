@@ -14,9 +14,9 @@ from torch import nn
 from common.config import ConfigError, defaults, parse_run_config
 from common.models import build_model, param_shapes
 from common.partition import class_share_indices
-from server.hypernets.chunked import ChunkedHyperNet
-from server.hypernets.lora import LoRAHyperNet
-from server.hypernets.pertensor import PerTensorHyperNet, mlp_trunk
+from common.hypernets.chunked import ChunkedHyperNet
+from common.hypernets.lora import LoRAHyperNet
+from common.hypernets.pertensor import PerTensorHyperNet, mlp_trunk
 from tests.conftest import small_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_official_preset_is_the_authors_trainer_setting():
 
 
 def test_per_tensor_heads_start_constant_tensors_at_their_value():
-    from server.hypernets.pertensor import offset_constant_tensors
+    from common.hypernets.pertensor import offset_constant_tensors
 
     vit = build_model("vit-tiny", seed=0)
     shapes = param_shapes(vit)

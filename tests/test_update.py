@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from server.hypernets.pertensor import PerTensorHyperNet
+from common.hypernets.pertensor import PerTensorHyperNet
 from server.store import EmbeddingStore
 from server.update import backprop_deltas, hypernet_step, round_weights, undiluted
 

@@ -57,7 +57,7 @@ from flwr.common.logger import log
 
 from common.models.lora import add_lora, generated_tensors, head_name, pack, unpack
 from common.records import to_record
-from server.hypernets.lora import LoRAHyperNet
+from common.hypernets.lora import LoRAHyperNet
 from server.messaging import Exchange, Outgoing
 from server.registry import message_to
 from server.strategies.base import HyperflowerStrategy, Params, summarise

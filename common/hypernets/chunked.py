@@ -46,7 +46,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from server.hypernets.pertensor import mlp_trunk
+from common.hypernets.pertensor import mlp_trunk
 
 #: σ for a tensor whose reference is constant (a LayerNorm gain, a zero-initialised
 #: token): small client-dependent variation around μ, as ViTs' 0.02 init.
@@ -171,7 +171,7 @@ def unflatten(flat: torch.Tensor, shapes: Mapping[str, torch.Size]
 class ChunkedHyperNet(nn.Module):
     """h(v; φ): embedding v -> every tensor of the target network, chunk by chunk.
 
-    Same call contract as :class:`server.hypernets.pertensor.PerTensorHyperNet`: a
+    Same call contract as :class:`common.hypernets.pertensor.PerTensorHyperNet`: a
     batch of embeddings (B, d) yields ``{name: (B, *shape)}`` in the target's order;
     :meth:`flat` gives the flat vector (or its first ``length`` values).
     ``reference`` (a default-initialised target's parameters) sets each tensor's

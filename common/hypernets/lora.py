@@ -2,7 +2,7 @@
 
 The architecture is pFedHN's (the authors' trunk, Linear then ``n_hidden`` × (ReLU,
 Linear), then one linear head per generated tensor,
-:class:`~server.hypernets.pertensor.PerTensorHyperNet`) with the input being
+:class:`~common.hypernets.pertensor.PerTensorHyperNet`) with the input being
 the client's class-indicator vector instead of a learnt embedding. What differs is
 the starting point of the heads, a choice the paper leaves open:
 
@@ -22,7 +22,7 @@ from typing import cast
 
 import torch
 
-from server.hypernets.pertensor import PerTensorHyperNet
+from common.hypernets.pertensor import PerTensorHyperNet
 
 
 class LoRAHyperNet(PerTensorHyperNet):

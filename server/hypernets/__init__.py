@@ -1,1 +1,0 @@
-"""Hypernetworks that generate client parameters from embeddings."""
