@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from common.config import ConfigError, parse_run_config
-from common.models import build_model, count_params, param_shapes
 from common.hypernets.chunked import ChunkedHyperNet, init_stats, unflatten
 from common.hypernets.pertensor import PerTensorHyperNet
+from common.models import build_model, count_params, param_shapes
 from server.update import hypernet_step
 
 

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from common.config import ConfigError, defaults, parse_run_config
-from common.models import build_model, param_shapes
-from common.partition import class_share_indices
 from common.hypernets.chunked import ChunkedHyperNet
 from common.hypernets.lora import LoRAHyperNet
 from common.hypernets.pertensor import PerTensorHyperNet, mlp_trunk
+from common.models import build_model, param_shapes
+from common.partition import class_share_indices
 from tests.conftest import small_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -55,9 +55,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common.logger import log
 
+from common.hypernets.lora import LoRAHyperNet
 from common.models.lora import add_lora, generated_tensors, head_name, pack, unpack
 from common.records import to_record
-from common.hypernets.lora import LoRAHyperNet
 from server.messaging import Exchange, Outgoing
 from server.registry import message_to
 from server.strategies.base import HyperflowerStrategy, Params, summarise

@@ -32,9 +32,9 @@ import torch
 from flwr.common.logger import log
 
 from common.config import RunConfig
-from common.models import build_model
 from common.hypernets.chunked import ChunkedHyperNet
 from common.hypernets.pertensor import PerTensorHyperNet, offset_constant_tensors
+from common.models import build_model
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
 from server.update import hypernet_step, round_weights, undiluted
