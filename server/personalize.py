@@ -390,7 +390,7 @@ def load_model(path: str | Path) -> nn.Module:
         raise PersonalizeError(f"{path} is not a hyperflower model file")
     model = build_model(saved["model"], saved["num-classes"])
     model.load_state_dict(saved["state-dict"])
-    model.personalization = saved["personalization"]  # type: ignore[assignment]
+    model.personalization = saved["personalization"]
     return model.eval()
 
 

@@ -108,9 +108,9 @@ class LoRAConv2d(nn.Conv2d):
         # torch's stubs type these attributes as tuple[int, ...]: a 2-d conv's are pairs
         new = cls(layer.in_channels, layer.out_channels,
                   layer.kernel_size, rank, alpha,  # type: ignore[arg-type]
-                  stride=layer.stride,  # type: ignore[arg-type]
-                  padding=layer.padding,  # type: ignore[arg-type]
-                  dilation=layer.dilation,  # type: ignore[arg-type]
+                  stride=layer.stride,
+                  padding=layer.padding,
+                  dilation=layer.dilation,
                   groups=layer.groups, bias=layer.bias is not None,
                   padding_mode=layer.padding_mode)
         new.to(layer.weight.device, layer.weight.dtype)
