@@ -102,7 +102,15 @@ class Runner:
             return
         for cid in admit_joiners(self.grid, self.registry, self.cfg, joiners,
                                  self.strategy.registration_fields, timeout):
-            self.strategy.admit(cid)
+            node = self.registry.node_of(cid)
+            try:
+                self.strategy.admit(cid)
+            except (ValueError, RuntimeError) as exc:  # e.g. an embedding store full
+                self.registry.remove(cid)
+                self.registry.faults[str(node)] = f"joiner {cid!r} refused: {exc}"
+                log(WARNING, "client %s could not join: %s", cid, exc)
+                self.faults["joiner-refused"] += 1
+                continue
             self.faults["joined"] += 1
 
 
