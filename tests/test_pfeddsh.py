@@ -159,3 +159,46 @@ def test_resume_across_a_batch_boundary_ends_like_an_uninterrupted_run(tmp_path)
     a, b = whole.strategy.hnet.state_dict(), resumed.strategy.hnet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "outputs" / "parts" / "synthetic-batch-1.png").exists()
+
+
+def test_client_appearing_mid_batch_joins_the_next_batch(tmp_path):
+    """A batch-0 client whose node connects only after round 1 (batch 0 has started)
+    is admitted into batch 1 and trains from round 3."""
+    from client.app import app as client_app
+    from server.direct_grid import DirectGrid
+    from server.loop import Runner
+    from server.outputs import RunOutputs
+    from server.registry import register_clients
+    from server.strategies.pfeddsh import PFedDSH
+
+    config = dsh_config(tmp_path, **{"num-clients": 6, "holdout": 0.0,
+                                     "replay": False, "clients-per-round": 4})
+    late = batch_partitions(6, 0.0, 2, 42)[0][0]
+    cfg = parse_run_config(config)
+    trained: dict[int, set[int]] = {}
+
+    class Late(DirectGrid):
+        connected = False
+
+        def get_node_ids(self):
+            return [n for n in self.contexts if n != 1000 + late or self.connected]
+
+    def hook(node, msg, reply):
+        if msg.metadata.message_type.startswith("train"):
+            rnd = int(msg.content["config"]["round"])
+            trained.setdefault(rnd, set()).add(node - 1000)
+            grid.connected = grid.connected or rnd == 1
+        return reply
+
+    grid = Late(client_app, config, cfg.num_clients, hook)
+    registry = register_clients(grid, cfg, cfg.round_timeout,
+                                PFedDSH.registration_fields)
+    strategy = PFedDSH(cfg, registry, torch.device("cpu"))
+    runner = Runner(grid, cfg, registry, strategy,
+                    RunOutputs(cfg.output_dir, cfg.resolved_run_name))
+    summary = runner.run()
+    assert strategy.assigned[str(late)] == 1
+    assert str(late) in summary["batches"][1]["clients"]
+    assert late not in trained[1] | trained[2]
+    assert late in trained[3] | trained[4]
+    assert runner.faults["joined"] == 1
