@@ -43,12 +43,18 @@ def topk_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
 
 
 class MaskedHyperNet(nn.Module):
-    """h(v; φ ⊙ m): ``layers`` × (Linear, ReLU) of ``hidden`` units, then one linear
-    head per target tensor, every weight and bias multiplied by a mask (or not, when
-    ``masks`` is None: a plain hypernetwork)."""
+    """θ = θ₀ + h(v; φ ⊙ m): ``layers`` × (Linear, ReLU) of ``hidden`` units, then
+    one linear head per target tensor, every weight and bias multiplied by a mask (or
+    not, when ``masks`` is None: a plain hypernetwork).
+
+    θ₀ (``base``, a fixed buffer, e.g. the target's initial weights) gives every
+    generated model a sensible starting point: BatchNorm scales near 1, not near 0,
+    which a bare head would generate (and a mask would zero half of).
+    """
 
     def __init__(self, embed_dim: int, target_shapes: Mapping[str, torch.Size],
-                 hidden: int = 100, layers: int = 3) -> None:
+                 hidden: int = 100, layers: int = 3,
+                 base: Mapping[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         widths = [embed_dim] + [hidden] * layers
         self.trunk = nn.ModuleList(nn.Linear(a, b) for a, b in
@@ -56,6 +62,9 @@ class MaskedHyperNet(nn.Module):
         self.shapes = {k: torch.Size(s) for k, s in target_shapes.items()}
         self.heads = nn.ModuleDict({_safe(k): nn.Linear(hidden, s.numel())
                                     for k, s in self.shapes.items()})
+        for k, s in self.shapes.items():
+            value = base[k] if base is not None else torch.zeros(s)
+            self.register_buffer(f"base__{_safe(k)}", value.detach().clone().view(s))
 
     def forward(self, embeddings: torch.Tensor,
                 masks: Masks | None = None) -> dict[str, torch.Tensor]:
@@ -70,7 +79,8 @@ class MaskedHyperNet(nn.Module):
         x = embeddings
         for i, layer in enumerate(self.trunk):
             x = torch.relu(linear(f"trunk.{i}", layer, x))
-        return {k: linear(f"heads.{_safe(k)}", self.heads[_safe(k)], x).view(-1, *s)
+        return {k: getattr(self, f"base__{_safe(k)}")
+                + linear(f"heads.{_safe(k)}", self.heads[_safe(k)], x).view(-1, *s)
                 for k, s in self.shapes.items()}
 
 

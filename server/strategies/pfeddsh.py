@@ -81,8 +81,9 @@ class PFedDSH(HyperflowerStrategy):
             cfg.num_clients, cfg.holdout, cfg.client_batches, cfg.seed)) for p in part}
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
-            self.hnet = MaskedHyperNet(cfg.resolved_embed_dim, self.shapes,
-                                       cfg.hn_hidden, cfg.hn_layers).to(self.device)
+            self.hnet = MaskedHyperNet(
+                cfg.resolved_embed_dim, self.shapes, cfg.hn_hidden, cfg.hn_layers,
+                dict(self.template.named_parameters())).to(self.device)
         self.bank = MaskBank(self.hnet, cfg.mask_sparsity)
         self.template.to(self.device)
         self.store = EmbeddingStore(cfg.num_clients, cfg.resolved_embed_dim,
