@@ -34,8 +34,8 @@ def image_grid(path: Path, images: torch.Tensor, labels: torch.Tensor,
     ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(title, fontsize=8)
-    fig.text(0.99, 0.5, f"labels by row:\n{caption}", fontsize=6, ha="right",
-             va="center", family="monospace")
+    fig.text(0.5, 0.0, f"labels by row:\n{caption}", fontsize=6, ha="center",
+             va="top", family="monospace")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
