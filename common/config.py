@@ -29,7 +29,7 @@ from common.settings import (
 )
 
 DATASETS = ("fashion-mnist", "digits", "synthetic", "idx", "npz")
-MODELS = ("mlp", "lenet5", "cnn", "vit-tiny")
+MODELS = ("mlp", "lenet5", "cnn", "vit-tiny", "cnn-bn")
 
 
 def _known_method(value: Any) -> str | None:

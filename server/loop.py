@@ -305,7 +305,8 @@ class Runner:
             row[f"participant-{key}"] = stats[key]
         row["eval-bytes-down"], row["eval-bytes-up"] = down, up
         row.update(self.strategy.evaluation_metrics(rnd, results))
-        if self.best is None or stats["val-acc"] > self.best["val-acc"]:
+        if (self.best is None or not self.strategy.best_by_validation
+                or stats["val-acc"] > self.best["val-acc"]):
             self.best = {"round": rnd, "val-acc": stats["val-acc"],
                          "test-acc": stats["test-acc"],
                          "test-acc-std": stats["test-acc-std"],

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from common.models.bn import BNCNN
 from common.models.convnets import LeNet5, PFedHNCNN
 from common.models.mlp import MLP
 from common.models.vit import TinyViT
@@ -16,6 +17,7 @@ MODEL_REGISTRY: dict[str, Callable[[int], nn.Module]] = {
     "lenet5": lambda num_classes: LeNet5(num_classes=num_classes),
     "cnn": lambda num_classes: PFedHNCNN(num_classes=num_classes),
     "vit-tiny": lambda num_classes: TinyViT(num_classes=num_classes),
+    "cnn-bn": lambda num_classes: BNCNN(num_classes=num_classes),
 }
 
 

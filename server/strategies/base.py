@@ -60,12 +60,16 @@ class HyperflowerStrategy(Strategy):
     #: server may build it; False when clients differ and the server knows a
     #: client's model only by what it registered (e.g. its parameter count).
     shared_model: ClassVar[bool] = True
+    #: True: the run's result is the evaluated round with the best participants'
+    #: validation accuracy; False: the last evaluated round (e.g. clients that join
+    #: in batches, where earlier rounds evaluate fewer clients).
+    best_by_validation: ClassVar[bool] = True
     #: Whether a client that first appears mid-run (a late SuperNode with a new
     #: client id) is registered and given a role; see :meth:`admit`.
     accepts_joiners: ClassVar[bool] = False
     #: Extra arrays a train reply carries besides its delta, by name (validated
     #: like deltas: names, shapes, finite values, the reply size cap).
-    reply_extras: ClassVar[dict[str, ReplyExtra]] = {}
+    reply_extras: dict[str, ReplyExtra] = {}  # noqa: RUF012 (read-only; set per instance)
     #: Metrics every train reply must carry besides ``num-examples``.
     reply_metrics: ClassVar[tuple[str, ...]] = ()
     #: Registration metadata each role may send (the client sends nothing else).

@@ -1,0 +1,65 @@
+"""The ClientApp's pFedDSH handlers: a BatchNorm target model, its BN statistics.
+
+- ``train.dsh``: compute the BN statistics of the received model on this client's
+  training data (a forward pass, no training), train it locally, and return
+  Δ = θ_trained − θ_received with those statistics as the declared reply extra (the
+  server's DeepInversion inverts them; no image or label leaves the client).
+- ``evaluate.dsh``: the received parameters carry no BN running statistics (the
+  hypernetwork generates weights only), so the client computes them on its own
+  training data first, then evaluates on its validation and test splits.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message
+from torch import nn
+
+from client.runtime import app, eval_reply, finish_update, seed_for, setup, train_reply
+from client.training import steps_for, train_steps
+from common.config import RunConfig
+from common.models import build_model
+from common.models.bn import bn_statistics, calibrate_bn
+from common.records import from_record
+
+
+def model_from(cfg: RunConfig, params: dict) -> nn.Module:
+    """The target model holding the received parameters (every trainable tensor,
+    nothing else: the BN buffers are the client's own to compute)."""
+    model = build_model(cfg.model, cfg.num_classes)
+    expected = {k for k, _ in model.named_parameters()}
+    if set(params) != expected:
+        raise ValueError(f"received tensors {sorted(set(params) ^ expected)} differ "
+                         "from the model's parameters")
+    model.load_state_dict(params, strict=False)
+    return model
+
+
+@app.train("dsh")
+def train_dsh(msg: Message, context: Context) -> Message:
+    """Train the received model; return Δ and the received model's BN statistics."""
+    cfg, cid, pid, data = setup(context)
+    msg_cfg = msg.content["config"]
+    received = from_record(msg.content["params"])
+    model = model_from(cfg, received)
+    calibrate_bn(model, data.x_train)
+    stats = bn_statistics(model)
+    steps = steps_for(len(data.y_train), cfg.batch_size, cfg.local_epochs,
+                      cfg.local_steps)
+    result = train_steps(model, data.x_train, data.y_train, steps, cfg.batch_size,
+                         cfg.inner_lr, cfg.inner_momentum, cfg.inner_weight_decay,
+                         seed_for(cfg, cid, msg_cfg), cfg.local_clip_norm)
+    trained = dict(model.named_parameters())
+    delta = {k: trained[k].detach() - v for k, v in received.items()}
+    metrics = {"num-examples": len(data.y_train), "train-loss": result.loss,
+               "train-acc": result.accuracy, "steps": result.steps}
+    delta, metrics = finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
+    return train_reply(msg, delta, metrics, stats)
+
+
+@app.evaluate("dsh")
+def evaluate_dsh(msg: Message, context: Context) -> Message:
+    """BN statistics on this client's training data, then validation and test."""
+    cfg, _, _, data = setup(context)
+    model = model_from(cfg, from_record(msg.content["params"]))
+    calibrate_bn(model, data.x_train)
+    return eval_reply(msg, model, data)

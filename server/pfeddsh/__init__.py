@@ -1,0 +1,1 @@
+"""pFedDSH's server-side pieces besides its strategy: DeepInversion, replay, plots."""
