@@ -1,0 +1,91 @@
+"""HyperFedZero vs FedAvg on the same held-out clients, with the ablation rows.
+
+``python -m bench.hyperfedzero --preset conf/hyperfedzero-digits.toml --seeds 3``
+runs, per seed, HyperFedZero (the preset), FedAvg with the same split and budget
+(rounds, local steps, learning rate), and the ablations (no NoisyEmbed; α = β = 0;
+option 1), each in process (the real handlers over a DirectGrid), one after the
+other. Every run picks its round on participants' validation accuracy (the loop's
+rule); nothing is tuned on test data. Results accumulate after every run in
+``bench/results/hyperfedzero-<tag>.json`` and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "hyperfedzero": {},
+    "fedavg": {"method": "fedavg"},
+    "no NoisyEmbed": {"hfz-noisy": False},
+    "α = β = 0": {"hfz-alpha": 0.0, "hfz-beta": 0.0},
+    "option 1 (e as input)": {"hfz-conditioning": "input"},
+}
+KEYS = ("nonparticipant_acc", "participant_acc", "global_acc", "best_round",
+        "bytes_down_per_round", "bytes_up_per_round", "client_trainable_params",
+        "hypernet_params", "wall_s")
+
+
+def table(results: dict[str, list[dict[str, Any]]]) -> str:
+    """Mean ± std over seeds per variant (Markdown)."""
+    def cell(rows: list[dict[str, Any]], key: str) -> str:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if not vals:
+            return "n/a"
+        return f"{100 * np.mean(vals):.2f} ± {100 * np.std(vals):.2f}"
+    lines = ["| variant | seeds | zACC (held out) | pACC | gACC | bytes/round "
+             "(down+up) | CTWC | HS |", "| --- | --- | --- | --- | --- | --- | --- "
+             "| --- |"]
+    for name, rows in results.items():
+        if not rows:
+            continue
+        traffic = np.mean([r["bytes_down_per_round"] + r["bytes_up_per_round"]
+                           for r in rows])
+        lines.append(f"| {name} | {len(rows)} | {cell(rows, 'nonparticipant_acc')} | "
+                     f"{cell(rows, 'participant_acc')} | {cell(rows, 'global_acc')} | "
+                     f"{traffic / 1e6:.2f} MB | {rows[0]['client_trainable_params']} | "
+                     f"{rows[0]['hypernet_params']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the grid (seed-major, so an interrupted run still has whole seeds)."""
+    from server.direct_grid import run_in_process
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="conf/hyperfedzero-digits.toml")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tag", default="digits")
+    parser.add_argument("--set", nargs="*", default=[],
+                        help="overrides key=JSON-value for every run")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    args = parser.parse_args()
+    base = tomllib.loads(Path(args.preset).read_text())
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        base[key] = json.loads(value)
+    out = Path("bench/results") / f"hyperfedzero-{args.tag}.json"
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    for seed in range(42, 42 + args.seeds):
+        for name in args.variants:
+            cfg = {**base, **VARIANTS[name], "seed": seed,
+                   "run-name": f"hfz-bench-{args.tag}-{len(results[name])}-"
+                               f"{name.split()[0]}-{seed}",
+                   "output-dir": "outputs/bench/hyperfedzero"}
+            summary = run_in_process(cfg) or {}
+            results[name].append({"seed": seed, **{k: summary.get(k) for k in KEYS}})
+            out.write_text(json.dumps({"preset": args.preset, "overrides": base,
+                                       "results": results}, indent=1))
+            out.with_suffix(".md").write_text(
+                f"Preset `{args.preset}` with {args.set or 'no overrides'}; seeds "
+                f"from 42; best round by participants' validation accuracy.\n\n"
+                + table(results) + "\n")
+
+
+if __name__ == "__main__":
+    main()

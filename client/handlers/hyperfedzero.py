@@ -1,0 +1,117 @@
+"""HyperFedZero's client side: train g, f, noisy and h together; zero-shot evaluation.
+
+``train.hyperfedzero``: local SGD on cross-entropy + the balancing penalty, the
+classifier of every batch generated from the batch's mean embedding; the reply is
+Δ of the whole model (FedAvg-aggregated by the server) and, as the declared extra
+``embedding``, this client's distribution embedding (mean e_x over its data, no
+noise) — never data or labels. ``evaluate.hyperfedzero``: compute e from this
+client's own unlabelled data (or use the server's mean embedding for the global
+model), generate the classifier and evaluate: nothing leaves but metrics. A client
+without unlabelled data answers with an error naming the reason
+(:class:`NoUnlabelledDataError`), which the server counts.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ConfigRecord, Context, Message
+from torch import nn
+
+from client.runtime import app, eval_reply, finish_update, seed_for, setup, train_reply
+from client.training import steps_for
+from common.config import RunConfig
+from common.models.hyperfedzero import (
+    GLOBAL_EMBEDDING,
+    NoUnlabelledDataError,
+    balancing_penalty,
+    net_from,
+)
+from common.partition import ClientData
+from common.records import arrays_of, as_int, config_of, from_record
+
+
+def unlabelled(data: ClientData) -> torch.Tensor:
+    """The inputs a client computes its embedding from: its local (training) pool,
+    labels unused; :class:`NoUnlabelledDataError` when it has none."""
+    if len(data.x_train) == 0:
+        raise NoUnlabelledDataError("no unlabelled data: this client holds no local "
+                                    "samples to compute its distribution embedding")
+    return data.x_train
+
+
+def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
+                 msg_cfg: ConfigRecord, state: dict[str, torch.Tensor]
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
+    """(Δ, metrics, embedding) after training the received model on ``data``.
+
+    Each step: e_x for the batch (with NoisyEmbed's noise), e = their mean, the
+    classifier generated from e, loss = CE + α·balance + β·entropy. Plain SGD with
+    the run's inner optimiser settings, batches drawn as ``client.training`` does.
+    """
+    x = unlabelled(data)
+    net = net_from(cfg, state)
+    gen = seed_for(cfg, cid, msg_cfg)
+    steps = as_int(msg_cfg.get("local-steps", steps_for(
+        len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps)))
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.inner_lr, momentum=cfg.inner_momentum,
+                          weight_decay=cfg.inner_weight_decay)
+    net.train()
+    total_loss = total_pen = 0.0
+    correct = seen = 0
+    order, cursor = torch.randperm(len(x), generator=gen), 0
+    for _ in range(steps):
+        if cursor >= len(order):
+            order, cursor = torch.randperm(len(x), generator=gen), 0
+        batch = order[cursor:cursor + cfg.batch_size]
+        cursor += cfg.batch_size
+        logits, per_sample = net(x[batch], generator=gen)
+        ce = nn.functional.cross_entropy(logits, data.y_train[batch])
+        penalty = balancing_penalty(per_sample, cfg.hfz_alpha, cfg.hfz_beta)
+        loss = ce + penalty
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.local_clip_norm > 0:
+            nn.utils.clip_grad_norm_(params, cfg.local_clip_norm)
+        opt.step()
+        total_loss += ce.item() * len(batch)
+        total_pen += penalty.item() * len(batch)
+        correct += int((logits.argmax(1) == data.y_train[batch]).sum())
+        seen += len(batch)
+    trained = net.state_dict()
+    delta = {k: trained[k].detach() - v for k, v in state.items()}
+    metrics = {"num-examples": len(data.y_train),
+               "train-loss": total_loss / max(seen, 1),
+               "train-acc": correct / max(seen, 1),
+               "penalty": total_pen / max(seen, 1), "steps": steps}
+    embedding = net.client_embedding(x)
+    delta, metrics = finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
+    return delta, metrics, embedding
+
+
+@app.train("hyperfedzero")
+def train(msg: Message, context: Context) -> Message:
+    """Train the received model; reply Δ and this client's embedding (the extra)."""
+    cfg, cid, pid, data = setup(context)
+    delta, metrics, embedding = local_update(cfg, cid, pid, data, config_of(msg),
+                                             from_record(arrays_of(msg)))
+    return train_reply(msg, delta, metrics, {"embedding": embedding})
+
+
+@app.evaluate("hyperfedzero")
+def evaluate(msg: Message, context: Context) -> Message:
+    """Zero-shot: e from this client's unlabelled data (or the server's mean
+    embedding, for the global model), classifier from h, then evaluate."""
+    cfg, _, _, data = setup(context)
+    net = net_from(cfg, from_record(arrays_of(msg)))
+    given = config_of(msg).get(GLOBAL_EMBEDDING)
+    if isinstance(given, list):
+        embedding = torch.tensor([float(v) for v in given])
+        if embedding.shape != (net.embed_dim,) or not torch.isfinite(embedding).all():
+            raise ValueError(f"'{GLOBAL_EMBEDDING}' must hold {net.embed_dim} finite "
+                             "values")
+    else:
+        embedding = net.client_embedding(unlabelled(data))
+    entropy = float(-(embedding * embedding.clamp_min(1e-12).log()).sum())
+    return eval_reply(msg, net.personalised_model(embedding), data,
+                      **{"embedding-entropy": entropy})

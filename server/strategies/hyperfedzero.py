@@ -1,0 +1,214 @@
+"""HyperFedZero's server side: FedAvg over the whole client model, an embedding store.
+
+Every sampled participant trains the global model (g, f, noisy, h) and returns its
+delta plus its distribution embedding as the declared extra ``embedding`` (P
+values, validated: shape, finite). Flower's ``aggregate_arrayrecords`` averages the
+deltas weighted by ``num-examples`` (as Flower's FedAvg does; the extras record is
+left out of the average), the global model moves by the mean, and the embedding goes
+into the store: the latest embedding of each participant, never data. Each round's
+metrics row gets the store's spread (``embedding-spread``: mean distance of the
+clients' embeddings to their mean; ``embedding-dims``: exp(entropy) of that mean,
+the number of embedding dimensions in use), so a collapse is visible in
+metrics.jsonl.
+
+Held-out clients receive the global model and compute their own e (zACC,
+``nonparticipant_acc``); participants evaluate with their own e (pACC); after the
+held-out evaluation the participants evaluate the global model with e fixed to the
+store's mean embedding, pooled over their test sets (gACC, ``global_acc``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from logging import WARNING
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from common.models.hyperfedzero import GLOBAL_EMBEDDING, build_net, net_from
+from common.records import arrays_of, from_record, metrics_of
+from server.personalize import PERSONALIZERS, PersonalizeError, TrainedRun
+from server.registry import client_at, message_to
+from server.strategies.base import HyperflowerStrategy, Params
+from server.validation import ClientUpdate, ReplyExtra, extras_of
+
+ACTION = "hyperfedzero"
+
+
+def spread(embeddings: Sequence[torch.Tensor]) -> dict[str, float]:
+    """How spread the clients' embeddings are: mean L2 distance to their mean, the
+    smallest pairwise distance, and exp(entropy) of the mean (dimensions in use)."""
+    if not embeddings:
+        return {}
+    e = torch.stack([t.float() for t in embeddings])
+    mean = e.mean(0)
+    dist = torch.cdist(e, e) + torch.eye(len(e)) * 1e9 if len(e) > 1 else None
+    entropy = float(-(mean * mean.clamp_min(1e-12).log()).sum())
+    return {"embedding-spread": float((e - mean).norm(dim=1).mean()),
+            "embedding-min-dist": float(dist.min()) if dist is not None else 0.0,
+            "embedding-dims": math.exp(entropy),
+            "embedding-clients": float(len(e))}
+
+
+class HyperFedZero(HyperflowerStrategy):
+    """FedAvg of g, f, noisy and h; the store of participants' embeddings."""
+
+    name = "hyperfedzero"
+    accepts_joiners = True   # a joiner simply enters the sampling pool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        net = build_net(self.cfg, seed=self.cfg.seed)
+        self.global_model: Params = {k: v.detach().clone()
+                                     for k, v in net.state_dict().items()}
+        self.trainable = sum(p.numel() for p in net.parameters())
+        self.h_size = sum(p.numel() for p in net.h.parameters()) if net.h else 0
+        # P is a run-config value: the declared extra is set per instance (the loop
+        # reads it from the strategy object)
+        setattr(self, "reply_extras",  # noqa: B010
+                {"embedding": ReplyExtra((self.cfg.hfz_embed_dim,))})
+        self.store: dict[str, torch.Tensor] = {}
+
+    # ---- what clients get -------------------------------------------------------
+    def generate(self, client_ids: Sequence[str]) -> list[Params]:
+        return [self.global_model] * len(client_ids)
+
+    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
+                 config: ConfigRecord) -> list[Message]:
+        """Every message goes to this method's handlers (``train.hyperfedzero`` …)."""
+        from common.records import to_record
+
+        return [message_to(self.registry.node_of(c), f"{kind}.{ACTION}",
+                           params=to_record(p), config=config)
+                for c, p in zip(client_ids, params, strict=True)]
+
+    def nonparticipant_params(self, ops: Any, client_ids: Sequence[str]
+                              ) -> dict[str, Params] | None:
+        """Held-out clients get the global model; they make their own classifier."""
+        return {c: self.global_model for c in client_ids}
+
+    # ---- aggregation ------------------------------------------------------------
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's weighted average of the deltas; embeddings into the store."""
+        replies = list(replies)
+        if not replies:
+            return None, None
+        contents = [RecordDict({"delta": arrays_of(r, "delta"),
+                                "metrics": metrics_of(r)}) for r in replies]
+        mean = from_record(aggregate_arrayrecords(contents, "num-examples"))
+        for key, delta in mean.items():
+            self.global_model[key] = self.global_model[key] + delta.to(
+                self.global_model[key].dtype)
+        for r in replies:
+            cid = client_at(self.registry, r.metadata.src_node_id)
+            self.store[cid] = extras_of(r)["embedding"].float()
+        return None, MetricRecord(dict(self.store_metrics()))
+
+    def apply_updates(self, server_round: int,
+                      updates: list[ClientUpdate]) -> dict[str, float]:
+        """Weighted mean of deltas added to the global model (direct-call path)."""
+        total = sum(u.num_examples for u in updates)
+        for key in self.global_model:
+            self.global_model[key] = self.global_model[key] + sum(
+                u.delta[key] * (u.num_examples / total) for u in updates)
+        for u in updates:
+            self.store[u.client_id] = u.extras["embedding"].float()
+        return self.store_metrics()
+
+    def store_metrics(self) -> dict[str, float]:
+        """The embedding store's spread (metrics.jsonl, every round)."""
+        return spread(list(self.store.values()))
+
+    def mean_embedding(self) -> torch.Tensor:
+        """The participants' mean embedding: the global model's e."""
+        if not self.store:
+            return torch.full((self.cfg.hfz_embed_dim,), 1 / self.cfg.hfz_embed_dim)
+        return torch.stack(list(self.store.values())).mean(0)
+
+    # ---- after the run ----------------------------------------------------------
+    def final_report(self, ops: Any,
+                     nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """gACC on the participants' pooled test sets, the store, the embedding map."""
+        e = self.mean_embedding()
+        config = ConfigRecord({"round": ops.best_round, "phase": "global",
+                               "method": self.cfg.method,
+                               GLOBAL_EMBEDDING: [float(v) for v in e]})
+        correct = count = 0.0
+        for batch in ops.client_batches(self.registry.participants):
+            ops.refresh()
+            got, _ = ops.evaluate_clients(self.messages(
+                "evaluate", batch, self.generate(batch), config), "global model")
+            for m in got.values():
+                correct += m["test-acc"] * m["num-examples"]
+                count += m["num-examples"]
+        report: dict[str, Any] = {
+            "global_acc": correct / count if count else None,
+            "global_embedding": [float(v) for v in e],
+            "embedding_store": {c: [float(v) for v in t]
+                                for c, t in self.store.items()},
+            **{k.replace("-", "_"): v for k, v in self.store_metrics().items()}}
+        try:
+            from server.hfz_embedding_map import plot_embedding_map
+
+            report["embedding_map"] = str(plot_embedding_map(
+                ops.run_dir, self.cfg, self.global_model, self.registry))
+        except Exception as exc:  # noqa: BLE001 - a plot never fails a run
+            log(WARNING, "embedding map not drawn: %s", exc)
+        return report
+
+    # ---- sizes and state --------------------------------------------------------
+    def client_trainable_params(self) -> int:
+        """g, f, noisy and h: the whole model is trained and sent back."""
+        return self.trainable
+
+    def hypernet_params(self) -> int:
+        """h, the classifier generator (it is part of the client model)."""
+        return self.h_size
+
+    def global_params(self) -> Params:
+        """The current global model (state dict of the HyperFedZero network)."""
+        return self.global_model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "global": dict(self.global_model),
+                "store": dict(self.store)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.global_model = {k: v.clone() for k, v in state["global"].items()}
+        self.store = {c: v.clone() for c, v in state["store"].items()}
+
+
+class _Personalizer:
+    """``hyperflower personalize`` for HyperFedZero: e from the new client's own
+    unlabelled data, the classifier from h, no training; a participant without
+    data gets the classifier for its stored embedding."""
+
+    def __init__(self, run: TrainedRun, device: torch.device) -> None:
+        self.cfg = run.cfg
+        self.net = net_from(run.cfg, run.state["global"])
+        self.store: dict[str, torch.Tensor] = run.state.get("store", {})
+
+    def __call__(self, client_id: str, partition_id: int, data: Any,
+                 rounds: int | None, lr: float | None) -> tuple[Params, dict[str, Any]]:
+        if data is None:
+            if client_id not in self.store:
+                raise PersonalizeError("hyperfedzero needs the new client's unlabelled "
+                                       "data (a data file or a partition id)")
+            e, how = self.store[client_id], "stored (trained participant)"
+        else:
+            if len(data.x_train) == 0:
+                raise PersonalizeError("no unlabelled data: the client's file holds "
+                                       "no samples to compute its embedding from")
+            e, how = self.net.client_embedding(data.x_train), "from unlabelled data"
+        return self.net.personalised(e), {
+            "embedding": how, "fit-rounds": 0,
+            "embedding-values": [float(v) for v in e]}
+
+
+PERSONALIZERS["hyperfedzero"] = _Personalizer
