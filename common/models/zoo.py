@@ -63,5 +63,8 @@ def load_flat(model: nn.Module, flat: torch.Tensor) -> nn.Module:
     if flat.dim() != 1 or flat.numel() != k:
         raise ValueError(f"flat vector of shape {tuple(flat.shape)} for a model of "
                          f"{k} parameters")
-    nn.utils.vector_to_parameters(flat.to(next(model.parameters())), model.parameters())
+    # a copy: vector_to_parameters makes the parameters views of the vector it gets,
+    # so training would otherwise change the caller's θ in place
+    nn.utils.vector_to_parameters(flat.detach().to(next(model.parameters())).clone(),
+                                  model.parameters())
     return model

@@ -458,6 +458,7 @@ class MHPFedHNGD(MHPFedHN):
             got_g, ex_g = self._exchange(ops, ids, [{THETA: wg}] * len(ids), config,
                                          "global", f"round {server_round} global")
             row.update(self._exchange_row(ex_g, got_g, "global"))
+            row.pop("personal-faults", None)
             if len(got_g) < self.cfg.min_clients:
                 return len(got_g), None
             t0 = time.monotonic()
@@ -472,7 +473,9 @@ class MHPFedHNGD(MHPFedHN):
             t0 = time.monotonic()
             metrics = self.apply_updates(server_round, list(got.values()))
             t_update += time.monotonic() - t0
-            row.update({"sampled": len(ids), "valid": len(got),
+            faults = {k: row["global-faults"][k] + row["personal-faults"][k]
+                      for k in row["personal-faults"]}
+            row.update({"sampled": len(ids), "valid": len(got), "faults": faults,
                         "global-grad-norm": g_norm,
                         "grad-norm": metrics.get("grad-norm", 0.0),
                         "server-update-s": t_update,
@@ -493,8 +496,10 @@ class MHPFedHNGD(MHPFedHN):
     def _exchange_row(ex: Any, got: dict[str, ClientUpdate],
                       phase: str) -> dict[str, Any]:
         n = np.array([u.num_examples for u in got.values()], dtype=float)
-        row: dict[str, Any] = {f"{phase}-valid": len(got),
-                               f"{phase}-faults": len(ex.sent) - len(got)}
+        errors, missing = len(ex.errors), len(ex.missing)
+        faults = {"error": errors, "missing": missing,
+                  "invalid": max(0, len(ex.sent) - len(got) - errors - missing)}
+        row: dict[str, Any] = {f"{phase}-valid": len(got), f"{phase}-faults": faults}
         if len(got):
             for key in ("train-loss", "train-acc", "delta-norm"):
                 vals = np.array([u.metrics.get(key, np.nan) for u in got.values()])
