@@ -20,7 +20,14 @@ from common.config import RunConfig
 from common.methods._hypernet import HYPERNET_SETTINGS
 from common.models.zoo import ZOO
 from common.partition import split_participants
-from common.settings import MethodSpec, Setting, above, at_least, in_range, register_method
+from common.settings import (
+    MethodSpec,
+    Setting,
+    above,
+    at_least,
+    in_range,
+    register_method,
+)
 
 
 def _arch_list(value: Any) -> str | None:
@@ -71,7 +78,8 @@ MH_SETTINGS: dict[str, Setting] = {
                            check=at_least(0.0)),
     "mh-novel-rounds": Setting(10, "exchanges fitting a held-out client's embedding "
                                "(and, unseen size, its new head)", check=at_least(0)),
-    "mh-novel-lr": Setting(0.5, "Adam learning rate of that fit", check=above(0.0)),
+    "mh-novel-lr": Setting(0.1, "Adam learning rate of a new client's embedding "
+                           "(its new head: server-lr)", check=above(0.0)),
     "mh-novel-head": Setting(True, "a held-out client of an unseen size group also "
                              "fits its new head (the paper's option)"),
 }

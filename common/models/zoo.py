@@ -1,4 +1,4 @@
-"""The model zoo of MH-pFedHN: architectures of clearly different sizes, and the flat view.
+"""MH-pFedHN's model zoo: architectures of clearly different sizes, and their flat view.
 
 Every zoo model trains fast on a CPU with 28×28 single-channel inputs. A client of
 MH-pFedHN holds one of them; the server knows it only by its parameter count K_i and

@@ -1,4 +1,4 @@
-"""MH-pFedHN and MH-pFedHNGD (papers/mh-pfedhn.md): one hypernetwork, many architectures.
+"""MH-pFedHN and MH-pFedHNGD (papers/mh-pfedhn.md): one hypernetwork, many models.
 
 The server knows a client only by the parameter count K_i it registered
 (``mh-param-count``); it never learns the architecture. K_i picks a size group
@@ -46,11 +46,10 @@ from common.config import RunConfig
 from common.hypernets.multihead import MultiHeadHyperNet, build_heads
 from common.methods.mh_pfedhn import arch_for, group_of
 from common.models import build_model, count_params
-from common.models.zoo import load_flat
 from common.records import to_record
 from server.messaging import Outgoing
 from server.registry import message_to
-from server.strategies.base import HyperflowerStrategy, Params, summarise
+from server.strategies.base import HyperflowerStrategy, Params
 from server.strategies.pfedhn import frozen, make_optimizer
 from server.update import hypernet_step, round_weights, undiluted
 from server.validation import ClientUpdate
@@ -99,16 +98,17 @@ LocalFit = Callable[[int, torch.Tensor], torch.Tensor | None]
 
 def fit_new_client(hnet: MultiHeadHyperNet, start: torch.Tensor, group: str, k: int,
                    rounds: int, lr: float, local_train: LocalFit,
-                   fit_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   fit_head: bool, head_lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit a new client's embedding (and, ``fit_head``, its group's head) with the
-    rest of φ frozen; return (v, θ). Adam at ``lr`` on −Δ back-propagated through h,
-    one client alone, so the result does not depend on other clients."""
+    rest of φ frozen; return (v, θ). Adam (v at ``lr``, the head at ``head_lr``)
+    on −Δ back-propagated through h, one client alone, so the result does not depend
+    on other clients."""
     v = start.detach().clone().requires_grad_(True)
     head_params = list(hnet.head(group).parameters()) if fit_head else []
     with frozen(hnet):
         for p in head_params:
             p.requires_grad_(True)
-        opt = torch.optim.Adam([v, *head_params], lr=lr)
+        opt = novel_optimizer(v, head_params, lr, head_lr)
         for step in range(rounds):
             with torch.no_grad():
                 theta = hnet.generate(v, [group], [k])[0]
@@ -121,6 +121,16 @@ def fit_new_client(hnet: MultiHeadHyperNet, start: torch.Tensor, group: str, k: 
     with torch.no_grad():
         theta = hnet.generate(v, [group], [k])[0].detach().cpu()
     return v.detach(), theta
+
+
+def novel_optimizer(v: torch.Tensor, head: Sequence[torch.Tensor], lr: float,
+                    head_lr: float) -> torch.optim.Optimizer:
+    """Adam of a new client's fit: its embedding at ``lr``, its new head (if fitted)
+    at ``head_lr`` (the run's server-lr)."""
+    groups: list[dict[str, Any]] = [{"params": [v], "lr": lr}]
+    if head:
+        groups.append({"params": list(head), "lr": head_lr})
+    return torch.optim.Adam(groups)
 
 
 def novel_phase(step: int) -> str:
@@ -165,7 +175,8 @@ class MHPFedHN(HyperflowerStrategy):
         self.rows = {name: i for i, name in enumerate(dict.fromkeys(rows))}
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.embeddings = torch.nn.Parameter(
-            torch.randn(len(self.rows), cfg.mh_embed_dim, generator=gen).to(self.device))
+            torch.randn(len(self.rows), cfg.mh_embed_dim, generator=gen)
+            .to(self.device))
         embed_lr = cfg.mh_embed_lr or cfg.server_lr
         self.optimizer = make_optimizer(
             cfg.server_optimizer,
@@ -307,7 +318,8 @@ class MHPFedHN(HyperflowerStrategy):
         for k in sorted({self.k[c] for c in results if c in self.k}):
             accs = [m["test-acc"] for c, m in results.items() if self.k.get(c) == k]
             out[f"test-acc-K{k}"] = float(np.mean(accs))
-        glob = [m["global-test-acc"] for m in results.values() if "global-test-acc" in m]
+        glob = [m["global-test-acc"] for m in results.values()
+                if "global-test-acc" in m]
         if glob:
             out["global-test-acc"] = float(np.mean(glob))
         return out
@@ -344,8 +356,8 @@ class MHPFedHN(HyperflowerStrategy):
         heads = {c: (list(self.hnet.head(plan[c][0]).parameters())
                      if plan[c][1] == "unseen" and self.cfg.mh_novel_head else [])
                  for c in ids}
-        opts = {c: torch.optim.Adam([state[c], *heads[c]], lr=self.cfg.mh_novel_lr)
-                for c in ids}
+        opts = {c: novel_optimizer(state[c], heads[c], self.cfg.mh_novel_lr,
+                                   self.cfg.server_lr) for c in ids}
         with frozen(self.hnet):
             for c in ids:
                 for p in heads[c]:
@@ -359,9 +371,14 @@ class MHPFedHN(HyperflowerStrategy):
                 got = ops.train_exchange(ids, params, phase=novel_phase(step))
                 for u in self._checked(got, lambda c: self.k[c]):
                     c = u.client_id
+                    group, k = plan[c][0], self.k[c]
+
+                    def gen(e: torch.Tensor, group: str = group,
+                            k: int = k) -> list[torch.Tensor]:
+                        return self.hnet.generate(e, [group], [k])
+
                     hypernet_step(
-                        lambda e, c=c: self.hnet.generate(e, [plan[c][0]], [self.k[c]]),
-                        state[c], [u.delta[THETA].to(self.device)], torch.ones(1),
+                        gen, state[c], [u.delta[THETA].to(self.device)], torch.ones(1),
                         opts[c], [state[c], *heads[c]], 0.0)
                 log(INFO, "new clients: fit %d/%d (%d replies)", step + 1,
                     self.cfg.mh_novel_rounds, len(got))
@@ -376,8 +393,9 @@ class MHPFedHN(HyperflowerStrategy):
     def final_report(self, ops: ServerOps,
                      nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
         """New-client accuracy for seen and unseen size groups, sizes and counts."""
-        out: dict[str, Any] = {"mh_groups": {g: c for g, c in self.hnet.capacities.items()
-                                             if not g.startswith("novel:")},
+        groups = {g: c for g, c in self.hnet.capacities.items()
+                  if not g.startswith("novel:")}
+        out: dict[str, Any] = {"mh_groups": groups,
                                "mh_rejected": len(self.rejected),
                                "mh_param_counts": sorted(set(self.k.values()))}
         for kind in ("seen", "unseen"):
@@ -391,6 +409,8 @@ class MHPFedHN(HyperflowerStrategy):
                                            nonparticipants.items()
                                            if self.k.get(c) == k]))
         out["nonparticipant_acc_by_K"] = per_k
+        out["mh_faults"] = {"mh-unaccepted-param-count": len(self.rejected),
+                            "mh-wrong-length": self.counts.get("mh-wrong-length", 0)}
         ops.count_faults(self.counts)
         return out
 
@@ -570,7 +590,8 @@ class MHPersonalizer:
 
         start = self._rows(self.participants).mean(0, keepdim=True)
         _, theta = fit_new_client(self.hnet, start, group, k, rounds, lr, local,
-                                  kind == "unseen" and cfg.mh_novel_head)
+                                  kind == "unseen" and cfg.mh_novel_head,
+                                  cfg.server_lr)
         return unflatten_for(arch, cfg.num_classes, theta), {
             **info, "embedding": f"fitted ({kind} size group)", "fit-rounds": rounds,
             "fit-lr": lr}
@@ -584,4 +605,3 @@ def _register_personalizer() -> None:
 
 
 _register_personalizer()
-_ = summarise, load_flat  # re-exported for tests
