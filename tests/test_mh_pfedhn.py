@@ -198,3 +198,25 @@ def test_gd_round_has_two_phases_and_new_clients_are_reported(tmp_path):
     assert summary["nonparticipant_unseen_clients"] == 1
     assert summary["nonparticipant_unseen_acc"] is not None
     assert np.isfinite(summary["participant_acc"])
+
+
+def test_personalize_serves_seen_and_unseen_new_clients(tmp_path):
+    from common.partition import split_participants
+    from server.personalize import evaluate_on, personalize
+
+    cfg = mh_config(tmp_path, **{"num-rounds": 2})
+    summary = run_in_process(cfg)
+    parsed = parse_run_config(cfg)
+    _, held = split_participants(parsed.num_clients, parsed.holdout, parsed.seed)
+    kinds = {}
+    for pid in held:
+        model = personalize(tmp_path / "outputs" / "test", partition_id=pid)
+        info = model.personalization
+        kinds[info["embedding"]] = info["model"]
+        assert count_params(model) == info["param-count"]
+        from common.partition import load_client_data
+        acc = evaluate_on(model, load_client_data(parsed, pid))["test-acc"]
+        assert acc == pytest.approx(summary["nonparticipant_acc_by_K"][
+            str(info["param-count"])], abs=1e-6)
+    assert set(kinds) == {"fitted (seen size group)", "fitted (unseen size group)"}
+    assert kinds["fitted (unseen size group)"] == "mlp-l"
