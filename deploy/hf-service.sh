@@ -30,6 +30,8 @@
 #   HF_REGISTER_KEYS         space-separated .pub files (default: $HF_CERTS/nodes/*.pub)
 #   HF_DATA_DIR              this SuperNode's own data-dir (node config; overrides the
 #                            run config's data-dir on this host only)
+#   HF_ARCH                  this SuperNode's own model architecture (node config
+#                            'arch'; MH-pFedHN: never sent, only its parameter count)
 #   HYPERFLOWER_DATA         this host's cache folder (decoded datasets, partitions)
 set -euo pipefail
 
@@ -46,6 +48,7 @@ node_key="${HF_NODE_KEY:-$certs/nodes/node-$node.key}"
 node_port="${HF_NODE_PORT:-9094}"
 runtime="${HF_RUNTIME:-supernode-$node:$node_port}"
 data_dir="${HF_DATA_DIR:-}"
+arch="${HF_ARCH:-}"
 
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 export FLWR_TELEMETRY_ENABLED=0
@@ -85,7 +88,7 @@ build() {
     supernode)
       cmd=(flower-supernode --superlink "$superlink" --isolation process
            --host "$bind" --port "$node_port" "${secret[@]}"
-           --node-config "partition-id=$node num-partitions=$num_nodes client-id=\"$client_id\"${data_dir:+ data-dir=\"$data_dir\"}")
+           --node-config "partition-id=$node num-partitions=$num_nodes client-id=\"$client_id\"${data_dir:+ data-dir=\"$data_dir\"}${arch:+ arch=\"$arch\"}")
       if [ "$insecure" = 1 ]; then
         cmd+=(--insecure)
       else

@@ -206,9 +206,10 @@ def preprocess(x: np.ndarray, run: TrainedRun, where: str = "") -> tuple[
     return tensor, f"{how}, normalised as the run's data (mean {mean:g}, std {std:g})"
 
 
-def model_from(cfg: RunConfig, params: Params) -> nn.Module:
-    """The target network filled with ``params`` (as the ClientApp builds it)."""
-    model = build_model(cfg.model, cfg.num_classes)
+def model_from(cfg: RunConfig, params: Params, name: str | None = None) -> nn.Module:
+    """The target network filled with ``params`` (as the ClientApp builds it); ``name``
+    is a client's own architecture where clients differ (MH-pFedHN)."""
+    model = build_model(name or cfg.model, cfg.num_classes)
     model.load_state_dict(params, strict=True)
     return model
 
@@ -299,6 +300,8 @@ class Personalizer:
     """A loaded run ready to personalise many clients (the networks are built once)."""
 
     def __init__(self, run: TrainedRun, device: str = "cpu") -> None:
+        import server.strategies  # noqa: F401  (strategy modules add PERSONALIZERS)
+
         method = run.cfg.method
         spec = METHOD_SPECS[method]
         if not spec.personalizable or method not in PERSONALIZERS:
@@ -364,7 +367,7 @@ def personalize(run_dir: str | Path, data: ClientData | str | Path | None = None
         run, data, client_id=client_id,
         partition_id=-1 if partition_id is None else partition_id,
         rounds=rounds, lr=lr, device=device)
-    model = model_from(run.cfg, params)
+    model = model_from(run.cfg, params, info.get("model"))
     model.personalization = info  # type: ignore[assignment]
     return model
 
@@ -374,7 +377,9 @@ def save_model(model: nn.Module, path: str | Path, cfg: RunConfig,
     """Write a model file: weights plus what is needed to rebuild the network."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": MODEL_FORMAT, "model": cfg.model,
+    torch.save({"format": MODEL_FORMAT,
+                "model": dict(info or {}).get("model") or getattr(
+                    model, "personalization", {}).get("model", cfg.model),
                 "num-classes": cfg.num_classes,
                 "state-dict": {k: v.detach().cpu() for k, v in
                                model.state_dict().items()},
@@ -449,7 +454,7 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     params, info = personalizer.params(data, client_id=args.client_id,
                                        partition_id=pid, rounds=args.rounds, lr=args.lr)
-    model = model_from(run.cfg, params)
+    model = model_from(run.cfg, params, info.get("model"))
     made = time.perf_counter()
     info.pop("embedding-values", None)
     info["seconds"] = {"load-run": round(t0 - start, 4),

@@ -40,3 +40,14 @@ def param_shapes(model: nn.Module) -> dict[str, torch.Size]:
 def count_params(model: nn.Module) -> int:
     """Number of trainable weights (a client's CTWC when it trains the whole model)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _register_zoo() -> None:
+    """MH-pFedHN's zoo architectures are buildable by name like any target."""
+    from common.models.zoo import ZOO
+
+    for name, make in ZOO.items():
+        MODEL_REGISTRY.setdefault(name, make)
+
+
+_register_zoo()

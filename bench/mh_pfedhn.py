@@ -1,0 +1,215 @@
+"""MH-pFedHN table: the hetero presets and their reference rows on the same split.
+
+    python -m bench.mh_pfedhn --rounds 30 --seeds 42 [--out bench/results]
+
+Rows, each on the hetero preset's split (Fashion-MNIST, 20 clients, 2 classes each):
+- MH-pFedHN and MH-pFedHNGD (the presets, ``--rounds`` rounds);
+- a hypernetwork per architecture: MH-pFedHN restricted to one architecture's clients
+  (``mh-group-rule=bounds`` accepting only its K; every other client is left out),
+  i.e. chunked pFedHN on that architecture group, with the same client visits as
+  that architecture's share of the hetero run (one client a round);
+- local-only: each participant trains its own model from its own init for the mean
+  number of local steps a participant gets in the federated runs, evaluated on
+  validation every ``local-steps`` steps, test accuracy at the best validation.
+Every number is the test accuracy at the round (or step) of best mean validation
+accuracy. Writes ``mh-pfedhn.md`` and the raw rows ``mh-pfedhn-runs.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+HETERO = ROOT / "conf" / "mh-pfedhn-hetero-fmnist.toml"
+GD = ROOT / "conf" / "mh-pfedhngd-hetero-fmnist.toml"
+
+
+def preset(path: Path, **overrides: Any) -> dict[str, Any]:
+    """A preset's run config with overrides."""
+    cfg = tomllib.loads(path.read_text())
+    cfg.update(overrides)
+    return cfg
+
+
+def best_row(out: Path, best_round: int) -> dict[str, Any]:
+    """The metrics row of the best round."""
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return next(r for r in rows if r["round"] == best_round)
+
+
+def federated(cfg: dict[str, Any], label: str) -> dict[str, Any]:
+    """One in-process run: its summary's figures, per-K accuracy at the best round."""
+    from server.direct_grid import run_in_process
+
+    start = time.time()
+    summary = run_in_process(cfg)
+    assert summary is not None
+    return read_run(Path(cfg["output-dir"]) / cfg["run-name"], label,
+                    time.time() - start)
+
+
+def read_run(folder: Path, label: str, wall: float = 0.0) -> dict[str, Any]:
+    """A finished run's row of the table (its summary.json and best-round metrics)."""
+    summary = json.loads((folder / "summary.json").read_text())
+    row = best_row(folder, summary["best_round"])
+    return {"row": label, "seed": summary["seed"], "rounds": summary["rounds"],
+            "participant_acc": summary["participant_acc"],
+            "participant_val_acc": summary["participant_val_acc"],
+            "by_K": {k[len("test-acc-K"):]: v for k, v in row.items()
+                     if k.startswith("test-acc-K")},
+            "global_acc": row.get("global-test-acc"),
+            "new_seen": summary.get("nonparticipant_seen_acc"),
+            "new_unseen": summary.get("nonparticipant_unseen_acc"),
+            "hypernet_params": summary["hypernet_params"],
+            "bytes_per_round": summary["bytes_down_per_round"]
+            + summary["bytes_up_per_round"], "wall_s": wall or summary["wall_s"]}
+
+
+def local_only(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """Each participant alone, same local-step budget, best validation checkpoint."""
+    from client.training import evaluate, train_steps
+    from common.config import parse_run_config
+    from common.methods.mh_pfedhn import arch_for
+    from common.models import build_model, count_params
+    from common.partition import load_client_data, split_participants
+
+    cfg = parse_run_config(cfg_dict)
+    inside, _ = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
+    per_client = cfg.num_rounds * cfg.clients_per_round / len(inside)
+    chunks = max(1, round(per_client))  # visits of local-steps each, on average
+    vals, tests, by_k = [], [], {}
+    for pid in sorted(inside):
+        arch = arch_for(cfg, pid)
+        data = load_client_data(cfg, pid)
+        model = build_model(arch, cfg.num_classes, seed=cfg.seed + pid)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + pid)
+        best = (-1.0, 0.0)
+        for _ in range(chunks):
+            train_steps(model, data.x_train, data.y_train, cfg.local_steps,
+                        cfg.batch_size, cfg.inner_lr, cfg.inner_momentum,
+                        cfg.inner_weight_decay, gen, cfg.local_clip_norm)
+            _, val, _ = evaluate(model, data.x_val, data.y_val)
+            if val > best[0]:
+                best = (val, evaluate(model, data.x_test, data.y_test)[1])
+        vals.append(best[0])
+        tests.append(best[1])
+        by_k.setdefault(str(count_params(model)), []).append(best[1])
+    return {"row": "local-only", "seed": cfg.seed, "rounds": cfg.num_rounds,
+            "participant_acc": float(np.mean(tests)),
+            "participant_val_acc": float(np.mean(vals)),
+            "by_K": {k: float(np.mean(v)) for k, v in by_k.items()},
+            "local_steps": chunks * cfg.local_steps}
+
+
+def per_arch_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """One restricted MH-pFedHN run per architecture of the hetero preset."""
+    from common.config import parse_run_config
+    from common.methods.mh_pfedhn import arch_for
+    from common.models import build_model, count_params
+    from common.partition import split_participants
+
+    cfg = parse_run_config(base)
+    inside, _ = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
+    out = []
+    for arch in str(base["mh-archs"]).split(","):
+        k = count_params(build_model(arch, 10))
+        mine = sum(1 for p in inside if arch_for(cfg, p) == arch)
+        # the same client visits as the architecture's share of the hetero run:
+        # one client a round, rounds × clients-per-round × share of participants
+        rounds = max(1, round(cfg.num_rounds * cfg.clients_per_round * mine
+                              / len(inside)))
+        out.append((f"hypernetwork per architecture ({arch})", {
+            **base, "mh-group-rule": "bounds", "mh-group-bounds": f"{k},{k + 1}",
+            "mh-unseen-archs": "", "clients-per-round": 1, "num-rounds": rounds,
+            "run-name": f"{base['run-name']}-only-{arch}"}))
+    return out
+
+
+NAMES = {"6186": "bncnn", "25450": "mlp-s", "61706": "lenet5", "85822": "cnn",
+         "178110": "mlp-l"}
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """The markdown page: mean over seeds (± std when several)."""
+    def fmt(values: list[float | None]) -> str:
+        got = [v for v in values if v is not None]
+        if not got:
+            return "–"
+        if len(got) == 1:
+            return f"{got[0]:.3f}"
+        return f"{np.mean(got):.3f} ± {np.std(got):.3f}"
+
+    labels = list(dict.fromkeys(r["row"] for r in rows))
+    ks = sorted({k for r in rows for k in r["by_K"]}, key=int)
+    seeds = sorted({r["seed"] for r in rows})
+    rounds = sorted({r["rounds"] for r in rows})
+    head = ["row", *[f"{NAMES.get(k, k)} (K={k})" for k in ks], "mean participant",
+            "new: seen", "new: unseen", "HS", "bytes/round"]
+    lines = ["### MH-pFedHN (Fashion-MNIST, hetero preset)", "",
+             f"Seeds {', '.join(map(str, seeds))}; {', '.join(map(str, rounds))} "
+             "rounds; test accuracy at the best validation round. Per-architecture "
+             "hypernetworks: one restricted run each, its mean participant column is "
+             "that architecture's. `python -m bench.mh_pfedhn`; docs/mh-pfedhn.md.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label in labels:
+        mine = [r for r in rows if r["row"] == label]
+        cells = [label, *[fmt([r["by_K"].get(k) for r in mine]) for k in ks],
+                 fmt([r["participant_acc"] for r in mine]),
+                 fmt([r.get("new_seen") for r in mine]),
+                 fmt([r.get("new_unseen") for r in mine]),
+                 str(mine[0].get("hypernet_params", "–")),
+                 f"{np.mean([r['bytes_per_round'] for r in mine]) / 1e6:.2f} MB"
+                 if "bytes_per_round" in mine[0] else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Run the rows for every seed and write the page and raw rows."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seeds", default="42")
+    parser.add_argument("--rows", default="mh,gd,local,arch")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--work", default=str(ROOT / "outputs" / "bench-mh"))
+    parser.add_argument("--add-run", nargs=2, action="append", default=[],
+                        metavar=("FOLDER", "LABEL"),
+                        help="add an already finished run folder as a row")
+    args = parser.parse_args()
+    out = Path(args.out)
+    raw = out / "mh-pfedhn-runs.jsonl"
+    rows = [json.loads(x) for x in raw.read_text().splitlines()] if raw.exists() else []
+    rows += [read_run(Path(folder), label) for folder, label in args.add_run]
+    wanted = args.rows.split(",")
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        common = {"num-rounds": args.rounds, "seed": seed, "output-dir": args.work}
+        base = preset(HETERO, **common, **{"run-name": f"mh-{seed}"})
+        todo: list[tuple[str, Any]] = []
+        if "mh" in wanted:
+            todo.append(("MH-pFedHN", base))
+        if "gd" in wanted:
+            todo.append(("MH-pFedHNGD", preset(GD, **common,
+                                               **{"run-name": f"gd-{seed}"})))
+        if "arch" in wanted:
+            todo += per_arch_configs(base)
+        for label, cfg in todo:
+            rows.append(federated(cfg, label))
+            raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            print(json.dumps(rows[-1]), flush=True)
+        if "local" in wanted:
+            rows.append(local_only(base))
+            raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            print(json.dumps(rows[-1]), flush=True)
+    (out / "mh-pfedhn.md").write_text(render(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""MH-pFedHN's model zoo: architectures of clearly different sizes, and their flat view.
+
+Every zoo model trains fast on a CPU with 28×28 single-channel inputs. A client of
+MH-pFedHN holds one of them; the server knows it only by its parameter count K_i and
+sends/receives one flat vector of K_i values, which :func:`to_flat` and
+:func:`load_flat` map to and from the model's parameters (in ``named_parameters``
+order, via :func:`torch.nn.utils.parameters_to_vector`).
+
+The BatchNorm CNN keeps no running statistics (``track_running_stats=False``): a
+client rebuilds its model from the received vector every round, so statistics kept
+between rounds would not exist; batch statistics are used in training and evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from common.models.convnets import LeNet5, PFedHNCNN
+from common.models.mlp import MLP
+
+
+class BNCNN(nn.Module):
+    """A small CNN with BatchNorm: 2 × (conv 3×3, BN, ReLU, max-pool), then a linear
+    classifier (about 12k weights)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10,
+                 width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.BatchNorm2d(width, track_running_stats=False), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width, track_running_stats=False), nn.ReLU(),
+            nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2))
+        self.classifier = nn.Linear(2 * width * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+#: Zoo architectures by name (registered in :data:`common.models.MODEL_REGISTRY`).
+ZOO: dict[str, Callable[[int], nn.Module]] = {
+    "mlp-s": lambda num_classes: MLP(num_classes=num_classes, hidden=(32,)),
+    "bncnn": lambda num_classes: BNCNN(num_classes=num_classes),
+    "lenet5": lambda num_classes: LeNet5(num_classes=num_classes),
+    "cnn": lambda num_classes: PFedHNCNN(num_classes=num_classes),
+    "mlp-l": lambda num_classes: MLP(num_classes=num_classes, hidden=(200, 100)),
+}
+
+
+def to_flat(model: nn.Module) -> torch.Tensor:
+    """The model's parameters as one flat vector (K values, named_parameters order)."""
+    return nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+
+
+def load_flat(model: nn.Module, flat: torch.Tensor) -> nn.Module:
+    """Fill ``model``'s parameters from a flat vector of exactly its K values."""
+    k = sum(p.numel() for p in model.parameters())
+    if flat.dim() != 1 or flat.numel() != k:
+        raise ValueError(f"flat vector of shape {tuple(flat.shape)} for a model of "
+                         f"{k} parameters")
+    # a copy: vector_to_parameters makes the parameters views of the vector it gets,
+    # so training would otherwise change the caller's θ in place
+    nn.utils.vector_to_parameters(flat.detach().to(next(model.parameters())).clone(),
+                                  model.parameters())
+    return model

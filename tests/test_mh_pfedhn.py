@@ -1,0 +1,222 @@
+"""MH-pFedHN / MH-pFedHNGD: zoo, groups, the wire, bad input, the GD round, in process."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+
+from common.config import parse_run_config
+from common.hypernets.multihead import MultiHeadHyperNet
+from common.methods.mh_pfedhn import arch_for, group_of
+from common.models import build_model, count_params
+from common.models.zoo import ZOO, load_flat, to_flat
+from server.direct_grid import build_runner, run_in_process
+from server.validation import ClientUpdate
+from tests.conftest import small_config
+
+
+def mh_config(tmp_path, **overrides):
+    base = {"method": "mh-pfedhn", "server-optimizer": "adam", "server-lr": 1e-3,
+            "mh-novel-rounds": 2, "num-rounds": 4, "eval-every": 2,
+            "mh-chunk-size": 1024}
+    return small_config(tmp_path, **{**base, **overrides})
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_flat_round_trip_for_every_zoo_model(name):
+    model = build_model(name, 10, seed=1)
+    flat = to_flat(model)
+    assert flat.shape == (count_params(model),)
+    other = load_flat(build_model(name, 10, seed=2), flat)
+    for (k, a), (_, b) in zip(model.named_parameters(), other.named_parameters(),
+                              strict=True):
+        assert torch.equal(a, b), k
+    assert torch.equal(to_flat(other), flat)
+    with torch.no_grad():  # the loaded model owns its values: θ is not changed
+        next(other.parameters()).add_(1.0)
+    assert torch.equal(flat, to_flat(model))
+    out = other(torch.randn(4, 1, 28, 28))
+    assert out.shape == (4, 10)
+    with pytest.raises(ValueError):
+        load_flat(build_model(name, 10), flat[:-1])
+
+
+def test_zoo_sizes_differ_clearly():
+    sizes = sorted(count_params(build_model(n, 10)) for n in ZOO)
+    assert len(sizes) >= 4
+    assert all(b > 1.3 * a for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+def test_group_assignment_rules():
+    assert group_of(6186, "log2", "", 10**6) == ("2^12", 8191)
+    assert group_of(8191, "log2", "", 10**6)[0] == group_of(4096, "log2", "", 10**6)[0]
+    assert group_of(8192, "log2", "", 10**6)[0] != group_of(8191, "log2", "", 10**6)[0]
+    assert group_of(10**6 + 1, "log2", "", 10**6) is None
+    assert group_of(0, "exact", "", 10**6) is None
+    assert group_of(500, "exact", "", 10**6) == ("k500", 500)
+    assert group_of(50, "bounds", "10,100,1000", 10**6) == ("b10-100", 99)
+    assert group_of(100, "bounds", "10,100,1000", 10**6) == ("b100-1000", 999)
+    assert group_of(5, "bounds", "10,100,1000", 10**6) is None
+    assert group_of(1000, "bounds", "10,100,1000", 10**6) is None
+
+
+def test_architecture_rule_and_node_config(tmp_path):
+    cfg = parse_run_config(mh_config(tmp_path, **{"num-clients": 10}))
+    archs = [arch_for(cfg, p) for p in range(10)]
+    assert set(archs) == {"mlp-s", "bncnn", "lenet5", "cnn", "mlp-l"}
+    assert arch_for(cfg, 3, {"arch": "cnn"}) == "cnn"
+    seeded = parse_run_config(mh_config(tmp_path, **{"mh-arch-rule": "seeded"}))
+    assert [arch_for(seeded, p) for p in range(10)] == \
+        [arch_for(seeded, p) for p in range(10)]
+    with pytest.raises(ValueError):
+        arch_for(cfg, 0, {"arch": "resnet-1000"})
+
+
+def test_heads_shared_by_group_and_output_cut_to_k():
+    hnet = MultiHeadHyperNet(8, 16, 1, 100, 4, 0.05)
+    hnet.add_head("a", 350)
+    hnet.add_head("b", 1000)
+    out = hnet.generate(torch.randn(3, 8), ["a", "b", "a"], [350, 999, 201])
+    assert [t.shape[0] for t in out] == [350, 999, 201]
+    assert len(hnet.heads) == 2
+    sizes = {g: sum(p.numel() for p in hnet.head(g).parameters()) for g in "ab"}
+    assert sizes["b"] > sizes["a"]
+
+
+def wire_recorder(seen: list):
+    def hook(node: int, msg: Message, reply: Message | None) -> Message | None:
+        seen.append((msg, reply))
+        return reply
+    return hook
+
+
+def strings_of(message: Message) -> list[str]:
+    out = []
+    for record in message.content.config_records.values():
+        out += [f"{k}={v}" for k, v in record.items()]
+    for record in message.content.metric_records.values():
+        out += list(record.keys())
+    return out
+
+
+def test_nothing_about_architectures_on_the_wire(tmp_path):
+    seen: list = []
+    summary = run_in_process(mh_config(tmp_path, **{"num-rounds": 2}),
+                             fault_hook=wire_recorder(seen))
+    assert summary is not None
+    shapes = {tuple(p.shape) for n in ZOO for p in build_model(n, 10).parameters()
+              if p.dim() > 1}
+    names = set(ZOO) | {k for n in ZOO for k, _ in build_model(n, 10).named_parameters()}
+    kinds = set()
+    for msg, reply in seen:
+        kinds.add(msg.metadata.message_type)
+        for m in (msg, reply):
+            if m is None or m.has_error():
+                continue
+            text = " ".join(strings_of(m))
+            assert not any(n in text for n in names if len(n) > 2), text
+            for record in m.content.array_records.values():
+                assert set(record.keys()) == {"theta"}
+                for arr in record.values():
+                    assert len(arr.shape) == 1 and tuple(arr.shape) not in shapes
+        if msg.metadata.message_type == "query":
+            info = dict(reply.content.config_records["info"])
+            assert "mh-param-count" in info and "param-count" not in info
+            assert not any(isinstance(v, str) and v in ZOO for v in info.values())
+    assert {"query", "train.mh", "evaluate.mh"} <= kinds
+
+
+def truncate(nodes: tuple[int, ...]):
+    def hook(node: int, msg: Message, reply: Message | None) -> Message | None:
+        if reply is None or not msg.metadata.message_type.startswith("train") \
+                or node not in nodes:
+            return reply
+        theta = reply.content["delta"]["theta"].numpy()[:-1].copy()
+        return Message(RecordDict({"delta": ArrayRecord(array_dict={
+            "theta": Array(theta)}), "metrics": reply.content["metrics"]}),
+            reply_to=msg)
+    return hook
+
+
+def test_wrong_length_replies_and_unaccepted_counts(tmp_path):
+    cfg = mh_config(tmp_path, **{"num-rounds": 2, "clients-per-round": 8,
+                                 "mh-archs": "mlp-s,lenet5,mlp-l",
+                                 "mh-max-params": 100_000, "mh-novel-rounds": 1})
+    summary = run_in_process(cfg, fault_hook=truncate((1000, 1001)))
+    assert summary["faults"]["invalid"] >= 2
+    assert summary["mh_faults"]["mh-unaccepted-param-count"] >= 1
+    assert 178110 not in summary["mh_param_counts"]
+    rows = [json.loads(x) for x in
+            open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
+    assert all(r["valid"] < r["sampled"] for r in rows)
+
+
+def test_wrong_length_delta_does_not_move_the_hypernetwork(tmp_path):
+    runner = build_runner(mh_config(tmp_path, **{"num-rounds": 1}))
+    strategy = runner.strategy
+    cid = strategy.participants[0]
+    before = [p.detach().clone() for p in strategy.hnet.parameters()]
+    emb = strategy.embeddings.detach().clone()
+    bad = ClientUpdate(cid, {"theta": torch.zeros(strategy.k[cid] + 3)}, 10, {})
+    assert strategy.apply_updates(1, [bad]) == {}
+    assert strategy.counts["mh-wrong-length"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, strategy.hnet.parameters(),
+                                                 strict=True))
+    assert torch.equal(emb, strategy.embeddings)
+    good = ClientUpdate(cid, {"theta": torch.ones(strategy.k[cid])}, 10, {})
+    strategy.apply_updates(1, [good])
+    assert not torch.equal(emb, strategy.embeddings)
+
+
+def test_gd_round_has_two_phases_and_new_clients_are_reported(tmp_path):
+    seen: list = []
+    summary = run_in_process(mh_config(tmp_path, **{
+        "method": "mh-pfedhngd", "num-rounds": 2, "mh-global-arch": "mlp-s"}),
+        fault_hook=wire_recorder(seen))
+    phases = [str(m.content["config"]["phase"]) for m, _ in seen
+              if m.metadata.message_type == "train.mh"]
+    assert phases[:8] == ["global"] * 4 + ["personal"] * 4
+    teacher = [m for m, _ in seen if m.metadata.message_type == "train.mh"
+               and "teacher" in m.content.array_records]
+    assert teacher and all(str(m.content["config"]["phase"]) == "personal"
+                           for m in teacher)
+    k_global = count_params(build_model("mlp-s", 10))
+    for m, r in seen:
+        if m.metadata.message_type == "train.mh" and \
+                str(m.content["config"]["phase"]) == "global":
+            assert m.content["params"]["theta"].shape == [k_global] or \
+                tuple(m.content["params"]["theta"].shape) == (k_global,)
+    rows = [json.loads(x) for x in
+            open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
+    assert all(r["global-valid"] == 4 and r["personal-valid"] == 4 for r in rows)
+    assert "global-test-acc" in rows[-1]
+    assert summary["nonparticipant_seen_clients"] == 1
+    assert summary["nonparticipant_unseen_clients"] == 1
+    assert summary["nonparticipant_unseen_acc"] is not None
+    assert np.isfinite(summary["participant_acc"])
+
+
+def test_personalize_serves_seen_and_unseen_new_clients(tmp_path):
+    from common.partition import split_participants
+    from server.personalize import evaluate_on, personalize
+
+    cfg = mh_config(tmp_path, **{"num-rounds": 2})
+    summary = run_in_process(cfg)
+    parsed = parse_run_config(cfg)
+    _, held = split_participants(parsed.num_clients, parsed.holdout, parsed.seed)
+    kinds = {}
+    for pid in held:
+        model = personalize(tmp_path / "outputs" / "test", partition_id=pid)
+        info = model.personalization
+        kinds[info["embedding"]] = info["model"]
+        assert count_params(model) == info["param-count"]
+        from common.partition import load_client_data
+        acc = evaluate_on(model, load_client_data(parsed, pid))["test-acc"]
+        assert acc == pytest.approx(summary["nonparticipant_acc_by_K"][
+            str(info["param-count"])], abs=1e-6)
+    assert set(kinds) == {"fitted (seen size group)", "fitted (unseen size group)"}
+    assert kinds["fitted (unseen size group)"] == "mlp-l"
