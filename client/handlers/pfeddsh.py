@@ -19,7 +19,7 @@ from client.training import steps_for, train_steps
 from common.config import RunConfig
 from common.models import build_model
 from common.models.bn import bn_statistics, calibrate_bn
-from common.records import from_record
+from common.records import arrays_of, config_of, from_record
 
 
 def model_from(cfg: RunConfig, params: dict) -> nn.Module:
@@ -38,8 +38,8 @@ def model_from(cfg: RunConfig, params: dict) -> nn.Module:
 def train_dsh(msg: Message, context: Context) -> Message:
     """Train the received model; return Δ and the received model's BN statistics."""
     cfg, cid, pid, data = setup(context)
-    msg_cfg = msg.content["config"]
-    received = from_record(msg.content["params"])
+    msg_cfg = config_of(msg)
+    received = from_record(arrays_of(msg))
     model = model_from(cfg, received)
     calibrate_bn(model, data.x_train)
     stats = bn_statistics(model)
@@ -60,6 +60,6 @@ def train_dsh(msg: Message, context: Context) -> Message:
 def evaluate_dsh(msg: Message, context: Context) -> Message:
     """BN statistics on this client's training data, then validation and test."""
     cfg, _, _, data = setup(context)
-    model = model_from(cfg, from_record(msg.content["params"]))
+    model = model_from(cfg, from_record(arrays_of(msg)))
     calibrate_bn(model, data.x_train)
     return eval_reply(msg, model, data)

@@ -14,6 +14,7 @@ scores, the fixed masks and what they use; the freezing itself is a gradient hoo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -71,16 +72,18 @@ class MaskedHyperNet(nn.Module):
         """Generated tensors, each (B, *target_shape), under ``masks`` (by parameter
         name, as :meth:`named_parameters` gives them)."""
         def linear(prefix: str, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-            w, b = layer.weight, layer.bias
+            w: torch.Tensor = layer.weight
+            b: torch.Tensor = layer.bias
             if masks is not None:
                 w, b = w * masks[f"{prefix}.weight"], b * masks[f"{prefix}.bias"]
             return nn.functional.linear(x, w, b)
 
         x = embeddings
         for i, layer in enumerate(self.trunk):
-            x = torch.relu(linear(f"trunk.{i}", layer, x))
+            x = torch.relu(linear(f"trunk.{i}", cast(nn.Linear, layer), x))
         return {k: getattr(self, f"base__{_safe(k)}")
-                + linear(f"heads.{_safe(k)}", self.heads[_safe(k)], x).view(-1, *s)
+                + linear(f"heads.{_safe(k)}", cast(nn.Linear, self.heads[_safe(k)]),
+                         x).view(-1, *s)
                 for k, s in self.shapes.items()}
 
 
@@ -178,12 +181,12 @@ class MaskBank:
                 "batch": self.batch,
                 "scores": {n: s.detach().clone() for n, s in self.scores.items()}}
 
-    def load_state_dict(self, state: Mapping[str, object]) -> list[nn.Parameter]:
+    def load_state_dict(self, state: Mapping[str, Any]) -> list[nn.Parameter]:
         """Restore :meth:`state_dict`; returns the scores (for the optimiser)."""
-        self.fixed = [dict(f) for f in state["fixed"]]  # type: ignore[union-attr]
-        self.batch = int(state["batch"])  # type: ignore[arg-type]
+        self.fixed = [dict(f) for f in state["fixed"]]
+        self.batch = int(state["batch"])
         self.scores = {n: nn.Parameter(s.clone()) for n, s in
-                       state["scores"].items()}  # type: ignore[union-attr]
+                       state["scores"].items()}
         return list(self.scores.values())
 
 
