@@ -82,7 +82,7 @@ class PFedDSH(HyperflowerStrategy):
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             self.hnet = MaskedHyperNet(
-                cfg.resolved_embed_dim, self.shapes, cfg.hn_hidden, cfg.hn_layers,
+                cfg.resolved_embed_dim, self.shapes, cfg.hn_hidden, cfg.hn_n_hidden + 1,
                 dict(self.template.named_parameters())).to(self.device)
         self.bank = MaskBank(self.hnet, cfg.mask_sparsity)
         self.template.to(self.device)
