@@ -220,3 +220,14 @@ def test_personalize_serves_seen_and_unseen_new_clients(tmp_path):
             str(info["param-count"])], abs=1e-6)
     assert set(kinds) == {"fitted (seen size group)", "fitted (unseen size group)"}
     assert kinds["fitted (unseen size group)"] == "mlp-l"
+
+
+def test_shared_embedding_per_group_option(tmp_path):
+    runner = build_runner(mh_config(tmp_path, **{"mh-shared-embedding": True}))
+    strategy = runner.strategy
+    groups = {strategy.group[c] for c in strategy.participants}
+    assert set(strategy.rows) == {f"group:{g}" for g in groups}
+    a, b = [c for c in strategy.participants
+            if strategy.group[c] == strategy.group[strategy.participants[0]]][:2]
+    first, second = strategy.generate([a, b])
+    assert torch.equal(first["theta"], second["theta"])  # same K, same embedding
