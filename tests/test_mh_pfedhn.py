@@ -1,4 +1,4 @@
-"""MH-pFedHN / MH-pFedHNGD: zoo, groups, the wire, bad input, the GD round, in process."""
+"""MH-pFedHN and MH-pFedHNGD in process: zoo, groups, wire, bad input, GD round."""
 
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def test_nothing_about_architectures_on_the_wire(tmp_path):
     assert summary is not None
     shapes = {tuple(p.shape) for n in ZOO for p in build_model(n, 10).parameters()
               if p.dim() > 1}
-    names = set(ZOO) | {k for n in ZOO for k, _ in build_model(n, 10).named_parameters()}
+    names = set(ZOO) | {k for n in ZOO
+                        for k, _ in build_model(n, 10).named_parameters()}
     kinds = set()
     for msg, reply in seen:
         kinds.add(msg.metadata.message_type)
@@ -185,11 +186,10 @@ def test_gd_round_has_two_phases_and_new_clients_are_reported(tmp_path):
     assert teacher and all(str(m.content["config"]["phase"]) == "personal"
                            for m in teacher)
     k_global = count_params(build_model("mlp-s", 10))
-    for m, r in seen:
+    for m, _ in seen:
         if m.metadata.message_type == "train.mh" and \
                 str(m.content["config"]["phase"]) == "global":
-            assert m.content["params"]["theta"].shape == [k_global] or \
-                tuple(m.content["params"]["theta"].shape) == (k_global,)
+            assert tuple(m.content["params"]["theta"].shape) == (k_global,)
     rows = [json.loads(x) for x in
             open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
     assert all(r["global-valid"] == 4 and r["personal-valid"] == 4 for r in rows)
@@ -220,3 +220,14 @@ def test_personalize_serves_seen_and_unseen_new_clients(tmp_path):
             str(info["param-count"])], abs=1e-6)
     assert set(kinds) == {"fitted (seen size group)", "fitted (unseen size group)"}
     assert kinds["fitted (unseen size group)"] == "mlp-l"
+
+
+def test_shared_embedding_per_group_option(tmp_path):
+    runner = build_runner(mh_config(tmp_path, **{"mh-shared-embedding": True}))
+    strategy = runner.strategy
+    groups = {strategy.group[c] for c in strategy.participants}
+    assert set(strategy.rows) == {f"group:{g}" for g in groups}
+    a, b = [c for c in strategy.participants
+            if strategy.group[c] == strategy.group[strategy.participants[0]]][:2]
+    first, second = strategy.generate([a, b])
+    assert torch.equal(first["theta"], second["theta"])  # same K, same embedding
