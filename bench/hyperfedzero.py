@@ -26,7 +26,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "α = β = 0": {"hfz-alpha": 0.0, "hfz-beta": 0.0},
     "option 1 (e as input)": {"hfz-conditioning": "input"},
 }
-KEYS = ("nonparticipant_acc", "participant_acc", "global_acc", "best_round",
+KEYS = ("nonparticipant_acc", "nonparticipant_acc_std", "participant_acc",
+        "global_acc", "nonparticipant_global_acc", "best_round",
         "bytes_down_per_round", "bytes_up_per_round", "client_trainable_params",
         "hypernet_params", "wall_s")
 
@@ -38,16 +39,20 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         if not vals:
             return "n/a"
         return f"{100 * np.mean(vals):.2f} ± {100 * np.std(vals):.2f}"
-    lines = ["| variant | seeds | zACC (held out) | pACC | gACC | bytes/round "
-             "(down+up) | CTWC | HS |", "| --- | --- | --- | --- | --- | --- | --- "
-             "| --- |"]
+    lines = ["| variant | seeds | zACC (held out) | global model on held out | pACC "
+             "| gACC | bytes/round (down+up) | CTWC | HS |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, rows in results.items():
         if not rows:
             continue
         traffic = np.mean([r["bytes_down_per_round"] + r["bytes_up_per_round"]
                            for r in rows])
+        fedavg = name == "fedavg"  # its global model is what held-out clients get
+        held_global = cell(rows, "nonparticipant_acc" if fedavg
+                           else "nonparticipant_global_acc")
         lines.append(f"| {name} | {len(rows)} | {cell(rows, 'nonparticipant_acc')} | "
-                     f"{cell(rows, 'participant_acc')} | {cell(rows, 'global_acc')} | "
+                     f"{held_global} | {cell(rows, 'participant_acc')} | "
+                     f"{cell(rows, 'global_acc')} | "
                      f"{traffic / 1e6:.2f} MB | {rows[0]['client_trainable_params']} | "
                      f"{rows[0]['hypernet_params']} |")
     return "\n".join(lines)
