@@ -58,6 +58,24 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def render(data: dict[str, Any], tag: str = "digits") -> str:
+    """The results page (Markdown) from the JSON this module writes."""
+    overrides = {k: v for k, v in data["overrides"].items()
+                 if k in ("num-rounds", "local-steps", "clients-per-round",
+                          "num-clients", "holdout", "dirichlet-alpha", "inner-lr")}
+    setting = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    return (f"## HyperFedZero: zero-shot vs FedAvg ({tag})\n\n"
+            f"Preset `{data['preset']}` ({setting}); "
+            "seeds from 42, mean ± std over seeds; each run's round chosen on "
+            "participants' validation accuracy; FedAvg with the same split, rounds, "
+            "local steps and learning rate. zACC: held-out clients (never trained); "
+            "'global model on held out': FedAvg's global model / HyperFedZero's "
+            "global model (mean embedding) on the same held-out clients, pooled; "
+            "pACC: participants' own test sets; gACC: the global model on the "
+            "participants' pooled test sets (`python -m bench.hyperfedzero`).\n\n"
+            + table(data["results"]) + "\n")
+
+
 def main() -> None:
     """Run the grid (seed-major, so an interrupted run still has whole seeds)."""
     from server.direct_grid import run_in_process
@@ -69,12 +87,18 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[],
                         help="overrides key=JSON-value for every run")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render the page from the committed JSON")
     args = parser.parse_args()
+    out = Path("bench/results") / f"hyperfedzero-{args.tag}.json"
+    if args.render:
+        out.with_suffix(".md").write_text(render(json.loads(out.read_text()),
+                                                 args.tag))
+        return
     base = tomllib.loads(Path(args.preset).read_text())
     for kv in args.set:
         key, value = kv.split("=", 1)
         base[key] = json.loads(value)
-    out = Path("bench/results") / f"hyperfedzero-{args.tag}.json"
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     for seed in range(42, 42 + args.seeds):
         for name in args.variants:
@@ -86,10 +110,8 @@ def main() -> None:
             results[name].append({"seed": seed, **{k: summary.get(k) for k in KEYS}})
             out.write_text(json.dumps({"preset": args.preset, "overrides": base,
                                        "results": results}, indent=1))
-            out.with_suffix(".md").write_text(
-                f"Preset `{args.preset}` with {args.set or 'no overrides'}; seeds "
-                f"from 42; best round by participants' validation accuracy.\n\n"
-                + table(results) + "\n")
+            data = {"preset": args.preset, "overrides": base, "results": results}
+            out.with_suffix(".md").write_text(render(data, args.tag))
 
 
 if __name__ == "__main__":
