@@ -299,6 +299,8 @@ class Personalizer:
     """A loaded run ready to personalise many clients (the networks are built once)."""
 
     def __init__(self, run: TrainedRun, device: str = "cpu") -> None:
+        import server.strategies  # noqa: F401  (strategy modules add PERSONALIZERS)
+
         method = run.cfg.method
         spec = METHOD_SPECS[method]
         if not spec.personalizable or method not in PERSONALIZERS:
