@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[],
                         help="overrides key=JSON-value for every run")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--first-seed", type=int, default=42)
+    parser.add_argument("--append", action="store_true",
+                        help="add these seeds' rows to the existing JSON")
     parser.add_argument("--render", action="store_true",
                         help="only re-render the page from the committed JSON")
     args = parser.parse_args()
@@ -100,7 +103,9 @@ def main() -> None:
         key, value = kv.split("=", 1)
         base[key] = json.loads(value)
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
-    for seed in range(42, 42 + args.seeds):
+    if args.append and out.exists():
+        results.update(json.loads(out.read_text())["results"])
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in args.variants:
             cfg = {**base, **VARIANTS[name], "seed": seed,
                    "run-name": f"hfz-bench-{args.tag}-{len(results[name])}-"
