@@ -42,7 +42,10 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["| variant | seeds | zACC (held out) | global model on held out | pACC "
              "| gACC | bytes/round (down+up) | CTWC | HS |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, rows in results.items():
+    order = [v for v in VARIANTS if v in results] + \
+        [v for v in results if v not in VARIANTS]
+    for name in order:
+        rows = results[name]
         if not rows:
             continue
         traffic = np.mean([r["bytes_down_per_round"] + r["bytes_up_per_round"]
