@@ -204,7 +204,8 @@ def test_zero_shot_run_in_process_with_bad_input(tmp_path, monkeypatch):
     assert set(summary["embedding_store"]) == {str(p) for p in participants
                                                if p not in bad}
     assert not set(summary["embedding_store"]) & {str(p) for p in held_out}
-    for key in ("participant_acc", "nonparticipant_acc", "global_acc"):
+    for key in ("participant_acc", "nonparticipant_acc", "global_acc",
+                "nonparticipant_global_acc"):
         assert summary[key] is not None and summary[key] > 0.3, (key, summary)
     assert (out / "embedding_map.png").exists()
 
@@ -224,3 +225,12 @@ def test_zero_shot_run_in_process_with_bad_input(tmp_path, monkeypatch):
                                                  abs=1e-9)
     assert float(np.std(accs)) == pytest.approx(summary["nonparticipant_acc_std"],
                                                 abs=1e-9)
+    # and from the command line, in a fresh process (no server module imported yet)
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "personalize", str(out),
+                           "--partition-id", "5", "--out", str(tmp_path / "m.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "m.pt").exists()
