@@ -18,8 +18,10 @@ def _accuracy(suite: str) -> Callable[[argparse.Namespace], Any]:
     def go(args: argparse.Namespace) -> Any:
         from bench import accuracy
 
-        return accuracy.run(suite, quick=args.quick, parallel=args.parallel,
-                            reuse=args.reuse)
+        return accuracy.run(
+            suite, quick=args.quick, parallel=args.parallel, reuse=args.reuse
+        )
+
     return go
 
 
@@ -28,25 +30,44 @@ def _module(name: str) -> Callable[[argparse.Namespace], Any]:
         import importlib
 
         return importlib.import_module(f"bench.{name}").run(quick=args.quick)
+
     return go
 
 
 SUITES: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
-    "accuracy": ("every method on Fashion-MNIST: participants and non-participants, "
-                 "bytes, CTWC, HS (mean ± std over seeds)", _accuracy("accuracy")),
+    "accuracy": (
+        "every method on Fashion-MNIST: participants and non-participants, "
+        "bytes, CTWC, HS (mean ± std over seeds)",
+        _accuracy("accuracy"),
+    ),
     "digits": ("the same on scikit-learn digits (quick check)", _accuracy("digits")),
-    "chunked-lr": ("the chunked hypernetwork's server optimiser/lr sweep on digits "
-                   "(chosen on validation)", _accuracy("chunked-lr")),
-    "overhead": ("`flwr run` simulation vs the same functions called in process: "
-                 "per-round ratio after start-up, and start-up", _module("overhead")),
-    "server-cost": ("hypernetwork update as a share of the round: per-tensor vs "
-                    "chunked, 10 and 50 clients per round", _module("server_cost")),
-    "scale": ("100 / 1,000 / 5,000 registered clients, 10 sampled: round time and "
-              "server RSS", _module("scale")),
-    "comm": ("bytes per round from the records sent vs the papers' formulas",
-             _module("comm")),
-    "latency": ("personalisation latency: a new client's model from a checkpoint "
-                "on CPU", _module("latency")),
+    "chunked-lr": (
+        "the chunked hypernetwork's server optimiser/lr sweep on digits "
+        "(chosen on validation)",
+        _accuracy("chunked-lr"),
+    ),
+    "overhead": (
+        "`flwr run` simulation vs the same functions called in process: "
+        "per-round ratio after start-up, and start-up",
+        _module("overhead"),
+    ),
+    "server-cost": (
+        "hypernetwork update as a share of the round: per-tensor vs "
+        "chunked, 10 and 50 clients per round",
+        _module("server_cost"),
+    ),
+    "scale": (
+        "100 / 1,000 / 5,000 registered clients, 10 sampled: round time and server RSS",
+        _module("scale"),
+    ),
+    "comm": (
+        "bytes per round from the records sent vs the papers' formulas",
+        _module("comm"),
+    ),
+    "latency": (
+        "personalisation latency: a new client's model from a checkpoint on CPU",
+        _module("latency"),
+    ),
 }
 
 
@@ -57,36 +78,55 @@ def main(argv: list[str] | None = None) -> int:
         from bench.tune import main as tune_main
 
         return tune_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     parser.add_argument("suite", help="a suite name, 'list', or 'readme'")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke-test sizes (seconds to minutes); results are "
-                             "written like a full run's, so do not commit them")
-    parser.add_argument("--parallel", type=int, default=2,
-                        help="runs at once, one thread each (accuracy suites)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="accuracy suites: keep finished runs whose config is "
-                             "unchanged (run only new or changed rows)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-test sizes (seconds to minutes); results are "
+        "written like a full run's, so do not commit them",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=2,
+        help="runs at once, one thread each (accuracy suites)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="accuracy suites: keep finished runs whose config is "
+        "unchanged (run only new or changed rows)",
+    )
     args = parser.parse_args(argv)
     if args.suite == "list":
         for name, (what, _) in SUITES.items():
             print(f"{name:12s} {what}")
         print(f"{'readme':12s} rewrite README.md's Results block from bench/results")
-        print(f"{'tune':12s} a validation-only grid search: python -m bench tune "
-              "<target> --help")
+        print(
+            f"{'tune':12s} a validation-only grid search: python -m bench tune "
+            "<target> --help"
+        )
         return 0
     if args.suite == "readme":
         from bench.readme import main as readme_main
 
         return readme_main()
     if args.suite not in SUITES:
-        parser.error(f"unknown suite {args.suite!r}; known: {', '.join(SUITES)}, "
-                     "readme, list")
+        parser.error(
+            f"unknown suite {args.suite!r}; known: {', '.join(SUITES)}, readme, list"
+        )
     start = time.monotonic()
     SUITES[args.suite][1](args)
-    print(f"{args.suite}: done in {time.monotonic() - start:.0f}s; see "
-          f"bench/results/{args.suite}.md", file=sys.stderr)
+    print(
+        f"{args.suite}: done in {time.monotonic() - start:.0f}s; see "
+        f"bench/results/{args.suite}.md",
+        file=sys.stderr,
+    )
     return 0
 
 

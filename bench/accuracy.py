@@ -62,10 +62,17 @@ CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam", "server-lr": 1e-3}
 #: class of each member, so a hop trains on one class and relays an adapter whose
 #: logits are far off for the next client (first loss ≈ 150): ``local-clip-norm``
 #: keeps that step bounded (without it, local training diverges to NaN).
-HYPERFLORA = {"method": "hyperflora", "hyperflora-variant": "paired",
-              "pretrain-rounds": 20, "server-lr": 0.1, "hn-hidden": 128,
-              "hn-n-hidden": 2, "lora-lr": 0.05, "finetune-steps": 30,
-              "local-clip-norm": 5.0}
+HYPERFLORA = {
+    "method": "hyperflora",
+    "hyperflora-variant": "paired",
+    "pretrain-rounds": 20,
+    "server-lr": 0.1,
+    "hn-hidden": 128,
+    "hn-n-hidden": 2,
+    "lora-lr": 0.05,
+    "finetune-steps": 30,
+    "local-clip-norm": 5.0,
+}
 
 FMNIST = [
     Method("pFedHN (per-tensor)", "quickstart"),
@@ -84,13 +91,24 @@ DIGITS = [
 
 #: Fractions of the final participants' accuracy for the time-to-accuracy columns.
 TTA_FRACTIONS = (0.90, 0.97)
-TTA_KEYS = tuple(f"{kind}_to_{round(100 * f)}" for f in TTA_FRACTIONS
-                 for kind in ("updates", "wall"))
+TTA_KEYS = tuple(
+    f"{kind}_to_{round(100 * f)}" for f in TTA_FRACTIONS for kind in ("updates", "wall")
+)
 
-SUMMARY_KEYS = ("participant_acc", "nonparticipant_acc", "global_acc",
-                "participant_val_acc", "best_round", "bytes_down_per_round",
-                "bytes_up_per_round", "client_trainable_params", "hypernet_params",
-                "server_update_s", "round_s", "wall_s")
+SUMMARY_KEYS = (
+    "participant_acc",
+    "nonparticipant_acc",
+    "global_acc",
+    "participant_val_acc",
+    "best_round",
+    "bytes_down_per_round",
+    "bytes_up_per_round",
+    "client_trainable_params",
+    "hypernet_params",
+    "server_update_s",
+    "round_s",
+    "wall_s",
+)
 
 
 @dataclass(frozen=True)
@@ -107,34 +125,56 @@ class Spec:
 #: The short sweep that picked the chunked hypernetwork's server optimiser (chosen
 #: on participants' validation accuracy, on digits, one seed).
 CHUNKED_SWEEP = [
-    Method(f"chunked {opt} lr {lr:g}", "digits-quick",
-           {"hypernet": "chunked", "server-optimizer": opt, "server-lr": lr})
-    for opt, lr in (("sgd", 5e-2), ("sgd", 5e-3), ("sgd", 5e-4), ("adam", 1e-2),
-                    ("adam", 1e-3), ("adam", 2e-4))
+    Method(
+        f"chunked {opt} lr {lr:g}",
+        "digits-quick",
+        {"hypernet": "chunked", "server-optimizer": opt, "server-lr": lr},
+    )
+    for opt, lr in (
+        ("sgd", 5e-2),
+        ("sgd", 5e-3),
+        ("sgd", 5e-4),
+        ("adam", 1e-2),
+        ("adam", 1e-3),
+        ("adam", 2e-4),
+    )
 ]
 
 
 def specs(quick: bool) -> dict[str, Spec]:
     """The accuracy suites, full or (``quick``) a smoke-test size."""
     if quick:
-        size = {"num-rounds": 2, "eval-every": 1, "local-steps": 5,
-                "novel-rounds": 1}
-        return {"accuracy": Spec("accuracy", "Fashion-MNIST (quick)", FMNIST, [42],
-                                 size),
-                "digits": Spec("digits", "digits (quick)", DIGITS, [42], size),
-                "chunked-lr": Spec("chunked-lr", "chunked sweep (quick)",
-                                   CHUNKED_SWEEP[:2], [42], size)}
+        size = {"num-rounds": 2, "eval-every": 1, "local-steps": 5, "novel-rounds": 1}
+        return {
+            "accuracy": Spec("accuracy", "Fashion-MNIST (quick)", FMNIST, [42], size),
+            "digits": Spec("digits", "digits (quick)", DIGITS, [42], size),
+            "chunked-lr": Spec(
+                "chunked-lr", "chunked sweep (quick)", CHUNKED_SWEEP[:2], [42], size
+            ),
+        }
     return {
         "chunked-lr": Spec(
-            "chunked-lr", "chunked hypernetwork: server optimiser sweep on digits "
-            "(select on validation)", CHUNKED_SWEEP, [42],
-            {"num-rounds": 40, "eval-every": 5, "novel-rounds": 0}),
+            "chunked-lr",
+            "chunked hypernetwork: server optimiser sweep on digits "
+            "(select on validation)",
+            CHUNKED_SWEEP,
+            [42],
+            {"num-rounds": 40, "eval-every": 5, "novel-rounds": 0},
+        ),
         "accuracy": Spec(
-            "accuracy", "Fashion-MNIST, 50 clients × 2 classes (10 held out), LeNet-5",
-            FMNIST, [42, 43, 44], {"num-rounds": 20, "eval-every": 5}),
+            "accuracy",
+            "Fashion-MNIST, 50 clients × 2 classes (10 held out), LeNet-5",
+            FMNIST,
+            [42, 43, 44],
+            {"num-rounds": 20, "eval-every": 5},
+        ),
         "digits": Spec(
-            "digits", "scikit-learn digits, 20 clients × 2 classes (4 held out), "
-            "LeNet-5", DIGITS, [42, 43, 44], {"num-rounds": 40, "eval-every": 5}),
+            "digits",
+            "scikit-learn digits, 20 clients × 2 classes (4 held out), LeNet-5",
+            DIGITS,
+            [42, 43, 44],
+            {"num-rounds": 40, "eval-every": 5},
+        ),
     }
 
 
@@ -146,30 +186,47 @@ def slug(label: str) -> str:
 
 def jobs_for(spec: Spec) -> list[Job]:
     """One job per (method, seed), sized by the spec."""
-    return [Job(f"{slug(m.label)}-s{seed}", m.preset,
-                {**m.overrides, **spec.sizing, "seed": seed},
-                tags={"method": m.label, "seed": seed})
-            for m in spec.methods for seed in spec.seeds]
+    return [
+        Job(
+            f"{slug(m.label)}-s{seed}",
+            m.preset,
+            {**m.overrides, **spec.sizing, "seed": seed},
+            tags={"method": m.label, "seed": seed},
+        )
+        for m in spec.methods
+        for seed in spec.seeds
+    ]
 
 
 def run_record(result: JobResult) -> dict[str, Any]:
     """The numbers of one run that the table uses."""
     s = result.summary or {}
     train_rows = [r for r in result.rows if "round-s" in r]
-    rec = {"method": result.job.tags["method"], "seed": result.job.tags["seed"],
-           "ok": result.ok, "error": result.error,
-           "round_s": (sum(r["round-s"] for r in train_rows) / len(train_rows)
-                       if train_rows else None)}
+    rec = {
+        "method": result.job.tags["method"],
+        "seed": result.job.tags["seed"],
+        "ok": result.ok,
+        "error": result.error,
+        "round_s": (
+            sum(r["round-s"] for r in train_rows) / len(train_rows)
+            if train_rows
+            else None
+        ),
+    }
     rec.update({k: s.get(k) for k in SUMMARY_KEYS if k != "round_s"})
     rec["nonparticipant_protocol"] = s.get("nonparticipant_protocol")
-    rec["curve"] = [(r["round"], r["participant-val-acc"], r["participant-test-acc"])
-                    for r in result.rows if "participant-val-acc" in r]
+    rec["curve"] = [
+        (r["round"], r["participant-val-acc"], r["participant-test-acc"])
+        for r in result.rows
+        if "participant-val-acc" in r
+    ]
     rec.update(time_to_accuracy(result.rows, result.job.config(Path("."))))
     return mark_diverged(rec, divergence(s, result.rows, result.error))
 
 
-def time_to_accuracy(rows: list[dict[str, Any]], cfg: dict[str, Any]
-                     ) -> dict[str, float | None]:
+def time_to_accuracy(
+    rows: list[dict[str, Any]], cfg: dict[str, Any]
+) -> dict[str, float | None]:
     """Client updates and wall seconds until the participants' test accuracy first
     reaches 90 % and 97 % of its final (last evaluated) value.
 
@@ -178,14 +235,16 @@ def time_to_accuracy(rows: list[dict[str, Any]], cfg: dict[str, Any]
     (pre-training's own wall time is not in the rows). Read off the evaluated rounds
     only, so the resolution is ``eval-every``.
     """
-    evals = [(r["round"], r["participant-test-acc"]) for r in rows
-             if "participant-test-acc" in r]
+    evals = [
+        (r["round"], r["participant-test-acc"])
+        for r in rows
+        if "participant-test-acc" in r
+    ]
     out: dict[str, float | None] = dict.fromkeys(TTA_KEYS)
     if not evals:
         return out
     per_round = int(cfg.get("clients-per-round", 10))
-    pre = (int(cfg.get("pretrain-rounds", 0))
-           if cfg.get("method") == "hyperflora" else 0)
+    pre = int(cfg.get("pretrain-rounds", 0)) if cfg.get("method") == "hyperflora" else 0
     final = evals[-1][1]
     for frac in TTA_FRACTIONS:
         reached = next((rnd for rnd, acc in evals if acc >= frac * final), None)
@@ -193,81 +252,160 @@ def time_to_accuracy(rows: list[dict[str, Any]], cfg: dict[str, Any]
             continue
         tag = round(100 * frac)
         out[f"updates_to_{tag}"] = float((pre + reached) * per_round)
-        out[f"wall_to_{tag}"] = sum(r.get("round-s", 0.0) for r in rows
-                                    if r.get("round", 0) <= reached)
+        out[f"wall_to_{tag}"] = sum(
+            r.get("round-s", 0.0) for r in rows if r.get("round", 0) <= reached
+        )
     return out
 
 
-def markdown(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
-             meta: dict[str, Any]) -> str:
+def markdown(
+    spec: Spec,
+    rows: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    meta: dict[str, Any],
+) -> str:
     """The suite's results page."""
     protocols = {r["method"]: r.get("nonparticipant_protocol") for r in runs}
     body = table(
-        ["method", "participants (val %)", "participants (test %)",
-         "non-participants (test %)",
-         "global model (test %)", "best round", "bytes ↓/round", "bytes ↑/round",
-         "CTWC", "HS", "server update ms/round", "s/round"],
-        [[r["method"], pm(r, "participant_val_acc"), pm(r, "participant_acc"),
-          pm(r, "nonparticipant_acc"),
-          pm(r, "global_acc"), fmt(r["best_round"], 2), fmt(r["bytes_down_per_round"]),
-          fmt(r["bytes_up_per_round"]), fmt(r["client_trainable_params"]),
-          fmt(r["hypernet_params"]),
-          fmt(None if r["server_update_s"] is None else 1e3 * r["server_update_s"], 3),
-          fmt(r["round_s"], 3)] for r in rows])
+        [
+            "method",
+            "participants (val %)",
+            "participants (test %)",
+            "non-participants (test %)",
+            "global model (test %)",
+            "best round",
+            "bytes ↓/round",
+            "bytes ↑/round",
+            "CTWC",
+            "HS",
+            "server update ms/round",
+            "s/round",
+        ],
+        [
+            [
+                r["method"],
+                pm(r, "participant_val_acc"),
+                pm(r, "participant_acc"),
+                pm(r, "nonparticipant_acc"),
+                pm(r, "global_acc"),
+                fmt(r["best_round"], 2),
+                fmt(r["bytes_down_per_round"]),
+                fmt(r["bytes_up_per_round"]),
+                fmt(r["client_trainable_params"]),
+                fmt(r["hypernet_params"]),
+                fmt(
+                    None
+                    if r["server_update_s"] is None
+                    else 1e3 * r["server_update_s"],
+                    3,
+                ),
+                fmt(r["round_s"], 3),
+            ]
+            for r in rows
+        ],
+    )
     if rows and TTA_KEYS[0] in rows[0]:
         body += "\n\n" + table(
-            ["method", *[f"to {round(100 * f)} % of final: client updates / s"
-                         for f in TTA_FRACTIONS]],
-            [[r["method"], *[f"{fmt(r[f'updates_to_{round(100 * f)}'])} / "
-                             f"{fmt(r[f'wall_to_{round(100 * f)}'], 3)}"
-                             for f in TTA_FRACTIONS]] for r in rows])
+            [
+                "method",
+                *[
+                    f"to {round(100 * f)} % of final: client updates / s"
+                    for f in TTA_FRACTIONS
+                ],
+            ],
+            [
+                [
+                    r["method"],
+                    *[
+                        f"{fmt(r[f'updates_to_{round(100 * f)}'])} / "
+                        f"{fmt(r[f'wall_to_{round(100 * f)}'], 3)}"
+                        for f in TTA_FRACTIONS
+                    ],
+                ]
+                for r in rows
+            ],
+        )
     sizing = ", ".join(f"{k}={v}" for k, v in spec.sizing.items())
-    notes = [f"### Accuracy — {spec.title}", "",
-             f"Mean ± std over seeds {', '.join(map(str, spec.seeds))} "
-             f"({sizing}; everything else as in the presets). Test accuracy at the "
-             "round with the best mean *validation* accuracy of the participants; "
-             "non-participants evaluated once, with the state of that round.", "",
-             body, "",
-             "Non-participants get: " + "; ".join(
-                 f"{', '.join(m for m, q in protocols.items() if q == p)} — {p}"
-                 for p in dict.fromkeys(protocols.values()) if p) + ".",
-             *[f"{m.label} first pre-trains its base model with "
-               f"{m.overrides['pretrain-rounds']} FedAvg rounds (not counted in "
-               "its rounds, best round or bytes per round, which are its "
-               "hypernetwork phase's)." for m in spec.methods
-               if m.overrides.get("pretrain-rounds")],
-             "Bytes are counted from the records actually sent (train messages of a "
-             "round, all clients); CTWC = weights a client trains and sends back; "
-             "HS = hypernetwork parameters (the embeddings excluded).",
-             f"Runs in process (`bench/worker.py`: the ServerApp's loop and the real "
-             f"ClientApp handlers, no Ray), {meta['parallel']} at a time with one "
-             "thread each; the overhead suite shows `flwr run` gives the same "
-             "numbers with the same seed.",
-             load_caveat(meta["load"], meta["machine"]["cpus"])]
+    notes = [
+        f"### Accuracy — {spec.title}",
+        "",
+        f"Mean ± std over seeds {', '.join(map(str, spec.seeds))} "
+        f"({sizing}; everything else as in the presets). Test accuracy at the "
+        "round with the best mean *validation* accuracy of the participants; "
+        "non-participants evaluated once, with the state of that round.",
+        "",
+        body,
+        "",
+        "Non-participants get: "
+        + "; ".join(
+            f"{', '.join(m for m, q in protocols.items() if q == p)} — {p}"
+            for p in dict.fromkeys(protocols.values())
+            if p
+        )
+        + ".",
+        *[
+            f"{m.label} first pre-trains its base model with "
+            f"{m.overrides['pretrain-rounds']} FedAvg rounds (not counted in "
+            "its rounds, best round or bytes per round, which are its "
+            "hypernetwork phase's)."
+            for m in spec.methods
+            if m.overrides.get("pretrain-rounds")
+        ],
+        "Bytes are counted from the records actually sent (train messages of a "
+        "round, all clients); CTWC = weights a client trains and sends back; "
+        "HS = hypernetwork parameters (the embeddings excluded).",
+        f"Runs in process (`bench/worker.py`: the ServerApp's loop and the real "
+        f"ClientApp handlers, no Ray), {meta['parallel']} at a time with one "
+        "thread each; the overhead suite shows `flwr run` gives the same "
+        "numbers with the same seed.",
+        load_caveat(meta["load"], meta["machine"]["cpus"]),
+    ]
     diverged = [r for r in runs if r.get("diverged")]
     if diverged:
-        notes.append("Diverged runs (shown as NaN, not counted in any mean): " +
-                     ", ".join(f"{r['method']} seed {r['seed']} ({r['diverged']})"
-                               for r in diverged) + ".")
+        notes.append(
+            "Diverged runs (shown as NaN, not counted in any mean): "
+            + ", ".join(
+                f"{r['method']} seed {r['seed']} ({r['diverged']})" for r in diverged
+            )
+            + "."
+        )
     failed = [r for r in runs if not r["ok"] and not r.get("diverged")]
     if failed:
-        notes.append("Failed runs (left out): " + ", ".join(
-            f"{r['method']} seed {r['seed']} ({r['error']})" for r in failed) + ".")
+        notes.append(
+            "Failed runs (left out): "
+            + ", ".join(
+                f"{r['method']} seed {r['seed']} ({r['error']})" for r in failed
+            )
+            + "."
+        )
     return "\n".join(notes) + "\n"
 
 
-def plots(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
-          out: Path) -> None:
+def plots(
+    spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]], out: Path
+) -> None:
     """Participants vs non-participants per method; validation curves per method."""
     labels = [r["method"] for r in rows]
-    save_plot(out / f"{spec.name}.png", lambda ax: bar_with_errors(
-        ax, labels, {
-            "participants": ([r["participant_acc"] for r in rows],
-                             [r["participant_acc_std"] for r in rows]),
-            "non-participants": ([r["nonparticipant_acc"] for r in rows],
-                                 [r["nonparticipant_acc_std"] for r in rows])},
-        "test accuracy (round chosen on validation)", spec.title[:60]),
-        size=(7.5, 4.5))
+    save_plot(
+        out / f"{spec.name}.png",
+        lambda ax: bar_with_errors(
+            ax,
+            labels,
+            {
+                "participants": (
+                    [r["participant_acc"] for r in rows],
+                    [r["participant_acc_std"] for r in rows],
+                ),
+                "non-participants": (
+                    [r["nonparticipant_acc"] for r in rows],
+                    [r["nonparticipant_acc_std"] for r in rows],
+                ),
+            },
+            "test accuracy (round chosen on validation)",
+            spec.title[:60],
+        ),
+        size=(7.5, 4.5),
+    )
 
     def curves(ax: Any) -> None:
         for label in labels:
@@ -281,15 +419,20 @@ def plots(spec: Spec, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
             rounds = sorted(by_round)
             vals = [sum(by_round[x]) / len(by_round[x]) for x in rounds]
             ax.plot(rounds, vals, marker="o", ms=3, label=label)
-        ax.set(xlabel="round", ylabel="participants' validation accuracy",
-               title="validation accuracy per round (mean over seeds)", ylim=(0, 1))
+        ax.set(
+            xlabel="round",
+            ylabel="participants' validation accuracy",
+            title="validation accuracy per round (mean over seeds)",
+            ylim=(0, 1),
+        )
         ax.legend(loc="lower right")
 
     save_plot(out / f"{spec.name}-curves.png", curves)
 
 
-def run(suite: str, quick: bool = False, parallel: int = 2,
-        reuse: bool = False) -> dict[str, Any]:
+def run(
+    suite: str, quick: bool = False, parallel: int = 2, reuse: bool = False
+) -> dict[str, Any]:
     """Run one accuracy suite and write its results; return the JSON written.
 
     ``reuse`` keeps finished runs whose config is unchanged (a new row runs alone).
@@ -301,13 +444,25 @@ def run(suite: str, quick: bool = False, parallel: int = 2,
     runs = [run_record(r) for r in results]
     ok = [r for r in runs if r["ok"] or r.get("diverged")]
     rows = aggregate(ok, "method", (*SUMMARY_KEYS, *TTA_KEYS))
-    meta = {"machine": machine(), "load": load.summary(), "parallel": parallel,
-            "quick": quick}
-    data = {"suite": suite, "title": spec.title, "seeds": list(spec.seeds),
-            "sizing": spec.sizing,
-            "methods": [{"label": m.label, "preset": m.preset,
-                         "overrides": m.overrides} for m in spec.methods],
-            "rows": rows, "runs": runs, **meta}
+    meta = {
+        "machine": machine(),
+        "load": load.summary(),
+        "parallel": parallel,
+        "quick": quick,
+    }
+    data = {
+        "suite": suite,
+        "title": spec.title,
+        "seeds": list(spec.seeds),
+        "sizing": spec.sizing,
+        "methods": [
+            {"label": m.label, "preset": m.preset, "overrides": m.overrides}
+            for m in spec.methods
+        ],
+        "rows": rows,
+        "runs": runs,
+        **meta,
+    }
     out = results_dir(quick)
     write_results(suite, data, render(data), out)
     plots(spec, rows, runs, out)
@@ -316,7 +471,11 @@ def run(suite: str, quick: bool = False, parallel: int = 2,
 
 def render(data: dict[str, Any]) -> str:
     """The results page, from the suite's JSON alone."""
-    spec = Spec(data["suite"], data["title"],
-                [Method(m["label"], m["preset"], m["overrides"])
-                 for m in data["methods"]], data["seeds"], data["sizing"])
+    spec = Spec(
+        data["suite"],
+        data["title"],
+        [Method(m["label"], m["preset"], m["overrides"]) for m in data["methods"]],
+        data["seeds"],
+        data["sizing"],
+    )
     return markdown(spec, data["rows"], data["runs"], data)

@@ -23,22 +23,45 @@ from typing import Any
 from bench.harness import Job, JobResult, LoadMonitor, machine, results_dir, run_jobs
 from bench.report import fmt, load_caveat, paragraphs, save_plot, table, write_results
 
-SHORT = {"num-rounds": 2, "eval-every": 100, "local-steps": 2, "novel-rounds": 0,
-         "seed": 42}
+SHORT = {
+    "num-rounds": 2,
+    "eval-every": 100,
+    "local-steps": 2,
+    "novel-rounds": 0,
+    "seed": 42,
+}
 
 METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("pFedHN (per-tensor)", "quickstart", {}),
-    ("pFedHN (chunked)", "quickstart", {"hypernet": "chunked",
-                                        "server-optimizer": "adam",
-                                        "server-lr": 1e-3}),
+    (
+        "pFedHN (chunked)",
+        "quickstart",
+        {"hypernet": "chunked", "server-optimizer": "adam", "server-lr": 1e-3},
+    ),
     ("FedAvg", "fedavg-fmnist", {}),
     ("Local only", "local-fmnist", {}),
-    ("HyperFLoRA (standard)", "quickstart", {
-        "method": "hyperflora", "hyperflora-variant": "standard",
-        "pretrain-rounds": 1, "local-epochs": 0, "finetune-steps": 0}),
-    ("HyperFLoRA (paired, E=3)", "quickstart", {
-        "method": "hyperflora", "hyperflora-variant": "paired",
-        "pretrain-rounds": 1, "local-epochs": 0, "finetune-steps": 0}),
+    (
+        "HyperFLoRA (standard)",
+        "quickstart",
+        {
+            "method": "hyperflora",
+            "hyperflora-variant": "standard",
+            "pretrain-rounds": 1,
+            "local-epochs": 0,
+            "finetune-steps": 0,
+        },
+    ),
+    (
+        "HyperFLoRA (paired, E=3)",
+        "quickstart",
+        {
+            "method": "hyperflora",
+            "hyperflora-variant": "paired",
+            "pretrain-rounds": 1,
+            "local-epochs": 0,
+            "finetune-steps": 0,
+        },
+    ),
 ]
 
 
@@ -53,9 +76,11 @@ def jobs(quick: bool) -> list[Job]:
     """Two short rounds per method."""
     from bench.accuracy import slug
 
-    return [Job(f"{slug(label)}", preset, {**overrides, **SHORT},
-                tags={"method": label}) for label, preset, overrides in METHODS
-            if available(overrides)]
+    return [
+        Job(f"{slug(label)}", preset, {**overrides, **SHORT}, tags={"method": label})
+        for label, preset, overrides in METHODS
+        if available(overrides)
+    ]
 
 
 def formula(label: str, ctwc: int, sampled: float) -> float:
@@ -70,15 +95,28 @@ def record(result: JobResult) -> dict[str, Any]:
     label = result.job.tags["method"]
     ctwc = s.get("client_trainable_params")
     # HyperFLoRA's rows count clients and pairs ("sampled" = units) and relay hops
-    sampled = statistics.fmean(r.get("clients", r.get("sampled", 0))
-                               for r in rows) if rows else None
-    transfers = (statistics.fmean(r.get("clients", r.get("sampled", 0))
-                                  + r.get("relay-hops", 0) for r in rows)
-                 if rows else None)
-    rec: dict[str, Any] = {"method": label, "ok": result.ok, "error": result.error,
-                           "ctwc": ctwc, "sampled": sampled, "transfers": transfers,
-                           "bytes_down": s.get("bytes_down_per_round"),
-                           "bytes_up": s.get("bytes_up_per_round")}
+    sampled = (
+        statistics.fmean(r.get("clients", r.get("sampled", 0)) for r in rows)
+        if rows
+        else None
+    )
+    transfers = (
+        statistics.fmean(
+            r.get("clients", r.get("sampled", 0)) + r.get("relay-hops", 0) for r in rows
+        )
+        if rows
+        else None
+    )
+    rec: dict[str, Any] = {
+        "method": label,
+        "ok": result.ok,
+        "error": result.error,
+        "ctwc": ctwc,
+        "sampled": sampled,
+        "transfers": transfers,
+        "bytes_down": s.get("bytes_down_per_round"),
+        "bytes_up": s.get("bytes_up_per_round"),
+    }
     if ctwc and sampled and transfers:
         rec["formula"] = formula(label, ctwc, sampled)
         rec["formula_transfers"] = formula(label, ctwc, transfers)
@@ -91,21 +129,48 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The suite's results page."""
     ok = [r for r in records if r["ok"] and r.get("formula")]
     body = table(
-        ["method", "clients/round m", "trained weights (CTWC)",
-         "paper: m·CTWC·4 B", "transfers/round t", "measured ↓ B/round",
-         "measured ↑ B/round", "measured / (t·CTWC·4) (↓, ↑)"],
-        [[r["method"], fmt(r["sampled"], 3), fmt(r["ctwc"]), fmt(r["formula"]),
-          fmt(r["transfers"], 3), fmt(r["bytes_down"]), fmt(r["bytes_up"]),
-          f"{r['down_vs_formula']:.4f}, {r['up_vs_formula']:.4f}"] for r in ok])
-    lines = ["### Communication — bytes per round: measured vs the papers' formulas",
-             "", "Two rounds of each method at the default job's size (LeNet-5, "
-             "10 clients per round); bytes counted from the records actually sent "
-             "and received (array payloads plus keys and config values).", "",
-             body, "", *paragraphs(meta.get("notes", []))]
+        [
+            "method",
+            "clients/round m",
+            "trained weights (CTWC)",
+            "paper: m·CTWC·4 B",
+            "transfers/round t",
+            "measured ↓ B/round",
+            "measured ↑ B/round",
+            "measured / (t·CTWC·4) (↓, ↑)",
+        ],
+        [
+            [
+                r["method"],
+                fmt(r["sampled"], 3),
+                fmt(r["ctwc"]),
+                fmt(r["formula"]),
+                fmt(r["transfers"], 3),
+                fmt(r["bytes_down"]),
+                fmt(r["bytes_up"]),
+                f"{r['down_vs_formula']:.4f}, {r['up_vs_formula']:.4f}",
+            ]
+            for r in ok
+        ],
+    )
+    lines = [
+        "### Communication — bytes per round: measured vs the papers' formulas",
+        "",
+        "Two rounds of each method at the default job's size (LeNet-5, "
+        "10 clients per round); bytes counted from the records actually sent "
+        "and received (array payloads plus keys and config values).",
+        "",
+        body,
+        "",
+        *paragraphs(meta.get("notes", [])),
+    ]
     failed = [r for r in records if not r["ok"]]
     if failed:
-        lines.append("Not measured: " + "; ".join(
-            f"{r['method']} ({r['error']})" for r in failed) + ".")
+        lines.append(
+            "Not measured: "
+            + "; ".join(f"{r['method']} ({r['error']})" for r in failed)
+            + "."
+        )
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
     return "\n".join(lines) + "\n"
 
@@ -129,8 +194,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     with LoadMonitor() as load:
         results = run_jobs("comm", jobs(quick), parallel=2)
     records = [record(r) for r in results]
-    meta = {"machine": machine(), "load": load.summary(), "quick": quick,
-            "notes": NOTES}
+    meta = {
+        "machine": machine(),
+        "load": load.summary(),
+        "quick": quick,
+        "notes": NOTES,
+    }
     data = {"suite": "comm", "rows": records, **meta}
     out = results_dir(quick)
     write_results("comm", data, render(data), out)
@@ -139,10 +208,18 @@ def run(quick: bool = False) -> dict[str, Any]:
     def draw(ax: Any) -> None:
         labels = [r["method"] for r in ok]
         xs = range(len(ok))
-        ax.bar([x - 0.2 for x in xs], [r["formula"] / 1e6 for r in ok], 0.4,
-               label="formula m·CTWC·4 B")
-        ax.bar([x + 0.2 for x in xs], [r["bytes_down"] / 1e6 for r in ok], 0.4,
-               label="measured (down)")
+        ax.bar(
+            [x - 0.2 for x in xs],
+            [r["formula"] / 1e6 for r in ok],
+            0.4,
+            label="formula m·CTWC·4 B",
+        )
+        ax.bar(
+            [x + 0.2 for x in xs],
+            [r["bytes_down"] / 1e6 for r in ok],
+            0.4,
+            label="measured (down)",
+        )
         ax.set_yscale("log")
         ax.set_xticks(list(xs))
         ax.set_xticklabels(labels, rotation=15, ha="right")

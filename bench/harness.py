@@ -58,10 +58,10 @@ class Job:
     name: str
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
-    engine: str = "direct"            # "direct" (in-process) or "sim" (flwr run)
+    engine: str = "direct"  # "direct" (in-process) or "sim" (flwr run)
     num_supernodes: int | None = None  # sim: defaults to num-clients
-    actor_cpus: int = 1               # sim: CPUs per Ray actor
-    ray_cpus: int | None = None       # sim: CPUs Ray may use (actors = this / above)
+    actor_cpus: int = 1  # sim: CPUs per Ray actor
+    ray_cpus: int | None = None  # sim: CPUs Ray may use (actors = this / above)
     timeout: float = 3600.0
     tags: dict[str, Any] = field(default_factory=dict)
 
@@ -82,9 +82,9 @@ class JobResult:
     ok: bool
     summary: dict[str, Any] | None
     rows: list[dict[str, Any]]
-    startup_s: float | None      # launch -> first round starts (config.json written)
-    total_s: float               # launch -> process exit
-    extra: dict[str, Any]        # worker-side measurements (direct engine)
+    startup_s: float | None  # launch -> first round starts (config.json written)
+    total_s: float  # launch -> process exit
+    extra: dict[str, Any]  # worker-side measurements (direct engine)
     log_path: Path
     error: str = ""
 
@@ -93,8 +93,9 @@ def load_preset(preset: str) -> dict[str, Any]:
     """A ``conf/*.toml`` preset as a dict (a path, or a name under ``conf/``)."""
     path = Path(preset)
     if not path.is_absolute() and not path.exists():
-        path = ROOT / "conf" / (preset if preset.endswith(".toml") else
-                                f"{preset}.toml")
+        path = (
+            ROOT / "conf" / (preset if preset.endswith(".toml") else f"{preset}.toml")
+        )
     return tomllib.loads(path.read_text())
 
 
@@ -119,12 +120,21 @@ def flwr_env(home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     link, http, control = free_ports(3)
-    env.update({"FLWR_HOME": str(home), "HYPERFLOWER_LINK_PORT": str(link),
-                "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
-                "FLWR_LOCAL_CONTROL_API_PORT": str(control),
-                "PATH": f"{Path(PYTHON).parent}:{env['PATH']}"})
-    out = subprocess.run(["bash", "-c", f"source {ROOT}/deploy/flwr-env.sh && env -0"],
-                         env=env, check=True, capture_output=True).stdout
+    env.update(
+        {
+            "FLWR_HOME": str(home),
+            "HYPERFLOWER_LINK_PORT": str(link),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(control),
+            "PATH": f"{Path(PYTHON).parent}:{env['PATH']}",
+        }
+    )
+    out = subprocess.run(
+        ["bash", "-c", f"source {ROOT}/deploy/flwr-env.sh && env -0"],
+        env=env,
+        check=True,
+        capture_output=True,
+    ).stdout
     env.update(dict(kv.split("=", 1) for kv in out.decode().split("\0") if "=" in kv))
     return env
 
@@ -132,8 +142,11 @@ def flwr_env(home: Path) -> dict[str, str]:
 def superlink_pids(env: Mapping[str, str]) -> list[int]:
     """PIDs of the local SuperLink started for this environment (by its port)."""
     port = env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
-    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*--port {port}"],
-                           capture_output=True, text=True).stdout.split()
+    found = subprocess.run(
+        ["pgrep", "-f", f"flower-superlink.*--port {port}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     return [int(p) for p in found]
 
 
@@ -224,7 +237,6 @@ def process_kind(command: str) -> str:
     return "other"
 
 
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far (0 when it is gone)."""
     try:
@@ -246,9 +258,13 @@ class ProcSampler:
     (wall time is not), so the overhead suite reports both.
     """
 
-    def __init__(self, find_server: Callable[[], int | None],
-                 find_tree: Callable[[], list[int]], rows_path: Path,
-                 period: float = 0.25) -> None:
+    def __init__(
+        self,
+        find_server: Callable[[], int | None],
+        find_tree: Callable[[], list[int]],
+        rows_path: Path,
+        period: float = 0.25,
+    ) -> None:
         self.find_server, self.find_tree = find_server, find_tree
         self.rows_path, self.period = rows_path, period
         self.samples: list[tuple[float, int, float, float]] = []
@@ -288,8 +304,9 @@ class ProcSampler:
             rss = rss_mb(server) if server is not None else 0.0
             rows = self._rows()
             self._at_rows.setdefault(rows, dict(self._seen))
-            self.samples.append((time.monotonic() - self.t0, rows,
-                                 sum(self._seen.values()), rss))
+            self.samples.append(
+                (time.monotonic() - self.t0, rows, sum(self._seen.values()), rss)
+            )
 
     @property
     def peak(self) -> float | None:
@@ -299,6 +316,7 @@ class ProcSampler:
     def between_rows(self, first: int, last: int) -> dict[str, float] | None:
         """Wall and tree CPU seconds from round ``first`` ending to ``last`` ending
         (as first seen in the samples); None when the run never got there."""
+
         def at(n: int) -> tuple[float, int, float, float] | None:
             return next((s for s in self.samples if s[1] >= n), None)
 
@@ -310,9 +328,15 @@ class ProcSampler:
         for pid, cpu in end.items():
             kind = self._names.get(pid, "other")
             by_kind[kind] = by_kind.get(kind, 0.0) + cpu - start.get(pid, 0.0)
-        return {"wall_s": b[0] - a[0], "cpu_s": b[2] - a[2], "rounds": last - first,
-                "cpu_by_process_s": {k: round(v, 3) for k, v in sorted(
-                    by_kind.items(), key=lambda kv: -kv[1])}}
+        return {
+            "wall_s": b[0] - a[0],
+            "cpu_s": b[2] - a[2],
+            "rounds": last - first,
+            "cpu_by_process_s": {
+                k: round(v, 3)
+                for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])
+            },
+        }
 
 
 def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
@@ -321,8 +345,13 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
     run_dir = out_root / job.name
     log_path = out_root / f"{job.name}.log"
     out_root.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.jsonl", "summary.json", "config.json", "bench-worker.json",
-                  "status.json"):
+    for stale in (
+        "metrics.jsonl",
+        "summary.json",
+        "config.json",
+        "bench-worker.json",
+        "status.json",
+    ):
         (run_dir / stale).unlink(missing_ok=True)
     ckpt = run_dir / "checkpoint" / "state.pt"
     ckpt.unlink(missing_ok=True)
@@ -334,10 +363,19 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
         with open(log_path, "w", encoding="utf-8") as log:
             if job.engine == "direct":
                 proc = subprocess.Popen(
-                    [PYTHON, "-m", "bench.worker", json.dumps(cfg)], cwd=ROOT,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, "HYPERFLOWER_CLIENT_THREADS": "1",
-                         "HYPERFLOWER_SERVER_THREADS": "1", "OMP_NUM_THREADS": "1"})
+                    [PYTHON, "-m", "bench.worker", json.dumps(cfg)],
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env={
+                        **os.environ,
+                        "HYPERFLOWER_CLIENT_THREADS": "1",
+                        "HYPERFLOWER_SERVER_THREADS": "1",
+                        "OMP_NUM_THREADS": "1",
+                    },
+                )
+
                 def find() -> int | None:
                     return proc.pid
 
@@ -345,20 +383,39 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
                     return [proc.pid, *descendants(proc.pid)]
             else:
                 env = flwr_env(out_root / f".flwr-{job.name}")
-                env.update({"HYPERFLOWER_CLIENT_THREADS": "1",
-                            "HYPERFLOWER_SERVER_THREADS": "1", "OMP_NUM_THREADS": "1"})
+                env.update(
+                    {
+                        "HYPERFLOWER_CLIENT_THREADS": "1",
+                        "HYPERFLOWER_SERVER_THREADS": "1",
+                        "OMP_NUM_THREADS": "1",
+                    }
+                )
                 nodes = job.num_supernodes or int(cfg.get("num-clients", 50))
-                fed = (f"num-supernodes={nodes} "
-                       f"client-resources-num-cpus={job.actor_cpus}")
+                fed = (
+                    f"num-supernodes={nodes} client-resources-num-cpus={job.actor_cpus}"
+                )
                 if job.ray_cpus:
                     fed += f" init-args-num-cpus={job.ray_cpus}"
                 from common.flwr_cli import run_config_arg
 
                 proc = subprocess.Popen(
-                    ["flwr", "run", str(ROOT), "local", "--stream", "--run-config",
-                     run_config_arg(cfg), "--federation-config", fed],
-                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True)
+                    [
+                        "flwr",
+                        "run",
+                        str(ROOT),
+                        "local",
+                        "--stream",
+                        "--run-config",
+                        run_config_arg(cfg),
+                        "--federation-config",
+                        fed,
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
                 sim_env = env
 
                 links: list[int] = []
@@ -380,8 +437,12 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
                     for link in superlinks():
                         pids += [link, *descendants(link)]
                     return pids
-            sampler = (ProcSampler(find, tree, run_dir / "metrics.jsonl")
-                       if sample_rss else None)
+
+            sampler = (
+                ProcSampler(find, tree, run_dir / "metrics.jsonl")
+                if sample_rss
+                else None
+            )
             if sampler:
                 sampler.__enter__()
             try:
@@ -404,8 +465,7 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
             stop_superlink(env)
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     config_path = run_dir / "config.json"
-    startup = (config_path.stat().st_mtime - start_wall if config_path.exists()
-               else None)
+    startup = config_path.stat().st_mtime - start_wall if config_path.exists() else None
     extra_path = run_dir / "bench-worker.json"
     extra = json.loads(extra_path.read_text()) if extra_path.exists() else {}
     if sample_rss and sampler is not None:
@@ -455,10 +515,12 @@ class Progress:
             left = (len(self.jobs) - n_done) * per_job / max(1, len(self.running) or 1)
             eta = f", eta ~{_fmt_s(max(0.0, left))}"
         failed = sum(1 for *_, ok in self.done if not ok)
-        return (f"[{self.suite}] {n_done}/{len(self.jobs)} done"
-                + (f" ({failed} failed)" if failed else "")
-                + (f" | running: {', '.join(running)}" if running else "")
-                + f" | {_fmt_s(elapsed)}{eta}")
+        return (
+            f"[{self.suite}] {n_done}/{len(self.jobs)} done"
+            + (f" ({failed} failed)" if failed else "")
+            + (f" | running: {', '.join(running)}" if running else "")
+            + f" | {_fmt_s(elapsed)}{eta}"
+        )
 
     def show(self, force: bool = False) -> None:
         """Print the line (rewritten in place on a terminal, every 15 s in a log)."""
@@ -480,8 +542,9 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def run_jobs(suite: str, jobs: Sequence[Job], parallel: int = 2,
-             sample_rss: bool = False) -> list[JobResult]:
+def run_jobs(
+    suite: str, jobs: Sequence[Job], parallel: int = 2, sample_rss: bool = False
+) -> list[JobResult]:
     """Run ``jobs`` with up to ``parallel`` at once; results in the jobs' order."""
     out_root = RUNS / suite
     progress = Progress(suite, jobs, out_root)
@@ -504,8 +567,10 @@ def run_jobs(suite: str, jobs: Sequence[Job], parallel: int = 2,
             if not result.ok:
                 sys.stderr.write(f"\n[{suite}] {job.name} failed: {result.error}\n")
 
-    threads = [threading.Thread(target=worker, daemon=True)
-               for _ in range(max(1, min(parallel, len(jobs))))]
+    threads = [
+        threading.Thread(target=worker, daemon=True)
+        for _ in range(max(1, min(parallel, len(jobs))))
+    ]
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
@@ -530,9 +595,14 @@ def machine() -> dict[str, Any]:
         from importlib.metadata import version
 
         flwr_version = version("flwr")
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "flwr": flwr_version,
-            "platform": platform.platform(), "loadavg": list(os.getloadavg())}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "flwr": flwr_version,
+        "platform": platform.platform(),
+        "loadavg": list(os.getloadavg()),
+    }
 
 
 class LoadMonitor:
@@ -561,14 +631,21 @@ class LoadMonitor:
         """Mean and max 1-minute load average seen."""
         if not self.samples:
             return {}
-        return {"load1-mean": sum(self.samples) / len(self.samples),
-                "load1-max": max(self.samples)}
+        return {
+            "load1-mean": sum(self.samples) / len(self.samples),
+            "load1-max": max(self.samples),
+        }
 
 
 #: Run-config keys that say where a run writes, or how often it saves, and do not
 #: change its numbers.
-NOT_RESULT_KEYS = ("output-dir", "checkpoint-every", "eval-clients-per-batch",
-                   "run-id", "run")  # run: identity and data record (config.json)
+NOT_RESULT_KEYS = (
+    "output-dir",
+    "checkpoint-every",
+    "eval-clients-per-batch",
+    "run-id",
+    "run",
+)  # run: identity and data record (config.json)
 
 
 def same_run(used: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
@@ -579,12 +656,12 @@ def same_run(used: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
 
     known = defaults()
     keys = (set(used) | set(wanted)) - set(NOT_RESULT_KEYS)
-    return all(used.get(k, known.get(k)) == wanted.get(k, known.get(k))
-               for k in keys)
+    return all(used.get(k, known.get(k)) == wanted.get(k, known.get(k)) for k in keys)
 
 
-def run_or_reuse(suite: str, jobs: Sequence[Job], parallel: int,
-                 reuse: bool) -> list[JobResult]:
+def run_or_reuse(
+    suite: str, jobs: Sequence[Job], parallel: int, reuse: bool
+) -> list[JobResult]:
     """Run the jobs; with ``reuse`` a finished run of the same config is kept
     instead (adding a row to a suite need not re-run the others)."""
     from common.config import parse_run_config
@@ -597,15 +674,25 @@ def run_or_reuse(suite: str, jobs: Sequence[Job], parallel: int,
             done, used = run_dir / "summary.json", run_dir / "config.json"
             if not (done.exists() and used.exists()):
                 continue
-            wanted = json.loads(json.dumps(parse_run_config(
-                job.config(root)).to_dict()))
+            wanted = json.loads(
+                json.dumps(parse_run_config(job.config(root)).to_dict())
+            )
             if same_run(json.loads(used.read_text()), wanted):
-                kept[job.name] = JobResult(job, True, json.loads(done.read_text()),
-                                           read_rows(run_dir), None, 0.0, {},
-                                           root / f"{job.name}.log")
+                kept[job.name] = JobResult(
+                    job,
+                    True,
+                    json.loads(done.read_text()),
+                    read_rows(run_dir),
+                    None,
+                    0.0,
+                    {},
+                    root / f"{job.name}.log",
+                )
         if kept:
-            print(f"[{suite}] reusing {len(kept)} finished run(s) with the same "
-                  "config", file=sys.stderr)
+            print(
+                f"[{suite}] reusing {len(kept)} finished run(s) with the same config",
+                file=sys.stderr,
+            )
     fresh = run_jobs(suite, [j for j in jobs if j.name not in kept], parallel)
     by_name = {r.job.name: r for r in fresh} | kept
     return [by_name[j.name] for j in jobs]

@@ -26,57 +26,89 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "α = β = 0": {"hfz-alpha": 0.0, "hfz-beta": 0.0},
     "option 1 (e as input)": {"hfz-conditioning": "input"},
 }
-KEYS = ("nonparticipant_acc", "nonparticipant_acc_std", "participant_acc",
-        "global_acc", "nonparticipant_global_acc", "best_round",
-        "bytes_down_per_round", "bytes_up_per_round", "client_trainable_params",
-        "hypernet_params", "wall_s")
+KEYS = (
+    "nonparticipant_acc",
+    "nonparticipant_acc_std",
+    "participant_acc",
+    "global_acc",
+    "nonparticipant_global_acc",
+    "best_round",
+    "bytes_down_per_round",
+    "bytes_up_per_round",
+    "client_trainable_params",
+    "hypernet_params",
+    "wall_s",
+)
 
 
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """Mean ± std over seeds per variant (Markdown)."""
+
     def cell(rows: list[dict[str, Any]], key: str) -> str:
         vals = [r[key] for r in rows if r.get(key) is not None]
         if not vals:
             return "n/a"
         return f"{100 * np.mean(vals):.2f} ± {100 * np.std(vals):.2f}"
-    lines = ["| variant | seeds | zACC (held out) | global model on held out | pACC "
-             "| gACC | bytes/round (down+up) | CTWC | HS |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    order = [v for v in VARIANTS if v in results] + \
-        [v for v in results if v not in VARIANTS]
+
+    lines = [
+        "| variant | seeds | zACC (held out) | global model on held out | pACC "
+        "| gACC | bytes/round (down+up) | CTWC | HS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    order = [v for v in VARIANTS if v in results] + [
+        v for v in results if v not in VARIANTS
+    ]
     for name in order:
         rows = results[name]
         if not rows:
             continue
-        traffic = np.mean([r["bytes_down_per_round"] + r["bytes_up_per_round"]
-                           for r in rows])
+        traffic = np.mean(
+            [r["bytes_down_per_round"] + r["bytes_up_per_round"] for r in rows]
+        )
         fedavg = name == "fedavg"  # its global model is what held-out clients get
-        held_global = cell(rows, "nonparticipant_acc" if fedavg
-                           else "nonparticipant_global_acc")
-        lines.append(f"| {name} | {len(rows)} | {cell(rows, 'nonparticipant_acc')} | "
-                     f"{held_global} | {cell(rows, 'participant_acc')} | "
-                     f"{cell(rows, 'global_acc')} | "
-                     f"{traffic / 1e6:.2f} MB | {rows[0]['client_trainable_params']} | "
-                     f"{rows[0]['hypernet_params']} |")
+        held_global = cell(
+            rows, "nonparticipant_acc" if fedavg else "nonparticipant_global_acc"
+        )
+        lines.append(
+            f"| {name} | {len(rows)} | {cell(rows, 'nonparticipant_acc')} | "
+            f"{held_global} | {cell(rows, 'participant_acc')} | "
+            f"{cell(rows, 'global_acc')} | "
+            f"{traffic / 1e6:.2f} MB | {rows[0]['client_trainable_params']} | "
+            f"{rows[0]['hypernet_params']} |"
+        )
     return "\n".join(lines)
 
 
 def render(data: dict[str, Any], tag: str = "digits") -> str:
     """The results page (Markdown) from the JSON this module writes."""
-    overrides = {k: v for k, v in data["overrides"].items()
-                 if k in ("num-rounds", "local-steps", "clients-per-round",
-                          "num-clients", "holdout", "dirichlet-alpha", "inner-lr")}
+    overrides = {
+        k: v
+        for k, v in data["overrides"].items()
+        if k
+        in (
+            "num-rounds",
+            "local-steps",
+            "clients-per-round",
+            "num-clients",
+            "holdout",
+            "dirichlet-alpha",
+            "inner-lr",
+        )
+    }
     setting = ", ".join(f"{k}={v}" for k, v in overrides.items())
-    return (f"## HyperFedZero: zero-shot vs FedAvg ({tag})\n\n"
-            f"Preset `{data['preset']}` ({setting}); "
-            "seeds from 42, mean ± std over seeds; each run's round chosen on "
-            "participants' validation accuracy; FedAvg with the same split, rounds, "
-            "local steps and learning rate. zACC: held-out clients (never trained); "
-            "'global model on held out': FedAvg's global model / HyperFedZero's "
-            "global model (mean embedding) on the same held-out clients, pooled; "
-            "pACC: participants' own test sets; gACC: the global model on the "
-            "participants' pooled test sets (`python -m bench.hyperfedzero`).\n\n"
-            + table(data["results"]) + "\n")
+    return (
+        f"## HyperFedZero: zero-shot vs FedAvg ({tag})\n\n"
+        f"Preset `{data['preset']}` ({setting}); "
+        "seeds from 42, mean ± std over seeds; each run's round chosen on "
+        "participants' validation accuracy; FedAvg with the same split, rounds, "
+        "local steps and learning rate. zACC: held-out clients (never trained); "
+        "'global model on held out': FedAvg's global model / HyperFedZero's "
+        "global model (mean embedding) on the same held-out clients, pooled; "
+        "pACC: participants' own test sets; gACC: the global model on the "
+        "participants' pooled test sets (`python -m bench.hyperfedzero`).\n\n"
+        + table(data["results"])
+        + "\n"
+    )
 
 
 def main() -> None:
@@ -87,19 +119,25 @@ def main() -> None:
     parser.add_argument("--preset", default="conf/hyperfedzero-digits.toml")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tag", default="digits")
-    parser.add_argument("--set", nargs="*", default=[],
-                        help="overrides key=JSON-value for every run")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="overrides key=JSON-value for every run"
+    )
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--first-seed", type=int, default=42)
-    parser.add_argument("--append", action="store_true",
-                        help="add these seeds' rows to the existing JSON")
-    parser.add_argument("--render", action="store_true",
-                        help="only re-render the page from the committed JSON")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add these seeds' rows to the existing JSON",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only re-render the page from the committed JSON",
+    )
     args = parser.parse_args()
     out = Path("bench/results") / f"hyperfedzero-{args.tag}.json"
     if args.render:
-        out.with_suffix(".md").write_text(render(json.loads(out.read_text()),
-                                                 args.tag))
+        out.with_suffix(".md").write_text(render(json.loads(out.read_text()), args.tag))
         return
     base = tomllib.loads(Path(args.preset).read_text())
     for kv in args.set:
@@ -110,14 +148,22 @@ def main() -> None:
         results.update(json.loads(out.read_text())["results"])
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in args.variants:
-            cfg = {**base, **VARIANTS[name], "seed": seed,
-                   "run-name": f"hfz-bench-{args.tag}-{len(results[name])}-"
-                               f"{name.split()[0]}-{seed}",
-                   "output-dir": "outputs/bench/hyperfedzero"}
+            cfg = {
+                **base,
+                **VARIANTS[name],
+                "seed": seed,
+                "run-name": f"hfz-bench-{args.tag}-{len(results[name])}-"
+                f"{name.split()[0]}-{seed}",
+                "output-dir": "outputs/bench/hyperfedzero",
+            }
             summary = run_in_process(cfg) or {}
             results[name].append({"seed": seed, **{k: summary.get(k) for k in KEYS}})
-            out.write_text(json.dumps({"preset": args.preset, "overrides": base,
-                                       "results": results}, indent=1))
+            out.write_text(
+                json.dumps(
+                    {"preset": args.preset, "overrides": base, "results": results},
+                    indent=1,
+                )
+            )
             data = {"preset": args.preset, "overrides": base, "results": results}
             out.with_suffix(".md").write_text(render(data, args.tag))
 

@@ -71,29 +71,60 @@ class Preset:
 #: pFedHN keeps the project's tuned server learning rate (conf/quickstart.toml): the
 #: presets' server-lr is HyperFLoRA's, and diverges for a full-model hypernetwork.
 PRESETS = {
-    "lenet": Preset("lenet", "hyperflora-lenet-fmnist",
-                    "LeNet-5 on Fashion-MNIST (paper Table 1 setting)",
-                    {"server-lr": 0.05}),
-    "vit": Preset("vit", "hyperflora-vit-fmnist",
-                  "tiny ViT on Fashion-MNIST (paper Table 2 setting)",
-                  {"server-lr": 0.05}),
+    "lenet": Preset(
+        "lenet",
+        "hyperflora-lenet-fmnist",
+        "LeNet-5 on Fashion-MNIST (paper Table 1 setting)",
+        {"server-lr": 0.05},
+    ),
+    "vit": Preset(
+        "vit",
+        "hyperflora-vit-fmnist",
+        "tiny ViT on Fashion-MNIST (paper Table 2 setting)",
+        {"server-lr": 0.05},
+    ),
 }
 
-VARIANTS = (("HyperFLoRA-noCP", "standard"), ("HyperFLoRA-Seq", "sequential"),
-            ("HyperFLoRA+θ_hd", "head"), ("HyperFLoRA", "paired"))
-ROWS = ("Pretrain (FedAvg)", "pFedHN", *(v[0] for v in VARIANTS),
-        "ρ fine-tuned (upper ref.)")
-KEYS = ("bystander_acc", "bystander_acc_clients_std", "participant_acc",
-        "participant_acc_clients_std", "values_per_round", "bytes_per_round",
-        "ctwc", "hs", "best_round", "wall_s")
-QUICK = {"pretrain-rounds": 2, "num-rounds": 2, "eval-every": 1, "novel-rounds": 1,
-         "finetune-steps": 2, "local-steps": 2, "local-epochs": 0}
+VARIANTS = (
+    ("HyperFLoRA-noCP", "standard"),
+    ("HyperFLoRA-Seq", "sequential"),
+    ("HyperFLoRA+θ_hd", "head"),
+    ("HyperFLoRA", "paired"),
+)
+ROWS = (
+    "Pretrain (FedAvg)",
+    "pFedHN",
+    *(v[0] for v in VARIANTS),
+    "ρ fine-tuned (upper ref.)",
+)
+KEYS = (
+    "bystander_acc",
+    "bystander_acc_clients_std",
+    "participant_acc",
+    "participant_acc_clients_std",
+    "values_per_round",
+    "bytes_per_round",
+    "ctwc",
+    "hs",
+    "best_round",
+    "wall_s",
+)
+QUICK = {
+    "pretrain-rounds": 2,
+    "num-rounds": 2,
+    "eval-every": 1,
+    "novel-rounds": 1,
+    "finetune-steps": 2,
+    "local-steps": 2,
+    "local-epochs": 0,
+}
 
 
 def slug(label: str) -> str:
     """A folder-safe name for a row label."""
-    keep = "".join(c if c.isalnum() else "-" for c in
-                   label.lower().replace("θ_hd", "head"))
+    keep = "".join(
+        c if c.isalnum() else "-" for c in label.lower().replace("θ_hd", "head")
+    )
     return "-".join(p for p in keep.split("-") if p)
 
 
@@ -102,36 +133,63 @@ def job_name(preset: Preset, label: str, seed: int) -> str:
     return f"{preset.key}-{slug(label)}-s{seed}"
 
 
-def first_jobs(preset: Preset, seeds: Sequence[int], sizing: dict[str, Any]
-               ) -> list[Job]:
+def first_jobs(
+    preset: Preset, seeds: Sequence[int], sizing: dict[str, Any]
+) -> list[Job]:
     """HyperFLoRA (paired, pre-trains) and pFedHN for every seed."""
     conf = load_preset(preset.conf)
-    total = (sizing.get("pretrain-rounds", conf["pretrain-rounds"])
-             + sizing.get("num-rounds", conf["num-rounds"]))
+    total = sizing.get("pretrain-rounds", conf["pretrain-rounds"]) + sizing.get(
+        "num-rounds", conf["num-rounds"]
+    )
     jobs = []
     for seed in seeds:
-        jobs.append(Job(job_name(preset, "HyperFLoRA", seed), preset.conf,
-                        {**sizing, "seed": seed, "hyperflora-variant": "paired"},
-                        tags={"preset": preset.key, "row": "HyperFLoRA",
-                              "seed": seed}))
-        jobs.append(Job(job_name(preset, "pFedHN", seed), preset.conf,
-                        {**sizing, "seed": seed, "method": "pfedhn",
-                         "num-rounds": total, **preset.pfedhn},
-                        tags={"preset": preset.key, "row": "pFedHN", "seed": seed}))
+        jobs.append(
+            Job(
+                job_name(preset, "HyperFLoRA", seed),
+                preset.conf,
+                {**sizing, "seed": seed, "hyperflora-variant": "paired"},
+                tags={"preset": preset.key, "row": "HyperFLoRA", "seed": seed},
+            )
+        )
+        jobs.append(
+            Job(
+                job_name(preset, "pFedHN", seed),
+                preset.conf,
+                {
+                    **sizing,
+                    "seed": seed,
+                    "method": "pfedhn",
+                    "num-rounds": total,
+                    **preset.pfedhn,
+                },
+                tags={"preset": preset.key, "row": "pFedHN", "seed": seed},
+            )
+        )
     return jobs
 
 
-def variant_jobs(preset: Preset, seeds: Sequence[int],
-                 sizing: dict[str, Any]) -> list[Job]:
+def variant_jobs(
+    preset: Preset, seeds: Sequence[int], sizing: dict[str, Any]
+) -> list[Job]:
     """The other variants, each on the θ_pret its seed's paired run saved."""
     jobs = []
     for seed in seeds:
         base = RUNS / SUITE / job_name(preset, "HyperFLoRA", seed) / "pretrained.pt"
         for label, variant in VARIANTS[:-1]:
-            jobs.append(Job(job_name(preset, label, seed), preset.conf,
-                            {**sizing, "seed": seed, "hyperflora-variant": variant,
-                             "pretrained-model": str(base), "finetune-steps": 0},
-                            tags={"preset": preset.key, "row": label, "seed": seed}))
+            jobs.append(
+                Job(
+                    job_name(preset, label, seed),
+                    preset.conf,
+                    {
+                        **sizing,
+                        "seed": seed,
+                        "hyperflora-variant": variant,
+                        "pretrained-model": str(base),
+                        "finetune-steps": 0,
+                    },
+                    tags={"preset": preset.key, "row": label, "seed": seed},
+                )
+            )
     return jobs
 
 
@@ -146,71 +204,106 @@ def reuse_pretraining(jobs: list[Job]) -> None:
 def records(result: Any) -> list[dict[str, Any]]:
     """Table rows one run gives (the paired run also gives Pretrain and ρ-FT)."""
     s, tags = result.summary or {}, result.job.tags
-    base = {"preset": tags["preset"], "seed": tags["seed"], "ok": result.ok,
-            "error": result.error}
+    base = {
+        "preset": tags["preset"],
+        "seed": tags["seed"],
+        "ok": result.ok,
+        "error": result.error,
+    }
     if not result.ok:
         return [{**base, "row": tags["row"]}]
     cfg = load_preset(result.job.preset) | result.job.overrides
     sampled = int(cfg.get("clients-per-round", 8))
     if tags["row"] == "pFedHN":
         theta = s["client_trainable_params"]
-        return [{**base, "row": "pFedHN",
-                 "bystander_acc": s["nonparticipant_acc"],
-                 "bystander_acc_clients_std": s["nonparticipant_acc_std"],
-                 "participant_acc": s["participant_acc"],
-                 "participant_acc_clients_std": s["participant_acc_std"],
-                 "values_per_round": 2 * sampled * theta,   # θ_i down, Δθ_i up
-                 "bytes_per_round": s["bytes_down_per_round"]
-                 + s["bytes_up_per_round"],
-                 "ctwc": theta, "hs": s["hypernet_params"],
-                 "best_round": s["best_round"], "wall_s": s["wall_s"],
-                 "bystander_protocol": s.get("nonparticipant_protocol")}]
-    rows = [{**base, "row": tags["row"],
-             "bystander_acc": s["nonparticipant_acc"],
-             "bystander_acc_clients_std": s["nonparticipant_acc_std"],
-             "participant_acc": s["participant_acc"],
-             "participant_acc_clients_std": s["participant_acc_std"],
-             "values_per_round": s["values_per_round"],
-             "bytes_per_round": s["bytes_per_round"],
-             "ctwc": s["client_trainable_params"], "hs": s["hypernet_params"],
-             "best_round": s["best_round"], "wall_s": s["wall_s"],
-             "relay_hops_per_round": s.get("relay_hops_per_round"),
-             "bystander_train_messages": s.get("bystander_train_messages"),
-             "curve": [(r["round"], r["participant-val-acc"], r["participant-test-acc"])
-                       for r in result.rows if "participant-val-acc" in r]}]
+        return [
+            {
+                **base,
+                "row": "pFedHN",
+                "bystander_acc": s["nonparticipant_acc"],
+                "bystander_acc_clients_std": s["nonparticipant_acc_std"],
+                "participant_acc": s["participant_acc"],
+                "participant_acc_clients_std": s["participant_acc_std"],
+                "values_per_round": 2 * sampled * theta,  # θ_i down, Δθ_i up
+                "bytes_per_round": s["bytes_down_per_round"] + s["bytes_up_per_round"],
+                "ctwc": theta,
+                "hs": s["hypernet_params"],
+                "best_round": s["best_round"],
+                "wall_s": s["wall_s"],
+                "bystander_protocol": s.get("nonparticipant_protocol"),
+            }
+        ]
+    rows = [
+        {
+            **base,
+            "row": tags["row"],
+            "bystander_acc": s["nonparticipant_acc"],
+            "bystander_acc_clients_std": s["nonparticipant_acc_std"],
+            "participant_acc": s["participant_acc"],
+            "participant_acc_clients_std": s["participant_acc_std"],
+            "values_per_round": s["values_per_round"],
+            "bytes_per_round": s["bytes_per_round"],
+            "ctwc": s["client_trainable_params"],
+            "hs": s["hypernet_params"],
+            "best_round": s["best_round"],
+            "wall_s": s["wall_s"],
+            "relay_hops_per_round": s.get("relay_hops_per_round"),
+            "bystander_train_messages": s.get("bystander_train_messages"),
+            "curve": [
+                (r["round"], r["participant-val-acc"], r["participant-test-acc"])
+                for r in result.rows
+                if "participant-val-acc" in r
+            ],
+        }
+    ]
     if tags["row"] == "HyperFLoRA":
         from common.models import build_model, count_params
 
         theta = count_params(build_model(cfg["model"]))
-        rows.append({**base, "row": "Pretrain (FedAvg)",
-                     "bystander_acc": s["pretrain_bystander_acc"],
-                     "bystander_acc_clients_std": s["pretrain_bystander_acc_std"],
-                     "participant_acc": s["pretrain_participant_acc"],
-                     "participant_acc_clients_std":
-                         s["pretrain_participant_acc_std"],
-                     "values_per_round": 2 * sampled * theta,
-                     "bytes_per_round": s["pretrain_bytes_per_round"],
-                     "ctwc": theta, "hs": None,
-                     "best_round": s["pretrain_best_round"],
-                     "wall_s": s["pretrain_wall_s"]})
-        rows.append({**base, "row": "ρ fine-tuned (upper ref.)",
-                     "bystander_acc": None,
-                     "participant_acc": s.get("participant_finetuned_acc"),
-                     "participant_acc_clients_std":
-                         s.get("participant_finetuned_acc_std"),
-                     "values_per_round": 0, "bytes_per_round": 0,
-                     "ctwc": s["client_trainable_params"], "hs": None})
+        rows.append(
+            {
+                **base,
+                "row": "Pretrain (FedAvg)",
+                "bystander_acc": s["pretrain_bystander_acc"],
+                "bystander_acc_clients_std": s["pretrain_bystander_acc_std"],
+                "participant_acc": s["pretrain_participant_acc"],
+                "participant_acc_clients_std": s["pretrain_participant_acc_std"],
+                "values_per_round": 2 * sampled * theta,
+                "bytes_per_round": s["pretrain_bytes_per_round"],
+                "ctwc": theta,
+                "hs": None,
+                "best_round": s["pretrain_best_round"],
+                "wall_s": s["pretrain_wall_s"],
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "row": "ρ fine-tuned (upper ref.)",
+                "bystander_acc": None,
+                "participant_acc": s.get("participant_finetuned_acc"),
+                "participant_acc_clients_std": s.get("participant_finetuned_acc_std"),
+                "values_per_round": 0,
+                "bytes_per_round": 0,
+                "ctwc": s["client_trainable_params"],
+                "hs": None,
+            }
+        )
     return rows
 
 
 def formula(row: str) -> str:
     """A row's communication per round as the paper writes it, for what is sent
     here (M participants a round, M/2 pairs, E exchanges; r_ij rides on each hop)."""
-    return {"Pretrain (FedAvg)": "2M θ", "pFedHN": "2M θ",
-            "HyperFLoRA-noCP": "2M ρ", "HyperFLoRA-Seq": "(2M + 2EM) ρ + EM r",
-            "HyperFLoRA+θ_hd": "(2M + 2EM)(ρ_enc + θ_hd) + EM r",
-            "HyperFLoRA": "(2M + 2EM) ρ + EM r",
-            "ρ fine-tuned (upper ref.)": "0 (local)"}.get(row, "")
+    return {
+        "Pretrain (FedAvg)": "2M θ",
+        "pFedHN": "2M θ",
+        "HyperFLoRA-noCP": "2M ρ",
+        "HyperFLoRA-Seq": "(2M + 2EM) ρ + EM r",
+        "HyperFLoRA+θ_hd": "(2M + 2EM)(ρ_enc + θ_hd) + EM r",
+        "HyperFLoRA": "(2M + 2EM) ρ + EM r",
+        "ρ fine-tuned (upper ref.)": "0 (local)",
+    }.get(row, "")
 
 
 def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -219,28 +312,56 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     hf, pf, pre = by.get("HyperFLoRA"), by.get("pFedHN"), by.get("Pretrain (FedAvg)")
     if not (hf and pf and pre) or hf["bystander_acc"] is None:
         return {}
-    ratio = (pf["bytes_per_round"] / hf["bytes_per_round"]
-             if hf["bytes_per_round"] else None)
-    return {"bystander_above_pfedhn": hf["bystander_acc"] > (pf["bystander_acc"] or 0),
-            "bystander_above_pretrain": hf["bystander_acc"] > pre["bystander_acc"],
-            "bytes_ratio_pfedhn_over_hyperflora": ratio,
-            "bytes_10x_below_pfedhn": ratio is not None and ratio >= 10}
+    ratio = (
+        pf["bytes_per_round"] / hf["bytes_per_round"] if hf["bytes_per_round"] else None
+    )
+    return {
+        "bystander_above_pfedhn": hf["bystander_acc"] > (pf["bystander_acc"] or 0),
+        "bystander_above_pretrain": hf["bystander_acc"] > pre["bystander_acc"],
+        "bytes_ratio_pfedhn_over_hyperflora": ratio,
+        "bytes_10x_below_pfedhn": ratio is not None and ratio >= 10,
+    }
 
 
-def markdown(preset: Preset, rows: list[dict[str, Any]], runs: list[dict[str, Any]],
-             meta: dict[str, Any], sizing: dict[str, Any]) -> str:
+def markdown(
+    preset: Preset,
+    rows: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    meta: dict[str, Any],
+    sizing: dict[str, Any],
+) -> str:
     """The preset's results page, laid out like the paper's tables."""
     conf = load_preset(preset.conf) | sizing
     body = table(
-        ["Framework", "Bystander acc. (%)", "Participant acc. (%)",
-         "Comm./round (values)", "Comm./round (bytes)", "formula", "CTWC", "HS"],
-        [[r["row"], pm(r, "bystander_acc"), pm(r, "participant_acc"),
-          fmt(r["values_per_round"]), fmt(r["bytes_per_round"]), formula(r["row"]),
-          fmt(r["ctwc"]), fmt(r["hs"]) if r["hs"] else "—"] for r in rows])
+        [
+            "Framework",
+            "Bystander acc. (%)",
+            "Participant acc. (%)",
+            "Comm./round (values)",
+            "Comm./round (bytes)",
+            "formula",
+            "CTWC",
+            "HS",
+        ],
+        [
+            [
+                r["row"],
+                pm(r, "bystander_acc"),
+                pm(r, "participant_acc"),
+                fmt(r["values_per_round"]),
+                fmt(r["bytes_per_round"]),
+                formula(r["row"]),
+                fmt(r["ctwc"]),
+                fmt(r["hs"]) if r["hs"] else "—",
+            ]
+            for r in rows
+        ],
+    )
     verdict = checks(rows)
     seeds = sorted({r["seed"] for r in runs})
     lines = [
-        f"### HyperFLoRA — {preset.title}", "",
+        f"### HyperFLoRA — {preset.title}",
+        "",
         f"`conf/{preset.conf}.toml`: {conf['num-clients']} clients "
         f"({int(conf['num-clients'] * (1 - conf['holdout']))} participants, "
         f"{int(conf['num-clients'] * conf['holdout'])} bystanders), "
@@ -250,7 +371,10 @@ def markdown(preset: Preset, rows: list[dict[str, Any]], runs: list[dict[str, An
         f"{conf['pair-exchanges']} exchanges per pair; pFedHN gets the same "
         f"{conf['pretrain-rounds'] + conf['num-rounds']} rounds. Mean ± std over "
         f"seeds {', '.join(map(str, seeds))} of the test accuracy at the round chosen "
-        "on participants' validation accuracy.", "", body, "",
+        "on participants' validation accuracy.",
+        "",
+        body,
+        "",
         "Bystanders never train: HyperFLoRA sends them h(r_i) (r_i = classes present, "
         "no counts); the Pretrain row gives them the global θ_pret; pFedHN's number "
         "is its novel-client accuracy (a new embedding fitted with "
@@ -262,7 +386,9 @@ def markdown(preset: Preset, rows: list[dict[str, Any]], runs: list[dict[str, An
         "received, relays included (each pair hop is a real `train.lora` message "
         "there and back); θ_pret is sent once to every client before round 1 "
         "(not in the per-round numbers; `base_broadcast_bytes` in the JSON) and r_i "
-        "once at registration.", ""]
+        "once at registration.",
+        "",
+    ]
     if verdict:
         lines.append(
             "Targets: HyperFLoRA's bystander accuracy above pFedHN's novel-client "
@@ -271,12 +397,16 @@ def markdown(preset: Preset, rows: list[dict[str, Any]], runs: list[dict[str, An
             f"{'met' if verdict['bystander_above_pretrain'] else 'NOT met'}; bytes "
             f"per round {verdict['bytes_ratio_pfedhn_over_hyperflora']:.1f}× below "
             f"pFedHN's — {'met' if verdict['bytes_10x_below_pfedhn'] else 'NOT met'} "
-            "(target ≥ 10×).")
+            "(target ≥ 10×)."
+        )
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
     failed = [r for r in runs if not r["ok"]]
     if failed:
-        lines.append("Failed runs (left out): " + ", ".join(
-            f"{r['row']} seed {r['seed']} ({r['error']})" for r in failed) + ".")
+        lines.append(
+            "Failed runs (left out): "
+            + ", ".join(f"{r['row']} seed {r['seed']} ({r['error']})" for r in failed)
+            + "."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -284,19 +414,35 @@ def plot(preset: Preset, rows: list[dict[str, Any]]) -> None:
     """Bystander vs participant accuracy per framework."""
     shown = [r for r in rows if r["row"] != "ρ fine-tuned (upper ref.)"]
     path = RESULTS / f"hyperflora-{preset.key}-fmnist.png"
-    save_plot(path, lambda ax: bar_with_errors(
-        ax, [r["row"].replace("HyperFLoRA", "HFL") for r in shown], {
-            "bystanders": ([r["bystander_acc"] for r in shown],
-                           [r["bystander_acc_std"] for r in shown]),
-            "participants": ([r["participant_acc"] for r in shown],
-                             [r["participant_acc_std"] for r in shown])},
-        "test accuracy (round chosen on validation)", preset.title[:60]),
-        size=(8.5, 4.5))
+    save_plot(
+        path,
+        lambda ax: bar_with_errors(
+            ax,
+            [r["row"].replace("HyperFLoRA", "HFL") for r in shown],
+            {
+                "bystanders": (
+                    [r["bystander_acc"] for r in shown],
+                    [r["bystander_acc_std"] for r in shown],
+                ),
+                "participants": (
+                    [r["participant_acc"] for r in shown],
+                    [r["participant_acc_std"] for r in shown],
+                ),
+            },
+            "test accuracy (round chosen on validation)",
+            preset.title[:60],
+        ),
+        size=(8.5, 4.5),
+    )
 
 
-def run(presets: Sequence[str] = ("lenet", "vit"), seeds: Sequence[int] = (1, 2, 3),
-        parallel: int = 2, quick: bool = False, reuse: bool = False
-        ) -> dict[str, Any]:
+def run(
+    presets: Sequence[str] = ("lenet", "vit"),
+    seeds: Sequence[int] = (1, 2, 3),
+    parallel: int = 2,
+    quick: bool = False,
+    reuse: bool = False,
+) -> dict[str, Any]:
     """Run the table for the given presets; write results; return them by preset."""
     chosen = [PRESETS[p] for p in presets]
     sizing = dict(QUICK) if quick else {}
@@ -307,23 +453,45 @@ def run(presets: Sequence[str] = ("lenet", "vit"), seeds: Sequence[int] = (1, 2,
         reuse_pretraining(first)
     with LoadMonitor() as load:
         results = run_or_reuse(SUITE, first, parallel, reuse)
-        results += run_or_reuse(SUITE, [j for p in chosen
-                                 for j in variant_jobs(p, seeds, sizing)],
-                                parallel, reuse)
-    meta = {"machine": machine(), "load": load.summary(), "parallel": parallel,
-            "quick": quick}
+        results += run_or_reuse(
+            SUITE,
+            [j for p in chosen for j in variant_jobs(p, seeds, sizing)],
+            parallel,
+            reuse,
+        )
+    meta = {
+        "machine": machine(),
+        "load": load.summary(),
+        "parallel": parallel,
+        "quick": quick,
+    }
     out = {}
     for preset in chosen:
-        runs = [rec for r in results if r.job.tags["preset"] == preset.key
-                for rec in records(r)]
+        runs = [
+            rec
+            for r in results
+            if r.job.tags["preset"] == preset.key
+            for rec in records(r)
+        ]
         ok = [r for r in runs if r["ok"]]
         rows = aggregate(sorted(ok, key=lambda r: ROWS.index(r["row"])), "row", KEYS)
-        data = {"suite": f"hyperflora-{preset.key}-fmnist", "title": preset.title,
-                "preset": preset.conf, "seeds": list(seeds), "sizing": sizing,
-                "pfedhn_overrides": preset.pfedhn, "rows": rows, "runs": runs,
-                "targets": checks(rows), **meta}
-        write_results(f"hyperflora-{preset.key}-fmnist", data,
-                      markdown(preset, rows, runs, meta, sizing))
+        data = {
+            "suite": f"hyperflora-{preset.key}-fmnist",
+            "title": preset.title,
+            "preset": preset.conf,
+            "seeds": list(seeds),
+            "sizing": sizing,
+            "pfedhn_overrides": preset.pfedhn,
+            "rows": rows,
+            "runs": runs,
+            "targets": checks(rows),
+            **meta,
+        }
+        write_results(
+            f"hyperflora-{preset.key}-fmnist",
+            data,
+            markdown(preset, rows, runs, meta, sizing),
+        )
         plot(preset, rows)
         out[preset.key] = data
         print(markdown(preset, rows, runs, meta, sizing))
@@ -336,11 +504,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--preset", choices=["lenet", "vit", "all"], default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--quick", action="store_true",
-                        help="2 rounds per phase, one seed: a smoke test")
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep finished runs of the same config; paired runs "
-                        "start from the pretrained.pt their folder holds")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 rounds per phase, one seed: a smoke test",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep finished runs of the same config; paired runs "
+        "start from the pretrained.pt their folder holds",
+    )
     args = parser.parse_args(argv)
     presets = ["lenet", "vit"] if args.preset == "all" else [args.preset]
     run(presets, args.seeds, args.parallel, args.quick, args.reuse)

@@ -31,9 +31,10 @@ from bench.harness import RUNS, Job, LoadMonitor, machine, results_dir, run_jobs
 from bench.report import fmt, load_caveat, save_plot, table, write_results
 
 TARGET_S = 0.050
-HYPERNETS = {"pertensor": {}, "chunked": {"hypernet": "chunked",
-                                          "server-optimizer": "adam",
-                                          "server-lr": 1e-3}}
+HYPERNETS = {
+    "pertensor": {},
+    "chunked": {"hypernet": "chunked", "server-optimizer": "adam", "server-lr": 1e-3},
+}
 
 
 def _times(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
@@ -44,9 +45,11 @@ def _times(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
         fn()
         samples.append(time.perf_counter() - start)
     samples.sort()
-    return {"median_s": statistics.median(samples),
-            "p90_s": samples[min(len(samples) - 1, int(0.9 * len(samples)))],
-            "repeats": repeat}
+    return {
+        "median_s": statistics.median(samples),
+        "p90_s": samples[min(len(samples) - 1, int(0.9 * len(samples)))],
+        "repeats": repeat,
+    }
 
 
 def measure(run_dir: str, repeat: int, fit_repeat: int) -> dict[str, Any]:
@@ -61,8 +64,9 @@ def measure(run_dir: str, repeat: int, fit_repeat: int) -> dict[str, Any]:
     pers = Personalizer(run)
     cfg = run.cfg
     participant = pers.method.participants[0]
-    held_out = next(i for i in range(cfg.num_clients)
-                    if str(i) not in pers.method.participants)
+    held_out = next(
+        i for i in range(cfg.num_clients) if str(i) not in pers.method.participants
+    )
     data = load_client_data(cfg, held_out)
 
     def new_client_zero_shot() -> torch.nn.Module:
@@ -83,8 +87,9 @@ def measure(run_dir: str, repeat: int, fit_repeat: int) -> dict[str, Any]:
     out["novel_rounds"] = cfg.novel_rounds
     out["local_steps"] = cfg.local_steps
     out["hypernet_params"] = sum(p.numel() for p in pers.method.hnet.parameters())
-    out["checkpoint_mb"] = (RUNS / "latency" / run.dir.name / "checkpoint" /
-                            "state.pt").stat().st_size / 2**20
+    out["checkpoint_mb"] = (
+        RUNS / "latency" / run.dir.name / "checkpoint" / "state.pt"
+    ).stat().st_size / 2**20
     return out
 
 
@@ -95,18 +100,27 @@ def run(quick: bool = False) -> dict[str, Any]:
     cfg = {"num-rounds": 2, "eval-every": 2, "seed": 42}
     if quick:
         cfg.update({"local-steps": 5, "novel-rounds": 2})
-    todo = [Job(f"pfedhn-{name}", "quickstart", {**cfg, **extra},
-                tags={"hypernet": name}) for name, extra in HYPERNETS.items()]
+    todo = [
+        Job(f"pfedhn-{name}", "quickstart", {**cfg, **extra}, tags={"hypernet": name})
+        for name, extra in HYPERNETS.items()
+    ]
     with LoadMonitor() as load:
         results = run_jobs("latency", todo, parallel=2)
         rows = []
         for result in results:
-            row: dict[str, Any] = {"hypernet": result.job.tags["hypernet"],
-                                   "ok": result.ok, "error": result.error}
+            row: dict[str, Any] = {
+                "hypernet": result.job.tags["hypernet"],
+                "ok": result.ok,
+                "error": result.error,
+            }
             if result.ok:
-                row.update(measure(str(RUNS / "latency" / result.job.name),
-                                   repeat=5 if quick else 30,
-                                   fit_repeat=1 if quick else 3))
+                row.update(
+                    measure(
+                        str(RUNS / "latency" / result.job.name),
+                        repeat=5 if quick else 30,
+                        fit_repeat=1 if quick else 3,
+                    )
+                )
             rows.append(row)
     meta = {"machine": machine(), "load": load.summary(), "quick": quick}
     data = {"suite": "latency", "target_s": TARGET_S, "rows": rows, **meta}
@@ -118,10 +132,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     def draw(ax: Any) -> None:
         labels = [r["hypernet"] for r in ok]
         xs = range(len(ok))
-        for i, (key, name) in enumerate((("new_client_s", "new client (no fit)"),
-                                         ("participant_s", "participant"))):
-            ax.bar([x + (i - 0.5) * 0.4 for x in xs],
-                   [1e3 * r[key]["median_s"] for r in ok], 0.4, label=name)
+        for i, (key, name) in enumerate(
+            (("new_client_s", "new client (no fit)"), ("participant_s", "participant"))
+        ):
+            ax.bar(
+                [x + (i - 0.5) * 0.4 for x in xs],
+                [1e3 * r[key]["median_s"] for r in ok],
+                0.4,
+                label=name,
+            )
         ax.axhline(1e3 * TARGET_S, color="red", ls="--", label="target 50 ms")
         ax.set_xticks(list(xs))
         ax.set_xticklabels(labels)
@@ -146,26 +165,49 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         return f"{1e3 * t['median_s']:.1f} (p90 {1e3 * t['p90_s']:.1f})"
 
     body = table(
-        ["hypernetwork", "HS", "checkpoint MB", "cold: load run + build, ms",
-         f"new client's model, ms (target < {1e3 * TARGET_S:.0f})",
-         "participant's model, ms", "new client with embedding fit, s"],
-        [[r["hypernet"], fmt(r["hypernet_params"]), fmt(r["checkpoint_mb"], 3),
-          ms(r, "cold_load_s"),
-          ms(r, "new_client_s") + (" ✓" if r["new_client_s"]["median_s"] < TARGET_S
-                                   else " ✗"),
-          ms(r, "participant_s"),
-          f"{r['fitted_new_client_s']['median_s']:.2f} ({r['novel_rounds']} × "
-          f"{r['local_steps']} local steps)"] for r in ok])
-    lines = ["### Personalisation latency — a client's model from a checkpoint (CPU)",
-             "", "LeNet-5 target; `server/personalize.py` (offline, no server); "
-             "median of repeats on one thread, after one warm-up call. *New "
-             "client* = parameters generated from the starting embedding (the "
-             "participants' mean) and loaded into a ready `nn.Module`; the full "
-             "pFedHN protocol first fits that embedding with local training on the "
-             "client (last column; local training, not generation).", "", body, ""]
+        [
+            "hypernetwork",
+            "HS",
+            "checkpoint MB",
+            "cold: load run + build, ms",
+            f"new client's model, ms (target < {1e3 * TARGET_S:.0f})",
+            "participant's model, ms",
+            "new client with embedding fit, s",
+        ],
+        [
+            [
+                r["hypernet"],
+                fmt(r["hypernet_params"]),
+                fmt(r["checkpoint_mb"], 3),
+                ms(r, "cold_load_s"),
+                ms(r, "new_client_s")
+                + (" ✓" if r["new_client_s"]["median_s"] < TARGET_S else " ✗"),
+                ms(r, "participant_s"),
+                f"{r['fitted_new_client_s']['median_s']:.2f} ({r['novel_rounds']} × "
+                f"{r['local_steps']} local steps)",
+            ]
+            for r in ok
+        ],
+    )
+    lines = [
+        "### Personalisation latency — a client's model from a checkpoint (CPU)",
+        "",
+        "LeNet-5 target; `server/personalize.py` (offline, no server); "
+        "median of repeats on one thread, after one warm-up call. *New "
+        "client* = parameters generated from the starting embedding (the "
+        "participants' mean) and loaded into a ready `nn.Module`; the full "
+        "pFedHN protocol first fits that embedding with local training on the "
+        "client (last column; local training, not generation).",
+        "",
+        body,
+        "",
+    ]
     failed = [r for r in rows if not r["ok"]]
     if failed:
-        lines.append("Not measured: " + "; ".join(
-            f"{r['hypernet']} ({r['error']})" for r in failed) + ".")
+        lines.append(
+            "Not measured: "
+            + "; ".join(f"{r['hypernet']} ({r['error']})" for r in failed)
+            + "."
+        )
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
     return "\n".join(lines) + "\n"

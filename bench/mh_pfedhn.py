@@ -52,25 +52,34 @@ def federated(cfg: dict[str, Any], label: str) -> dict[str, Any]:
     start = time.time()
     summary = run_in_process(cfg)
     assert summary is not None
-    return read_run(Path(cfg["output-dir"]) / cfg["run-name"], label,
-                    time.time() - start)
+    return read_run(
+        Path(cfg["output-dir"]) / cfg["run-name"], label, time.time() - start
+    )
 
 
 def read_run(folder: Path, label: str, wall: float = 0.0) -> dict[str, Any]:
     """A finished run's row of the table (its summary.json and best-round metrics)."""
     summary = json.loads((folder / "summary.json").read_text())
     row = best_row(folder, summary["best_round"])
-    return {"row": label, "seed": summary["seed"], "rounds": summary["rounds"],
-            "participant_acc": summary["participant_acc"],
-            "participant_val_acc": summary["participant_val_acc"],
-            "by_K": {k[len("test-acc-K"):]: v for k, v in row.items()
-                     if k.startswith("test-acc-K")},
-            "global_acc": row.get("global-test-acc"),
-            "new_seen": summary.get("nonparticipant_seen_acc"),
-            "new_unseen": summary.get("nonparticipant_unseen_acc"),
-            "hypernet_params": summary["hypernet_params"],
-            "bytes_per_round": summary["bytes_down_per_round"]
-            + summary["bytes_up_per_round"], "wall_s": wall or summary["wall_s"]}
+    return {
+        "row": label,
+        "seed": summary["seed"],
+        "rounds": summary["rounds"],
+        "participant_acc": summary["participant_acc"],
+        "participant_val_acc": summary["participant_val_acc"],
+        "by_K": {
+            k[len("test-acc-K") :]: v
+            for k, v in row.items()
+            if k.startswith("test-acc-K")
+        },
+        "global_acc": row.get("global-test-acc"),
+        "new_seen": summary.get("nonparticipant_seen_acc"),
+        "new_unseen": summary.get("nonparticipant_unseen_acc"),
+        "hypernet_params": summary["hypernet_params"],
+        "bytes_per_round": summary["bytes_down_per_round"]
+        + summary["bytes_up_per_round"],
+        "wall_s": wall or summary["wall_s"],
+    }
 
 
 def local_only(cfg_dict: dict[str, Any]) -> dict[str, Any]:
@@ -93,20 +102,33 @@ def local_only(cfg_dict: dict[str, Any]) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + pid)
         best = (-1.0, 0.0)
         for _ in range(chunks):
-            train_steps(model, data.x_train, data.y_train, cfg.local_steps,
-                        cfg.batch_size, cfg.inner_lr, cfg.inner_momentum,
-                        cfg.inner_weight_decay, gen, cfg.local_clip_norm)
+            train_steps(
+                model,
+                data.x_train,
+                data.y_train,
+                cfg.local_steps,
+                cfg.batch_size,
+                cfg.inner_lr,
+                cfg.inner_momentum,
+                cfg.inner_weight_decay,
+                gen,
+                cfg.local_clip_norm,
+            )
             _, val, _ = evaluate(model, data.x_val, data.y_val)
             if val > best[0]:
                 best = (val, evaluate(model, data.x_test, data.y_test)[1])
         vals.append(best[0])
         tests.append(best[1])
         by_k.setdefault(str(count_params(model)), []).append(best[1])
-    return {"row": "local-only", "seed": cfg.seed, "rounds": cfg.num_rounds,
-            "participant_acc": float(np.mean(tests)),
-            "participant_val_acc": float(np.mean(vals)),
-            "by_K": {k: float(np.mean(v)) for k, v in by_k.items()},
-            "local_steps": chunks * cfg.local_steps}
+    return {
+        "row": "local-only",
+        "seed": cfg.seed,
+        "rounds": cfg.num_rounds,
+        "participant_acc": float(np.mean(tests)),
+        "participant_val_acc": float(np.mean(vals)),
+        "by_K": {k: float(np.mean(v)) for k, v in by_k.items()},
+        "local_steps": chunks * cfg.local_steps,
+    }
 
 
 def per_arch_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -124,17 +146,33 @@ def per_arch_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         mine = sum(1 for p in inside if arch_for(cfg, p) == arch)
         # the same client visits as the architecture's share of the hetero run:
         # one client a round, rounds × clients-per-round × share of participants
-        rounds = max(1, round(cfg.num_rounds * cfg.clients_per_round * mine
-                              / len(inside)))
-        out.append((f"hypernetwork per architecture ({arch})", {
-            **base, "mh-group-rule": "bounds", "mh-group-bounds": f"{k},{k + 1}",
-            "mh-unseen-archs": "", "clients-per-round": 1, "num-rounds": rounds,
-            "run-name": f"{base['run-name']}-only-{arch}"}))
+        rounds = max(
+            1, round(cfg.num_rounds * cfg.clients_per_round * mine / len(inside))
+        )
+        out.append(
+            (
+                f"hypernetwork per architecture ({arch})",
+                {
+                    **base,
+                    "mh-group-rule": "bounds",
+                    "mh-group-bounds": f"{k},{k + 1}",
+                    "mh-unseen-archs": "",
+                    "clients-per-round": 1,
+                    "num-rounds": rounds,
+                    "run-name": f"{base['run-name']}-only-{arch}",
+                },
+            )
+        )
     return out
 
 
-NAMES = {"6186": "bncnn", "25450": "mlp-s", "61706": "lenet5", "85822": "cnn",
-         "178110": "mlp-l"}
+NAMES = {
+    "6186": "bncnn",
+    "25450": "mlp-s",
+    "61706": "lenet5",
+    "85822": "cnn",
+    "178110": "mlp-l",
+}
 
 
 def combined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -142,23 +180,32 @@ def combined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     architecture has the same number of participants under round-robin)."""
     out = []
     for seed in sorted({r["seed"] for r in rows}):
-        mine = [r for r in rows if r["seed"] == seed
-                and r["row"].startswith("hypernetwork per architecture (")]
+        mine = [
+            r
+            for r in rows
+            if r["seed"] == seed
+            and r["row"].startswith("hypernetwork per architecture (")
+        ]
         if not mine:
             continue
         by_k = {k: v for r in mine for k, v in r["by_K"].items()}
-        out.append({"row": "hypernetwork per architecture (all)", "seed": seed,
-                    "rounds": mine[0]["rounds"],
-                    "participant_acc": float(np.mean(list(by_k.values()))),
-                    "by_K": by_k,
-                    "hypernet_params": sum(r["hypernet_params"] for r in mine),
-                    "bytes_per_round": float(np.mean([r["bytes_per_round"]
-                                                      for r in mine]))})
+        out.append(
+            {
+                "row": "hypernetwork per architecture (all)",
+                "seed": seed,
+                "rounds": mine[0]["rounds"],
+                "participant_acc": float(np.mean(list(by_k.values()))),
+                "by_K": by_k,
+                "hypernet_params": sum(r["hypernet_params"] for r in mine),
+                "bytes_per_round": float(np.mean([r["bytes_per_round"] for r in mine])),
+            }
+        )
     return out
 
 
 def render(rows: list[dict[str, Any]]) -> str:
     """The markdown page: mean over seeds (± std when several)."""
+
     def fmt(values: list[float | None]) -> str:
         got = [v for v in values if v is not None]
         if not got:
@@ -172,29 +219,45 @@ def render(rows: list[dict[str, Any]]) -> str:
     ks = sorted({k for r in rows for k in r["by_K"]}, key=int)
     seeds = sorted({r["seed"] for r in rows})
     rounds = sorted({r["rounds"] for r in rows})
-    head = ["row", *[f"{NAMES.get(k, k)} (K={k})" for k in ks], "mean participant",
-            "new: seen", "new: unseen", "HS", "bytes/round"]
-    lines = ["### MH-pFedHN (Fashion-MNIST, hetero preset)", "",
-             f"Seeds {', '.join(map(str, seeds))}; {', '.join(map(str, rounds))} "
-             "rounds (a hypernetwork per architecture: one client a round, the same "
-             "client visits as its share of the hetero run); test accuracy at the "
-             "best validation round; mean ± std over seeds. A per-architecture run's "
-             "mean participant column is that architecture's; '(all)' is the mean "
-             "over every participant of the four runs. Not converged: accuracy still "
-             "rises at the last round. Bytes/round: down + up of all clients of a "
-             "round (hetero rows: 5 clients, GD two exchanges each; per-architecture "
-             "rows: 1 client). `python -m bench.mh_pfedhn`; "
-             "docs/mh-pfedhn.md.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "row",
+        *[f"{NAMES.get(k, k)} (K={k})" for k in ks],
+        "mean participant",
+        "new: seen",
+        "new: unseen",
+        "HS",
+        "bytes/round",
+    ]
+    lines = [
+        "### MH-pFedHN (Fashion-MNIST, hetero preset)",
+        "",
+        f"Seeds {', '.join(map(str, seeds))}; {', '.join(map(str, rounds))} "
+        "rounds (a hypernetwork per architecture: one client a round, the same "
+        "client visits as its share of the hetero run); test accuracy at the "
+        "best validation round; mean ± std over seeds. A per-architecture run's "
+        "mean participant column is that architecture's; '(all)' is the mean "
+        "over every participant of the four runs. Not converged: accuracy still "
+        "rises at the last round. Bytes/round: down + up of all clients of a "
+        "round (hetero rows: 5 clients, GD two exchanges each; per-architecture "
+        "rows: 1 client). `python -m bench.mh_pfedhn`; "
+        "docs/mh-pfedhn.md.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for label in labels:
         mine = [r for r in rows if r["row"] == label]
-        cells = [label, *[fmt([r["by_K"].get(k) for r in mine]) for k in ks],
-                 fmt([r["participant_acc"] for r in mine]),
-                 fmt([r.get("new_seen") for r in mine]),
-                 fmt([r.get("new_unseen") for r in mine]),
-                 str(mine[0].get("hypernet_params", "–")),
-                 f"{np.mean([r['bytes_per_round'] for r in mine]) / 1e6:.2f} MB"
-                 if "bytes_per_round" in mine[0] else "–"]
+        cells = [
+            label,
+            *[fmt([r["by_K"].get(k) for r in mine]) for k in ks],
+            fmt([r["participant_acc"] for r in mine]),
+            fmt([r.get("new_seen") for r in mine]),
+            fmt([r.get("new_unseen") for r in mine]),
+            str(mine[0].get("hypernet_params", "–")),
+            f"{np.mean([r['bytes_per_round'] for r in mine]) / 1e6:.2f} MB"
+            if "bytes_per_round" in mine[0]
+            else "–",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -207,9 +270,14 @@ def main() -> None:
     parser.add_argument("--rows", default="mh,gd,local,arch")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--work", default=str(ROOT / "outputs" / "bench-mh"))
-    parser.add_argument("--add-run", nargs=2, action="append", default=[],
-                        metavar=("FOLDER", "LABEL"),
-                        help="add an already finished run folder as a row")
+    parser.add_argument(
+        "--add-run",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("FOLDER", "LABEL"),
+        help="add an already finished run folder as a row",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     raw = out / "mh-pfedhn-runs.jsonl"
@@ -223,8 +291,9 @@ def main() -> None:
         if "mh" in wanted:
             todo.append(("MH-pFedHN", base))
         if "gd" in wanted:
-            todo.append(("MH-pFedHNGD", preset(GD, **common,
-                                               **{"run-name": f"gd-{seed}"})))
+            todo.append(
+                ("MH-pFedHNGD", preset(GD, **common, **{"run-name": f"gd-{seed}"}))
+            )
         if "arch" in wanted:
             todo += per_arch_configs(base)
         for label, cfg in todo:

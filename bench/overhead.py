@@ -29,13 +29,27 @@ TARGET = 1.15
 
 CASES: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     # name: (label, preset, overrides)
-    "pfedhn-lenet": ("pFedHN, default job (Fashion-MNIST, LeNet-5, 10 × 50 steps)",
-                     "quickstart", {}),
-    "fedavg-lenet": ("FedAvg, default job (Fashion-MNIST, LeNet-5, 10 × 50 steps)",
-                     "fedavg-fmnist", {}),
-    "pfedhn-tiny": ("pFedHN, tiny (synthetic, MLP, 10 × 5 steps): per-message floor",
-                    None, {"method": "pfedhn", "dataset": "synthetic", "model": "mlp",
-                           "num-clients": 20, "local-steps": 5}),
+    "pfedhn-lenet": (
+        "pFedHN, default job (Fashion-MNIST, LeNet-5, 10 × 50 steps)",
+        "quickstart",
+        {},
+    ),
+    "fedavg-lenet": (
+        "FedAvg, default job (Fashion-MNIST, LeNet-5, 10 × 50 steps)",
+        "fedavg-fmnist",
+        {},
+    ),
+    "pfedhn-tiny": (
+        "pFedHN, tiny (synthetic, MLP, 10 × 5 steps): per-message floor",
+        None,
+        {
+            "method": "pfedhn",
+            "dataset": "synthetic",
+            "model": "mlp",
+            "num-clients": 20,
+            "local-steps": 5,
+        },
+    ),
 }
 
 
@@ -45,19 +59,45 @@ def jobs(quick: bool) -> list[Job]:
     reps = 1 if quick else 2
     out = []
     for case, (_, preset, overrides) in CASES.items():
-        cfg = {**overrides, "num-rounds": rounds, "eval-every": rounds,
-               "novel-rounds": 0, "seed": 42}
+        cfg = {
+            **overrides,
+            "num-rounds": rounds,
+            "eval-every": rounds,
+            "novel-rounds": 0,
+            "seed": 42,
+        }
         if quick:
             cfg["local-steps"] = 5
         for rep in range(reps):
-            pair = [Job(f"{case}-direct-{rep}", preset, cfg, engine="direct",
-                        tags={"case": case, "engine": "direct", "rep": rep}),
-                    Job(f"{case}-sim-{rep}", preset, cfg, engine="sim", ray_cpus=1,
-                        tags={"case": case, "engine": "sim", "rep": rep})]
+            pair = [
+                Job(
+                    f"{case}-direct-{rep}",
+                    preset,
+                    cfg,
+                    engine="direct",
+                    tags={"case": case, "engine": "direct", "rep": rep},
+                ),
+                Job(
+                    f"{case}-sim-{rep}",
+                    preset,
+                    cfg,
+                    engine="sim",
+                    ray_cpus=1,
+                    tags={"case": case, "engine": "sim", "rep": rep},
+                ),
+            ]
             out += pair if rep % 2 == 0 else pair[::-1]
         if not quick:
-            out.append(Job(f"{case}-sim2-0", preset, cfg, engine="sim", ray_cpus=2,
-                           tags={"case": case, "engine": "sim-2-actors", "rep": 0}))
+            out.append(
+                Job(
+                    f"{case}-sim2-0",
+                    preset,
+                    cfg,
+                    engine="sim",
+                    ray_cpus=2,
+                    tags={"case": case, "engine": "sim-2-actors", "rep": 0},
+                )
+            )
     return out
 
 
@@ -65,18 +105,25 @@ def record(result: JobResult) -> dict[str, Any]:
     """Per-run timings: start-up, round 1, later rounds, whole run."""
     rows = [r for r in result.rows if "round-s" in r]
     s = result.summary or {}
-    return {"case": result.job.tags["case"], "engine": result.job.tags["engine"],
-            "rep": result.job.tags["rep"], "ok": result.ok, "error": result.error,
-            "startup_s": result.startup_s, "total_s": result.total_s,
-            "round1_s": rows[0]["round-s"] if rows else None,
-            "rounds_s": [r["round-s"] for r in rows[1:]],
-            "exchange_s": [r.get("exchange-s") for r in rows[1:]],
-            "server_update_s": [r.get("server-update-s") for r in rows],
-            "wall_s": s.get("wall_s"), "participant_acc": s.get("participant_acc"),
-            "train_loss": [r.get("train-loss") for r in rows],
-            # rounds 2…N-1 seen from outside: wall and CPU of the whole process tree
-            "outside": result.extra.get("after-round-1"),
-            "bytes_down_per_round": s.get("bytes_down_per_round")}
+    return {
+        "case": result.job.tags["case"],
+        "engine": result.job.tags["engine"],
+        "rep": result.job.tags["rep"],
+        "ok": result.ok,
+        "error": result.error,
+        "startup_s": result.startup_s,
+        "total_s": result.total_s,
+        "round1_s": rows[0]["round-s"] if rows else None,
+        "rounds_s": [r["round-s"] for r in rows[1:]],
+        "exchange_s": [r.get("exchange-s") for r in rows[1:]],
+        "server_update_s": [r.get("server-update-s") for r in rows],
+        "wall_s": s.get("wall_s"),
+        "participant_acc": s.get("participant_acc"),
+        "train_loss": [r.get("train-loss") for r in rows],
+        # rounds 2…N-1 seen from outside: wall and CPU of the whole process tree
+        "outside": result.extra.get("after-round-1"),
+        "bytes_down_per_round": s.get("bytes_down_per_round"),
+    }
 
 
 def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,8 +131,10 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for case in CASES:
         mine = [r for r in records if r["case"] == case and r["ok"]]
-        by = {e: [r for r in mine if r["engine"] == e]
-              for e in ("direct", "sim", "sim-2-actors")}
+        by = {
+            e: [r for r in mine if r["engine"] == e]
+            for e in ("direct", "sim", "sim-2-actors")
+        }
         if not by["direct"] or not by["sim"]:
             continue
 
@@ -98,41 +147,64 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return statistics.fmean(values) if values else None
 
         def cpu_per_round(runs: list[dict[str, Any]]) -> float | None:
-            values = [r["outside"]["cpu_s"] / r["outside"]["rounds"] for r in runs
-                      if r.get("outside")]
+            values = [
+                r["outside"]["cpu_s"] / r["outside"]["rounds"]
+                for r in runs
+                if r.get("outside")
+            ]
             return statistics.fmean(values) if values else None
 
         def exchange_per_round(runs: list[dict[str, Any]]) -> float | None:
-            values = [v for r in runs for v in r.get("exchange_s") or []
-                      if v is not None]
+            values = [
+                v for r in runs for v in r.get("exchange_s") or [] if v is not None
+            ]
             return statistics.fmean(values) if values else None
 
         direct, sim = per_round(by["direct"]), per_round(by["sim"])
         cpu_direct, cpu_sim = cpu_per_round(by["direct"]), cpu_per_round(by["sim"])
-        pairs = [(s, d) for s, d in zip(by["sim"], by["direct"], strict=False)
-                 if s["rounds_s"] and d["rounds_s"]]
-        row = {"case": case, "label": CASES[case][0],
-               "direct_round_s": direct, "sim_round_s": sim,
-               "ratio": sim / direct if sim and direct else None,
-               "ratio_per_rep": [statistics.fmean(s["rounds_s"])
-                                 / statistics.fmean(d["rounds_s"]) for s, d in pairs],
-               "overhead_per_round_s": sim - direct if sim and direct else None,
-               "direct_exchange_s": exchange_per_round(by["direct"]),
-               "sim_exchange_s": exchange_per_round(by["sim"]),
-               "direct_cpu_round_s": cpu_direct, "sim_cpu_round_s": cpu_sim,
-               "cpu_ratio": cpu_sim / cpu_direct if cpu_sim and cpu_direct else None,
-               "direct_startup_s": mean(by["direct"], "startup_s"),
-               "sim_startup_s": mean(by["sim"], "startup_s"),
-               "direct_round1_s": mean(by["direct"], "round1_s"),
-               "sim_round1_s": mean(by["sim"], "round1_s"),
-               "same_accuracy": len({round(r["participant_acc"], 6) for r in mine
-                                     if r["participant_acc"] is not None}) == 1,
-               "same_losses": len({tuple(round(x, 5) for x in r["train_loss"])
-                                   for r in mine}) == 1,
-               "sim2_round_s": per_round(by["sim-2-actors"]),
-               "sim2_startup_s": mean(by["sim-2-actors"], "startup_s")}
-        row["sim2_ratio"] = (row["sim2_round_s"] / direct
-                             if row["sim2_round_s"] and direct else None)
+        pairs = [
+            (s, d)
+            for s, d in zip(by["sim"], by["direct"], strict=False)
+            if s["rounds_s"] and d["rounds_s"]
+        ]
+        row = {
+            "case": case,
+            "label": CASES[case][0],
+            "direct_round_s": direct,
+            "sim_round_s": sim,
+            "ratio": sim / direct if sim and direct else None,
+            "ratio_per_rep": [
+                statistics.fmean(s["rounds_s"]) / statistics.fmean(d["rounds_s"])
+                for s, d in pairs
+            ],
+            "overhead_per_round_s": sim - direct if sim and direct else None,
+            "direct_exchange_s": exchange_per_round(by["direct"]),
+            "sim_exchange_s": exchange_per_round(by["sim"]),
+            "direct_cpu_round_s": cpu_direct,
+            "sim_cpu_round_s": cpu_sim,
+            "cpu_ratio": cpu_sim / cpu_direct if cpu_sim and cpu_direct else None,
+            "direct_startup_s": mean(by["direct"], "startup_s"),
+            "sim_startup_s": mean(by["sim"], "startup_s"),
+            "direct_round1_s": mean(by["direct"], "round1_s"),
+            "sim_round1_s": mean(by["sim"], "round1_s"),
+            "same_accuracy": len(
+                {
+                    round(r["participant_acc"], 6)
+                    for r in mine
+                    if r["participant_acc"] is not None
+                }
+            )
+            == 1,
+            "same_losses": len(
+                {tuple(round(x, 5) for x in r["train_loss"]) for r in mine}
+            )
+            == 1,
+            "sim2_round_s": per_round(by["sim-2-actors"]),
+            "sim2_startup_s": mean(by["sim-2-actors"], "startup_s"),
+        }
+        row["sim2_ratio"] = (
+            row["sim2_round_s"] / direct if row["sim2_round_s"] and direct else None
+        )
         row["sim_cpu_by_process_s"] = by_process(by["sim"])
         row["direct_cpu_by_process_s"] = by_process(by["direct"])
         out.append(row)
@@ -141,9 +213,14 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def by_process(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Mean CPU seconds per round of each kind of process, over the runs."""
-    parts = [{k: v / r["outside"]["rounds"]
-              for k, v in r["outside"].get("cpu_by_process_s", {}).items()}
-             for r in runs if r.get("outside")]
+    parts = [
+        {
+            k: v / r["outside"]["rounds"]
+            for k, v in r["outside"].get("cpu_by_process_s", {}).items()
+        }
+        for r in runs
+        if r.get("outside")
+    ]
     kinds = dict.fromkeys(k for p in parts for k in p)
     return {k: statistics.fmean(p.get(k, 0.0) for p in parts) for k in kinds}
 
@@ -151,45 +228,77 @@ def by_process(runs: list[dict[str, Any]]) -> dict[str, float]:
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The suite's results page."""
     body = table(
-        ["case", "in-process s/round", "`flwr run` s/round", "ratio (target ≤ "
-         f"{TARGET})", "overhead s/round", "of which exchange s/round: in-process "
-         "/ `flwr run`", "CPU s/round: in-process / `flwr run` "
-         "(ratio)", "start-up in-process s",
-         "start-up `flwr run` s", "round 1 in-process / `flwr run` s",
-         "same accuracy", "`flwr run`, 2 actors: s/round (ratio)"],
-        [[r["label"], fmt(r["direct_round_s"]), fmt(r["sim_round_s"]),
-          f"**{r['ratio']:.3f}**" + (" ✓" if r["ratio"] <= TARGET else " ✗"),
-          fmt(r["overhead_per_round_s"], 2),
-          (f"{fmt(r['direct_exchange_s'])} / {fmt(r['sim_exchange_s'])}"
-           if r.get("sim_exchange_s") else "—"),
-          (f"{fmt(r['direct_cpu_round_s'])} / {fmt(r['sim_cpu_round_s'])} "
-           f"({r['cpu_ratio']:.2f})" if r.get("cpu_ratio") else "—"),
-          fmt(r["direct_startup_s"]),
-          fmt(r["sim_startup_s"]),
-          f"{fmt(r['direct_round1_s'])} / {fmt(r['sim_round1_s'])}",
-          "yes" if r["same_accuracy"] and r["same_losses"] else "no",
-          (f"{fmt(r['sim2_round_s'])} ({r['sim2_ratio']:.2f})"
-           if r["sim2_round_s"] else "—")] for r in rows])
-    lines = ["### Framework overhead — `flwr run` vs the same functions in process",
-             "",
-             f"{meta['rounds']} rounds per run, {meta['reps']} repetitions per side, "
-             "run back to back in one benchmark run (order alternated); per-round "
-             "time = the loop's `round-s` (configure, exchange, validate, server "
-             "update) of rounds 2…N. Both sides: one client at a time, one thread, "
-             "each run in its own session (see docs/benchmarks.md on autogroup). "
-             "CPU = user + system time of the run's whole process tree (for `flwr "
-             "run`: CLI, SuperLink, ServerApp process, Ray's GCS, raylet and actor) "
-             "per round, rounds 2…N−1: unlike wall time it does not depend on "
-             "other load on the machine.",
-             "", body, ""]
+        [
+            "case",
+            "in-process s/round",
+            "`flwr run` s/round",
+            f"ratio (target ≤ {TARGET})",
+            "overhead s/round",
+            "of which exchange s/round: in-process / `flwr run`",
+            "CPU s/round: in-process / `flwr run` (ratio)",
+            "start-up in-process s",
+            "start-up `flwr run` s",
+            "round 1 in-process / `flwr run` s",
+            "same accuracy",
+            "`flwr run`, 2 actors: s/round (ratio)",
+        ],
+        [
+            [
+                r["label"],
+                fmt(r["direct_round_s"]),
+                fmt(r["sim_round_s"]),
+                f"**{r['ratio']:.3f}**" + (" ✓" if r["ratio"] <= TARGET else " ✗"),
+                fmt(r["overhead_per_round_s"], 2),
+                (
+                    f"{fmt(r['direct_exchange_s'])} / {fmt(r['sim_exchange_s'])}"
+                    if r.get("sim_exchange_s")
+                    else "—"
+                ),
+                (
+                    f"{fmt(r['direct_cpu_round_s'])} / {fmt(r['sim_cpu_round_s'])} "
+                    f"({r['cpu_ratio']:.2f})"
+                    if r.get("cpu_ratio")
+                    else "—"
+                ),
+                fmt(r["direct_startup_s"]),
+                fmt(r["sim_startup_s"]),
+                f"{fmt(r['direct_round1_s'])} / {fmt(r['sim_round1_s'])}",
+                "yes" if r["same_accuracy"] and r["same_losses"] else "no",
+                (
+                    f"{fmt(r['sim2_round_s'])} ({r['sim2_ratio']:.2f})"
+                    if r["sim2_round_s"]
+                    else "—"
+                ),
+            ]
+            for r in rows
+        ],
+    )
+    lines = [
+        "### Framework overhead — `flwr run` vs the same functions in process",
+        "",
+        f"{meta['rounds']} rounds per run, {meta['reps']} repetitions per side, "
+        "run back to back in one benchmark run (order alternated); per-round "
+        "time = the loop's `round-s` (configure, exchange, validate, server "
+        "update) of rounds 2…N. Both sides: one client at a time, one thread, "
+        "each run in its own session (see docs/benchmarks.md on autogroup). "
+        "CPU = user + system time of the run's whole process tree (for `flwr "
+        "run`: CLI, SuperLink, ServerApp process, Ray's GCS, raylet and actor) "
+        "per round, rounds 2…N−1: unlike wall time it does not depend on "
+        "other load on the machine.",
+        "",
+        body,
+        "",
+    ]
     for r in rows:
         sim = r.get("sim_cpu_by_process_s") or {}
         if not sim:
             continue
         direct = sum((r.get("direct_cpu_by_process_s") or {}).values())
-        lines.append(f"CPU seconds per round by process, `flwr run`, {r['case']}: "
-                     + ", ".join(f"{k} {v:.3f}" for k, v in sim.items())
-                     + f" (in process: {direct:.3f} in all).")
+        lines.append(
+            f"CPU seconds per round by process, `flwr run`, {r['case']}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in sim.items())
+            + f" (in process: {direct:.3f} in all)."
+        )
     lines.append("")
     lines += paragraphs(meta.get("notes", []))
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
@@ -203,28 +312,53 @@ def run(quick: bool = False) -> dict[str, Any]:
         results = run_jobs("overhead", todo, parallel=1, sample_rss=True)
     records = [record(r) for r in results]
     rows = compare(records)
-    meta = {"machine": machine(), "load": load.summary(), "quick": quick,
-            "rounds": 3 if quick else 8, "reps": 1 if quick else 2,
-            "notes": NOTES}
-    data = {"suite": "overhead", "target_ratio": TARGET, "rows": rows,
-            "runs": records, **meta}
+    meta = {
+        "machine": machine(),
+        "load": load.summary(),
+        "quick": quick,
+        "rounds": 3 if quick else 8,
+        "reps": 1 if quick else 2,
+        "notes": NOTES,
+    }
+    data = {
+        "suite": "overhead",
+        "target_ratio": TARGET,
+        "rows": rows,
+        "runs": records,
+        **meta,
+    }
     out = results_dir(quick)
     write_results("overhead", data, render(data), out)
 
     def draw(ax: Any) -> None:
         labels = [r["case"] for r in rows]
         xs = range(len(rows))
-        ax.bar([x - 0.2 for x in xs], [r["direct_round_s"] for r in rows], 0.4,
-               label="in process")
-        ax.bar([x + 0.2 for x in xs], [r["sim_round_s"] for r in rows], 0.4,
-               label="flwr run (simulation)")
+        ax.bar(
+            [x - 0.2 for x in xs],
+            [r["direct_round_s"] for r in rows],
+            0.4,
+            label="in process",
+        )
+        ax.bar(
+            [x + 0.2 for x in xs],
+            [r["sim_round_s"] for r in rows],
+            0.4,
+            label="flwr run (simulation)",
+        )
         for x, r in zip(xs, rows, strict=True):
-            ax.text(x + 0.2, r["sim_round_s"], f"×{r['ratio']:.2f}", ha="center",
-                    va="bottom")
+            ax.text(
+                x + 0.2,
+                r["sim_round_s"],
+                f"×{r['ratio']:.2f}",
+                ha="center",
+                va="bottom",
+            )
         ax.set_xticks(list(xs))
         ax.set_xticklabels(labels)
-        ax.set(ylabel="seconds per round (after round 1)",
-               title="framework overhead per round")
+        ax.set(
+            ylabel="seconds per round (after round 1)",
+            title="framework overhead per round",
+        )
         ax.legend()
 
     save_plot(out / "overhead.png", draw)

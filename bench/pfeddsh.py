@@ -21,12 +21,15 @@ from bench.harness import RESULTS, ROOT
 from common.flwr_cli import merge_presets
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "full": {},                                   # masks + replay, PA reference
+    "full": {},  # masks + replay, PA reference
     "no-replay": {"replay": False, "pa-reference": False},
     "no-masks": {"masks": False, "replay": False, "pa-reference": False},
 }
-LABELS = {"full": "pFedDSH (masks + replay)", "no-replay": "masks, no replay",
-          "no-masks": "no masks (plain shared hypernetwork), no replay"}
+LABELS = {
+    "full": "pFedDSH (masks + replay)",
+    "no-replay": "masks, no replay",
+    "no-masks": "no masks (plain shared hypernetwork), no replay",
+}
 
 
 def run_one(preset: Path, variant: str, seed: int, out: Path) -> dict[str, Any]:
@@ -36,21 +39,46 @@ def run_one(preset: Path, variant: str, seed: int, out: Path) -> dict[str, Any]:
     from server.direct_grid import run_in_process
 
     torch.set_num_threads(1)
-    config = merge_presets([preset], {**VARIANTS[variant], "seed": seed,
-                                      "run-name": f"{preset.stem}-{variant}-s{seed}",
-                                      "output-dir": str(out)})
+    config = merge_presets(
+        [preset],
+        {
+            **VARIANTS[variant],
+            "seed": seed,
+            "run-name": f"{preset.stem}-{variant}-s{seed}",
+            "output-dir": str(out),
+        },
+    )
     start = time.monotonic()
     summary = run_in_process(config)
     assert summary is not None
-    return {"variant": variant, "seed": seed, "ri": summary["ri"], "pa": summary["pa"],
-            "final_acc": summary["final_acc"],
-            "nonparticipant_acc": summary["nonparticipant_acc"],
-            "batches": [{k: b.get(k) for k in (
-                "batch", "acc", "acc_reference", "pa", "ri", "before", "after",
-                "weights_used", "weights_reused", "weights_total")}
-                | {"replay_accepted": (b.get("replay") or {}).get("accepted")}
-                for b in summary["batches"]],
-            "wall_s": time.monotonic() - start}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "ri": summary["ri"],
+        "pa": summary["pa"],
+        "final_acc": summary["final_acc"],
+        "nonparticipant_acc": summary["nonparticipant_acc"],
+        "batches": [
+            {
+                k: b.get(k)
+                for k in (
+                    "batch",
+                    "acc",
+                    "acc_reference",
+                    "pa",
+                    "ri",
+                    "before",
+                    "after",
+                    "weights_used",
+                    "weights_reused",
+                    "weights_total",
+                )
+            }
+            | {"replay_accepted": (b.get("replay") or {}).get("accepted")}
+            for b in summary["batches"]
+        ],
+        "wall_s": time.monotonic() - start,
+    }
 
 
 def _stat(values: list[float | None], scale: float = 100.0) -> str:
@@ -64,31 +92,45 @@ def render(data: dict[str, Any]) -> str:
     """The page: RI / PA / final accuracy per variant over seeds, and per batch."""
     runs = data["runs"]
     seeds = sorted({r["seed"] for r in runs})
-    lines = [f"## pFedDSH — {data['title']}", "",
-             f"`{data['preset']}`: {data['setting']} Mean ± std over seeds "
-             f"{', '.join(map(str, seeds))} (percentage points). RI = mean change of "
-             "earlier batches' test accuracy across a batch join (after − before); "
-             "PA = the new batch's accuracy minus that of the same clients under an "
-             "independent hypernetwork trained on them alone for the same rounds.", "",
-             "| variant | seeds | RI (pp) | PA (pp) | final acc (%) | replay kept |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"## pFedDSH — {data['title']}",
+        "",
+        f"`{data['preset']}`: {data['setting']} Mean ± std over seeds "
+        f"{', '.join(map(str, seeds))} (percentage points). RI = mean change of "
+        "earlier batches' test accuracy across a batch join (after − before); "
+        "PA = the new batch's accuracy minus that of the same clients under an "
+        "independent hypernetwork trained on them alone for the same rounds.",
+        "",
+        "| variant | seeds | RI (pp) | PA (pp) | final acc (%) | replay kept |",
+        "|---|---|---|---|---|---|",
+    ]
     for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant]
         if not mine:
             continue
         kept = sum(len(b["replay_accepted"] or []) for r in mine for b in r["batches"])
-        offered = sum(b["batch"] for r in mine for b in r["batches"]) \
-            if variant == "full" else 0
-        lines.append(f"| {LABELS[variant]} | {len(mine)} | "
-                     f"{_stat([r['ri'] for r in mine])} | "
-                     f"{_stat([r['pa'] for r in mine])} | "
-                     f"{_stat([r['final_acc'] for r in mine]).lstrip('+')} | "
-                     f"{f'{kept} of {offered}' if offered else '—'} |")
-    lines += ["", "Per batch join (full variant, mean over seeds): the new batch's "
-              "accuracy, its reference, and hypernetwork weights its mask uses / "
-              "reuses (of the total).", "",
-              "| batch | acc (%) | reference acc (%) | PA (pp) | RI (pp) "
-              "| weights used | reused |", "|---|---|---|---|---|---|---|"]
+        offered = (
+            sum(b["batch"] for r in mine for b in r["batches"])
+            if variant == "full"
+            else 0
+        )
+        lines.append(
+            f"| {LABELS[variant]} | {len(mine)} | "
+            f"{_stat([r['ri'] for r in mine])} | "
+            f"{_stat([r['pa'] for r in mine])} | "
+            f"{_stat([r['final_acc'] for r in mine]).lstrip('+')} | "
+            f"{f'{kept} of {offered}' if offered else '—'} |"
+        )
+    lines += [
+        "",
+        "Per batch join (full variant, mean over seeds): the new batch's "
+        "accuracy, its reference, and hypernetwork weights its mask uses / "
+        "reuses (of the total).",
+        "",
+        "| batch | acc (%) | reference acc (%) | PA (pp) | RI (pp) "
+        "| weights used | reused |",
+        "|---|---|---|---|---|---|---|",
+    ]
     full = [r for r in runs if r["variant"] == "full"]
     for b in range(max((len(r["batches"]) for r in full), default=0)):
         rows = [r["batches"][b] for r in full if len(r["batches"]) > b]
@@ -99,7 +141,8 @@ def render(data: dict[str, Any]) -> str:
             f"{_stat([x.get('ri') for x in rows])} | "
             f"{np.mean([x['weights_used'] for x in rows]):,.0f} | "
             f"{np.mean([x['weights_reused'] for x in rows]):,.0f} of "
-            f"{rows[0]['weights_total']:,} |")
+            f"{rows[0]['weights_total']:,} |"
+        )
     lines += ["", data.get("notes", "")]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -115,21 +158,36 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     preset = Path(args.preset)
     path = RESULTS / f"{preset.stem}.json"
-    data = json.loads(path.read_text()) if path.exists() else {
-        "preset": str(preset), "runs": [],
-        "title": "Fashion-MNIST, clients joining in 3 batches",
-        "setting": "30 clients × 2 classes (6 held out), 24 participants in 3 "
-                   "batches of 8, 8 rounds per batch (4 clients × 20 local steps "
-                   "a round), BN CNN targets, mask sparsity 0.5."}
+    data = (
+        json.loads(path.read_text())
+        if path.exists()
+        else {
+            "preset": str(preset),
+            "runs": [],
+            "title": "Fashion-MNIST, clients joining in 3 batches",
+            "setting": "30 clients × 2 classes (6 held out), 24 participants in 3 "
+            "batches of 8, 8 rounds per batch (4 clients × 20 local steps "
+            "a round), BN CNN targets, mask sparsity 0.5.",
+        }
+    )
     if not args.render:
         for seed in args.seeds:
             for variant in args.variants:
                 result = run_one(preset, variant, seed, Path(args.out))
-                data["runs"] = [r for r in data["runs"] if (r["variant"], r["seed"])
-                                != (variant, seed)] + [result]
+                data["runs"] = [
+                    r
+                    for r in data["runs"]
+                    if (r["variant"], r["seed"]) != (variant, seed)
+                ] + [result]
                 path.write_text(json.dumps(data, indent=1) + "\n")
-                print(json.dumps({k: result[k] for k in
-                                  ("variant", "seed", "ri", "pa", "final_acc")}))
+                print(
+                    json.dumps(
+                        {
+                            k: result[k]
+                            for k in ("variant", "seed", "ri", "pa", "final_acc")
+                        }
+                    )
+                )
     (RESULTS / f"{preset.stem}.md").write_text(render(data))
 
 

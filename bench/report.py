@@ -30,8 +30,9 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
     return statistics.fmean(vals), std, len(vals)
 
 
-def aggregate(runs: Sequence[Mapping[str, Any]], group: str,
-              keys: Sequence[str]) -> list[dict[str, Any]]:
+def aggregate(
+    runs: Sequence[Mapping[str, Any]], group: str, keys: Sequence[str]
+) -> list[dict[str, Any]]:
     """Group run records by ``group`` (first-seen order) and give mean/std per key.
 
     Each output row has ``group``'s value, ``n`` (runs in the group), ``seeds`` and,
@@ -48,10 +49,12 @@ def aggregate(runs: Sequence[Mapping[str, Any]], group: str,
     rows = []
     for label in order:
         members = groups[label]
-        row: dict[str, Any] = {group: label, "n": len(members),
-                               "seeds": [m.get("seed") for m in members],
-                               "diverged": sum(bool(m.get("diverged"))
-                                               for m in members)}
+        row: dict[str, Any] = {
+            group: label,
+            "n": len(members),
+            "seeds": [m.get("seed") for m in members],
+            "diverged": sum(bool(m.get("diverged")) for m in members),
+        }
         for key in keys:
             mean, std, _ = mean_std(m.get(key) for m in members)
             row[key], row[f"{key}_std"] = mean, std
@@ -67,12 +70,20 @@ def _is_nan(value: Any) -> bool:
 
 
 #: Accuracy keys a diverged run reports as NaN (whatever its NaN model's argmax hit).
-ACCURACY_KEYS = ("participant_acc", "participant_val_acc", "nonparticipant_acc",
-                 "global_acc", "bystander_acc")
+ACCURACY_KEYS = (
+    "participant_acc",
+    "participant_val_acc",
+    "nonparticipant_acc",
+    "global_acc",
+    "bystander_acc",
+)
 
 
-def divergence(summary: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]],
-               error: str = "") -> str:
+def divergence(
+    summary: Mapping[str, Any] | None,
+    rows: Sequence[Mapping[str, Any]],
+    error: str = "",
+) -> str:
     """Why a run counts as diverged ("" when it does not).
 
     Diverged: a loss in its per-round rows or a reported accuracy is NaN/Inf (a NaN
@@ -81,8 +92,11 @@ def divergence(summary: Mapping[str, Any] | None, rows: Sequence[Mapping[str, An
     """
     for row in rows:
         for key, value in row.items():
-            if (key.endswith("loss") and isinstance(value, int | float)
-                    and not math.isfinite(value)):
+            if (
+                key.endswith("loss")
+                and isinstance(value, int | float)
+                and not math.isfinite(value)
+            ):
                 return f"{key} is {value} at round {row.get('round')}"
     if re.search(r"\bnan\b", error, re.IGNORECASE):
         return error
@@ -111,8 +125,9 @@ def fmt(value: Any, digits: int = 3, pct: bool = False) -> str:
         return "NaN"
     if pct:
         return f"{100 * value:.1f}"
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
-                                  and abs(value) >= 1000):
+    if isinstance(value, int) or (
+        isinstance(value, float) and value.is_integer() and abs(value) >= 1000
+    ):
         return f"{int(value):,}"
     if isinstance(value, float):
         return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
@@ -138,8 +153,10 @@ def pm(row: Mapping[str, Any], key: str, pct: bool = True, digits: int = 3) -> s
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub Markdown table."""
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---" for _ in headers) + "|"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -157,16 +174,21 @@ def load_caveat(load: Mapping[str, float], cpus: int | None) -> str:
     # A suite's own jobs keep up to one runnable process per core busy; more than
     # that on average means other work competed for the CPUs.
     busy = mean > (cpus or 1) * 1.25
-    text = (f"Machine load while this ran: 1-minute load average {mean:.1f} on average "
-            f"(max {peak:.1f}) on {cpus} cores")
+    text = (
+        f"Machine load while this ran: 1-minute load average {mean:.1f} on average "
+        f"(max {peak:.1f}) on {cpus} cores"
+    )
     if busy:
-        text += (": other work shared the CPUs, so absolute times are inflated and "
-                 "noisy; ratios of runs taken back to back are the robust numbers")
+        text += (
+            ": other work shared the CPUs, so absolute times are inflated and "
+            "noisy; ratios of runs taken back to back are the robust numbers"
+        )
     return text + "."
 
 
-def write_results(suite: str, data: Mapping[str, Any], markdown: str,
-                  results_dir: Path = RESULTS) -> tuple[Path, Path]:
+def write_results(
+    suite: str, data: Mapping[str, Any], markdown: str, results_dir: Path = RESULTS
+) -> tuple[Path, Path]:
     """Write ``<suite>.json`` and ``<suite>.md`` under ``bench/results``."""
     results_dir.mkdir(parents=True, exist_ok=True)
     json_path = results_dir / f"{suite}.json"
@@ -184,8 +206,9 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
-def save_plot(path: Path, draw: Callable[[plt.Axes], None],
-              size: tuple[float, float] = (6.5, 4.0)) -> Path:
+def save_plot(
+    path: Path, draw: Callable[[plt.Axes], None], size: tuple[float, float] = (6.5, 4.0)
+) -> Path:
     """Draw on one axes with ``draw`` and save a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=size)
@@ -196,10 +219,13 @@ def save_plot(path: Path, draw: Callable[[plt.Axes], None],
     return path
 
 
-def bar_with_errors(ax: plt.Axes, labels: Sequence[str],
-                    series: Mapping[str, tuple[Sequence[float | None],
-                                               Sequence[float | None]]],
-                    ylabel: str, title: str) -> None:
+def bar_with_errors(
+    ax: plt.Axes,
+    labels: Sequence[str],
+    series: Mapping[str, tuple[Sequence[float | None], Sequence[float | None]]],
+    ylabel: str,
+    title: str,
+) -> None:
     """Grouped bars (one group per label, one bar per series) with std error bars."""
     n = max(1, len(series))
     width = 0.8 / n

@@ -31,12 +31,24 @@ EMBED_DIM = 32
 
 def base_config(n: int, rounds: int) -> dict[str, Any]:
     """pFedHN, tiny clients, 10 per round, no held-out fitting, long timeouts."""
-    return {"method": "pfedhn", "dataset": "fashion-mnist", "model": "mlp",
-            "num-clients": n, "partitioner": "shards", "shards-per-client": 2,
-            "holdout": 0.2, "clients-per-round": 10, "local-steps": 5,
-            "batch-size": 8, "num-rounds": rounds, "eval-every": 1000,
-            "novel-rounds": 0, "embed-dim": EMBED_DIM, "round-timeout": 1800.0,
-            "seed": 42}
+    return {
+        "method": "pfedhn",
+        "dataset": "fashion-mnist",
+        "model": "mlp",
+        "num-clients": n,
+        "partitioner": "shards",
+        "shards-per-client": 2,
+        "holdout": 0.2,
+        "clients-per-round": 10,
+        "local-steps": 5,
+        "batch-size": 8,
+        "num-rounds": rounds,
+        "eval-every": 1000,
+        "novel-rounds": 0,
+        "embed-dim": EMBED_DIM,
+        "round-timeout": 1800.0,
+        "seed": 42,
+    }
 
 
 def jobs(quick: bool) -> list[Job]:
@@ -49,12 +61,35 @@ def jobs(quick: bool) -> list[Job]:
         # no final evaluation through Ray (it is every participant, O(N) by design,
         # and measured in process below): stop after the last training round
         sim_cfg = {**cfg, "num-rounds": rounds + 1, "stop-after-round": rounds}
-        out.append(Job(f"sim-{n}", None, sim_cfg, engine="sim", ray_cpus=2,
-                       timeout=5400, tags={"engine": "sim", "n": n}))
-        out.append(Job(f"direct-{n}", None, cfg, engine="direct",
-                       tags={"engine": "direct", "n": n}))
-        out.append(Job(f"direct-default-d-{n}", None, {**cfg, "embed-dim": 0},
-                       engine="direct", tags={"engine": "direct-default-d", "n": n}))
+        out.append(
+            Job(
+                f"sim-{n}",
+                None,
+                sim_cfg,
+                engine="sim",
+                ray_cpus=2,
+                timeout=5400,
+                tags={"engine": "sim", "n": n},
+            )
+        )
+        out.append(
+            Job(
+                f"direct-{n}",
+                None,
+                cfg,
+                engine="direct",
+                tags={"engine": "direct", "n": n},
+            )
+        )
+        out.append(
+            Job(
+                f"direct-default-d-{n}",
+                None,
+                {**cfg, "embed-dim": 0},
+                engine="direct",
+                tags={"engine": "direct-default-d", "n": n},
+            )
+        )
     return out
 
 
@@ -63,15 +98,21 @@ def record(result: JobResult) -> dict[str, Any]:
     rows = [r for r in result.rows if "round-s" in r]
     later = [r["round-s"] for r in rows[1:]]
     rec: dict[str, Any] = {
-        "engine": result.job.tags["engine"], "n": result.job.tags["n"],
-        "ok": result.ok, "error": result.error, "startup_s": result.startup_s,
-        "total_s": result.total_s, "round1_s": rows[0]["round-s"] if rows else None,
+        "engine": result.job.tags["engine"],
+        "n": result.job.tags["n"],
+        "ok": result.ok,
+        "error": result.error,
+        "startup_s": result.startup_s,
+        "total_s": result.total_s,
+        "round1_s": rows[0]["round-s"] if rows else None,
         "round_s": statistics.fmean(later) if later else None,
         "rounds_s": [r["round-s"] for r in rows],
         "server_update_s": statistics.fmean(r["server-update-s"] for r in rows)
-        if rows else None,
+        if rows
+        else None,
         "hypernet_params": (result.summary or {}).get("hypernet_params"),
-        "wall_s": (result.summary or {}).get("wall_s")}
+        "wall_s": (result.summary or {}).get("wall_s"),
+    }
     extra = result.extra
     if "rss-mb" in extra:  # in process: RSS after every round, measured inside
         rec["rss_rounds_mb"] = extra["rss-mb"]
@@ -82,55 +123,98 @@ def record(result: JobResult) -> dict[str, Any]:
         start = result.startup_s or 0.0
         during = [v for t, v in samples if t >= start]
         rec["rss_rounds_mb"] = [max(during)] if during else []
-        rec["rss_startup_mb"] = max((v for t, v in samples if t < start),
-                                    default=None)
+        rec["rss_startup_mb"] = max((v for t, v in samples if t < start), default=None)
     rec["rss_mb"] = max(rec["rss_rounds_mb"]) if rec.get("rss_rounds_mb") else None
     rec["rss_peak_mb"] = extra.get("rss-peak-mb")
     outside = extra.get("after-round-1")  # rounds 2…N-1: wall, CPU by process
     if outside:
         rec["cpu_per_round_by_process_s"] = {
-            k: v / outside["rounds"] for k, v in outside["cpu_by_process_s"].items()}
+            k: v / outside["rounds"] for k, v in outside["cpu_by_process_s"].items()
+        }
         rec["wall_per_round_s"] = outside["wall_s"] / outside["rounds"]
     return rec
 
 
 def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The suite's results page."""
-    names = {"sim": "`flwr run` (Ray)", "direct": "in process",
-             "direct-default-d": "in process, d = 1 + N/4"}
+    names = {
+        "sim": "`flwr run` (Ray)",
+        "direct": "in process",
+        "direct-default-d": "in process, d = 1 + N/4",
+    }
     body = table(
-        ["path", "registered N", "s/round, median (mean), rounds 2…", "round 1 s",
-         "server update ms", "start-up s (incl. registration)", "HS",
-         "server RSS MB (rounds)", "peak RSS MB (whole run)", "server state MB"],
-        [[names[r["engine"]], f"{r['n']:,}",
-          f"{fmt(statistics.median(r['rounds_s'][1:]))} ({fmt(r['round_s'])})"
-          if len(r["rounds_s"]) > 1 else "—",
-          fmt(r["round1_s"]),
-          fmt(1e3 * r["server_update_s"]) if r["server_update_s"] else "—",
-          fmt(r["startup_s"]), fmt(r["hypernet_params"]), fmt(r["rss_mb"], 4),
-          fmt(r["rss_peak_mb"], 4),
-          fmt(r["server_state_bytes"] / 2**20, 3) if r.get("server_state_bytes")
-          else "—"]
-         for r in records if r["ok"]])
-    lines = ["### Scale — registered vs sampled clients", "",
-             f"pFedHN, 10 clients sampled per round, {meta['rounds']} rounds, MLP "
-             "target, 5 local steps of 8 samples, embedding d = "
-             f"{EMBED_DIM} unless noted; Fashion-MNIST in 2 shards per client.", "",
-             body, ""]
+        [
+            "path",
+            "registered N",
+            "s/round, median (mean), rounds 2…",
+            "round 1 s",
+            "server update ms",
+            "start-up s (incl. registration)",
+            "HS",
+            "server RSS MB (rounds)",
+            "peak RSS MB (whole run)",
+            "server state MB",
+        ],
+        [
+            [
+                names[r["engine"]],
+                f"{r['n']:,}",
+                f"{fmt(statistics.median(r['rounds_s'][1:]))} ({fmt(r['round_s'])})"
+                if len(r["rounds_s"]) > 1
+                else "—",
+                fmt(r["round1_s"]),
+                fmt(1e3 * r["server_update_s"]) if r["server_update_s"] else "—",
+                fmt(r["startup_s"]),
+                fmt(r["hypernet_params"]),
+                fmt(r["rss_mb"], 4),
+                fmt(r["rss_peak_mb"], 4),
+                fmt(r["server_state_bytes"] / 2**20, 3)
+                if r.get("server_state_bytes")
+                else "—",
+            ]
+            for r in records
+            if r["ok"]
+        ],
+    )
+    lines = [
+        "### Scale — registered vs sampled clients",
+        "",
+        f"pFedHN, 10 clients sampled per round, {meta['rounds']} rounds, MLP "
+        "target, 5 local steps of 8 samples, embedding d = "
+        f"{EMBED_DIM} unless noted; Fashion-MNIST in 2 shards per client.",
+        "",
+        body,
+        "",
+    ]
     failed = [r for r in records if not r["ok"]]
     if failed:
-        lines.append("Did not finish: " + "; ".join(
-            f"{names[r['engine']]} N={r['n']:,} ({r['error']})" for r in failed)
-            + ".")
-    sim = [r for r in records if r["engine"] == "sim" and r["ok"]
-           and r.get("cpu_per_round_by_process_s")]
+        lines.append(
+            "Did not finish: "
+            + "; ".join(
+                f"{names[r['engine']]} N={r['n']:,} ({r['error']})" for r in failed
+            )
+            + "."
+        )
+    sim = [
+        r
+        for r in records
+        if r["engine"] == "sim" and r["ok"] and r.get("cpu_per_round_by_process_s")
+    ]
     if sim:
-        lines.append("CPU seconds per round of the `flwr run` processes (rounds "
-                     "2…N−1): " + "; ".join(
-                         f"N={r['n']:,}: " + ", ".join(
-                             f"{k.split(' (')[0]} {v:.3f}" for k, v in
-                             r["cpu_per_round_by_process_s"].items() if v >= 0.001)
-                         for r in sim) + ".")
+        lines.append(
+            "CPU seconds per round of the `flwr run` processes (rounds "
+            "2…N−1): "
+            + "; ".join(
+                f"N={r['n']:,}: "
+                + ", ".join(
+                    f"{k.split(' (')[0]} {v:.3f}"
+                    for k, v in r["cpu_per_round_by_process_s"].items()
+                    if v >= 0.001
+                )
+                for r in sim
+            )
+            + "."
+        )
         lines.append("")
     lines += paragraphs(meta.get("notes", []))
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
@@ -142,31 +226,50 @@ def run(quick: bool = False) -> dict[str, Any]:
     with LoadMonitor() as load:
         results = run_jobs("scale", jobs(quick), parallel=1, sample_rss=True)
     records = [record(r) for r in results]
-    meta = {"machine": machine(), "load": load.summary(), "quick": quick,
-            "rounds": 3 if quick else 6, "notes": NOTES}
+    meta = {
+        "machine": machine(),
+        "load": load.summary(),
+        "quick": quick,
+        "rounds": 3 if quick else 6,
+        "notes": NOTES,
+    }
     data = {"suite": "scale", "rows": records, **meta}
     out = results_dir(quick)
     write_results("scale", data, render(data), out)
 
     def curve(key: str, ylabel: str, title: str) -> Any:
         def draw(ax: Any) -> None:
-            for engine, label in (("sim", "flwr run (Ray)"), ("direct", "in process"),
-                                  ("direct-default-d", "in process, d = 1 + N/4")):
-                pts = [(r["n"], r[key]) for r in records
-                       if r["engine"] == engine and r["ok"] and r[key] is not None]
+            for engine, label in (
+                ("sim", "flwr run (Ray)"),
+                ("direct", "in process"),
+                ("direct-default-d", "in process, d = 1 + N/4"),
+            ):
+                pts = [
+                    (r["n"], r[key])
+                    for r in records
+                    if r["engine"] == engine and r["ok"] and r[key] is not None
+                ]
                 if pts:
                     ax.plot(*zip(*pts, strict=True), marker="o", label=label)
             ax.set_xscale("log")
-            ax.set(xlabel="registered clients N (10 sampled per round)",
-                   ylabel=ylabel, title=title)
+            ax.set(
+                xlabel="registered clients N (10 sampled per round)",
+                ylabel=ylabel,
+                title=title,
+            )
             ax.set_ylim(bottom=0)
             ax.legend()
+
         return draw
 
-    save_plot(out / "scale-round-time.png",
-              curve("round_s", "seconds per round", "round time vs registered"))
-    save_plot(out / "scale-rss.png",
-              curve("rss_mb", "server RSS (MB)", "server memory vs registered"))
+    save_plot(
+        out / "scale-round-time.png",
+        curve("round_s", "seconds per round", "round time vs registered"),
+    )
+    save_plot(
+        out / "scale-rss.png",
+        curve("rss_mb", "server RSS (MB)", "server memory vs registered"),
+    )
     return data
 
 

@@ -35,14 +35,26 @@ def jobs(quick: bool) -> list[Job]:
     out = []
     for hnet in HYPERNETS:
         for cpr in (10, 50):
-            cfg = {"hypernet": hnet, "clients-per-round": cpr, "num-clients": 63,
-                   "num-rounds": 2 if quick else 3, "eval-every": 100,
-                   "novel-rounds": 0, "seed": 42,
-                   **(CHUNKED if hnet == "chunked" else {})}
+            cfg = {
+                "hypernet": hnet,
+                "clients-per-round": cpr,
+                "num-clients": 63,
+                "num-rounds": 2 if quick else 3,
+                "eval-every": 100,
+                "novel-rounds": 0,
+                "seed": 42,
+                **(CHUNKED if hnet == "chunked" else {}),
+            }
             if quick:
                 cfg["local-steps"] = 5
-            out.append(Job(f"{hnet}-{cpr}", "quickstart", cfg,
-                           tags={"hypernet": hnet, "clients": cpr}))
+            out.append(
+                Job(
+                    f"{hnet}-{cpr}",
+                    "quickstart",
+                    cfg,
+                    tags={"hypernet": hnet, "clients": cpr},
+                )
+            )
     return out
 
 
@@ -54,16 +66,23 @@ def record(result: JobResult) -> dict[str, Any]:
     rounds = [r["round-s"] for r in rows]
     server = [g + u for g, u in zip(gen, update, strict=False)]
     shares = [s / r for s, r in zip(server, rounds, strict=False)]
-    return {"hypernet": result.job.tags["hypernet"],
-            "clients": result.job.tags["clients"], "ok": result.ok,
-            "error": result.error,
-            "hypernet_params": (result.summary or {}).get("hypernet_params"),
-            "generate_s": gen, "update_s": update, "round_s": rounds,
-            "share": shares,
-            "share_mean": statistics.fmean(shares) if shares else None,
-            "update_share_mean": statistics.fmean(
-                [u / r for u, r in zip(update, rounds, strict=False)]) if rounds
-            else None}
+    return {
+        "hypernet": result.job.tags["hypernet"],
+        "clients": result.job.tags["clients"],
+        "ok": result.ok,
+        "error": result.error,
+        "hypernet_params": (result.summary or {}).get("hypernet_params"),
+        "generate_s": gen,
+        "update_s": update,
+        "round_s": rounds,
+        "share": shares,
+        "share_mean": statistics.fmean(shares) if shares else None,
+        "update_share_mean": statistics.fmean(
+            [u / r for u, r in zip(update, rounds, strict=False)]
+        )
+        if rounds
+        else None,
+    }
 
 
 # ---- isolated timings -------------------------------------------------------------
@@ -77,9 +96,14 @@ def _time(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
-def _measure(hnet: torch.nn.Module, store: torch.nn.Parameter,
-             opt: torch.optim.Optimizer, shapes: dict[str, torch.Size], b: int,
-             repeat: int) -> dict[str, float]:
+def _measure(
+    hnet: torch.nn.Module,
+    store: torch.nn.Parameter,
+    opt: torch.optim.Optimizer,
+    shapes: dict[str, torch.Size],
+    b: int,
+    repeat: int,
+) -> dict[str, float]:
     """Median times of generation and update for ``b`` clients, batched vs loop."""
     from server.update import hypernet_step, round_weights
 
@@ -105,16 +129,19 @@ def _measure(hnet: torch.nn.Module, store: torch.nn.Parameter,
         opt.zero_grad(set_to_none=True)
         for i, d in zip(rows, deltas, strict=True):
             theta = hnet(store[[i]])
-            torch.autograd.backward([theta[k] for k in d],
-                                    grad_tensors=[-w[i] * d[k].unsqueeze(0)
-                                                  for k in d])
+            torch.autograd.backward(
+                [theta[k] for k in d],
+                grad_tensors=[-w[i] * d[k].unsqueeze(0) for k in d],
+            )
         torch.nn.utils.clip_grad_norm_(params, 50.0)
         opt.step()
 
-    return {"generate_batched_s": _time(gen_batched, repeat),
-            "generate_loop_s": _time(gen_loop, repeat),
-            "update_batched_s": _time(step_batched, repeat),
-            "update_loop_s": _time(step_loop, repeat)}
+    return {
+        "generate_batched_s": _time(gen_batched, repeat),
+        "generate_loop_s": _time(gen_loop, repeat),
+        "update_batched_s": _time(step_batched, repeat),
+        "update_loop_s": _time(step_loop, repeat),
+    }
 
 
 def isolated(quick: bool) -> list[dict[str, Any]]:
@@ -131,45 +158,97 @@ def isolated(quick: bool) -> list[dict[str, Any]]:
         cfg = parse_run_config({"hypernet": hnet_name, "num-clients": 63})
         hnet = build_hypernet(cfg, shapes)
         store = torch.nn.Parameter(torch.randn(63, cfg.resolved_embed_dim))
-        opt = make_optimizer("sgd", [{"params": list(hnet.parameters())},
-                                     {"params": [store]}], 1e-3, 0.9, 1e-3)
+        opt = make_optimizer(
+            "sgd",
+            [{"params": list(hnet.parameters())}, {"params": [store]}],
+            1e-3,
+            0.9,
+            1e-3,
+        )
         for b in (10, 50):
-            out.append({"hypernet": hnet_name, "clients": b,
-                        "hypernet_params": sum(p.numel() for p in hnet.parameters()),
-                        **_measure(hnet, store, opt, shapes, b, repeat)})
+            out.append(
+                {
+                    "hypernet": hnet_name,
+                    "clients": b,
+                    "hypernet_params": sum(p.numel() for p in hnet.parameters()),
+                    **_measure(hnet, store, opt, shapes, b, repeat),
+                }
+            )
     return out
 
 
 # ---- results ------------------------------------------------------------------------
-def markdown(records: list[dict[str, Any]], iso: list[dict[str, Any]],
-             meta: dict[str, Any]) -> str:
+def markdown(
+    records: list[dict[str, Any]], iso: list[dict[str, Any]], meta: dict[str, Any]
+) -> str:
     """The suite's results page."""
     loop_table = table(
-        ["hypernetwork", "HS", "clients/round", "generation + records ms/round",
-         "update ms/round", "round s", f"server share (target ≤ {TARGET:.0%})"],
-        [[r["hypernet"], fmt(r["hypernet_params"]), r["clients"],
-          fmt(1e3 * statistics.fmean(r["generate_s"])) if r["generate_s"] else "—",
-          fmt(1e3 * statistics.fmean(r["update_s"])) if r["update_s"] else "—",
-          fmt(statistics.fmean(r["round_s"])) if r["round_s"] else "—",
-          (f"**{100 * r['share_mean']:.2f} %**"
-           + (" ✓" if r["share_mean"] <= TARGET else " ✗"))
-          if r["share_mean"] is not None else "—"] for r in records])
+        [
+            "hypernetwork",
+            "HS",
+            "clients/round",
+            "generation + records ms/round",
+            "update ms/round",
+            "round s",
+            f"server share (target ≤ {TARGET:.0%})",
+        ],
+        [
+            [
+                r["hypernet"],
+                fmt(r["hypernet_params"]),
+                r["clients"],
+                fmt(1e3 * statistics.fmean(r["generate_s"]))
+                if r["generate_s"]
+                else "—",
+                fmt(1e3 * statistics.fmean(r["update_s"])) if r["update_s"] else "—",
+                fmt(statistics.fmean(r["round_s"])) if r["round_s"] else "—",
+                (
+                    f"**{100 * r['share_mean']:.2f} %**"
+                    + (" ✓" if r["share_mean"] <= TARGET else " ✗")
+                )
+                if r["share_mean"] is not None
+                else "—",
+            ]
+            for r in records
+        ],
+    )
     iso_table = table(
-        ["hypernetwork", "clients", "generate: batched / loop ms",
-         "update: batched / loop ms", "batching speed-up (update)"],
-        [[r["hypernet"], r["clients"],
-          f"{1e3 * r['generate_batched_s']:.1f} / {1e3 * r['generate_loop_s']:.1f}",
-          f"{1e3 * r['update_batched_s']:.1f} / {1e3 * r['update_loop_s']:.1f}",
-          f"×{r['update_loop_s'] / r['update_batched_s']:.1f}"] for r in iso])
-    lines = ["### Server cost — the hypernetwork's share of a round", "",
-             f"Default job (Fashion-MNIST, LeNet-5, 50 local steps, 63 clients), "
-             f"{meta['rounds']} rounds in process on one thread; share = (parameter "
-             "generation + hypernetwork update) / round time (round = clients' "
-             "training + exchange + server work).", "", loop_table, "",
-             "The same operations in isolation (random deltas, median of repeats, "
-             "one thread): batched = one forward/backward for all clients (what "
-             "`server/update.py` does), loop = one client at a time.", "",
-             iso_table, ""]
+        [
+            "hypernetwork",
+            "clients",
+            "generate: batched / loop ms",
+            "update: batched / loop ms",
+            "batching speed-up (update)",
+        ],
+        [
+            [
+                r["hypernet"],
+                r["clients"],
+                f"{1e3 * r['generate_batched_s']:.1f} / "
+                f"{1e3 * r['generate_loop_s']:.1f}",
+                f"{1e3 * r['update_batched_s']:.1f} / {1e3 * r['update_loop_s']:.1f}",
+                f"×{r['update_loop_s'] / r['update_batched_s']:.1f}",
+            ]
+            for r in iso
+        ],
+    )
+    lines = [
+        "### Server cost — the hypernetwork's share of a round",
+        "",
+        f"Default job (Fashion-MNIST, LeNet-5, 50 local steps, 63 clients), "
+        f"{meta['rounds']} rounds in process on one thread; share = (parameter "
+        "generation + hypernetwork update) / round time (round = clients' "
+        "training + exchange + server work).",
+        "",
+        loop_table,
+        "",
+        "The same operations in isolation (random deltas, median of repeats, "
+        "one thread): batched = one forward/backward for all clients (what "
+        "`server/update.py` does), loop = one client at a time.",
+        "",
+        iso_table,
+        "",
+    ]
     lines += paragraphs(meta.get("notes", []))
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
     return "\n".join(lines) + "\n"
@@ -181,22 +260,34 @@ def run(quick: bool = False) -> dict[str, Any]:
         results = run_jobs("server-cost", jobs(quick), parallel=1)
         iso = isolated(quick)
     records = [record(r) for r in results]
-    meta = {"machine": machine(), "load": load.summary(), "quick": quick,
-            "rounds": 2 if quick else 3, "notes": NOTES}
-    data = {"suite": "server-cost", "target_share": TARGET, "rows": records,
-            "isolated": iso, **meta}
+    meta = {
+        "machine": machine(),
+        "load": load.summary(),
+        "quick": quick,
+        "rounds": 2 if quick else 3,
+        "notes": NOTES,
+    }
+    data = {
+        "suite": "server-cost",
+        "target_share": TARGET,
+        "rows": records,
+        "isolated": iso,
+        **meta,
+    }
     out = results_dir(quick)
     write_results("server-cost", data, render(data), out)
 
     def draw(ax: Any) -> None:
         labels = [f"{r['hypernet']}\n{r['clients']}/round" for r in records]
         shares = [100 * (r["share_mean"] or 0) for r in records]
-        ax.bar(labels, shares, color=["C0", "C0", "C1", "C1"][:len(labels)])
+        ax.bar(labels, shares, color=["C0", "C0", "C1", "C1"][: len(labels)])
         ax.axhline(100 * TARGET, color="red", ls="--", label="target 5 %")
         for i, s in enumerate(shares):
             ax.text(i, s, f"{s:.2f} %", ha="center", va="bottom")
-        ax.set(ylabel="server share of a round (%)",
-               title="hypernetwork generation + update per round")
+        ax.set(
+            ylabel="server share of a round (%)",
+            title="hypernetwork generation + update per round",
+        )
         ax.legend()
 
     save_plot(out / "server-cost.png", draw)

@@ -52,27 +52,55 @@ class Target:
 CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam"}
 
 TARGETS: dict[str, Target] = {
-    "pfedhn": Target("quickstart", {}, {"server-lr": [0.01, 0.05]},
-                     "pFedHN (parallel, M = 10) on the quickstart split: server lr "
-                     "(the authors' 0.01 against the earlier default 0.05)"),
-    "pfedhn-novel": Target("quickstart", {}, {"novel-lr": [0.1, 1.0]},
-                           "pFedHN's held-out embedding fit: novel-lr"),
-    "chunked": Target("quickstart", CHUNKED, {"server-lr": [3e-4, 1e-3, 3e-3]},
-                      "pFedHN with the chunked generator: Adam lr"),
-    "chunked-digits": Target("digits-quick", CHUNKED,
-                             {"server-lr": [3e-4, 1e-3, 3e-3]},
-                             "the chunked generator's Adam lr on digits (cheap)"),
-    "pfedhn-digits": Target("digits-quick", {}, {"server-lr": [0.01, 0.05]},
-                            "per-tensor pFedHN's server lr on digits (cheap)"),
-    "fedavg": Target("fedavg-fmnist", {}, {"inner-lr": [0.005, 0.02]},
-                     "FedAvg on the quickstart split: local lr"),
-    "local": Target("local-fmnist", {}, {"inner-lr": [0.005, 0.02]},
-                    "local training on the quickstart split: local lr"),
+    "pfedhn": Target(
+        "quickstart",
+        {},
+        {"server-lr": [0.01, 0.05]},
+        "pFedHN (parallel, M = 10) on the quickstart split: server lr "
+        "(the authors' 0.01 against the earlier default 0.05)",
+    ),
+    "pfedhn-novel": Target(
+        "quickstart",
+        {},
+        {"novel-lr": [0.1, 1.0]},
+        "pFedHN's held-out embedding fit: novel-lr",
+    ),
+    "chunked": Target(
+        "quickstart",
+        CHUNKED,
+        {"server-lr": [3e-4, 1e-3, 3e-3]},
+        "pFedHN with the chunked generator: Adam lr",
+    ),
+    "chunked-digits": Target(
+        "digits-quick",
+        CHUNKED,
+        {"server-lr": [3e-4, 1e-3, 3e-3]},
+        "the chunked generator's Adam lr on digits (cheap)",
+    ),
+    "pfedhn-digits": Target(
+        "digits-quick",
+        {},
+        {"server-lr": [0.01, 0.05]},
+        "per-tensor pFedHN's server lr on digits (cheap)",
+    ),
+    "fedavg": Target(
+        "fedavg-fmnist",
+        {},
+        {"inner-lr": [0.005, 0.02]},
+        "FedAvg on the quickstart split: local lr",
+    ),
+    "local": Target(
+        "local-fmnist",
+        {},
+        {"inner-lr": [0.005, 0.02]},
+        "local training on the quickstart split: local lr",
+    ),
 }
 
 
-def flattened(curve: Sequence[float], window: int = FLAT_WINDOW,
-              tol: float = FLAT_TOL) -> bool | None:
+def flattened(
+    curve: Sequence[float], window: int = FLAT_WINDOW, tol: float = FLAT_TOL
+) -> bool | None:
     """Whether a validation curve has flattened: the best of its last ``window``
     evaluations beats the best before them by less than ``tol`` (None: too short to
     tell, fewer than ``window`` + 1 evaluations)."""
@@ -85,8 +113,10 @@ def flattened(curve: Sequence[float], window: int = FLAT_WINDOW,
 def points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of the grid's values, in the grid's order."""
     keys = list(grid)
-    return [dict(zip(keys, combo, strict=True))
-            for combo in itertools.product(*(grid[k] for k in keys))]
+    return [
+        dict(zip(keys, combo, strict=True))
+        for combo in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def label(point: dict[str, Any]) -> str:
@@ -94,30 +124,50 @@ def label(point: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items()) or "preset"
 
 
-def jobs_for(name: str, target: Target, grid: dict[str, list[Any]],
-             sets: dict[str, Any], seeds: Sequence[int]) -> list[Job]:
+def jobs_for(
+    name: str,
+    target: Target,
+    grid: dict[str, list[Any]],
+    sets: dict[str, Any],
+    seeds: Sequence[int],
+) -> list[Job]:
     """One job per (grid point, seed)."""
     jobs = []
     for i, point in enumerate(points(grid)):
         for seed in seeds:
-            jobs.append(Job(f"{name}-p{i}-s{seed}", target.preset,
-                            {**target.overrides, **sets, **point, "seed": seed},
-                            tags={"point": label(point), "seed": seed}))
+            jobs.append(
+                Job(
+                    f"{name}-p{i}-s{seed}",
+                    target.preset,
+                    {**target.overrides, **sets, **point, "seed": seed},
+                    tags={"point": label(point), "seed": seed},
+                )
+            )
     return jobs
 
 
 def run_record(result: JobResult) -> dict[str, Any]:
     """Validation numbers of one run (no test accuracy)."""
     s = result.summary or {}
-    curve = [(r["round"], r["participant-val-acc"]) for r in result.rows
-             if "participant-val-acc" in r]
+    curve = [
+        (r["round"], r["participant-val-acc"])
+        for r in result.rows
+        if "participant-val-acc" in r
+    ]
     cfg = result.job.overrides
-    rec = {"point": result.job.tags["point"], "seed": result.job.tags["seed"],
-           "ok": result.ok, "error": result.error,
-           "val_acc": s.get("participant_val_acc"), "best_round": s.get("best_round"),
-           "rounds": s.get("rounds"), "wall_s": s.get("wall_s"),
-           "val_curve": curve, "flattened": flattened([v for _, v in curve]),
-           "clients_per_round": cfg.get("clients-per-round")}
+    rec = {
+        "point": result.job.tags["point"],
+        "seed": result.job.tags["seed"],
+        "ok": result.ok,
+        "error": result.error,
+        "val_acc": s.get("participant_val_acc"),
+        "best_round": s.get("best_round"),
+        "rounds": s.get("rounds"),
+        "wall_s": s.get("wall_s"),
+        "val_curve": curve,
+        "flattened": flattened([v for _, v in curve]),
+        "clients_per_round": cfg.get("clients-per-round"),
+    }
     cause = divergence({}, result.rows, result.error)
     if cause:
         rec["diverged"], rec["val_acc"] = cause, float("nan")
@@ -131,12 +181,19 @@ def summarise(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, An
         mine = [r for r in runs if r["point"] == point]
         ok = [r for r in mine if r["ok"] and not r.get("diverged")]
         mean, std, n = mean_std(r["val_acc"] for r in ok)
-        rows.append({"point": point, "val_acc": mean, "val_acc_std": std, "n": n,
-                     "runs": len(mine),
-                     "diverged": sum(bool(r.get("diverged")) for r in mine),
-                     "best_round": mean_std(r["best_round"] for r in ok)[0],
-                     "still_rising": sum(r["flattened"] is False for r in ok),
-                     "wall_s": mean_std(r["wall_s"] for r in ok)[0]})
+        rows.append(
+            {
+                "point": point,
+                "val_acc": mean,
+                "val_acc_std": std,
+                "n": n,
+                "runs": len(mine),
+                "diverged": sum(bool(r.get("diverged")) for r in mine),
+                "best_round": mean_std(r["best_round"] for r in ok)[0],
+                "still_rising": sum(r["flattened"] is False for r in ok),
+                "wall_s": mean_std(r["wall_s"] for r in ok)[0],
+            }
+        )
     scored = [r for r in rows if r["val_acc"] is not None and not r["diverged"]]
     if scored:
         # ties (within 0.1 point) go to the earlier point: the paper's value first
@@ -149,30 +206,63 @@ def summarise(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, An
 def render(data: dict[str, Any]) -> str:
     """The sweep's page, from its JSON alone."""
     body = table(
-        ["grid point", "participants' val acc % (mean ± std)", "seeds",
-         "best round (mean)", "curves still rising", "diverged", "s/run", "chosen"],
-        [[r["point"],
-          "NaN" if r["diverged"] and r["val_acc"] is None else (
-              "—" if r["val_acc"] is None else
-              f"{100 * r['val_acc']:.2f} ± {100 * (r['val_acc_std'] or 0):.2f}"),
-          f"{r['n']}/{r['runs']}", fmt(r["best_round"], 3),
-          r["still_rising"], r["diverged"], fmt(r["wall_s"], 3),
-          "**yes**" if r.get("chosen") else ""] for r in data["rows"]])
+        [
+            "grid point",
+            "participants' val acc % (mean ± std)",
+            "seeds",
+            "best round (mean)",
+            "curves still rising",
+            "diverged",
+            "s/run",
+            "chosen",
+        ],
+        [
+            [
+                r["point"],
+                "NaN"
+                if r["diverged"] and r["val_acc"] is None
+                else (
+                    "—"
+                    if r["val_acc"] is None
+                    else f"{100 * r['val_acc']:.2f} ± "
+                    f"{100 * (r['val_acc_std'] or 0):.2f}"
+                ),
+                f"{r['n']}/{r['runs']}",
+                fmt(r["best_round"], 3),
+                r["still_rising"],
+                r["diverged"],
+                fmt(r["wall_s"], 3),
+                "**yes**" if r.get("chosen") else "",
+            ]
+            for r in data["rows"]
+        ],
+    )
     sets = ", ".join(f"{k}={v}" for k, v in data["sets"].items()) or "none"
     fixed = ", ".join(f"{k}={v}" for k, v in data["overrides"].items()) or "none"
-    notes = [f"### Tuning — {data['name']}", "", data["what"], "",
-             f"Command: `{data['command']}`", "",
-             f"Preset `{data['preset']}`; fixed overrides: {fixed}; sizing: {sets}; "
-             f"seeds {', '.join(map(str, data['seeds']))}.", "",
-             body, "",
-             "Score: participants' validation accuracy at each run's best-validation "
-             "round, mean over seeds; test accuracy is not read (docs/tuning.md). "
-             f"A curve is 'still rising' when its last {FLAT_WINDOW} evaluations "
-             f"beat the best before them by {100 * FLAT_TOL:.1f} points or more."]
+    notes = [
+        f"### Tuning — {data['name']}",
+        "",
+        data["what"],
+        "",
+        f"Command: `{data['command']}`",
+        "",
+        f"Preset `{data['preset']}`; fixed overrides: {fixed}; sizing: {sets}; "
+        f"seeds {', '.join(map(str, data['seeds']))}.",
+        "",
+        body,
+        "",
+        "Score: participants' validation accuracy at each run's best-validation "
+        "round, mean over seeds; test accuracy is not read (docs/tuning.md). "
+        f"A curve is 'still rising' when its last {FLAT_WINDOW} evaluations "
+        f"beat the best before them by {100 * FLAT_TOL:.1f} points or more.",
+    ]
     rising = [r["point"] for r in data["rows"] if r["still_rising"]]
     if rising:
-        notes.append("Not flattened within the budget: " + "; ".join(rising) +
-                     " — the choice holds for this budget only.")
+        notes.append(
+            "Not flattened within the budget: "
+            + "; ".join(rising)
+            + " — the choice holds for this budget only."
+        )
     return "\n".join(notes) + "\n"
 
 
@@ -197,14 +287,25 @@ def _pairs(items: Sequence[str], many: bool) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> int:
     """Parse ``tune`` arguments, run the sweep and write its results."""
-    parser = argparse.ArgumentParser(prog="python -m bench tune", description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench tune",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     parser.add_argument("target", help=f"one of: {', '.join(TARGETS)}")
-    parser.add_argument("--grid", action="append", default=[],
-                        help="KEY=V1,V2 (repeatable); replaces the target's grid")
-    parser.add_argument("--set", action="append", default=[], dest="sets",
-                        help="KEY=VALUE sizing for every run (repeatable), e.g. "
-                             "num-rounds=30")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        help="KEY=V1,V2 (repeatable); replaces the target's grid",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        help="KEY=VALUE sizing for every run (repeatable), e.g. num-rounds=30",
+    )
     parser.add_argument("--seeds", default="42,43", help="comma-separated seeds")
     parser.add_argument("--name", default="", help="results name (tune-<name>)")
     parser.add_argument("--parallel", type=int, default=2)
@@ -217,8 +318,13 @@ def main(argv: Sequence[str]) -> int:
     grid = _pairs(args.grid, many=True) or target.grid
     sets = _pairs(args.sets, many=False)
     if args.quick:
-        sets = {"num-rounds": 2, "eval-every": 1, "local-steps": 5,
-                "novel-rounds": 1, **sets}
+        sets = {
+            "num-rounds": 2,
+            "eval-every": 1,
+            "local-steps": 5,
+            "novel-rounds": 1,
+            **sets,
+        }
     seeds = [int(s) for s in args.seeds.split(",")]
     name = args.name or args.target
     jobs = jobs_for(name, target, grid, sets, seeds)
@@ -226,12 +332,22 @@ def main(argv: Sequence[str]) -> int:
         results = run_or_reuse(f"tune-{name}", jobs, args.parallel, args.reuse)
     runs = [run_record(r) for r in results]
     rows = summarise(runs, [label(p) for p in points(grid)])
-    data = {"name": name, "target": args.target, "what": target.what,
-            "preset": target.preset, "overrides": target.overrides, "grid": grid,
-            "sets": sets, "seeds": seeds,
-            "command": "python -m bench tune " + shlex.join(list(argv)),
-            "rows": rows, "runs": runs, "machine": machine(),
-            "load": load.summary(), "quick": args.quick}
+    data = {
+        "name": name,
+        "target": args.target,
+        "what": target.what,
+        "preset": target.preset,
+        "overrides": target.overrides,
+        "grid": grid,
+        "sets": sets,
+        "seeds": seeds,
+        "command": "python -m bench tune " + shlex.join(list(argv)),
+        "rows": rows,
+        "runs": runs,
+        "machine": machine(),
+        "load": load.summary(),
+        "quick": args.quick,
+    }
     write_results(f"tune-{name}", data, render(data), results_dir(args.quick))
     chosen = next((r["point"] for r in rows if r.get("chosen")), None)
     print(f"tune {name}: chosen on validation: {chosen}", file=sys.stderr)

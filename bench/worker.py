@@ -86,18 +86,28 @@ def main(argv: list[str]) -> int:
     imported = time.monotonic() - T0
     runner = build_runner(config)
     built = time.monotonic() - T0
-    timings: dict[str, list[float]] = {"generate-s": [], "configure-train-s": [],
-                                       "rss-mb": []}
+    timings: dict[str, list[float]] = {
+        "generate-s": [],
+        "configure-train-s": [],
+        "rss-mb": [],
+    }
     instrument(runner.strategy, timings)
     track_rounds(runner, timings)
     rss_start = rss_mb()
     runner.run()
     out = Path(runner.outputs.dir) / "bench-worker.json"
-    out.write_text(json.dumps({
-        "import-s": imported, "startup-s": built, "total-s": time.monotonic() - T0,
-        "rss-after-startup-mb": rss_start,
-        "server-state-bytes": state_bytes(runner.strategy.state_dict()),
-        **timings}))
+    out.write_text(
+        json.dumps(
+            {
+                "import-s": imported,
+                "startup-s": built,
+                "total-s": time.monotonic() - T0,
+                "rss-after-startup-mb": rss_start,
+                "server-state-bytes": state_bytes(runner.strategy.state_dict()),
+                **timings,
+            }
+        )
+    )
     return 0
 
 

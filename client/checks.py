@@ -50,12 +50,19 @@ def error_replies(msg: Message, context: Context, call_next: Any) -> Message:
         return call_next(msg, context)
     except Exception as exc:  # noqa: BLE001 - every failure goes back as a reply
         reason = describe_exception(exc)
-        log(ERROR, "ClientApp (%s, partition %s): %s", msg.metadata.message_type,
-            context.node_config.get("partition-id", "?"), reason)
+        log(
+            ERROR,
+            "ClientApp (%s, partition %s): %s",
+            msg.metadata.message_type,
+            context.node_config.get("partition-id", "?"),
+            reason,
+        )
         if debug_enabled():
             log(ERROR, "%s", traceback.format_exc())
-        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                             reason=reason), reply_to=msg)
+        return Message(
+            Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
+            reply_to=msg,
+        )
 
 
 def with_node_config(cfg: RunConfig, node_config: Mapping[str, Any]) -> RunConfig:
@@ -73,6 +80,12 @@ def data_identity(cfg: RunConfig) -> dict[str, Any]:
     scaling, normalisation and class count), nothing of this client's partition.
     """
     pooled = load_pooled(cfg.dataset, cfg.data_dir)
-    return {"data-fingerprint": pooled.fingerprint,
-            "data-norm": [float(pooled.scale), float(pooled.mean), float(pooled.std),
-                          float(pooled.num_classes)]}
+    return {
+        "data-fingerprint": pooled.fingerprint,
+        "data-norm": [
+            float(pooled.scale),
+            float(pooled.mean),
+            float(pooled.std),
+            float(pooled.num_classes),
+        ],
+    }

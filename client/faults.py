@@ -8,9 +8,13 @@ from typing import Any
 import torch
 
 
-def inject(kind: str, delta: dict[str, torch.Tensor], metrics: dict[str, Any],
-           round_timeout: float, max_reply_mb: float
-           ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def inject(
+    kind: str,
+    delta: dict[str, torch.Tensor],
+    metrics: dict[str, Any],
+    round_timeout: float,
+    max_reply_mb: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Corrupt a train reply the way ``kind`` says (or raise, or stall)."""
     delta = dict(delta)
     first = next(iter(delta))
@@ -21,8 +25,9 @@ def inject(kind: str, delta: dict[str, torch.Tensor], metrics: dict[str, Any],
     elif kind == "nan":
         delta[first] = torch.full_like(delta[first], float("nan"))
     elif kind == "inf":
-        delta[first] = delta[first].clone().index_fill_(0, torch.tensor([0]),
-                                                         float("inf"))
+        delta[first] = (
+            delta[first].clone().index_fill_(0, torch.tensor([0]), float("inf"))
+        )
     elif kind == "shape":
         delta[first] = delta[first].reshape(-1)[:-1]
     elif kind == "keys":

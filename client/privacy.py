@@ -11,8 +11,12 @@ from __future__ import annotations
 import torch
 
 
-def clip_and_noise(delta: dict[str, torch.Tensor], clip: float, noise_multiplier: float,
-                   generator: torch.Generator) -> tuple[dict[str, torch.Tensor], float]:
+def clip_and_noise(
+    delta: dict[str, torch.Tensor],
+    clip: float,
+    noise_multiplier: float,
+    generator: torch.Generator,
+) -> tuple[dict[str, torch.Tensor], float]:
     """Clip the whole delta to norm ``clip`` (0: no clipping) and add Gaussian noise.
 
     Returns the new delta and its norm before clipping. Noise needs a clip bound,
@@ -30,6 +34,7 @@ def clip_and_noise(delta: dict[str, torch.Tensor], clip: float, noise_multiplier
         noisy = d * scale
         if noise_multiplier > 0:
             noisy = noisy + torch.randn(d.shape, generator=generator) * (
-                noise_multiplier * clip)
+                noise_multiplier * clip
+            )
         out[key] = noisy
     return out, norm

@@ -60,13 +60,17 @@ def client_identity(context: Context, cfg: RunConfig) -> tuple[str, int]:
     """
     node = context.node_config
     if "partition-id" not in node:
-        raise ValueError("node config lacks 'partition-id' (pass --node-config "
-                         "\"partition-id=0 num-partitions=N\" to the SuperNode)")
+        raise ValueError(
+            "node config lacks 'partition-id' (pass --node-config "
+            '"partition-id=0 num-partitions=N" to the SuperNode)'
+        )
     pid = int(node["partition-id"])
     parts = int(node.get("num-partitions", cfg.num_clients))
     if parts != cfg.num_clients:
-        raise ValueError(f"node config num-partitions={parts} but run config "
-                         f"num-clients={cfg.num_clients}; they must match")
+        raise ValueError(
+            f"node config num-partitions={parts} but run config "
+            f"num-clients={cfg.num_clients}; they must match"
+        )
     return str(node.get("client-id", pid)), pid
 
 
@@ -77,53 +81,83 @@ def setup(context: Context) -> tuple[RunConfig, str, int, ClientData]:
     return cfg, cid, pid, load_client_data(cfg, pid)
 
 
-def seed_for(cfg: RunConfig, cid: str, msg_cfg: ConfigRecord,
-             purpose: str = "") -> torch.Generator:
+def seed_for(
+    cfg: RunConfig, cid: str, msg_cfg: ConfigRecord, purpose: str = ""
+) -> torch.Generator:
     """A generator fixed by (seed, client, round, phase): resumes replay exactly."""
     phase = str(msg_cfg.get("phase", "")) + purpose
-    entropy = [cfg.seed, as_int(msg_cfg.get("round", 0)),
-               *[ord(c) for c in cid], *[ord(c) for c in phase]]
+    entropy = [
+        cfg.seed,
+        as_int(msg_cfg.get("round", 0)),
+        *[ord(c) for c in cid],
+        *[ord(c) for c in phase],
+    ]
     state = np.random.SeedSequence(entropy).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
 
 
-def finish_update(cfg: RunConfig, cid: str, pid: int, msg_cfg: ConfigRecord,
-                  delta: dict[str, torch.Tensor], metrics: dict[str, Any]
-                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def finish_update(
+    cfg: RunConfig,
+    cid: str,
+    pid: int,
+    msg_cfg: ConfigRecord,
+    delta: dict[str, torch.Tensor],
+    metrics: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tail every method's update goes through: client-side clipping and noise
     of the delta (``dp-clip``, ``dp-noise``; its norm in ``delta-norm``), then the
     run's fault-injection plan for this client and round, if any."""
-    delta, norm = clip_and_noise(delta, cfg.dp_clip, cfg.dp_noise,
-                                 seed_for(cfg, cid, msg_cfg, "dp"))
+    delta, norm = clip_and_noise(
+        delta, cfg.dp_clip, cfg.dp_noise, seed_for(cfg, cid, msg_cfg, "dp")
+    )
     metrics = {**metrics, "delta-norm": norm}
-    fault = fault_for(parse_plan(cfg.fault_injection), pid,
-                      as_int(msg_cfg.get("round", 0))) if cfg.fault_injection else None
+    fault = (
+        fault_for(parse_plan(cfg.fault_injection), pid, as_int(msg_cfg.get("round", 0)))
+        if cfg.fault_injection
+        else None
+    )
     if fault:
-        delta, metrics = inject(fault, delta, metrics, cfg.round_timeout,
-                                cfg.max_reply_mb)
+        delta, metrics = inject(
+            fault, delta, metrics, cfg.round_timeout, cfg.max_reply_mb
+        )
     return delta, metrics
 
 
-def train_reply(msg: Message, delta: dict[str, torch.Tensor], metrics: dict[str, Any],
-                extras: dict[str, torch.Tensor] | None = None) -> Message:
+def train_reply(
+    msg: Message,
+    delta: dict[str, torch.Tensor],
+    metrics: dict[str, Any],
+    extras: dict[str, torch.Tensor] | None = None,
+) -> Message:
     """A train reply: the delta, the metrics and, when the method declares them,
     extra arrays (validated by the server like the delta)."""
-    records: dict[str, Any] = {"delta": to_record(delta),
-                               "metrics": MetricRecord(metrics)}
+    records: dict[str, Any] = {
+        "delta": to_record(delta),
+        "metrics": MetricRecord(metrics),
+    }
     if extras:
         records[EXTRAS] = to_record(extras)
     return Message(RecordDict(records), reply_to=msg)
 
 
-def eval_reply(msg: Message, model: torch.nn.Module, data: ClientData,
-               **extra: float) -> Message:
+def eval_reply(
+    msg: Message, model: torch.nn.Module, data: ClientData, **extra: float
+) -> Message:
     """An evaluate reply: loss and accuracy on this client's validation and test
     splits (and any extra metrics the handler adds)."""
     val_loss, val_acc, n_val = evaluate(model, data.x_val, data.y_val)
     test_loss, test_acc, n_test = evaluate(model, data.x_test, data.y_test)
-    metrics = MetricRecord({"val-loss": val_loss, "val-acc": val_acc, "num-val": n_val,
-                            "test-loss": test_loss, "test-acc": test_acc,
-                            "num-examples": n_test, **extra})
+    metrics = MetricRecord(
+        {
+            "val-loss": val_loss,
+            "val-acc": val_acc,
+            "num-val": n_val,
+            "test-loss": test_loss,
+            "test-acc": test_acc,
+            "num-examples": n_test,
+            **extra,
+        }
+    )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
@@ -135,16 +169,19 @@ REGISTRATION_FIELDS: dict[str, RegistrationField] = {
     "num-val": lambda cfg, data, ctx: len(data.y_val),
     "num-test": lambda cfg, data, ctx: len(data.y_test),
     "param-count": lambda cfg, data, ctx: count_params(
-        build_model(cfg.model, cfg.num_classes)),
+        build_model(cfg.model, cfg.num_classes)
+    ),
     "classes": lambda cfg, data, ctx: class_indicator(data.y_train, cfg.num_classes),
 }
 
 
 def registration_field(name: str) -> Callable[[RegistrationField], RegistrationField]:
     """Register a field a method's clients may report at registration."""
+
     def decorate(fn: RegistrationField) -> RegistrationField:
         REGISTRATION_FIELDS[name] = fn
         return fn
+
     return decorate
 
 
@@ -159,8 +196,12 @@ def register(msg: Message, context: Context) -> Message:
     asked = str(config_of(msg).get("fields", ",".join(REGISTRATION_FIELDS)))
     # the data's fingerprint and preprocessing always: the server checks that every
     # client holds the dataset the config names
-    info: dict[str, Any] = {"client-id": cid, "partition-id": pid,
-                            **data_identity(cfg)}
-    info.update({k: REGISTRATION_FIELDS[k](cfg, data, context)
-                 for k in asked.split(",") if k in REGISTRATION_FIELDS})
+    info: dict[str, Any] = {"client-id": cid, "partition-id": pid, **data_identity(cfg)}
+    info.update(
+        {
+            k: REGISTRATION_FIELDS[k](cfg, data, context)
+            for k in asked.split(",")
+            if k in REGISTRATION_FIELDS
+        }
+    )
     return Message(RecordDict({"info": ConfigRecord(info)}), reply_to=msg)

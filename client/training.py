@@ -18,17 +18,27 @@ class TrainResult:
     steps: int
 
 
-def steps_for(num_samples: int, batch_size: int, local_epochs: int,
-              local_steps: int) -> int:
+def steps_for(
+    num_samples: int, batch_size: int, local_epochs: int, local_steps: int
+) -> int:
     """Optimiser steps: ``local-epochs`` passes if set, else ``local-steps``."""
     if local_epochs > 0:
         return local_epochs * max(1, -(-num_samples // batch_size))
     return local_steps
 
 
-def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
-                batch_size: int, lr: float, momentum: float, weight_decay: float,
-                generator: torch.Generator, clip_norm: float = 0.0) -> TrainResult:
+def train_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    generator: torch.Generator,
+    clip_norm: float = 0.0,
+) -> TrainResult:
     """Plain SGD on mini-batches drawn without replacement, reshuffled each epoch.
 
     ``clip_norm`` > 0 bounds each step's gradient norm (``local-clip-norm``): a
@@ -44,7 +54,7 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
     for _ in range(steps):
         if cursor >= len(order):
             order, cursor = torch.randperm(len(y), generator=generator), 0
-        batch = order[cursor:cursor + batch_size]
+        batch = order[cursor : cursor + batch_size]
         cursor += batch_size
         logits = model(x[batch])
         loss = nn.functional.cross_entropy(logits, y[batch])
@@ -60,16 +70,17 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 1024) -> tuple[float, float, int]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+) -> tuple[float, float, int]:
     """Mean cross-entropy, accuracy and sample count of ``model`` on (x, y)."""
     model.eval()
     if len(y) == 0:
         return 0.0, 0.0, 0
     loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
-        logits = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
         loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(1) == target).sum())
     return loss / len(y), correct / len(y), len(y)

@@ -33,8 +33,11 @@ MODELS = ("mlp", "lenet5", "cnn", "vit-tiny", "cnn-bn")
 
 
 def _known_method(value: Any) -> str | None:
-    return None if value in METHOD_SPECS else (
-        f"{value!r} is not one of {', '.join(METHOD_SPECS)}")
+    return (
+        None
+        if value in METHOD_SPECS
+        else (f"{value!r} is not one of {', '.join(METHOD_SPECS)}")
+    )
 
 
 def _plain_name(value: Any) -> str | None:
@@ -52,92 +55,164 @@ def _fault_plan(value: Any) -> str | None:
     return None
 
 
-def _s(default: Any, help: str, *, choices: tuple[str, ...] = (),
-       check: Any = None, fingerprint: bool = False) -> Setting:
+def _s(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    check: Any = None,
+    fingerprint: bool = False,
+) -> Setting:
     return Setting(default, help, choices, check, fingerprint)
 
 
 #: The keys every run shares, with their defaults. Keys are kebab-case, as Flower
 #: passes them; a method's own keys are in its spec (common/methods/).
 SHARED: dict[str, Setting] = {
-    "method": _s("pfedhn", "the method (a registered MethodSpec)",
-                 check=_known_method, fingerprint=True),
-    "plugins": _s("", "comma-separated modules that register more methods (imported "
-                  "by the server and every client before the config is read)"),
-    "plugin-config": _s("", "a plugin method's own keys as 'key=value key=value' "
-                        "(TOML values; Flower accepts only the keys pyproject.toml "
-                        "declares)"),
-    "dataset": _s("fashion-mnist", "the dataset ('idx': any MNIST-format folder, "
-                  "'npz': arrays x, y; both in data-dir)", choices=DATASETS,
-                  fingerprint=True),
-    "data-dir": _s("", "where the data is: a folder of IDX files (fashion-mnist, "
-                   "idx), an .npz file or a folder holding one (npz); '' = the usual "
-                   "places. A SuperNode may set its own in its node config"),
-    "data-fingerprint": _s("", "content hash every client's data must match (set by "
-                           "hyperflower run; '' = clients need only agree)"),
-    "model": _s("lenet5", "the target network clients train", choices=MODELS,
-                fingerprint=True),
-    "num-clients": _s(50, "clients (partitions) in the federation", check=at_least(1),
-                      fingerprint=True),
-    "holdout": _s(0.2, "seeded fraction of clients that never train",
-                  check=in_range(0, 1), fingerprint=True),
-    "partitioner": _s("classes", "how data is split over clients: flwr-datasets' "
-                      "partitioners, or class-shares (pFedHN's own split: k classes, "
-                      "shares drawn U(0.4, 0.6))",
-                      choices=("classes", "dirichlet", "shards", "class-shares"),
-                      fingerprint=True),
-    "classes-per-client": _s(2, "classes per client (partitioner 'classes')",
-                             check=at_least(1), fingerprint=True),
-    "dirichlet-alpha": _s(0.5, "Dirichlet concentration (partitioner 'dirichlet')",
-                          check=above(0.0), fingerprint=True),
-    "shards-per-client": _s(2, "shards per client (partitioner 'shards')",
-                            check=at_least(1), fingerprint=True),
-    "val-fraction": _s(0.15, "share of each client's data for validation",
-                       check=open_range(0, 0.5)),
-    "test-fraction": _s(0.15, "share of each client's data for testing",
-                        check=open_range(0, 0.5)),
+    "method": _s(
+        "pfedhn",
+        "the method (a registered MethodSpec)",
+        check=_known_method,
+        fingerprint=True,
+    ),
+    "plugins": _s(
+        "",
+        "comma-separated modules that register more methods (imported "
+        "by the server and every client before the config is read)",
+    ),
+    "plugin-config": _s(
+        "",
+        "a plugin method's own keys as 'key=value key=value' "
+        "(TOML values; Flower accepts only the keys pyproject.toml "
+        "declares)",
+    ),
+    "dataset": _s(
+        "fashion-mnist",
+        "the dataset ('idx': any MNIST-format folder, "
+        "'npz': arrays x, y; both in data-dir)",
+        choices=DATASETS,
+        fingerprint=True,
+    ),
+    "data-dir": _s(
+        "",
+        "where the data is: a folder of IDX files (fashion-mnist, "
+        "idx), an .npz file or a folder holding one (npz); '' = the usual "
+        "places. A SuperNode may set its own in its node config",
+    ),
+    "data-fingerprint": _s(
+        "",
+        "content hash every client's data must match (set by "
+        "hyperflower run; '' = clients need only agree)",
+    ),
+    "model": _s(
+        "lenet5", "the target network clients train", choices=MODELS, fingerprint=True
+    ),
+    "num-clients": _s(
+        50,
+        "clients (partitions) in the federation",
+        check=at_least(1),
+        fingerprint=True,
+    ),
+    "holdout": _s(
+        0.2,
+        "seeded fraction of clients that never train",
+        check=in_range(0, 1),
+        fingerprint=True,
+    ),
+    "partitioner": _s(
+        "classes",
+        "how data is split over clients: flwr-datasets' "
+        "partitioners, or class-shares (pFedHN's own split: k classes, "
+        "shares drawn U(0.4, 0.6))",
+        choices=("classes", "dirichlet", "shards", "class-shares"),
+        fingerprint=True,
+    ),
+    "classes-per-client": _s(
+        2,
+        "classes per client (partitioner 'classes')",
+        check=at_least(1),
+        fingerprint=True,
+    ),
+    "dirichlet-alpha": _s(
+        0.5,
+        "Dirichlet concentration (partitioner 'dirichlet')",
+        check=above(0.0),
+        fingerprint=True,
+    ),
+    "shards-per-client": _s(
+        2,
+        "shards per client (partitioner 'shards')",
+        check=at_least(1),
+        fingerprint=True,
+    ),
+    "val-fraction": _s(
+        0.15, "share of each client's data for validation", check=open_range(0, 0.5)
+    ),
+    "test-fraction": _s(
+        0.15, "share of each client's data for testing", check=open_range(0, 0.5)
+    ),
     "num-rounds": _s(60, "training rounds", check=at_least(1)),
-    "clients-per-round": _s(10, "participants sampled per round", check=at_least(1),
-                            fingerprint=True),
-    "local-epochs": _s(0, "local epochs per round (wins over local-steps when > 0)",
-                       check=at_least(0)),
+    "clients-per-round": _s(
+        10, "participants sampled per round", check=at_least(1), fingerprint=True
+    ),
+    "local-epochs": _s(
+        0, "local epochs per round (wins over local-steps when > 0)", check=at_least(0)
+    ),
     "local-steps": _s(50, "local optimiser steps per round", check=at_least(0)),
     "batch-size": _s(64, "local mini-batch size", check=at_least(1)),
     "inner-lr": _s(5e-3, "clients' local SGD learning rate", check=above(0.0)),
     "inner-momentum": _s(0.9, "clients' local SGD momentum", check=in_range(0, 1)),
     "inner-weight-decay": _s(5e-5, "clients' local weight decay", check=at_least(0.0)),
-    "local-clip-norm": _s(50.0, "bound on each local step's gradient norm (0 = off; "
-                          "50 as in the pFedHN authors' inner loop)",
-                          check=at_least(0.0)),
+    "local-clip-norm": _s(
+        50.0,
+        "bound on each local step's gradient norm (0 = off; "
+        "50 as in the pFedHN authors' inner loop)",
+        check=at_least(0.0),
+    ),
     "eval-every": _s(10, "evaluation period in rounds", check=at_least(1)),
-    "eval-clients-per-batch": _s(256, "clients evaluated per exchange (server memory "
-                                 "follows the batch)", check=at_least(1)),
-    "round-timeout": _s(300.0, "seconds to wait for a round's replies",
-                        check=above(0.0)),
+    "eval-clients-per-batch": _s(
+        256,
+        "clients evaluated per exchange (server memory follows the batch)",
+        check=at_least(1),
+    ),
+    "round-timeout": _s(
+        300.0, "seconds to wait for a round's replies", check=above(0.0)
+    ),
     "min-clients": _s(1, "valid replies a round needs", check=at_least(1)),
-    "max-delta-norm": _s(0.0, "reject deltas above this norm (0 = off)",
-                         check=at_least(0.0)),
+    "max-delta-norm": _s(
+        0.0, "reject deltas above this norm (0 = off)", check=at_least(0.0)
+    ),
     "seed": _s(42, "seed of everything random", fingerprint=True),
-    "run-name": _s("", "output folder name ('' = method-dataset-s<seed>)",
-                   check=_plain_name),
-    "run-id": _s("", "the run's identity ('' = the ServerApp makes one; hyperflower "
-                 "run sets it and shows only this run's summary)"),
+    "run-name": _s(
+        "", "output folder name ('' = method-dataset-s<seed>)", check=_plain_name
+    ),
+    "run-id": _s(
+        "",
+        "the run's identity ('' = the ServerApp makes one; hyperflower "
+        "run sets it and shows only this run's summary)",
+    ),
     "output-dir": _s("outputs", "where run folders are written"),
     "resume": _s(False, "continue from the run folder's checkpoint"),
-    "checkpoint-every": _s(1, "checkpoint (and metrics.jsonl) every k rounds",
-                           check=at_least(1)),
-    "stop-after-round": _s(0, "stop after this round, resumable (0 = run to the end)",
-                           check=at_least(0)),
+    "checkpoint-every": _s(
+        1, "checkpoint (and metrics.jsonl) every k rounds", check=at_least(1)
+    ),
+    "stop-after-round": _s(
+        0, "stop after this round, resumable (0 = run to the end)", check=at_least(0)
+    ),
     "device": _s("auto", "the server's device", choices=("auto", "cpu", "cuda")),
-    "round-retries": _s(2, "re-samples of a round with too few valid replies",
-                        check=at_least(0)),
+    "round-retries": _s(
+        2, "re-samples of a round with too few valid replies", check=at_least(0)
+    ),
     "max-reply-mb": _s(64.0, "reject replies larger than this", check=above(0.0)),
-    "dp-clip": _s(0.0, "client-side clipping bound of deltas (0 = off)",
-                  check=at_least(0.0)),
-    "dp-noise": _s(0.0, "Gaussian noise multiplier of deltas (needs dp-clip)",
-                   check=at_least(0.0)),
-    "fault-injection": _s("", "fault plan for tests and drills (docs)",
-                          check=_fault_plan),
+    "dp-clip": _s(
+        0.0, "client-side clipping bound of deltas (0 = off)", check=at_least(0.0)
+    ),
+    "dp-noise": _s(
+        0.0, "Gaussian noise multiplier of deltas (needs dp-clip)", check=at_least(0.0)
+    ),
+    "fault-injection": _s(
+        "", "fault plan for tests and drills (docs)", check=_fault_plan
+    ),
 }
 
 
@@ -158,8 +233,9 @@ def load_plugins(run_config: Mapping[str, Any]) -> None:
             try:
                 importlib.import_module(name.strip())
             except ImportError as exc:
-                raise ConfigError("plugins", f"cannot import {name.strip()!r}: "
-                                  f"{exc}") from None
+                raise ConfigError(
+                    "plugins", f"cannot import {name.strip()!r}: {exc}"
+                ) from None
 
 
 def settings() -> dict[str, Setting]:
@@ -264,8 +340,10 @@ class RunConfig:
     def resolved_embed_lr(self) -> float:
         """The embeddings' server lr: ``embed-lr``, or ``server-lr`` when it is 0 (the
         authors' ``--embed-lr`` defaults to ``--lr`` the same way)."""
-        return float(self.method_values.get("embed-lr", 0.0)
-                     or self.method_values.get("server-lr", 0.0))
+        return float(
+            self.method_values.get("embed-lr", 0.0)
+            or self.method_values.get("server-lr", 0.0)
+        )
 
     @property
     def resolved_run_name(self) -> str:
@@ -274,8 +352,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as kebab-case keys, as it was resolved (for config.json)."""
-        out = {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)
-               if f.name not in ("raw", "method_values")}
+        out = {
+            f.name.replace("_", "-"): getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("raw", "method_values")
+        }
         out.update(self.method_values)
         return out
 
@@ -331,14 +412,17 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(key, f"unknown key{hint}")
-    values = {k: _coerce(k, run_config.get(k, s.default), s.default)
-              for k, s in known.items()}
+    values = {
+        k: _coerce(k, run_config.get(k, s.default), s.default) for k, s in known.items()
+    }
     for key, setting in known.items():
         _check_value(key, values[key], setting)
     shared = {k.replace("-", "_"): values[k] for k in SHARED}
-    cfg = RunConfig(**shared, method_values={k: v for k, v in values.items()
-                                             if k not in SHARED},
-                    raw=dict(run_config))
+    cfg = RunConfig(
+        **shared,
+        method_values={k: v for k, v in values.items() if k not in SHARED},
+        raw=dict(run_config),
+    )
     _validate(cfg)
     spec = METHOD_SPECS[cfg.method]
     if spec.validate is not None:
@@ -346,8 +430,9 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     return cfg
 
 
-def _plugin_values(run_config: Mapping[str, Any],
-                   known: Mapping[str, Setting]) -> dict[str, Any]:
+def _plugin_values(
+    run_config: Mapping[str, Any], known: Mapping[str, Setting]
+) -> dict[str, Any]:
     """The keys given in ``plugin-config`` ('key=value' pairs, TOML values)."""
     text = str(run_config.get("plugin-config", ""))
     values: dict[str, Any] = {}
@@ -356,8 +441,9 @@ def _plugin_values(run_config: Mapping[str, Any],
         if not eq:
             raise ConfigError("plugin-config", f"expected key=value, got {pair!r}")
         if key in SHARED or key in run_config:
-            raise ConfigError("plugin-config", f"{key!r} is not a plugin key: set it "
-                              "directly")
+            raise ConfigError(
+                "plugin-config", f"{key!r} is not a plugin key: set it directly"
+            )
         try:
             values[key] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
@@ -375,19 +461,27 @@ def _validate(cfg: RunConfig) -> None:
 
     bound = classes_bound(cfg.dataset, cfg.data_dir)  # None: data not on this host
     if bound is not None and cfg.classes_per_client > bound:
-        raise ConfigError("classes-per-client",
-                          f"must be <= {bound} (classes in {cfg.dataset})")
-    if (cfg.partitioner == "class-shares"
-            and (cfg.num_clients * cfg.classes_per_client) % cfg.num_classes):
-        raise ConfigError("classes-per-client", "class-shares needs num-clients × "
-                          f"classes-per-client divisible by {cfg.num_classes} (every "
-                          "class held by the same number of clients)")
+        raise ConfigError(
+            "classes-per-client", f"must be <= {bound} (classes in {cfg.dataset})"
+        )
+    if (
+        cfg.partitioner == "class-shares"
+        and (cfg.num_clients * cfg.classes_per_client) % cfg.num_classes
+    ):
+        raise ConfigError(
+            "classes-per-client",
+            "class-shares needs num-clients × "
+            f"classes-per-client divisible by {cfg.num_classes} (every "
+            "class held by the same number of clients)",
+        )
     if cfg.min_clients > cfg.participants_count:
-        raise ConfigError("min-clients",
-                          f"must be <= the {cfg.participants_count} participants")
+        raise ConfigError(
+            "min-clients", f"must be <= the {cfg.participants_count} participants"
+        )
     if cfg.dp_noise > 0 and cfg.dp_clip == 0:
-        raise ConfigError("dp-noise", "needs dp-clip > 0 (noise is scaled to the "
-                          "clipping bound)")
+        raise ConfigError(
+            "dp-noise", "needs dp-clip > 0 (noise is scaled to the clipping bound)"
+        )
 
 
 def pyproject_block() -> str:
@@ -395,7 +489,8 @@ def pyproject_block() -> str:
     from common.flwr_cli import toml_value
 
     return "[tool.flwr.app.config]\n" + "".join(
-        f"{k} = {toml_value(v)}\n" for k, v in defaults().items())
+        f"{k} = {toml_value(v)}\n" for k, v in defaults().items()
+    )
 
 
 def readme_table() -> str:
@@ -413,5 +508,6 @@ def readme_table() -> str:
 if __name__ == "__main__":
     import sys
 
-    print(pyproject_block() if sys.argv[1:] == ["pyproject"] else readme_table(),
-          end="")
+    print(
+        pyproject_block() if sys.argv[1:] == ["pyproject"] else readme_table(), end=""
+    )

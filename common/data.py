@@ -96,21 +96,35 @@ class Pooled:
 
     def describe(self) -> dict[str, Any]:
         """What a run records about its data: identity, preprocessing, files, cache."""
-        return {"fingerprint": self.fingerprint, "num-classes": self.num_classes,
-                "num-samples": len(self), "image-shape": list(IMAGE_SHAPE),
-                "raw-dtype": str(self.images.dtype), "scale": self.scale,
-                "mean": self.mean, "std": self.std, **self.source}
+        return {
+            "fingerprint": self.fingerprint,
+            "num-classes": self.num_classes,
+            "num-samples": len(self),
+            "image-shape": list(IMAGE_SHAPE),
+            "raw-dtype": str(self.images.dtype),
+            "scale": self.scale,
+            "mean": self.mean,
+            "std": self.std,
+            **self.source,
+        }
 
 
-def content_fingerprint(name: str, images: np.ndarray, labels: np.ndarray,
-                        scale: float, mean: float, std: float) -> str:
+def content_fingerprint(
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    scale: float,
+    mean: float,
+    std: float,
+) -> str:
     """``<name>:<16 hex digits>`` over the images, labels and their preprocessing."""
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(json.dumps([str(images.dtype), list(images.shape), scale, mean,
-                              std]).encode())
+    digest.update(
+        json.dumps([str(images.dtype), list(images.shape), scale, mean, std]).encode()
+    )
     step = 4096  # rows at a time: a memory map is never read whole into memory
     for start in range(0, len(images), step):
-        digest.update(np.ascontiguousarray(images[start:start + step]).tobytes())
+        digest.update(np.ascontiguousarray(images[start : start + step]).tobytes())
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     return f"{name}:{digest.hexdigest()}"
 
@@ -120,7 +134,7 @@ def _stats(images: np.ndarray, scale: float) -> tuple[float, float]:
     total = total_sq = 0.0
     count = 0
     for start in range(0, len(images), 4096):
-        chunk = np.asarray(images[start:start + 4096], dtype=np.float64) / scale
+        chunk = np.asarray(images[start : start + 4096], dtype=np.float64) / scale
         total += float(chunk.sum())
         total_sq += float(np.square(chunk).sum())
         count += chunk.size
@@ -135,16 +149,21 @@ def _checked(images: np.ndarray, labels: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where}: images must be (n, 28, 28) here")
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE[1:]:
         got = "x".join(str(d) for d in images.shape[1:]) or "scalars"
-        raise DataError(f"{where}: expected 28×28 images, got {got} (the models "
-                        "take 28×28 single-channel images)")
+        raise DataError(
+            f"{where}: expected 28×28 images, got {got} (the models "
+            "take 28×28 single-channel images)"
+        )
     if len(images) != len(labels) or labels.ndim != 1:
-        raise DataError(f"{where}: {len(images)} images but labels of shape "
-                        f"{tuple(labels.shape)}")
+        raise DataError(
+            f"{where}: {len(images)} images but labels of shape {tuple(labels.shape)}"
+        )
     if not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{where}: labels must be integers, got {labels.dtype}")
     if len(labels) == 0 or int(labels.min()) < 0:
-        raise DataError(f"{where}: labels must be class indices 0, 1, ... (no "
-                        "samples, or a negative label)")
+        raise DataError(
+            f"{where}: labels must be class indices 0, 1, ... (no "
+            "samples, or a negative label)"
+        )
     return labels.astype(np.int64)
 
 
@@ -157,11 +176,13 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = int(np.prod(dims)) + 4 + 4 * ndim
     if len(data) != expected:
-        raise DataError(f"{path} is truncated or corrupt ({len(data)} bytes, the "
-                        f"header promises {expected})")
+        raise DataError(
+            f"{path} is truncated or corrupt ({len(data)} bytes, the "
+            f"header promises {expected})"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -187,22 +208,33 @@ def idx_pairs(folder: Path) -> list[tuple[Path, Path]]:
     splits) is refused, since which one to use is a choice only the user can make.
     """
     pairs: list[tuple[Path, Path]] = []
-    names = sorted({p.name.removesuffix(".gz")
-                    for p in folder.glob("*images-idx3-ubyte*")
-                    if p.name.endswith(("ubyte", "ubyte.gz"))})
+    names = sorted(
+        {
+            p.name.removesuffix(".gz")
+            for p in folder.glob("*images-idx3-ubyte*")
+            if p.name.endswith(("ubyte", "ubyte.gz"))
+        }
+    )
     for name in names:  # a plain file wins over its .gz twin
         images = _idx_path(folder, name)
         labels = _idx_path(folder, name.replace("images-idx3", "labels-idx1"))
         if not labels.exists():
-            raise DataError(f"data-dir '{folder}': {images.name} has no labels file "
-                            f"{labels.name}")
+            raise DataError(
+                f"data-dir '{folder}': {images.name} has no labels file {labels.name}"
+            )
         pairs.append((images, labels))
-    sets = sorted({p[0].name.split("train-")[0].split("t10k-")[0].split("test-")[0]
-                   for p in pairs})
+    sets = sorted(
+        {
+            p[0].name.split("train-")[0].split("t10k-")[0].split("test-")[0]
+            for p in pairs
+        }
+    )
     if len(sets) > 1:
-        raise DataError(f"data-dir '{folder}' holds several IDX sets "
-                        f"({', '.join(s.rstrip('-') or '<plain>' for s in sets)}); "
-                        "give a folder holding one")
+        raise DataError(
+            f"data-dir '{folder}' holds several IDX sets "
+            f"({', '.join(s.rstrip('-') or '<plain>' for s in sets)}); "
+            "give a folder holding one"
+        )
     return pairs
 
 
@@ -219,15 +251,21 @@ def default_data_dir() -> Path:
 
 def source_key(name: str, files: list[Path]) -> str:
     """Hash of the files' absolute paths, sizes and modification times."""
-    stats = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns]
-             for f in files]
-    return hashlib.sha256(json.dumps([_CACHE_FORMAT, name, stats]).encode()
-                          ).hexdigest()[:20]
+    stats = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return hashlib.sha256(
+        json.dumps([_CACHE_FORMAT, name, stats]).encode()
+    ).hexdigest()[:20]
 
 
 def _file_list(files: list[Path]) -> list[dict[str, Any]]:
-    return [{"path": str(f.resolve()), "bytes": f.stat().st_size,
-             "mtime-ns": f.stat().st_mtime_ns} for f in files]
+    return [
+        {
+            "path": str(f.resolve()),
+            "bytes": f.stat().st_size,
+            "mtime-ns": f.stat().st_mtime_ns,
+        }
+        for f in files
+    ]
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
@@ -248,17 +286,28 @@ def _read_cache(folder: Path, key: str) -> Pooled | None:
         labels = np.load(folder / "labels.npy")
     except (OSError, ValueError):  # absent, partial or torn: rebuild
         return None
-    if images.shape != (meta["num-samples"], *IMAGE_SHAPE[1:]) or \
-            labels.shape != (meta["num-samples"],):
+    if images.shape != (meta["num-samples"], *IMAGE_SHAPE[1:]) or labels.shape != (
+        meta["num-samples"],
+    ):
         return None
-    return Pooled(images, labels, meta["scale"], meta["mean"], meta["std"],
-                  meta["num-classes"], meta["fingerprint"],
-                  {"files": meta["files"], "cache": str(folder)})
+    return Pooled(
+        images,
+        labels,
+        meta["scale"],
+        meta["mean"],
+        meta["std"],
+        meta["num-classes"],
+        meta["fingerprint"],
+        {"files": meta["files"], "cache": str(folder)},
+    )
 
 
-def cached_dataset(name: str, files: list[Path],
-                   build: Callable[[], tuple[np.ndarray, np.ndarray, float]],
-                   fixed_norm: tuple[float, float] | None = None) -> Pooled:
+def cached_dataset(
+    name: str,
+    files: list[Path],
+    build: Callable[[], tuple[np.ndarray, np.ndarray, float]],
+    fixed_norm: tuple[float, float] | None = None,
+) -> Pooled:
     """Decode ``files`` once with ``build`` (images, labels, scale) and memory-map the
     result after; the cache folder's name and its ``meta.json`` carry the source key,
     and ``meta.json`` is written last, so only a complete cache is ever used."""
@@ -271,9 +320,17 @@ def cached_dataset(name: str, files: list[Path],
     mean, std = fixed_norm if fixed_norm else _stats(images, scale)
     num_classes = int(labels.max()) + 1
     fingerprint = content_fingerprint(name, images, labels, scale, mean, std)
-    meta = {"format": _CACHE_FORMAT, "source-key": key, "files": _file_list(files),
-            "num-samples": len(labels), "scale": scale, "mean": mean, "std": std,
-            "num-classes": num_classes, "fingerprint": fingerprint}
+    meta = {
+        "format": _CACHE_FORMAT,
+        "source-key": key,
+        "files": _file_list(files),
+        "num-samples": len(labels),
+        "scale": scale,
+        "mean": mean,
+        "std": std,
+        "num-classes": num_classes,
+        "fingerprint": fingerprint,
+    }
     try:
         if folder.exists():
             shutil.rmtree(folder)  # a partial cache of this very source
@@ -284,11 +341,26 @@ def cached_dataset(name: str, files: list[Path],
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, folder / "meta.json")
     except OSError:  # read-only home: work from memory
-        return Pooled(images, labels, scale, mean, std, num_classes, fingerprint,
-                      {"files": meta["files"], "cache": None})
+        return Pooled(
+            images,
+            labels,
+            scale,
+            mean,
+            std,
+            num_classes,
+            fingerprint,
+            {"files": meta["files"], "cache": None},
+        )
     return _read_cache(folder, key) or Pooled(
-        images, labels, scale, mean, std, num_classes, fingerprint,
-        {"files": meta["files"], "cache": None})
+        images,
+        labels,
+        scale,
+        mean,
+        std,
+        num_classes,
+        fingerprint,
+        {"files": meta["files"], "cache": None},
+    )
 
 
 # ---- the datasets ----------------------------------------------------------------
@@ -304,8 +376,9 @@ def _download_fmnist(root: Path) -> Path:
 def _readable_folder(data_dir: str, fix: str) -> Path:
     root = Path(data_dir).expanduser()
     if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
-        raise DatasetNotFoundError(f"data-dir '{data_dir}' is not a readable folder; "
-                                   f"{fix}")
+        raise DatasetNotFoundError(
+            f"data-dir '{data_dir}' is not a readable folder; {fix}"
+        )
     return root
 
 
@@ -319,8 +392,11 @@ def find_fashion_mnist(data_dir: str = "", download: bool = True) -> Path:
     reads another copy than the one it names.
     """
     if data_dir:
-        root = _readable_folder(data_dir, "create it, or leave data-dir empty to "
-                                "use the system copy of Fashion-MNIST")
+        root = _readable_folder(
+            data_dir,
+            "create it, or leave data-dir empty to "
+            "use the system copy of Fashion-MNIST",
+        )
         folder = _find_idx_dir([root, root / "FashionMNIST" / "raw"])
         if folder is None and download:
             try:
@@ -333,7 +409,8 @@ def find_fashion_mnist(data_dir: str = "", download: bool = True) -> Path:
                 "(train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz] and their "
                 "labels); put them there, or leave data-dir empty after 'apt-get "
                 "install dataset-fashion-mnist'; for another MNIST-format set use "
-                "dataset='idx'")
+                "dataset='idx'"
+            )
         return folder
     root = default_data_dir()
     candidates = [root, root / "FashionMNIST" / "raw", DEBIAN_FMNIST_DIR]
@@ -352,7 +429,8 @@ def find_fashion_mnist(data_dir: str = "", download: bool = True) -> Path:
     if folder is None:
         raise DatasetNotFoundError(
             "Fashion-MNIST not found; run 'apt-get install dataset-fashion-mnist' or "
-            "set data-dir to a folder holding its IDX files")
+            "set data-dir to a folder holding its IDX files"
+        )
     return folder
 
 
@@ -360,14 +438,22 @@ def load_fashion_mnist(data_dir: str = "", download: bool = True) -> Pooled:
     """Fashion-MNIST (see :func:`find_fashion_mnist` for where it is looked for),
     normalised with its usual constants."""
     folder = find_fashion_mnist(data_dir, download)
-    files = [_idx_path(folder, FMNIST_FILES[k]) for k in
-             ("train-images", "test-images", "train-labels", "test-labels")]
-    return load_idx_files("fashion-mnist", [(files[0], files[2]), (files[1], files[3])],
-                          (FMNIST_MEAN, FMNIST_STD))
+    files = [
+        _idx_path(folder, FMNIST_FILES[k])
+        for k in ("train-images", "test-images", "train-labels", "test-labels")
+    ]
+    return load_idx_files(
+        "fashion-mnist",
+        [(files[0], files[2]), (files[1], files[3])],
+        (FMNIST_MEAN, FMNIST_STD),
+    )
 
 
-def load_idx_files(name: str, pairs: list[tuple[Path, Path]],
-                   fixed_norm: tuple[float, float] | None = None) -> Pooled:
+def load_idx_files(
+    name: str,
+    pairs: list[tuple[Path, Path]],
+    fixed_norm: tuple[float, float] | None = None,
+) -> Pooled:
     """IDX (images, labels) pairs pooled, through the source-keyed cache."""
     files = [p[0] for p in pairs] + [p[1] for p in pairs]
 
@@ -383,32 +469,40 @@ def load_idx(data_dir: str) -> Pooled:
     """Any MNIST-format folder (MNIST, KMNIST, EMNIST, ...): every image/label IDX
     pair in ``data_dir`` pooled; normalisation and class count from the data."""
     if not data_dir:
-        raise DatasetNotFoundError("dataset 'idx' needs data-dir: a folder holding "
-                                   "MNIST-format files (*-images-idx3-ubyte[.gz] and "
-                                   "*-labels-idx1-ubyte[.gz])")
+        raise DatasetNotFoundError(
+            "dataset 'idx' needs data-dir: a folder holding "
+            "MNIST-format files (*-images-idx3-ubyte[.gz] and "
+            "*-labels-idx1-ubyte[.gz])"
+        )
     root = _readable_folder(data_dir, "create it and put MNIST-format IDX files in it")
     pairs = idx_pairs(root)
     if not pairs:
-        raise DatasetNotFoundError(f"data-dir '{data_dir}' holds no IDX image files "
-                                   "(*-images-idx3-ubyte[.gz] with their "
-                                   "*-labels-idx1-ubyte[.gz])")
+        raise DatasetNotFoundError(
+            f"data-dir '{data_dir}' holds no IDX image files "
+            "(*-images-idx3-ubyte[.gz] with their "
+            "*-labels-idx1-ubyte[.gz])"
+        )
     return load_idx_files("idx", pairs)
 
 
 def npz_file(data_dir: str) -> Path:
     """The ``.npz`` file ``data_dir`` names: the file itself, or the one in a folder."""
     if not data_dir:
-        raise DatasetNotFoundError("dataset 'npz' needs data-dir: an .npz file with "
-                                   "arrays x (images) and y (labels), or a folder "
-                                   "holding one")
+        raise DatasetNotFoundError(
+            "dataset 'npz' needs data-dir: an .npz file with "
+            "arrays x (images) and y (labels), or a folder "
+            "holding one"
+        )
     path = Path(data_dir).expanduser()
     if path.is_file():
         return path
     root = _readable_folder(data_dir, "give an .npz file or a folder holding one")
     found = sorted(root.glob("*.npz"))
     if len(found) != 1:
-        raise DatasetNotFoundError(f"data-dir '{data_dir}' holds {len(found)} .npz "
-                                   "files; name the file, or keep exactly one there")
+        raise DatasetNotFoundError(
+            f"data-dir '{data_dir}' holds {len(found)} .npz "
+            "files; name the file, or keep exactly one there"
+        )
     return found[0]
 
 
@@ -421,14 +515,17 @@ def load_npz(data_dir: str) -> Pooled:
         try:
             with np.load(path) as arrays:
                 if "x" not in arrays or "y" not in arrays:
-                    raise DataError(f"data-dir '{path}': needs arrays 'x' and 'y', "
-                                    f"found {', '.join(arrays.files) or 'none'}")
+                    raise DataError(
+                        f"data-dir '{path}': needs arrays 'x' and 'y', "
+                        f"found {', '.join(arrays.files) or 'none'}"
+                    )
                 x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
         except (OSError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
-            raise DataError(f"data-dir '{path}' is not a readable .npz file "
-                            f"({exc})") from None
+            raise DataError(
+                f"data-dir '{path}' is not a readable .npz file ({exc})"
+            ) from None
         if x.ndim == 4 and x.shape[1] == 1:
             x = x[:, 0]
         scale = 255.0 if x.dtype == np.uint8 else 1.0
@@ -445,14 +542,21 @@ def load_digits_28() -> Pooled:
 
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    x = torch.nn.functional.interpolate(x, size=IMAGE_SHAPE[1:], mode="bilinear",
-                                        align_corners=False).squeeze(1)
+    x = torch.nn.functional.interpolate(
+        x, size=IMAGE_SHAPE[1:], mode="bilinear", align_corners=False
+    ).squeeze(1)
     images, labels = x.numpy(), bunch.target.astype(np.int64)
     mean, std = float(x.mean()), float(x.std())
-    return Pooled(images, labels, 1.0, mean, std, 10,
-                  content_fingerprint("digits", images, labels, 1.0, mean, std),
-                  {"files": [], "cache": None,
-                   "origin": "sklearn.datasets.load_digits"})
+    return Pooled(
+        images,
+        labels,
+        1.0,
+        mean,
+        std,
+        10,
+        content_fingerprint("digits", images, labels, 1.0, mean, std),
+        {"files": [], "cache": None, "origin": "sklearn.datasets.load_digits"},
+    )
 
 
 def make_synthetic(num_samples: int = 6000, seed: int = 0) -> Pooled:
@@ -463,10 +567,20 @@ def make_synthetic(num_samples: int = 6000, seed: int = 0) -> Pooled:
     y = y[torch.randperm(num_samples, generator=gen)]
     x = prototypes[y] + 1.5 * torch.randn(num_samples, *IMAGE_SHAPE, generator=gen)
     images, labels = x.squeeze(1).numpy(), y.numpy().astype(np.int64)
-    return Pooled(images, labels, 1.0, 0.0, 1.0, NUM_CLASSES,
-                  content_fingerprint("synthetic", images, labels, 1.0, 0.0, 1.0),
-                  {"files": [], "cache": None,
-                   "origin": f"synthetic (seed {seed}, {num_samples} samples)"})
+    return Pooled(
+        images,
+        labels,
+        1.0,
+        0.0,
+        1.0,
+        NUM_CLASSES,
+        content_fingerprint("synthetic", images, labels, 1.0, 0.0, 1.0),
+        {
+            "files": [],
+            "cache": None,
+            "origin": f"synthetic (seed {seed}, {num_samples} samples)",
+        },
+    )
 
 
 @lru_cache(maxsize=4)

@@ -16,8 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("raise", "hang", "nan", "inf", "shape", "keys", "dtype", "norm", "big",
-         "badmetric")
+KINDS = (
+    "raise",
+    "hang",
+    "nan",
+    "inf",
+    "shape",
+    "keys",
+    "dtype",
+    "norm",
+    "big",
+    "badmetric",
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,8 @@ class Fault:
     def applies(self, partition_id: int, server_round: int) -> bool:
         """Whether this fault fires for that client in that training round."""
         return self.partition_id == partition_id and (
-            self.round is None or self.round == server_round)
+            self.round is None or self.round == server_round
+        )
 
 
 def parse_plan(text: str) -> list[Fault]:
@@ -43,11 +54,13 @@ def parse_plan(text: str) -> list[Fault]:
             pid, _, rnd = where.partition(":")
             fault = Fault(kind, int(pid), int(rnd) if rnd else None)
         except ValueError:
-            raise ValueError(f"fault-injection entry {entry!r} is not "
-                             "kind@partition-id[:round]") from None
+            raise ValueError(
+                f"fault-injection entry {entry!r} is not kind@partition-id[:round]"
+            ) from None
         if kind not in KINDS:
-            raise ValueError(f"fault-injection kind {kind!r} is not one of "
-                             f"{', '.join(KINDS)}")
+            raise ValueError(
+                f"fault-injection kind {kind!r} is not one of {', '.join(KINDS)}"
+            )
         faults.append(fault)
     return faults
 

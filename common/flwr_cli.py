@@ -46,8 +46,9 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def merge_presets(presets: Sequence[str | Path], overrides: Mapping[str, Any]
-                  ) -> dict[str, Any]:
+def merge_presets(
+    presets: Sequence[str | Path], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
     """Presets in order, later ones winning, then the overrides on top."""
     merged: dict[str, Any] = {}
     for preset in presets:
@@ -60,34 +61,53 @@ def merge_presets(presets: Sequence[str | Path], overrides: Mapping[str, Any]
 def flwr_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment every flwr call needs (deploy/flwr-env.sh, sourced)."""
     env = dict(os.environ if base is None else base)
-    out = subprocess.run(["bash", "-c", f"source {ROOT}/deploy/flwr-env.sh && env -0"],
-                         env=env, check=True, capture_output=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", f"source {ROOT}/deploy/flwr-env.sh && env -0"],
+        env=env,
+        check=True,
+        capture_output=True,
+    ).stdout
     env.update(dict(kv.split("=", 1) for kv in out.decode().split("\0") if "=" in kv))
     return env
 
 
-def flwr_command(config: Mapping[str, Any], connection: str = "local",
-                 num_supernodes: int | None = None, stream: bool = True) -> list[str]:
+def flwr_command(
+    config: Mapping[str, Any],
+    connection: str = "local",
+    num_supernodes: int | None = None,
+    stream: bool = True,
+) -> list[str]:
     """The ``flwr run`` command line for a merged run config."""
     cmd = ["flwr", "run", str(ROOT), connection] + (["--stream"] if stream else [])
     cmd += ["--run-config", run_config_arg(config)]
     if num_supernodes is not None:
-        cmd += ["--federation-config",
-                f"num-supernodes={num_supernodes} client-resources-num-cpus=1"]
+        cmd += [
+            "--federation-config",
+            f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
+        ]
     return cmd
 
 
-def flwr_run(config: Mapping[str, Any], env: Mapping[str, str],
-             connection: str = "local", num_supernodes: int | None = None,
-             timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def flwr_run(
+    config: Mapping[str, Any],
+    env: Mapping[str, str],
+    connection: str = "local",
+    num_supernodes: int | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
     """Run ``flwr run . <connection> --stream`` in the project root and wait for it.
 
     ``flwr run`` exits 0 even when the ServerApp failed, so callers check the run's
     ``summary.json`` rather than the exit code.
     """
-    return subprocess.run(flwr_command(config, connection, num_supernodes),
-                          env=dict(env), cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        flwr_command(config, connection, num_supernodes),
+        env=dict(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_ports(count: int) -> list[int]:

@@ -50,8 +50,14 @@ class ClientData:
         return sorted(int(c) for c in torch.unique(self.y_train))
 
 
-def _make_partitioner(partitioner: str, num_clients: int, classes_per_client: int,
-                      alpha: float, shards_per_client: int, seed: int):
+def _make_partitioner(
+    partitioner: str,
+    num_clients: int,
+    classes_per_client: int,
+    alpha: float,
+    shards_per_client: int,
+    seed: int,
+):
     from flwr_datasets.partitioner import (
         DirichletPartitioner,
         PathologicalPartitioner,
@@ -60,23 +66,43 @@ def _make_partitioner(partitioner: str, num_clients: int, classes_per_client: in
 
     if partitioner == "classes":
         return PathologicalPartitioner(
-            num_partitions=num_clients, partition_by="label",
+            num_partitions=num_clients,
+            partition_by="label",
             num_classes_per_partition=classes_per_client,
-            class_assignment_mode="first-deterministic", shuffle=True, seed=seed)
+            class_assignment_mode="first-deterministic",
+            shuffle=True,
+            seed=seed,
+        )
     if partitioner == "dirichlet":
         return DirichletPartitioner(
-            num_partitions=num_clients, partition_by="label", alpha=alpha,
-            min_partition_size=10, self_balancing=True, shuffle=True, seed=seed)
+            num_partitions=num_clients,
+            partition_by="label",
+            alpha=alpha,
+            min_partition_size=10,
+            self_balancing=True,
+            shuffle=True,
+            seed=seed,
+        )
     if partitioner == "shards":
         return ShardPartitioner(
-            num_partitions=num_clients, partition_by="label",
-            num_shards_per_partition=shards_per_client, shuffle=True, seed=seed)
+            num_partitions=num_clients,
+            partition_by="label",
+            num_shards_per_partition=shards_per_client,
+            shuffle=True,
+            seed=seed,
+        )
     raise ValueError(f"unknown partitioner {partitioner!r}")
 
 
-def partition_indices(labels: np.ndarray, partitioner: str, num_clients: int,
-                      classes_per_client: int = 2, alpha: float = 0.5,
-                      shards_per_client: int = 2, seed: int = 42) -> list[np.ndarray]:
+def partition_indices(
+    labels: np.ndarray,
+    partitioner: str,
+    num_clients: int,
+    classes_per_client: int = 2,
+    alpha: float = 0.5,
+    shards_per_client: int = 2,
+    seed: int = 42,
+) -> list[np.ndarray]:
     """Split row indices among clients with a flwr-datasets partitioner.
 
     Returns one index array per client; arrays are disjoint and deterministic for a
@@ -87,18 +113,30 @@ def partition_indices(labels: np.ndarray, partitioner: str, num_clients: int,
         return class_share_indices(labels, num_clients, classes_per_client, seed)
     from datasets import Dataset
 
-    table = Dataset.from_dict({"label": labels.astype(np.int64),
-                               "row": np.arange(len(labels), dtype=np.int64)})
-    part = _make_partitioner(partitioner, num_clients, classes_per_client, alpha,
-                             shards_per_client, seed)
+    table = Dataset.from_dict(
+        {
+            "label": labels.astype(np.int64),
+            "row": np.arange(len(labels), dtype=np.int64),
+        }
+    )
+    part = _make_partitioner(
+        partitioner, num_clients, classes_per_client, alpha, shards_per_client, seed
+    )
     part.dataset = table
-    return [np.asarray(part.load_partition(i)["row"], dtype=np.int64)
-            for i in range(num_clients)]
+    return [
+        np.asarray(part.load_partition(i)["row"], dtype=np.int64)
+        for i in range(num_clients)
+    ]
 
 
-def class_share_indices(labels: np.ndarray, num_clients: int, classes_per_client: int,
-                        seed: int, low: float = 0.4, high: float = 0.6
-                        ) -> list[np.ndarray]:
+def class_share_indices(
+    labels: np.ndarray,
+    num_clients: int,
+    classes_per_client: int,
+    seed: int,
+    low: float = 0.4,
+    high: float = 0.6,
+) -> list[np.ndarray]:
     """pFedHN's partition (AvivSham/pFedHN, ``experiments/dataset.py``): random shares.
 
     Every class is held by the same number k = N·C / K of clients (N clients, C
@@ -114,8 +152,10 @@ def class_share_indices(labels: np.ndarray, num_clients: int, classes_per_client
     classes = np.unique(labels)
     num_classes = len(classes)
     if (num_clients * classes_per_client) % num_classes:
-        raise ValueError("class-shares needs num-clients × classes-per-client "
-                         f"divisible by {num_classes}")
+        raise ValueError(
+            "class-shares needs num-clients × classes-per-client "
+            f"divisible by {num_classes}"
+        )
     holders = num_clients * classes_per_client // num_classes
     rng = np.random.default_rng([seed, 104_729])
     shares = {int(c): list(rng.uniform(low, high, holders)) for c in classes}
@@ -126,8 +166,9 @@ def class_share_indices(labels: np.ndarray, num_clients: int, classes_per_client
         mine: list[tuple[int, float]] = []
         for _ in range(classes_per_client):
             held = {c for c, _ in mine}
-            free = ([c for c in slots if c not in held and slots[c] > 0]
-                    or [c for c in slots if slots[c] > 0])
+            free = [c for c in slots if c not in held and slots[c] > 0] or [
+                c for c in slots if slots[c] > 0
+            ]
             top = max(slots[c] for c in free)
             cls = int(rng.choice([c for c in free if slots[c] == top]))
             slots[cls] -= 1
@@ -140,25 +181,30 @@ def class_share_indices(labels: np.ndarray, num_clients: int, classes_per_client
         parts = []
         for cls, share in mine:
             n = int(len(rows[cls]) * share)
-            parts.append(rows[cls][start[cls]:start[cls] + n])
+            parts.append(rows[cls][start[cls] : start[cls] + n])
             start[cls] += n
         out.append(np.sort(np.concatenate(parts)).astype(np.int64))
     return out
 
 
-def split_client(indices: np.ndarray, val_fraction: float, test_fraction: float,
-                 seed: int) -> ClientSplit:
+def split_client(
+    indices: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> ClientSplit:
     """Shuffle one client's rows (seeded) and cut them into train/val/test."""
     rng = np.random.default_rng(seed)
     rows = rng.permutation(indices)
     n_val = max(1, int(round(val_fraction * len(rows))))
     n_test = max(1, int(round(test_fraction * len(rows))))
-    return ClientSplit(train=rows[n_val + n_test:], val=rows[:n_val],
-                       test=rows[n_val:n_val + n_test])
+    return ClientSplit(
+        train=rows[n_val + n_test :],
+        val=rows[:n_val],
+        test=rows[n_val : n_val + n_test],
+    )
 
 
-def split_participants(num_clients: int, holdout: float,
-                       seed: int) -> tuple[list[int], list[int]]:
+def split_participants(
+    num_clients: int, holdout: float, seed: int
+) -> tuple[list[int], list[int]]:
     """Seeded split of client ids into participants and non-participants.
 
     The same (num_clients, holdout, seed) always gives the same split, so the
@@ -171,10 +217,18 @@ def split_participants(num_clients: int, holdout: float,
 
 
 @lru_cache(maxsize=4)
-def _client_splits(dataset: str, data_dir: str, partitioner: str, num_clients: int,
-                   classes_per_client: int, alpha: float, shards_per_client: int,
-                   val_fraction: float, test_fraction: float,
-                   seed: int) -> tuple[ClientSplit, ...]:
+def _client_splits(
+    dataset: str,
+    data_dir: str,
+    partitioner: str,
+    num_clients: int,
+    classes_per_client: int,
+    alpha: float,
+    shards_per_client: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[ClientSplit, ...]:
     """Compute all clients' splits once and keep them in an on-disk cache.
 
     Deployment starts a fresh ClientApp process per message, so the partitioner's
@@ -182,25 +236,55 @@ def _client_splits(dataset: str, data_dir: str, partitioner: str, num_clients: i
     by the data's content fingerprint, never by its folder's name alone.
     """
     pooled = load_pooled(dataset, data_dir)
-    key = json.dumps([pooled.fingerprint, partitioner, num_clients, classes_per_client,
-                      alpha, shards_per_client, val_fraction, test_fraction, seed,
-                      _PARTITION_FORMAT])
-    path = default_data_dir() / "cache" / "partitions" / (
-        hashlib.sha256(key.encode()).hexdigest()[:20] + ".npz")
+    key = json.dumps(
+        [
+            pooled.fingerprint,
+            partitioner,
+            num_clients,
+            classes_per_client,
+            alpha,
+            shards_per_client,
+            val_fraction,
+            test_fraction,
+            seed,
+            _PARTITION_FORMAT,
+        ]
+    )
+    path = (
+        default_data_dir()
+        / "cache"
+        / "partitions"
+        / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".npz")
+    )
     if path.exists():
         try:
             with np.load(path) as saved:
-                return tuple(ClientSplit(saved[f"{i}-train"], saved[f"{i}-val"],
-                                         saved[f"{i}-test"])
-                             for i in range(num_clients))
+                return tuple(
+                    ClientSplit(
+                        saved[f"{i}-train"], saved[f"{i}-val"], saved[f"{i}-test"]
+                    )
+                    for i in range(num_clients)
+                )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # a torn cache file: compute again and replace it
-    parts = partition_indices(np.asarray(pooled.labels), partitioner, num_clients,
-                              classes_per_client, alpha, shards_per_client, seed)
-    splits = tuple(split_client(p, val_fraction, test_fraction, seed * 100_003 + i)
-                   for i, p in enumerate(parts))
-    arrays = {f"{i}-{name}": getattr(sp, name) for i, sp in enumerate(splits)
-              for name in ("train", "val", "test")}
+    parts = partition_indices(
+        np.asarray(pooled.labels),
+        partitioner,
+        num_clients,
+        classes_per_client,
+        alpha,
+        shards_per_client,
+        seed,
+    )
+    splits = tuple(
+        split_client(p, val_fraction, test_fraction, seed * 100_003 + i)
+        for i, p in enumerate(parts)
+    )
+    arrays = {
+        f"{i}-{name}": getattr(sp, name)
+        for i, sp in enumerate(splits)
+        for name in ("train", "val", "test")
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
@@ -213,10 +297,18 @@ def _client_splits(dataset: str, data_dir: str, partitioner: str, num_clients: i
 
 def client_splits(cfg: RunConfig) -> tuple[ClientSplit, ...]:
     """All clients' index splits for a run config (cached per process)."""
-    return _client_splits(cfg.dataset, cfg.data_dir, cfg.partitioner, cfg.num_clients,
-                          cfg.classes_per_client, cfg.dirichlet_alpha,
-                          cfg.shards_per_client, cfg.val_fraction, cfg.test_fraction,
-                          cfg.seed)
+    return _client_splits(
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.partitioner,
+        cfg.num_clients,
+        cfg.classes_per_client,
+        cfg.dirichlet_alpha,
+        cfg.shards_per_client,
+        cfg.val_fraction,
+        cfg.test_fraction,
+        cfg.seed,
+    )
 
 
 def load_client_data(cfg: RunConfig, partition_id: int) -> ClientData:
@@ -225,8 +317,11 @@ def load_client_data(cfg: RunConfig, partition_id: int) -> ClientData:
         raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
     pooled = load_pooled(cfg.dataset, cfg.data_dir)
     split = client_splits(cfg)[partition_id]
-    (xt, yt), (xv, yv), (xs, ys) = (pooled.rows(split.train), pooled.rows(split.val),
-                                    pooled.rows(split.test))
+    (xt, yt), (xv, yv), (xs, ys) = (
+        pooled.rows(split.train),
+        pooled.rows(split.val),
+        pooled.rows(split.test),
+    )
     return ClientData(xt, yt, xv, yv, xs, ys)
 
 

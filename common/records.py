@@ -11,14 +11,19 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 
 def to_record(tensors: Mapping[str, torch.Tensor]) -> ArrayRecord:
     """Pack named tensors into an ArrayRecord (CPU, detached, order kept)."""
-    return ArrayRecord(array_dict={k: Array(np.ascontiguousarray(
-        v.detach().to("cpu").numpy())) for k, v in tensors.items()})
+    return ArrayRecord(
+        array_dict={
+            k: Array(np.ascontiguousarray(v.detach().to("cpu").numpy()))
+            for k, v in tensors.items()
+        }
+    )
 
 
 def from_record(record: ArrayRecord) -> dict[str, torch.Tensor]:
     """Unpack an ArrayRecord into named tensors (copies, safe to modify)."""
-    return {k: torch.from_numpy(np.array(a.numpy(), copy=True))
-            for k, a in record.items()}
+    return {
+        k: torch.from_numpy(np.array(a.numpy(), copy=True)) for k, a in record.items()
+    }
 
 
 def content_bytes(content: RecordDict) -> int:
@@ -56,5 +61,8 @@ def as_int(value: object) -> int:
 
 def numeric(record: MetricRecord | ConfigRecord) -> dict[str, float]:
     """The scalar numbers of a record, as floats (lists and strings left out)."""
-    return {k: float(v) for k, v in record.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in record.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }

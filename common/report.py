@@ -33,18 +33,24 @@ def diverged(summary: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
     as a plain number such as 0.0; the table names such a run instead.
     """
     for row in rows:
-        if any(k.endswith("loss") and isinstance(v, int | float)
-               and not math.isfinite(v) for k, v in row.items()):
+        if any(
+            k.endswith("loss") and isinstance(v, int | float) and not math.isfinite(v)
+            for k, v in row.items()
+        ):
             return True
-    return any(isinstance(summary.get(k), float) and math.isnan(summary[k])
-               for k in ("participant_acc", "nonparticipant_acc", "global_acc"))
+    return any(
+        isinstance(summary.get(k), float) and math.isnan(summary[k])
+        for k in ("participant_acc", "nonparticipant_acc", "global_acc")
+    )
 
 
 def table(summaries: list[dict[str, Any]]) -> str:
     """A Markdown table of the headline numbers of one or more runs (a summary
     flagged ``diverged`` shows NaN in its accuracy columns)."""
-    head = ("| method | dataset | participants acc % | non-participants acc % | "
-            "global acc % | best round | MB down/round | MB up/round | CTWC | HS |")
+    head = (
+        "| method | dataset | participants acc % | non-participants acc % | "
+        "global acc % | best round | MB down/round | MB up/round | CTWC | HS |"
+    )
     rows = [head, "|" + "---|" * 10]
     for s in summaries:
         rows.append(
@@ -52,7 +58,8 @@ def table(summaries: list[dict[str, Any]]) -> str:
             f"{_pct(s, 'nonparticipant_acc')} | {_pct(s, 'global_acc')} | "
             f"{s['best_round']} | {s['bytes_down_per_round'] / 1e6:.2f} | "
             f"{s['bytes_up_per_round'] / 1e6:.2f} | {s['client_trainable_params']} | "
-            f"{s['hypernet_params']} |")
+            f"{s['hypernet_params']} |"
+        )
     return "\n".join(rows)
 
 
@@ -78,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {found.message}", file=sys.stderr)
         summary = dict(found.summary)
         metrics = folder / "metrics.jsonl"
-        rows = ([json.loads(line) for line in metrics.read_text().splitlines()
-                 if line.strip()] if metrics.exists() else [])
+        rows = (
+            [
+                json.loads(line)
+                for line in metrics.read_text().splitlines()
+                if line.strip()
+            ]
+            if metrics.exists()
+            else []
+        )
         summary["diverged"] = diverged(summary, rows)
         summaries.append(summary)
     if worst != EXIT_DONE:

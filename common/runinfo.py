@@ -19,8 +19,13 @@ from typing import Any
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 STATUS_FILE = "status.json"
 #: Files whose presence means a folder holds (part of) a run.
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", STATUS_FILE,
-             "checkpoint/state.pt")
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    STATUS_FILE,
+    "checkpoint/state.pt",
+)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -58,27 +63,43 @@ def verdict(folder: str | Path, run_id: str | None = None) -> Verdict:
     summary = read_json(folder / "summary.json")
     if status is None:
         if run_id is None and summary is not None and "run_id" not in summary:
-            return Verdict(EXIT_DONE, f"{folder}: a run from before run ids were "
-                           "recorded (cannot tell whether it is the latest)", summary)
+            return Verdict(
+                EXIT_DONE,
+                f"{folder}: a run from before run ids were "
+                "recorded (cannot tell whether it is the latest)",
+                summary,
+            )
         wanted = f"run {run_id}" if run_id else "a run"
-        return Verdict(EXIT_FAILED, f"{folder}: no record of {wanted} (the ServerApp "
-                       "never started it, or it was killed before writing anything): "
-                       "see the flwr log")
+        return Verdict(
+            EXIT_FAILED,
+            f"{folder}: no record of {wanted} (the ServerApp "
+            "never started it, or it was killed before writing anything): "
+            "see the flwr log",
+        )
     rid = str(status.get("run-id", ""))
     if run_id is not None and rid != run_id:
-        return Verdict(EXIT_FAILED, f"{folder}: the run just started ({run_id}) left "
-                       f"no record there (it holds run {rid}): it failed before its "
-                       "ServerApp started; see the flwr log")
+        return Verdict(
+            EXIT_FAILED,
+            f"{folder}: the run just started ({run_id}) left "
+            f"no record there (it holds run {rid}): it failed before its "
+            "ServerApp started; see the flwr log",
+        )
     state = status.get("state")
     if state == "done" and summary is not None and summary.get("run_id") == rid:
         return Verdict(EXIT_DONE, f"{folder}: run {rid} done", summary)
     if state == "stopped":
-        return Verdict(EXIT_STOPPED, f"{folder}: run {rid} stopped after round "
-                       f"{status.get('round')} as asked; run again with resume=true "
-                       "to continue")
+        return Verdict(
+            EXIT_STOPPED,
+            f"{folder}: run {rid} stopped after round "
+            f"{status.get('round')} as asked; run again with resume=true "
+            "to continue",
+        )
     if state == "running":
-        return Verdict(EXIT_FAILED, f"{folder}: run {rid} did not finish (killed, or "
-                       "still running elsewhere); resume=true continues it from its "
-                       "last checkpoint")
+        return Verdict(
+            EXIT_FAILED,
+            f"{folder}: run {rid} did not finish (killed, or "
+            "still running elsewhere); resume=true continues it from its "
+            "last checkpoint",
+        )
     error = status.get("error") or "no summary written"
     return Verdict(EXIT_FAILED, f"{folder}: run {rid} failed: {error}")

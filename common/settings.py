@@ -66,12 +66,18 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     method registered again under its name replaces its earlier spec (tests and
     plugins may redefine one).
     """
-    others = {k: s for name, m in METHOD_SPECS.items() if name != spec.name
-              for k, s in m.settings.items()}
+    others = {
+        k: s
+        for name, m in METHOD_SPECS.items()
+        if name != spec.name
+        for k, s in m.settings.items()
+    }
     for key, setting in spec.settings.items():
         if key in others and others[key] != setting:
-            raise ValueError(f"method {spec.name!r} redefines run-config key {key!r} "
-                             "differently from another method")
+            raise ValueError(
+                f"method {spec.name!r} redefines run-config key {key!r} "
+                "differently from another method"
+            )
     METHOD_SPECS[spec.name] = spec
     return spec
 
@@ -89,10 +95,12 @@ def above(low: float) -> Check:
 
 def in_range(low: float, high: float, closed_high: bool = False) -> Check:
     """``low <= value < high`` (or ``<= high``)."""
+
     def check(v: Any) -> str | None:
         ok = low <= v <= high if closed_high else low <= v < high
         bracket = "]" if closed_high else ")"
         return None if ok else f"must be in [{low}, {high}{bracket}, got {v}"
+
     return check
 
 
@@ -116,6 +124,7 @@ def key_table(settings: Mapping[str, Setting], owners: Mapping[str, str]) -> str
     for key, s in settings.items():
         allowed = f" ({', '.join(f'`{c}`' for c in s.choices)})" if s.choices else ""
         default = f"`{s.default!r}`" if s.default != "" else "`''`"
-        lines.append(f"| `{key}` | {default} | {s.help}{allowed} | "
-                     f"{owners.get(key, 'all')} |")
+        lines.append(
+            f"| `{key}` | {default} | {s.help}{allowed} | {owners.get(key, 'all')} |"
+        )
     return "\n".join(lines)

@@ -50,13 +50,24 @@ def main(grid: Grid, context: Context) -> None:
     try:
         expected = check_data(cfg, outputs, is_local(grid))
         device = resolve_device(cfg.device)
-        log(INFO, "hyperflower: method=%s dataset=%s model=%s clients=%d device=%s "
-            "-> %s", cfg.method, cfg.dataset, cfg.model, cfg.num_clients, device,
-            outputs.dir)
+        log(
+            INFO,
+            "hyperflower: method=%s dataset=%s model=%s clients=%d device=%s -> %s",
+            cfg.method,
+            cfg.dataset,
+            cfg.model,
+            cfg.num_clients,
+            device,
+            outputs.dir,
+        )
         method = strategy_for(cfg.method)
-        registry = register_clients(grid, cfg, cfg.round_timeout,
-                                    method.registration_fields,
-                                    expected_data=expected)
+        registry = register_clients(
+            grid,
+            cfg,
+            cfg.round_timeout,
+            method.registration_fields,
+            expected_data=expected,
+        )
         record_clients_data(outputs, registry.data)
         strategy = method(cfg, registry, device)
         summary = Runner(grid, cfg, registry, strategy, outputs).run()

@@ -46,8 +46,9 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"a preset is not valid TOML: {exc}") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    config["output-dir"] = str(Path(config.get("output-dir", "outputs")).expanduser()
-                               .resolve())
+    config["output-dir"] = str(
+        Path(config.get("output-dir", "outputs")).expanduser().resolve()
+    )
     if config.get("data-dir"):
         config["data-dir"] = str(Path(str(config["data-dir"])).expanduser().resolve())
     return config
@@ -60,14 +61,18 @@ def check_local_data(config: dict[str, Any]) -> str:
     cfg = parse_run_config(config)
     pooled = load_pooled(cfg.dataset, cfg.data_dir)
     if cfg.data_fingerprint and cfg.data_fingerprint != pooled.fingerprint:
-        raise ConfigError("data-fingerprint", f"names {cfg.data_fingerprint}, but "
-                          f"the data found is {pooled.fingerprint}")
+        raise ConfigError(
+            "data-fingerprint",
+            f"names {cfg.data_fingerprint}, but the data found is {pooled.fingerprint}",
+        )
     if cfg.dataset in ("fashion-mnist", "idx", "npz"):
         config["data-dir"] = resolved_data_dir(cfg.dataset, cfg.data_dir)
     config["data-fingerprint"] = pooled.fingerprint
     where = config.get("data-dir") or pooled.source.get("origin", cfg.dataset)
-    return (f"data: {pooled.fingerprint} ({len(pooled)} samples, "
-            f"{pooled.num_classes} classes) from {where}")
+    return (
+        f"data: {pooled.fingerprint} ({len(pooled)} samples, "
+        f"{pooled.num_classes} classes) from {where}"
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -106,23 +111,42 @@ def build_parser() -> argparse.ArgumentParser:
     from server import personalize
 
     parser = argparse.ArgumentParser(
-        prog="hyperflower", epilog="exit codes: 0 done, 1 run failed, 2 bad config "
-        "or usage, 3 stopped for resume")
-    parser.add_argument("--debug", action="store_true",
-                        help="show tracebacks (also HYPERFLOWER_DEBUG=1)")
+        prog="hyperflower",
+        epilog="exit codes: 0 done, 1 run failed, 2 bad config "
+        "or usage, 3 stopped for resume",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks (also HYPERFLOWER_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="print the accuracy table of finished runs")
     rep.add_argument("runs", nargs="+", help="outputs/<run-name> folders")
     run = sub.add_parser("run", help="flwr run with presets and overrides merged")
     run.add_argument("overrides", nargs="*", help="run-config key=value pairs")
-    run.add_argument("--preset", action="append", default=[],
-                     help="a conf/*.toml preset (repeatable; later ones win)")
-    run.add_argument("--connection", default="local",
-                     help="connection in $FLWR_HOME/config.toml (local = simulation)")
-    run.add_argument("--supernodes", type=int, default=None,
-                     help="simulated SuperNodes (default: num-clients)")
-    per = sub.add_parser("personalize", help="a ready model for a new client from a "
-                         "finished run, without a server (server/personalize.py)")
+    run.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        help="a conf/*.toml preset (repeatable; later ones win)",
+    )
+    run.add_argument(
+        "--connection",
+        default="local",
+        help="connection in $FLWR_HOME/config.toml (local = simulation)",
+    )
+    run.add_argument(
+        "--supernodes",
+        type=int,
+        default=None,
+        help="simulated SuperNodes (default: num-clients)",
+    )
+    per = sub.add_parser(
+        "personalize",
+        help="a ready model for a new client from a "
+        "finished run, without a server (server/personalize.py)",
+    )
     personalize.add_arguments(per)
     return parser
 
@@ -144,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     debug = args.debug or os.environ.get("HYPERFLOWER_DEBUG", "") not in (
-        "", "0", "false")
+        "",
+        "0",
+        "false",
+    )
     try:
         return dispatch(args)
     except FitFailedError as exc:
@@ -152,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (ConfigError, UsageError, DatasetNotFoundError, DataError,
-            PersonalizeError) as exc:
+    except (
+        ConfigError,
+        UsageError,
+        DatasetNotFoundError,
+        DataError,
+        PersonalizeError,
+    ) as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

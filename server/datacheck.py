@@ -39,12 +39,14 @@ def expected_fingerprint(cfg: RunConfig, local: dict[str, Any] | None) -> str:
         raise DataMismatchError(
             f"run config 'data-fingerprint' names {named}, but data-dir "
             f"'{cfg.data_dir}' holds {own} here: the files changed since the run was "
-            "configured, or this host reads other data")
+            "configured, or this host reads other data"
+        )
     return named or own
 
 
-def agree_on_data(clients: dict[str, dict[str, Any]], expected: str,
-                  cfg: RunConfig) -> dict[str, Any]:
+def agree_on_data(
+    clients: dict[str, dict[str, Any]], expected: str, cfg: RunConfig
+) -> dict[str, Any]:
     """Check the registered clients' data fingerprints (``clients``: id -> registration
     info); return what they agree on (fingerprint, preprocessing, class count)."""
     groups: dict[str, list[str]] = {}
@@ -54,26 +56,31 @@ def agree_on_data(clients: dict[str, dict[str, Any]], expected: str,
     if not groups:
         return {}
     if len(groups) > 1:
-        parts = [f"{len(ids)} of {total} clients ({', '.join(ids[:NAMED])}) loaded "
-                 f"{fp or 'unknown data'}" for fp, ids in
-                 sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+        parts = [
+            f"{len(ids)} of {total} clients ({', '.join(ids[:NAMED])}) loaded "
+            f"{fp or 'unknown data'}"
+            for fp, ids in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+        ]
         raise DataMismatchError(
             "clients hold different data: " + "; ".join(parts) + ". Every client "
             "must load the same dataset: check data-dir (and the node-config "
-            "data-dir of each SuperNode)")
+            "data-dir of each SuperNode)"
+        )
     fingerprint, ids = next(iter(groups.items()))
     if expected and fingerprint != expected:
         raise DataMismatchError(
             f"all {total} clients loaded {fingerprint}, but the run expects "
             f"{expected} (the data the config names where the run was started): "
             "check data-dir on the SuperNodes, or a background SuperLink started "
-            "with another environment")
+            "with another environment"
+        )
     norm = clients[ids[0]].get("data-norm")
     agreed: dict[str, Any] = {"fingerprint": fingerprint, "clients": len(ids)}
     if norm is not None and len(norm) == 4:
         scale, mean, std, classes = (float(v) for v in norm)
-        agreed.update({"scale": scale, "mean": mean, "std": std,
-                       "num-classes": int(classes)})
+        agreed.update(
+            {"scale": scale, "mean": mean, "std": std, "num-classes": int(classes)}
+        )
         # a server without the data (deployment) learns the class count here
         remember_num_classes(cfg.dataset, cfg.data_dir, int(classes))
     return agreed

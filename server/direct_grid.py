@@ -26,8 +26,13 @@ FaultHook = Callable[[int, Message, Message], Message | None]
 class DirectGrid(Grid):
     """Delivers each pushed message to ``client_app`` in this process, in order."""
 
-    def __init__(self, client_app: ClientApp, run_config: dict[str, Any],
-                 num_nodes: int, fault_hook: FaultHook | None = None) -> None:
+    def __init__(
+        self,
+        client_app: ClientApp,
+        run_config: dict[str, Any],
+        num_nodes: int,
+        fault_hook: FaultHook | None = None,
+    ) -> None:
         self.client_app = client_app
         self.fault_hook = fault_hook
         # Messages read their run and sender from the process's task identity, which
@@ -35,10 +40,14 @@ class DirectGrid(Grid):
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
         self.contexts = {
             1000 + i: Context(
-                run_id=1, node_id=1000 + i,
+                run_id=1,
+                node_id=1000 + i,
                 node_config={"partition-id": i, "num-partitions": num_nodes},
-                state=RecordDict(), run_config=dict(run_config))
-            for i in range(num_nodes)}
+                state=RecordDict(),
+                run_config=dict(run_config),
+            )
+            for i in range(num_nodes)
+        }
         self._inbox: dict[str, Message] = {}
 
     def set_run(self, run: Any) -> None:  # noqa: D102 - Grid API, nothing to set
@@ -48,8 +57,14 @@ class DirectGrid(Grid):
     def run(self) -> Any:  # noqa: D102 - Grid API
         return None
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
         """Grid API (deprecated upstream): build a message for ``dst_node_id``."""
         return Message(content, dst_node_id=dst_node_id, message_type=message_type)
 
@@ -86,14 +101,16 @@ class DirectGrid(Grid):
                 replies.append(reply)
         return replies
 
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         """Push then pull everything (no waiting: delivery is synchronous)."""
         return self.pull_messages(self.push_messages(messages))
 
 
-def run_in_process(run_config: dict[str, Any], fault_hook: FaultHook | None = None,
-                   device: str = "cpu") -> dict[str, Any] | None:
+def run_in_process(
+    run_config: dict[str, Any], fault_hook: FaultHook | None = None, device: str = "cpu"
+) -> dict[str, Any] | None:
     """Run the ServerApp's code path over a DirectGrid; return the summary (or None
     when the run stopped early through ``stop-after-round``)."""
     from server.runstate import end_run
@@ -104,8 +121,9 @@ def run_in_process(run_config: dict[str, Any], fault_hook: FaultHook | None = No
     return summary
 
 
-def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None,
-                 device: str = "cpu") -> Any:
+def build_runner(
+    run_config: dict[str, Any], fault_hook: FaultHook | None = None, device: str = "cpu"
+) -> Any:
     """The server loop (:class:`server.loop.Runner`) wired to a DirectGrid."""
     import torch
 
@@ -120,9 +138,13 @@ def build_runner(run_config: dict[str, Any], fault_hook: FaultHook | None = None
     grid = DirectGrid(client_app, run_config, cfg.num_clients, fault_hook)
     outputs = open_run(cfg)
     method = strategy_for(cfg.method)
-    registry = register_clients(grid, cfg, cfg.round_timeout,
-                                method.registration_fields,
-                                expected_data=check_data(cfg, outputs, local=True))
+    registry = register_clients(
+        grid,
+        cfg,
+        cfg.round_timeout,
+        method.registration_fields,
+        expected_data=check_data(cfg, outputs, local=True),
+    )
     record_clients_data(outputs, registry.data)
     strategy = method(cfg, registry, torch.device(device))
     return Runner(grid, cfg, registry, strategy, outputs)

@@ -20,7 +20,8 @@ from flwr.common.logger import log
 _CODE = re.compile(r"^code (\d+): ")
 _FLWR = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>$", re.DOTALL)
 _LAST_ERROR = re.compile(
-    r"^(?:[\w]+\.)*(\w+(?:Error|Exception|Exit|Interrupt|Warning)): (.+)$")
+    r"^(?:[\w]+\.)*(\w+(?:Error|Exception|Exit|Interrupt|Warning)): (.+)$"
+)
 #: Client ids named in a grouped line (the rest are counted).
 NAMED = 5
 
@@ -31,12 +32,16 @@ def cause_of(reason: str) -> str:
     match = _FLWR.match(text)
     if match:
         kind, inner = match.groups()
-        found = [m for line in inner.splitlines()
-                 if (m := _LAST_ERROR.match(line.strip()))]
+        found = [
+            m for line in inner.splitlines() if (m := _LAST_ERROR.match(line.strip()))
+        ]
         # Flower wraps the ClientApp's exception (with its traceback) in its own
         # ClientAppException: the innermost "XError: message" line is the cause
-        text = (f"{found[-1].group(1)}: {found[-1].group(2)}" if found
-                else f"{kind}: {inner}")
+        text = (
+            f"{found[-1].group(1)}: {found[-1].group(2)}"
+            if found
+            else f"{kind}: {inner}"
+        )
     return " ".join(text.split())
 
 
@@ -55,8 +60,11 @@ def _named(ids: list[str]) -> str:
 
 def cause_lines(failures: Mapping[str, str], total: int) -> list[str]:
     """``"<n> of <total> clients (<ids>): <cause>"``, one line per distinct cause."""
-    return [f"{len(ids)} of {total} client{'s' if total != 1 else ''} "
-            f"({_named(ids)}): {cause}" for cause, ids in group_causes(failures)]
+    return [
+        f"{len(ids)} of {total} client{'s' if total != 1 else ''} "
+        f"({_named(ids)}): {cause}"
+        for cause, ids in group_causes(failures)
+    ]
 
 
 def main_cause(failures: Mapping[str, str], total: int) -> str:
@@ -65,23 +73,35 @@ def main_cause(failures: Mapping[str, str], total: int) -> str:
     return lines[0] if lines else ""
 
 
-def log_faults(what: str, errors: Mapping[str, str], missing: Iterable[str],
-               invalid: Mapping[str, str], total: int, timeout: float) -> None:
+def log_faults(
+    what: str,
+    errors: Mapping[str, str],
+    missing: Iterable[str],
+    invalid: Mapping[str, str],
+    total: int,
+    timeout: float,
+) -> None:
     """Log an exchange's failed clients once per cause, with the count."""
     missing = list(missing)
-    merged = {**{c: f"replied with an error: {cause_of(r)}"
-                 for c, r in errors.items()},
-              **{c: f"did not reply within {timeout:.0f}s" for c in missing},
-              **{c: f"sent an invalid reply, left out: {r}"
-                 for c, r in invalid.items()}}
+    merged = {
+        **{c: f"replied with an error: {cause_of(r)}" for c, r in errors.items()},
+        **{c: f"did not reply within {timeout:.0f}s" for c in missing},
+        **{c: f"sent an invalid reply, left out: {r}" for c, r in invalid.items()},
+    }
     for line in cause_lines(merged, total):
         log(WARNING, "%s: %s", what, line)
 
 
-def exchange_cause(errors: Mapping[str, str], missing: Iterable[str],
-                   invalid: Mapping[str, str], total: int) -> str:
+def exchange_cause(
+    errors: Mapping[str, str],
+    missing: Iterable[str],
+    invalid: Mapping[str, str],
+    total: int,
+) -> str:
     """The most common reason clients of an exchange failed, for a final error."""
-    merged = {**{c: cause_of(r) for c, r in errors.items()},
-              **{c: "no reply in time" for c in missing},
-              **{c: f"invalid reply: {r}" for c, r in invalid.items()}}
+    merged = {
+        **{c: cause_of(r) for c, r in errors.items()},
+        **{c: "no reply in time" for c in missing},
+        **{c: f"invalid reply: {r}" for c, r in invalid.items()},
+    }
     return main_cause(merged, total)

@@ -32,8 +32,9 @@ def project_2d(embeddings: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(out, (0, 2 - out.shape[1]))
 
 
-def client_embeddings(cfg: RunConfig, state: dict[str, torch.Tensor],
-                      partitions: dict[str, int]) -> tuple[torch.Tensor, list[int]]:
+def client_embeddings(
+    cfg: RunConfig, state: dict[str, torch.Tensor], partitions: dict[str, int]
+) -> tuple[torch.Tensor, list[int]]:
     """Each client's e (the global model on its own data) and dominant class."""
     net = net_from(cfg, state)
     rows, dominant = [], []
@@ -44,21 +45,27 @@ def client_embeddings(cfg: RunConfig, state: dict[str, torch.Tensor],
     return torch.stack(rows), dominant
 
 
-def plot_embedding_map(out_dir: Path, cfg: RunConfig, state: dict[str, torch.Tensor],
-                       registry: Any) -> Path:
+def plot_embedding_map(
+    out_dir: Path, cfg: RunConfig, state: dict[str, torch.Tensor], registry: Any
+) -> Path:
     """Draw ``embedding_map.png`` in ``out_dir``; returns its path."""
-    clients = {**{c: registry.clients[c].partition_id
-                  for c in registry.participants},
-               **{c: registry.clients[c].partition_id
-                  for c in registry.nonparticipants}}
+    clients = {
+        **{c: registry.clients[c].partition_id for c in registry.participants},
+        **{c: registry.clients[c].partition_id for c in registry.nonparticipants},
+    }
     emb, dominant = client_embeddings(cfg, state, clients)
     xy = project_2d(emb).numpy()
     held = set(registry.nonparticipants)
     fig, ax = plt.subplots(figsize=(6, 5))
     cmap = plt.get_cmap("tab10")
     for i, cid in enumerate(clients):
-        ax.scatter(xy[i, 0], xy[i, 1], color=cmap(dominant[i] % 10),
-                   marker="x" if cid in held else "o", s=50 if cid in held else 30)
+        ax.scatter(
+            xy[i, 0],
+            xy[i, 1],
+            color=cmap(dominant[i] % 10),
+            marker="x" if cid in held else "o",
+            s=50 if cid in held else 30,
+        )
     for cls in sorted(set(dominant)):
         ax.scatter([], [], color=cmap(cls % 10), marker="s", label=f"class {cls}")
     ax.scatter([], [], color="grey", marker="o", label="participant")

@@ -29,11 +29,16 @@ def local_superlink_pids(port: str) -> list[int]:
     for proc in Path("/proc").glob("[0-9]*"):
         args = _read(proc / "cmdline").split(b"\0")
         text = [a.decode(errors="replace") for a in args]
-        if not any(a.endswith("flower-superlink") for a in text[:3]) or \
-                "--simulation" not in text:
+        if (
+            not any(a.endswith("flower-superlink") for a in text[:3])
+            or "--simulation" not in text
+        ):
             continue
-        if "--port" in text and text.index("--port") + 1 < len(text) and \
-                text[text.index("--port") + 1] == port:
+        if (
+            "--port" in text
+            and text.index("--port") + 1 < len(text)
+            and text[text.index("--port") + 1] == port
+        ):
             found.append(int(proc.name))
     return found
 
@@ -41,14 +46,18 @@ def local_superlink_pids(port: str) -> list[int]:
 def process_env(pid: int) -> dict[str, str]:
     """The environment a process started with (empty when unreadable)."""
     raw = _read(Path(f"/proc/{pid}/environ"))
-    return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0")
-                if "=" in kv)
+    return dict(
+        kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv
+    )
 
 
 def relevant(env: Mapping[str, str]) -> dict[str, str]:
     """The variables of ``env`` that change what a simulation does."""
-    return {k: v for k, v in env.items()
-            if k.startswith("HYPERFLOWER_") and k not in IGNORED}
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith("HYPERFLOWER_") and k not in IGNORED
+    }
 
 
 def stale_superlink(env: Mapping[str, str]) -> str:
@@ -62,10 +71,14 @@ def stale_superlink(env: Mapping[str, str]) -> str:
             continue  # another user's process: not ours to judge
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         if diff:
-            shown = ", ".join(f"{k}={have.get(k, '<unset>')!r} there, "
-                              f"{want.get(k, '<unset>')!r} here" for k in diff)
-            return (f"the background local SuperLink (pid {pid}, port {port}) was "
-                    f"started with another environment ({shown}); its simulations "
-                    "would not see this shell's. Stop it (kill "
-                    f"{pid}) and run again")
+            shown = ", ".join(
+                f"{k}={have.get(k, '<unset>')!r} there, {want.get(k, '<unset>')!r} here"
+                for k in diff
+            )
+            return (
+                f"the background local SuperLink (pid {pid}, port {port}) was "
+                f"started with another environment ({shown}); its simulations "
+                "would not see this shell's. Stop it (kill "
+                f"{pid}) and run again"
+            )
     return ""

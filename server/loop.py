@@ -61,8 +61,14 @@ class Runner:
     """Drives one run of one strategy over the registered clients (and serves the
     strategy's hooks as their :class:`server.ops.ServerOps`)."""
 
-    def __init__(self, grid: Grid, cfg: RunConfig, registry: ClientRegistry,
-                 strategy: HyperflowerStrategy, outputs: RunOutputs) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        cfg: RunConfig,
+        registry: ClientRegistry,
+        strategy: HyperflowerStrategy,
+        outputs: RunOutputs,
+    ) -> None:
         self.grid, self.cfg, self.registry = grid, cfg, registry
         self.strategy, self.outputs = strategy, outputs
         self.history: list[dict[str, Any]] = []
@@ -95,13 +101,24 @@ class Runner:
         if not self.strategy.accepts_joiners:
             for node_key, cid in joiners.items():
                 self.registry.faults[node_key] = f"unregistered client id {cid!r}"
-                log(WARNING, "client %s on node %s joined mid-run; method %s does "
-                    "not accept joiners, so it is left out", cid, node_key,
-                    self.cfg.method)
+                log(
+                    WARNING,
+                    "client %s on node %s joined mid-run; method %s does "
+                    "not accept joiners, so it is left out",
+                    cid,
+                    node_key,
+                    self.cfg.method,
+                )
             self.faults["joiner-refused"] += len(joiners)
             return
-        for cid in admit_joiners(self.grid, self.registry, self.cfg, joiners,
-                                 self.strategy.registration_fields, timeout):
+        for cid in admit_joiners(
+            self.grid,
+            self.registry,
+            self.cfg,
+            joiners,
+            self.strategy.registration_fields,
+            timeout,
+        ):
             node = self.registry.node_of(cid)
             try:
                 self.strategy.admit(cid)
@@ -113,38 +130,50 @@ class Runner:
                 continue
             self.faults["joined"] += 1
 
-
     def _send(self, messages: list[Message]) -> Exchange:
-        outbox = [Outgoing(client_at(self.registry, m.metadata.dst_node_id), m)
-                  for m in messages]
+        outbox = [
+            Outgoing(client_at(self.registry, m.metadata.dst_node_id), m)
+            for m in messages
+        ]
         return exchange(self.grid, outbox, self.cfg.round_timeout)
 
-    def _count_faults(self, ex: Exchange, invalid: dict[str, str],
-                      what: str) -> dict[str, int]:
-        log_faults(what, ex.errors, ex.missing, invalid, len(ex.sent),
-                   self.cfg.round_timeout)  # one line per cause, with the count
+    def _count_faults(
+        self, ex: Exchange, invalid: dict[str, str], what: str
+    ) -> dict[str, int]:
+        log_faults(
+            what, ex.errors, ex.missing, invalid, len(ex.sent), self.cfg.round_timeout
+        )  # one line per cause, with the count
         self.last_cause = exchange_cause(ex.errors, ex.missing, invalid, len(ex.sent))
-        counts = {"error": len(ex.errors), "missing": len(ex.missing),
-                  "invalid": len(invalid)}
+        counts = {
+            "error": len(ex.errors),
+            "missing": len(ex.missing),
+            "invalid": len(invalid),
+        }
         self.faults.update({k: v for k, v in counts.items() if v})
         return counts
 
-    def _valid_train(self, ex: Exchange) -> tuple[dict[str, ClientUpdate],
-                                                   dict[str, str]]:
+    def _valid_train(
+        self, ex: Exchange
+    ) -> tuple[dict[str, ClientUpdate], dict[str, str]]:
         valid, invalid = {}, {}
         for cid, reply in ex.in_sent_order():
             try:
-                valid[cid] = check_train_reply(cid, reply, ex.sent[cid],
-                                               self.cfg.max_delta_norm,
-                                               int(self.cfg.max_reply_mb * 2**20),
-                                               self.strategy.reply_extras,
-                                               self.strategy.reply_metrics)
+                valid[cid] = check_train_reply(
+                    cid,
+                    reply,
+                    ex.sent[cid],
+                    self.cfg.max_delta_norm,
+                    int(self.cfg.max_reply_mb * 2**20),
+                    self.strategy.reply_extras,
+                    self.strategy.reply_metrics,
+                )
             except InvalidReply as exc:
                 invalid[cid] = str(exc)
         return valid, invalid
 
-    def train_exchange(self, client_ids: list[str], params: list[Params],
-                       phase: str) -> list[ClientUpdate]:
+    def train_exchange(
+        self, client_ids: list[str], params: list[Params], phase: str
+    ) -> list[ClientUpdate]:
         """Send parameters to train outside the main rounds (e.g. novel clients)."""
         config = ConfigRecord({"round": 0, "phase": phase, "method": self.cfg.method})
         self.refresh()
@@ -155,8 +184,9 @@ class Runner:
         self.extra_bytes["up"] += ex.bytes_up
         return [valid[c] for c in client_ids if c in valid]
 
-    def send_train(self, outbox: list[Outgoing],
-                   what: str) -> tuple[dict[str, ClientUpdate], Exchange]:
+    def send_train(
+        self, outbox: list[Outgoing], what: str
+    ) -> tuple[dict[str, ClientUpdate], Exchange]:
         """Send train messages keyed by the caller (a client, or one relay hop of a
         pair) and validate every reply like a round's; for multi-exchange rounds."""
         ex = exchange(self.grid, outbox, self.cfg.round_timeout)
@@ -164,8 +194,9 @@ class Runner:
         self._count_faults(ex, invalid, what)
         return valid, ex
 
-    def evaluate_clients(self, messages: list[Message],
-                         what: str) -> tuple[dict[str, dict[str, float]], Exchange]:
+    def evaluate_clients(
+        self, messages: list[Message], what: str
+    ) -> tuple[dict[str, dict[str, float]], Exchange]:
         """Send evaluate messages; return each answering client's checked metrics."""
         ex = self._send(messages)
         results, invalid = {}, {}
@@ -181,7 +212,7 @@ class Runner:
         """``client_ids`` in batches of ``eval-clients-per-batch``: evaluation holds
         one batch's models on the server, not every client's."""
         size = self.cfg.eval_clients_per_batch
-        return [client_ids[i:i + size] for i in range(0, len(client_ids), size)]
+        return [client_ids[i : i + size] for i in range(0, len(client_ids), size)]
 
     # ---- one round ----------------------------------------------------------
     def train_round(self, rnd: int) -> dict[str, Any]:
@@ -193,39 +224,48 @@ class Runner:
         The server state never moves on fewer valid replies.
         """
         start = time.monotonic()
-        config = ConfigRecord({"round": rnd, "phase": "train",
-                               "method": self.cfg.method})
+        config = ConfigRecord(
+            {"round": rnd, "phase": "train", "method": self.cfg.method}
+        )
         custom = self.strategy.run_round(self, rnd, config)
         if custom is not None:
             return {"round": rnd, **custom, "round-s": time.monotonic() - start}
 
         def attempt() -> tuple[int, TrainAttempt]:
             self.refresh()
-            messages = list(self.strategy.configure_train(rnd, ArrayRecord(), config,
-                                                          self.grid))
+            messages = list(
+                self.strategy.configure_train(rnd, ArrayRecord(), config, self.grid)
+            )
             ex = self._send(messages)
             valid, invalid = self._valid_train(ex)
             faults = self._count_faults(ex, invalid, f"round {rnd}")
             injected = self._injected(rnd, list(ex.sent))
             survived = [c for c in injected if c not in valid]
             self.faults.update({"injected": len(injected), "survived": len(survived)})
-            return len(valid), TrainAttempt(len(messages), ex, valid, faults,
-                                            len(injected), len(survived))
+            return len(valid), TrainAttempt(
+                len(messages), ex, valid, faults, len(injected), len(survived)
+            )
 
         got, attempts = self.with_retries(rnd, attempt)
         ex, valid = got.exchange, got.valid
-        row: dict[str, Any] = {"round": rnd, "sampled": got.sampled,
-                               "valid": len(valid), "faults": got.faults,
-                               "attempts": attempts,
-                               "faults-injected": got.injected,
-                               "faults-survived": got.survived,
-                               "bytes-down": ex.bytes_down, "bytes-up": ex.bytes_up,
-                               # waiting on clients (last attempt): client work plus
-                               # the runtime's delivery, apart from the server's work
-                               "exchange-s": ex.seconds}
+        row: dict[str, Any] = {
+            "round": rnd,
+            "sampled": got.sampled,
+            "valid": len(valid),
+            "faults": got.faults,
+            "attempts": attempts,
+            "faults-injected": got.injected,
+            "faults-survived": got.survived,
+            "bytes-down": ex.bytes_down,
+            "bytes-up": ex.bytes_up,
+            # waiting on clients (last attempt): client work plus
+            # the runtime's delivery, apart from the server's work
+            "exchange-s": ex.seconds,
+        }
         t0 = time.monotonic()
         _, metrics = self.strategy.aggregate_train(
-            rnd, [ex.replies[c] for c in ex.sent if c in valid])
+            rnd, [ex.replies[c] for c in ex.sent if c in valid]
+        )
         row["server-update-s"] = time.monotonic() - t0
         n = np.array([u.num_examples for u in valid.values()], dtype=float)
         for key in ("train-loss", "train-acc", "delta-norm"):
@@ -239,8 +279,12 @@ class Runner:
         row["round-s"] = time.monotonic() - start
         return row
 
-    def with_retries(self, server_round: int, attempt: Callable[[], tuple[int, T]],
-                     what: str = "valid replies") -> tuple[T, int]:
+    def with_retries(
+        self,
+        server_round: int,
+        attempt: Callable[[], tuple[int, T]],
+        what: str = "valid replies",
+    ) -> tuple[T, int]:
         """Run ``attempt`` until its valid count reaches ``min-clients``, re-sampling
         up to ``round-retries`` times; the result and the attempts it took.
 
@@ -254,26 +298,37 @@ class Runner:
             if valid >= self.cfg.min_clients:
                 return result, number
             self.faults["retried-round"] += 1
-            log(WARNING, "round %d: %d %s < min-clients=%d (attempt %d of %d); the "
-                "server state is left unchanged", server_round, valid, what,
-                self.cfg.min_clients, number, tries)
+            log(
+                WARNING,
+                "round %d: %d %s < min-clients=%d (attempt %d of %d); the "
+                "server state is left unchanged",
+                server_round,
+                valid,
+                what,
+                self.cfg.min_clients,
+                number,
+                tries,
+            )
         raise RoundFailedError(
             f"round {server_round}: fewer than min-clients={self.cfg.min_clients} "
             f"{what} in {tries} attempts (faults so far: {dict(self.faults)}; cause: "
             f"{self.last_cause}); stopping. The checkpoint of round "
             f"{server_round - 1} is kept: fix the clients and run again with "
-            "resume=true")
+            "resume=true"
+        )
 
     def count_faults(self, counts: Mapping[str, int]) -> None:
         """Add to the run's fault counters (summary.json)."""
         self.faults.update({k: v for k, v in counts.items() if v})
 
-    def sub_run(self, cfg: RunConfig, strategy: HyperflowerStrategy,
-                name: str) -> dict[str, Any]:
+    def sub_run(
+        self, cfg: RunConfig, strategy: HyperflowerStrategy, name: str
+    ) -> dict[str, Any]:
         """Run ``strategy`` through this loop as a sub-run in ``<run>/<name>/``; its
         faults count towards this run's."""
-        sub = Runner(self.grid, cfg, self.registry, strategy,
-                     RunOutputs(self.outputs.dir, name))
+        sub = Runner(
+            self.grid, cfg, self.registry, strategy, RunOutputs(self.outputs.dir, name)
+        )
         summary = sub.run() or {}
         self.faults.update(sub.faults)
         return summary
@@ -283,19 +338,24 @@ class Runner:
         if not self.cfg.fault_injection:
             return []
         plan = parse_plan(self.cfg.fault_injection)
-        return [c for c in client_ids if fault_for(
-            plan, self.registry.clients[c].partition_id, rnd)]
+        return [
+            c
+            for c in client_ids
+            if fault_for(plan, self.registry.clients[c].partition_id, rnd)
+        ]
 
     def evaluate_participants(self, rnd: int, row: dict[str, Any]) -> None:
         """Every participant evaluates its own model; keep the best round's state."""
-        config = ConfigRecord({"round": rnd, "phase": "eval",
-                               "method": self.cfg.method})
+        config = ConfigRecord(
+            {"round": rnd, "phase": "eval", "method": self.cfg.method}
+        )
         results: dict[str, dict[str, float]] = {}
         down = up = 0
         for ids in self.client_batches(self.strategy.evaluated(rnd)):
             self.refresh()
             got, ex = self.evaluate_clients(
-                self.strategy.evaluate_messages(ids, config), f"eval {rnd}")
+                self.strategy.evaluate_messages(ids, config), f"eval {rnd}"
+            )
             results.update(got)
             down, up = down + ex.bytes_down, up + ex.bytes_up
         if not results:
@@ -305,34 +365,54 @@ class Runner:
             row[f"participant-{key}"] = stats[key]
         row["eval-bytes-down"], row["eval-bytes-up"] = down, up
         row.update(self.strategy.evaluation_metrics(rnd, results))
-        if (self.best is None or not self.strategy.best_by_validation
-                or stats["val-acc"] > self.best["val-acc"]):
-            self.best = {"round": rnd, "val-acc": stats["val-acc"],
-                         "test-acc": stats["test-acc"],
-                         "test-acc-std": stats["test-acc-std"],
-                         "state": copy.deepcopy(self.strategy.state_dict())}
+        if (
+            self.best is None
+            or not self.strategy.best_by_validation
+            or stats["val-acc"] > self.best["val-acc"]
+        ):
+            self.best = {
+                "round": rnd,
+                "val-acc": stats["val-acc"],
+                "test-acc": stats["test-acc"],
+                "test-acc-std": stats["test-acc-std"],
+                "state": copy.deepcopy(self.strategy.state_dict()),
+            }
 
     # ---- whole run ----------------------------------------------------------
     def _checkpoint(self, rnd: int, wall: float) -> None:
-        self.outputs.save_checkpoint({
-            "round": rnd, "strategy": self.strategy.state_dict(),
-            "history": self.history, "best": self.best, "faults": dict(self.faults),
-            "wall_s": wall, "torch_rng": torch.get_rng_state(),
-        }, self.cfg.to_dict())
+        self.outputs.save_checkpoint(
+            {
+                "round": rnd,
+                "strategy": self.strategy.state_dict(),
+                "history": self.history,
+                "best": self.best,
+                "faults": dict(self.faults),
+                "wall_s": wall,
+                "torch_rng": torch.get_rng_state(),
+            },
+            self.cfg.to_dict(),
+        )
 
     def _resume(self) -> int:
         state = self.outputs.load_checkpoint(self.cfg.to_dict())
         if state is None:
-            log(INFO, "resume: no checkpoint in %s, starting at round 1",
-                self.outputs.dir)
+            log(
+                INFO,
+                "resume: no checkpoint in %s, starting at round 1",
+                self.outputs.dir,
+            )
             return 1
         self.strategy.load_state_dict(state["strategy"])
         self.history, self.best = state["history"], state["best"]
         self.faults = Counter(state["faults"])
         self.wall_before = state["wall_s"]
         torch.set_rng_state(state["torch_rng"])
-        log(INFO, "resume: continuing after round %d from %s", state["round"],
-            self.outputs.checkpoint_path)
+        log(
+            INFO,
+            "resume: continuing after round %d from %s",
+            state["round"],
+            self.outputs.checkpoint_path,
+        )
         return int(state["round"]) + 1
 
     def run(self) -> dict[str, Any] | None:
@@ -351,15 +431,21 @@ class Runner:
             self.history.append(row)
             wall = self.wall_before + time.monotonic() - started
             progress_line(row, cfg.num_rounds, wall)
-            stopping = (bool(cfg.stop_after_round)
-                        and rnd == cfg.stop_after_round < cfg.num_rounds)
+            stopping = (
+                bool(cfg.stop_after_round)
+                and rnd == cfg.stop_after_round < cfg.num_rounds
+            )
             if rnd % cfg.checkpoint_every == 0 or rnd == cfg.num_rounds or stopping:
                 self._checkpoint(rnd, wall)
                 # only after a checkpoint: metrics.jsonl never runs ahead of it
                 self.outputs.write_metrics(self.history)
             if stopping:
-                log(INFO, "stopping after round %d as asked; run again with "
-                    "resume=true to continue", rnd)
+                log(
+                    INFO,
+                    "stopping after round %d as asked; run again with "
+                    "resume=true to continue",
+                    rnd,
+                )
                 return None
         return self.finish(self.wall_before + time.monotonic() - started)
 
@@ -369,24 +455,32 @@ class Runner:
         assert best is not None, "the last round always evaluates"
         self.strategy.load_state_dict(best["state"])
         nonpart: dict[str, dict[str, float]] = {}
-        config = ConfigRecord({"round": best["round"], "phase": "zero-shot",
-                               "method": cfg.method})
+        config = ConfigRecord(
+            {"round": best["round"], "phase": "zero-shot", "method": cfg.method}
+        )
         for batch in self.client_batches(self.registry.nonparticipants):
             given = self.strategy.nonparticipant_params(self, batch)
             if not given:
                 break
             ids = [c for c in batch if c in given]
             self.refresh()
-            got, _ = self.evaluate_clients(self.strategy.messages(
-                "evaluate", ids, [given[c] for c in ids], config), "non-participants")
+            got, _ = self.evaluate_clients(
+                self.strategy.messages(
+                    "evaluate", ids, [given[c] for c in ids], config
+                ),
+                "non-participants",
+            )
             nonpart.update(got)
         np_stats = summarise(list(nonpart.values())) if nonpart else {}
         train_rows = [r for r in self.history if "bytes-down" in r]
         summary = {
-            "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
+            "method": cfg.method,
+            "dataset": cfg.dataset,
+            "model": cfg.model,
             "num_clients": cfg.num_clients,
             "num_participants": len(self.registry.participants),
-            "rounds": cfg.num_rounds, "seed": cfg.seed,
+            "rounds": cfg.num_rounds,
+            "seed": cfg.seed,
             "best_round": best["round"],
             "participant_val_acc": best["val-acc"],
             "participant_acc": best["test-acc"],
@@ -427,20 +521,25 @@ def progress_line(row: dict[str, Any], total: int, wall: float) -> None:
     done = int(20 * rnd / total)
     eta = wall / rnd * (total - rnd) if rnd else 0.0
     faults = sum(row["faults"].values())
-    parts = [f"round {rnd:>4}/{total} [{'#' * done}{'.' * (20 - done)}]",
-             f"loss {row.get('train-loss', float('nan')):.3f}",
-             f"{row['valid']}/{row['sampled']} ok" + (f" ({faults} faults)"
-                                                      if faults else ""),
-             f"{row['round-s']:.1f}s, eta {eta:.0f}s",
-             f"down {row['bytes-down'] / 1e6:.2f} MB up {row['bytes-up'] / 1e6:.2f} MB"]
+    parts = [
+        f"round {rnd:>4}/{total} [{'#' * done}{'.' * (20 - done)}]",
+        f"loss {row.get('train-loss', float('nan')):.3f}",
+        f"{row['valid']}/{row['sampled']} ok"
+        + (f" ({faults} faults)" if faults else ""),
+        f"{row['round-s']:.1f}s, eta {eta:.0f}s",
+        f"down {row['bytes-down'] / 1e6:.2f} MB up {row['bytes-up'] / 1e6:.2f} MB",
+    ]
     if "participant-test-acc" in row:
-        parts.append(f"val {row['participant-val-acc']:.3f} "
-                     f"test {row['participant-test-acc']:.3f}")
+        parts.append(
+            f"val {row['participant-val-acc']:.3f} "
+            f"test {row['participant-test-acc']:.3f}"
+        )
     log(INFO, " | ".join(parts))
 
 
 def summary_table(summary: dict[str, Any]) -> str:
     """A small text table of the headline accuracies for the console."""
+
     def fmt(key: str) -> str:
         value = summary.get(key)
         if value is None:
@@ -448,12 +547,14 @@ def summary_table(summary: dict[str, Any]) -> str:
         std = summary.get(f"{key}_std")
         return f"{value:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
-    lines = [f"{summary['method']} on {summary['dataset']} "
-             f"(best round {summary['best_round']} by validation)",
-             f"  participants     {fmt('participant_acc')}",
-             f"  non-participants {fmt('nonparticipant_acc')}",
-             f"  global model     {fmt('global_acc')}",
-             f"  bytes/round      down {summary['bytes_down_per_round']:.0f} "
-             f"up {summary['bytes_up_per_round']:.0f}",
-             f"  wall time        {summary['wall_s']:.1f}s"]
+    lines = [
+        f"{summary['method']} on {summary['dataset']} "
+        f"(best round {summary['best_round']} by validation)",
+        f"  participants     {fmt('participant_acc')}",
+        f"  non-participants {fmt('nonparticipant_acc')}",
+        f"  global model     {fmt('global_acc')}",
+        f"  bytes/round      down {summary['bytes_down_per_round']:.0f} "
+        f"up {summary['bytes_up_per_round']:.0f}",
+        f"  wall time        {summary['wall_s']:.1f}s",
+    ]
     return "\n".join(lines)

@@ -47,20 +47,27 @@ class ServerOps(Protocol):
     def refresh(self) -> None:
         """Re-map restarted clients and admit joiners before building messages."""
 
-    def send_train(self, outbox: list[Outgoing],
-                   what: str) -> tuple[dict[str, ClientUpdate], Exchange]:
+    def send_train(
+        self, outbox: list[Outgoing], what: str
+    ) -> tuple[dict[str, ClientUpdate], Exchange]:
         """Send train messages keyed by the caller; validate every reply."""
 
-    def train_exchange(self, client_ids: list[str], params: list[Params],
-                       phase: str) -> list[ClientUpdate]:
+    def train_exchange(
+        self, client_ids: list[str], params: list[Params], phase: str
+    ) -> list[ClientUpdate]:
         """Train parameters on clients outside the main rounds (e.g. new clients)."""
 
-    def evaluate_clients(self, messages: list[Message],
-                         what: str) -> tuple[dict[str, dict[str, float]], Exchange]:
+    def evaluate_clients(
+        self, messages: list[Message], what: str
+    ) -> tuple[dict[str, dict[str, float]], Exchange]:
         """Send evaluate messages; each answering client's checked metrics."""
 
-    def with_retries(self, server_round: int, attempt: Callable[[], tuple[int, T]],
-                     what: str = "valid replies") -> tuple[T, int]:
+    def with_retries(
+        self,
+        server_round: int,
+        attempt: Callable[[], tuple[int, T]],
+        what: str = "valid replies",
+    ) -> tuple[T, int]:
         """Run ``attempt`` (returning its valid count and a result) until it reaches
         ``min-clients`` or ``round-retries`` re-samples are spent; the result and
         the attempts used. Raises :class:`RoundFailedError` after that."""
@@ -68,8 +75,8 @@ class ServerOps(Protocol):
     def count_faults(self, counts: Mapping[str, int]) -> None:
         """Add to the run's fault counters (summary.json)."""
 
-    def sub_run(self, cfg: RunConfig, strategy: HyperflowerStrategy,
-                name: str) -> dict[str, Any]:
+    def sub_run(
+        self, cfg: RunConfig, strategy: HyperflowerStrategy, name: str
+    ) -> dict[str, Any]:
         """Run ``strategy`` through this same loop as a sub-run written to
         ``<run>/<name>/`` (e.g. a pre-training phase); its summary."""
-

@@ -44,8 +44,9 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 class RunOutputs:
     """The output folder of one run."""
 
-    def __init__(self, root: str | Path, run_name: str,
-                 stamp: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, root: str | Path, run_name: str, stamp: dict[str, Any] | None = None
+    ) -> None:
         self.dir = Path(root).expanduser().resolve() / run_name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
@@ -57,8 +58,10 @@ class RunOutputs:
     def write_config(self, config: dict[str, Any]) -> None:
         """The resolved run config, as the run used it, with the run's identity and
         the data it used (files, cache, fingerprint, preprocessing) under ``run``."""
-        atomic_write_json(self.dir / "config.json",
-                          {**config, "run": self.stamp} if self.stamp else config)
+        atomic_write_json(
+            self.dir / "config.json",
+            {**config, "run": self.stamp} if self.stamp else config,
+        )
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """All per-round rows so far (rewritten whole, so resume never duplicates)."""
@@ -68,22 +71,36 @@ class RunOutputs:
     def write_summary(self, summary: dict[str, Any]) -> None:
         """The run's headline numbers (summary.json), stamped with the run's id."""
         data = self.stamp.get("data") or {}
-        ident = {"run_id": self.stamp.get("id"),
-                 "started_at": self.stamp.get("started-at"),
-                 "data_fingerprint": data.get("fingerprint")} if self.stamp else {}
+        ident = (
+            {
+                "run_id": self.stamp.get("id"),
+                "started_at": self.stamp.get("started-at"),
+                "data_fingerprint": data.get("fingerprint"),
+            }
+            if self.stamp
+            else {}
+        )
         atomic_write_json(self.dir / "summary.json", {**summary, **ident})
 
     def write_status(self, state: str, **extra: Any) -> None:
         """``status.json``: this run's id and state (running, failed, stopped, done)."""
-        atomic_write_json(self.dir / "status.json",
-                          {"run-id": self.stamp.get("id"), "state": state,
-                           "started-at": self.stamp.get("started-at"), **extra})
+        atomic_write_json(
+            self.dir / "status.json",
+            {
+                "run-id": self.stamp.get("id"),
+                "state": state,
+                "started-at": self.stamp.get("started-at"),
+                **extra,
+            },
+        )
 
     def save_checkpoint(self, state: dict[str, Any], config: dict[str, Any]) -> None:
         """Save server state atomically, stamped with the config fingerprint."""
         buffer = io.BytesIO()
-        torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint(config),
-                    **state}, buffer)
+        torch.save(
+            {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint(config), **state},
+            buffer,
+        )
         atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
 
     def load_checkpoint(self, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -91,22 +108,28 @@ class RunOutputs:
         if not self.checkpoint_path.exists():
             return None
         try:
-            state = torch.load(self.checkpoint_path, map_location="cpu",
-                               weights_only=False)
+            state = torch.load(
+                self.checkpoint_path, map_location="cpu", weights_only=False
+            )
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is corruption
             raise CheckpointError(
                 f"checkpoint {self.checkpoint_path} is unreadable ({exc}); delete it "
-                "or start a new run-name") from exc
+                "or start a new run-name"
+            ) from exc
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"checkpoint {self.checkpoint_path} has an unknown "
-                                  "format")
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path} has an unknown format"
+            )
         expected, found = fingerprint(config), state.get("fingerprint", {})
         diff = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
         if diff:
-            detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b)
-                               in diff.items())
-            raise CheckpointError(f"checkpoint {self.checkpoint_path} was written by "
-                                  f"another configuration ({detail})")
+            detail = ", ".join(
+                f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items()
+            )
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path} was written by "
+                f"another configuration ({detail})"
+            )
         return state
 
 

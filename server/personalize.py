@@ -70,13 +70,16 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     config_path, ckpt_path = folder / "config.json", folder / "checkpoint" / "state.pt"
     for path in (config_path, ckpt_path):
         if not path.exists():
-            raise PersonalizeError(f"{path} not found: give an outputs/<run> folder of "
-                                   "a run that finished at least one evaluated round")
+            raise PersonalizeError(
+                f"{path} not found: give an outputs/<run> folder of "
+                "a run that finished at least one evaluated round"
+            )
     raw = json.loads(config_path.read_text())
     data = (raw.get("run") or {}).get("data") or {}
     if "num-classes" in data:  # the run knows its class count: no data needed here
-        remember_num_classes(raw.get("dataset", ""), raw.get("data-dir", ""),
-                             int(data["num-classes"]))
+        remember_num_classes(
+            raw.get("dataset", ""), raw.get("data-dir", ""), int(data["num-classes"])
+        )
     known = defaults()
     cfg = parse_run_config({k: v for k, v in raw.items() if k in known})
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -85,18 +88,19 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         state, rnd = best["state"], int(best["round"])
     else:  # stopped before its first evaluation: the latest state is all there is
         state, rnd = ckpt["strategy"], int(ckpt["round"])
-    return TrainedRun(folder, cfg, state, rnd, {"best": best is not None,
-                                                "data": data})
+    return TrainedRun(folder, cfg, state, rnd, {"best": best is not None, "data": data})
 
 
-def read_client_data(path: str | Path, run: TrainedRun | None = None,
-                     normalized: bool = False) -> ClientData:
+def read_client_data(
+    path: str | Path, run: TrainedRun | None = None, normalized: bool = False
+) -> ClientData:
     """A new client's data from an ``.npz`` file (see :func:`read_client_file`)."""
     return read_client_file(path, run, normalized)[0]
 
 
-def read_client_file(path: str | Path, run: TrainedRun | None = None,
-                     normalized: bool = False) -> tuple[ClientData, str]:
+def read_client_file(
+    path: str | Path, run: TrainedRun | None = None, normalized: bool = False
+) -> tuple[ClientData, str]:
     """A new client's data from an ``.npz`` file, preprocessed as the run's data.
 
     Keys: ``x_train``/``y_train`` (or ``x``/``y``), and optionally ``x_val``/``y_val``
@@ -115,8 +119,10 @@ def read_client_file(path: str | Path, run: TrainedRun | None = None,
         with np.load(file) as arrays:
             found = dict(arrays)
     except (OSError, ValueError) as exc:
-        raise PersonalizeError(f"--data '{path}' is not a readable .npz file "
-                               f"({' '.join(str(exc).split())})") from None
+        raise PersonalizeError(
+            f"--data '{path}' is not a readable .npz file "
+            f"({' '.join(str(exc).split())})"
+        ) from None
     classes = run.cfg.num_classes if run is not None else None
     hows: set[str] = set()
 
@@ -130,21 +136,27 @@ def read_client_file(path: str | Path, run: TrainedRun | None = None,
             x = x[:, 0]
         if x.ndim != 3 or x.shape[1:] != (28, 28):
             got = "×".join(str(d) for d in x.shape[1:]) or "scalars"
-            raise PersonalizeError(f"{path}: expected 28×28 images in x_{split}, "
-                                   f"got {got}")
+            raise PersonalizeError(
+                f"{path}: expected 28×28 images in x_{split}, got {got}"
+            )
         if len(x) != len(y):
-            raise PersonalizeError(f"{path}: {len(x)} images but {len(y)} labels "
-                                   f"in {split}")
+            raise PersonalizeError(
+                f"{path}: {len(x)} images but {len(y)} labels in {split}"
+            )
         if not np.issubdtype(y.dtype, np.integer):
             raise PersonalizeError(f"{path}: labels must be integers, got {y.dtype}")
         if classes is not None and len(y):
             bad = y[(y < 0) | (y >= classes)]
             if len(bad):
-                raise PersonalizeError(f"{path}: label {int(bad[0])} outside the "
-                                       f"run's {classes} classes (0-{classes - 1})")
+                raise PersonalizeError(
+                    f"{path}: label {int(bad[0])} outside the "
+                    f"run's {classes} classes (0-{classes - 1})"
+                )
         if run is None or normalized:
-            xt, how = torch.as_tensor(np.asarray(x, dtype=np.float32)), \
-                "already normalised as the run's data (used as given)"
+            xt, how = (
+                torch.as_tensor(np.asarray(x, dtype=np.float32)),
+                "already normalised as the run's data (used as given)",
+            )
         else:
             xt, how = preprocess(x, run, str(path))
         hows.add(how)
@@ -170,12 +182,14 @@ def run_preprocessing(run: TrainedRun) -> tuple[float, float, float]:
         raise PersonalizeError(
             f"the run did not record its preprocessing and its data is not here "
             f"({exc}); pass images already normalised as its data with "
-            "--normalized") from None
+            "--normalized"
+        ) from None
     return pooled.scale, pooled.mean, pooled.std
 
 
-def preprocess(x: np.ndarray, run: TrainedRun, where: str = "") -> tuple[
-        torch.Tensor, str]:
+def preprocess(
+    x: np.ndarray, run: TrainedRun, where: str = ""
+) -> tuple[torch.Tensor, str]:
     """Images as usually stored (uint8 0-255, or floats in [0, 1]) to the run's model
     input: the run's images divided by its scale are in [0, 1], so these are
     normalised with the run's mean and std. Floats that are exact multiples of 1/255
@@ -192,7 +206,8 @@ def preprocess(x: np.ndarray, run: TrainedRun, where: str = "") -> tuple[
                 f"{where}: images must be uint8 (0-255) or floats in [0, 1]; got "
                 f"float values in [{low:.3g}, {high:.3g}]"
                 + ("" if finite else " with NaN/Inf")
-                + " (already normalised as the run's data? pass --normalized)")
+                + " (already normalised as the run's data? pass --normalized)"
+            )
         as_bytes = np.rint(x.astype(np.float64) * 255.0)
         if np.abs(x * 255.0 - as_bytes).max(initial=0.0) < 1e-3:
             raw, scale = as_bytes.astype(np.uint8), 255.0
@@ -200,8 +215,9 @@ def preprocess(x: np.ndarray, run: TrainedRun, where: str = "") -> tuple[
             raw, scale = x, 1.0
         how = "floats in [0, 1]"
     else:
-        raise PersonalizeError(f"{where}: images must be uint8 (0-255) or floats in "
-                               f"[0, 1], got {x.dtype}")
+        raise PersonalizeError(
+            f"{where}: images must be uint8 (0-255) or floats in [0, 1], got {x.dtype}"
+        )
     tensor = (torch.from_numpy(np.asarray(raw, dtype=np.float32)) / scale - mean) / std
     return tensor, f"{how}, normalised as the run's data (mean {mean:g}, std {std:g})"
 
@@ -229,11 +245,18 @@ class _PFedHN:
         self.store = build_store(cfg)
         self.store.load_state_dict(state["store"])
         self.hnet, self.store = self.hnet.to(device), self.store.to(device)
-        self.participants = list(state.get("participants")
-                                 or _participants(cfg, self.store))
+        self.participants = list(
+            state.get("participants") or _participants(cfg, self.store)
+        )
 
-    def __call__(self, client_id: str, partition_id: int, data: ClientData | None,
-                 rounds: int | None, lr: float | None) -> tuple[Params, dict[str, Any]]:
+    def __call__(
+        self,
+        client_id: str,
+        partition_id: int,
+        data: ClientData | None,
+        rounds: int | None,
+        lr: float | None,
+    ) -> tuple[Params, dict[str, Any]]:
         from client.app import local_update
         from server.strategies.pfedhn import (
             fit_new_embeddings,
@@ -244,32 +267,47 @@ class _PFedHN:
 
         cfg = self.cfg
         if client_id in self.participants and data is None:
-            return (generate_one(self.hnet, self.store([client_id])),
-                    {"embedding": "own (trained participant)", "fit-rounds": 0})
+            return (
+                generate_one(self.hnet, self.store([client_id])),
+                {"embedding": "own (trained participant)", "fit-rounds": 0},
+            )
         if data is None:
-            raise PersonalizeError("pfedhn needs the new client's labelled data to fit "
-                                   "its embedding (a data file or a partition id)")
+            raise PersonalizeError(
+                "pfedhn needs the new client's labelled data to fit "
+                "its embedding (a data file or a partition id)"
+            )
         rounds = cfg.novel_rounds if rounds is None else rounds
         lr = cfg.novel_lr if lr is None else lr
 
-        def train_locally(step: int, ids: list[str], params: list[Params]
-                          ) -> dict[str, Params]:
-            msg_cfg = ConfigRecord({"round": 0, "phase": novel_phase(step),
-                                    "method": cfg.method})
+        def train_locally(
+            step: int, ids: list[str], params: list[Params]
+        ) -> dict[str, Params]:
+            msg_cfg = ConfigRecord(
+                {"round": 0, "phase": novel_phase(step), "method": cfg.method}
+            )
             out = {}
             for cid, theta in zip(ids, params, strict=True):
-                delta, _ = local_update(cfg, cid, partition_id, data, msg_cfg,
-                                        to_record(theta))
+                delta, _ = local_update(
+                    cfg, cid, partition_id, data, msg_cfg, to_record(theta)
+                )
                 out[cid] = from_record(to_record(delta))  # as it would travel
             return out
 
-        fitted = fit_new_embeddings(self.hnet, novel_start(self.store,
-                                                           self.participants),
-                                    [client_id], rounds, lr, train_locally)
+        fitted = fit_new_embeddings(
+            self.hnet,
+            novel_start(self.store, self.participants),
+            [client_id],
+            rounds,
+            lr,
+            train_locally,
+        )
         embedding = fitted[client_id]
         return generate_one(self.hnet, embedding), {
-            "embedding": "fitted, hypernetwork frozen", "fit-rounds": rounds,
-            "fit-lr": lr, "embedding-values": embedding.cpu().flatten().tolist()}
+            "embedding": "fitted, hypernetwork frozen",
+            "fit-rounds": rounds,
+            "fit-lr": lr,
+            "embedding-values": embedding.cpu().flatten().tolist(),
+        }
 
 
 def _participants(cfg: RunConfig, store: Any) -> list[str]:
@@ -286,8 +324,10 @@ class _FedAvg:
         self.global_model = run.state["global"]
 
     def __call__(self, *_: Any) -> tuple[Params, dict[str, Any]]:
-        return ({k: v.clone() for k, v in self.global_model.items()},
-                {"embedding": None, "fit-rounds": 0})
+        return (
+            {k: v.clone() for k, v in self.global_model.items()},
+            {"embedding": None, "fit-rounds": 0},
+        )
 
 
 #: How each method that supports offline personalisation (its spec says so) builds
@@ -309,13 +349,20 @@ class Personalizer:
             raise PersonalizeError(
                 f"offline personalisation is not available for method {method!r} "
                 f"(what a new client gets: {spec.nonparticipant_protocol or 'n/a'}; "
-                f"available: {', '.join(available)})")
+                f"available: {', '.join(available)})"
+            )
         self.run = run
         self.method = PERSONALIZERS[method](run, torch.device(device))
 
-    def params(self, data: ClientData | None = None, *, client_id: str | None = None,
-               partition_id: int = -1, rounds: int | None = None,
-               lr: float | None = None) -> tuple[Params, dict[str, Any]]:
+    def params(
+        self,
+        data: ClientData | None = None,
+        *,
+        client_id: str | None = None,
+        partition_id: int = -1,
+        rounds: int | None = None,
+        lr: float | None = None,
+    ) -> tuple[Params, dict[str, Any]]:
         """The parameters a new client gets, and how they were made.
 
         ``client_id`` seeds the client's local data order exactly as in a run (a
@@ -323,33 +370,54 @@ class Personalizer:
         its partition id in simulation, its ``client-id`` node config in
         deployment).
         """
-        cid = client_id if client_id is not None else (
-            str(partition_id) if partition_id >= 0 else "new-client")
+        cid = (
+            client_id
+            if client_id is not None
+            else (str(partition_id) if partition_id >= 0 else "new-client")
+        )
         params, info = self.method(cid, partition_id, data, rounds, lr)
         broken = [k for k, v in params.items() if not torch.isfinite(v).all()]
         if broken:
             raise FitFailedError(
                 f"the fit for client {cid} diverged: NaN or infinite weights in "
                 f"{', '.join(broken[:3])}{' ...' if len(broken) > 3 else ''}; check "
-                "that the images are preprocessed like the run's data, or lower --lr")
-        return params, {"method": self.run.cfg.method, "client-id": cid,
-                        "run": str(self.run.dir), "round": self.run.round, **info}
+                "that the images are preprocessed like the run's data, or lower --lr"
+            )
+        return params, {
+            "method": self.run.cfg.method,
+            "client-id": cid,
+            "run": str(self.run.dir),
+            "round": self.run.round,
+            **info,
+        }
 
 
-def personalized_params(run: TrainedRun, data: ClientData | None = None, *,
-                        client_id: str | None = None, partition_id: int = -1,
-                        rounds: int | None = None, lr: float | None = None,
-                        device: str = "cpu") -> tuple[Params, dict[str, Any]]:
+def personalized_params(
+    run: TrainedRun,
+    data: ClientData | None = None,
+    *,
+    client_id: str | None = None,
+    partition_id: int = -1,
+    rounds: int | None = None,
+    lr: float | None = None,
+    device: str = "cpu",
+) -> tuple[Params, dict[str, Any]]:
     """One client's parameters from a loaded run (see :meth:`Personalizer.params`)."""
-    return Personalizer(run, device).params(data, client_id=client_id,
-                                            partition_id=partition_id, rounds=rounds,
-                                            lr=lr)
+    return Personalizer(run, device).params(
+        data, client_id=client_id, partition_id=partition_id, rounds=rounds, lr=lr
+    )
 
 
-def personalize(run_dir: str | Path, data: ClientData | str | Path | None = None, *,
-                client_id: str | None = None, partition_id: int | None = None,
-                rounds: int | None = None, lr: float | None = None,
-                device: str = "cpu") -> nn.Module:
+def personalize(
+    run_dir: str | Path,
+    data: ClientData | str | Path | None = None,
+    *,
+    client_id: str | None = None,
+    partition_id: int | None = None,
+    rounds: int | None = None,
+    lr: float | None = None,
+    device: str = "cpu",
+) -> nn.Module:
     """A ready personalised model for a new client of the run in ``run_dir``.
 
     ``data`` is the client's :class:`ClientData` or an ``.npz`` file
@@ -364,27 +432,39 @@ def personalize(run_dir: str | Path, data: ClientData | str | Path | None = None
     if data is None and partition_id is not None:
         data = load_client_data(run.cfg, partition_id)
     params, info = personalized_params(
-        run, data, client_id=client_id,
+        run,
+        data,
+        client_id=client_id,
         partition_id=-1 if partition_id is None else partition_id,
-        rounds=rounds, lr=lr, device=device)
+        rounds=rounds,
+        lr=lr,
+        device=device,
+    )
     model = model_from(run.cfg, params, info.get("model"))
     model.personalization = info  # type: ignore[assignment]
     return model
 
 
-def save_model(model: nn.Module, path: str | Path, cfg: RunConfig,
-               info: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: nn.Module,
+    path: str | Path,
+    cfg: RunConfig,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Write a model file: weights plus what is needed to rebuild the network."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": MODEL_FORMAT,
-                "model": dict(info or {}).get("model") or getattr(
-                    model, "personalization", {}).get("model", cfg.model),
-                "num-classes": cfg.num_classes,
-                "state-dict": {k: v.detach().cpu() for k, v in
-                               model.state_dict().items()},
-                "personalization": dict(info or getattr(model, "personalization", {}))},
-               out)
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "model": dict(info or {}).get("model")
+            or getattr(model, "personalization", {}).get("model", cfg.model),
+            "num-classes": cfg.num_classes,
+            "state-dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "personalization": dict(info or getattr(model, "personalization", {})),
+        },
+        out,
+    )
     return out
 
 
@@ -402,8 +482,10 @@ def load_model(path: str | Path) -> nn.Module:
 def evaluate_on(model: nn.Module, data: ClientData) -> dict[str, float]:
     """Loss and accuracy on the client's validation and test splits (where present)."""
     out: dict[str, float] = {}
-    for split, x, y in (("val", data.x_val, data.y_val),
-                        ("test", data.x_test, data.y_test)):
+    for split, x, y in (
+        ("val", data.x_val, data.y_val),
+        ("test", data.x_test, data.y_test),
+    ):
         if len(y):
             loss, acc, n = evaluate(model, x, y)
             out.update({f"{split}-loss": loss, f"{split}-acc": acc, f"num-{split}": n})
@@ -415,25 +497,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hyperflower personalize``."""
     parser.add_argument("run", help="a finished run's folder (outputs/<run-name>)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data", help="the new client's data (.npz: x_train, y_train"
-                        "[, x_test, y_test]); images (n, 28, 28) as uint8 0-255 or "
-                        "floats in [0, 1]: the run's own normalisation is applied")
-    source.add_argument("--partition-id", type=int, default=None,
-                        help="use this partition of the run's own dataset")
-    parser.add_argument("--client-id", default=None,
-                        help="the client's id (seeds its local training; a run's "
-                        "held-out client reproduces the run only with its own id)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="embedding-fit steps (default: the run's novel-rounds)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="embedding SGD step (default: the run's novel-lr)")
-    parser.add_argument("--normalized", action="store_true",
-                        help="the --data images are already normalised as the run's "
-                        "data (used unchanged)")
+    source.add_argument(
+        "--data",
+        help="the new client's data (.npz: x_train, y_train"
+        "[, x_test, y_test]); images (n, 28, 28) as uint8 0-255 or "
+        "floats in [0, 1]: the run's own normalisation is applied",
+    )
+    source.add_argument(
+        "--partition-id",
+        type=int,
+        default=None,
+        help="use this partition of the run's own dataset",
+    )
+    parser.add_argument(
+        "--client-id",
+        default=None,
+        help="the client's id (seeds its local training; a run's "
+        "held-out client reproduces the run only with its own id)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="embedding-fit steps (default: the run's novel-rounds)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="embedding SGD step (default: the run's novel-lr)",
+    )
+    parser.add_argument(
+        "--normalized",
+        action="store_true",
+        help="the --data images are already normalised as the run's "
+        "data (used unchanged)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--out", default=None,
-                        help="model file to write (default: <run>/personalized/"
-                        "<client-id>.pt)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="model file to write (default: <run>/personalized/<client-id>.pt)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -447,28 +552,39 @@ def main(args: argparse.Namespace) -> int:
         data, how = read_client_file(args.data, run, args.normalized)
         print(f"input: {how}", file=sys.stderr)
     else:
-        data = (load_client_data(run.cfg, args.partition_id)
-                if args.partition_id is not None else None)
+        data = (
+            load_client_data(run.cfg, args.partition_id)
+            if args.partition_id is not None
+            else None
+        )
     pid = -1 if args.partition_id is None else args.partition_id
     personalizer = Personalizer(run, args.device)
     t0 = time.perf_counter()
-    params, info = personalizer.params(data, client_id=args.client_id,
-                                       partition_id=pid, rounds=args.rounds, lr=args.lr)
+    params, info = personalizer.params(
+        data, client_id=args.client_id, partition_id=pid, rounds=args.rounds, lr=args.lr
+    )
     model = model_from(run.cfg, params, info.get("model"))
     made = time.perf_counter()
     info.pop("embedding-values", None)
-    info["seconds"] = {"load-run": round(t0 - start, 4),
-                       "personalize": round(made - t0, 4)}
-    out = Path(args.out) if args.out else (
-        run.dir / "personalized" / f"{info['client-id']}.pt")
+    info["seconds"] = {
+        "load-run": round(t0 - start, 4),
+        "personalize": round(made - t0, 4),
+    }
+    out = (
+        Path(args.out)
+        if args.out
+        else (run.dir / "personalized" / f"{info['client-id']}.pt")
+    )
     if how is not None:
         info["input"] = how
     if data is not None:
         info["metrics"] = evaluate_on(model, data)
         if any(not math.isfinite(v) for v in info["metrics"].values()):
-            raise FitFailedError(f"the personalised model gives a non-finite loss on "
-                                 f"the client's data ({info['metrics']}); no model "
-                                 "written")
+            raise FitFailedError(
+                f"the personalised model gives a non-finite loss on "
+                f"the client's data ({info['metrics']}); no model "
+                "written"
+            )
     save_model(model, out, run.cfg, info)
     print(json.dumps({"model-file": str(out), **info}, indent=2))
     return 0

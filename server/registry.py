@@ -97,14 +97,19 @@ def message_to(node_id: int, kind: str, **records: Any) -> Message:
     handler registered with ``@app.train("lora")``.
     """
     category, dot, action = kind.partition(".")
-    mtype = {"train": MessageType.TRAIN, "evaluate": MessageType.EVALUATE,
-             "query": MessageType.QUERY}[category]
-    return Message(RecordDict(records), dst_node_id=node_id,
-                   message_type=f"{mtype}{dot}{action}")
+    mtype = {
+        "train": MessageType.TRAIN,
+        "evaluate": MessageType.EVALUATE,
+        "query": MessageType.QUERY,
+    }[category]
+    return Message(
+        RecordDict(records), dst_node_id=node_id, message_type=f"{mtype}{dot}{action}"
+    )
 
 
-def wait_for_nodes(grid: Grid, expected: int, timeout: float,
-                   settle: float = 20.0) -> list[int]:
+def wait_for_nodes(
+    grid: Grid, expected: int, timeout: float, settle: float = 20.0
+) -> list[int]:
     """Node ids once ``expected`` nodes are connected; or, when some are there but no
     more arrive for ``settle`` seconds (a node that is down), those; or at timeout."""
     deadline = time.monotonic() + timeout
@@ -129,9 +134,13 @@ class RegistrationError(RuntimeError):
     """Too few clients registered for the run to go on; the message names why."""
 
 
-def register_clients(grid: Grid, cfg: RunConfig, timeout: float,
-                     fields: Mapping[str, Sequence[str]] | None = None,
-                     expected_data: str = "") -> ClientRegistry:
+def register_clients(
+    grid: Grid,
+    cfg: RunConfig,
+    timeout: float,
+    fields: Mapping[str, Sequence[str]] | None = None,
+    expected_data: str = "",
+) -> ClientRegistry:
     """Query every node, build the registry and decide participants (seeded holdout).
 
     ``fields`` names the metadata each role ("participant", "nonparticipant") may
@@ -148,8 +157,13 @@ def register_clients(grid: Grid, cfg: RunConfig, timeout: float,
     started = time.monotonic()
     nodes = wait_for_nodes(grid, cfg.num_clients, timeout)
     if len(nodes) < cfg.num_clients:
-        log(WARNING, "only %d of %d nodes connected after %.0fs; going on with them",
-            len(nodes), cfg.num_clients, time.monotonic() - started)
+        log(
+            WARNING,
+            "only %d of %d nodes connected after %.0fs; going on with them",
+            len(nodes),
+            cfg.num_clients,
+            time.monotonic() - started,
+        )
     roles = {k: list(v) for k, v in (fields or {}).items()}
     same = len({tuple(v) for v in roles.values()}) <= 1
     first = (roles.get("participant") if roles else None) if same else []
@@ -178,36 +192,57 @@ def register_clients(grid: Grid, cfg: RunConfig, timeout: float,
         raise RegistrationError(
             f"registration: {len(registry.participants)} participating clients "
             f"registered, min-clients={cfg.min_clients} needed; "
-            + (cause or "check that the SuperNodes' partition ids match "
-               "num-clients"))
-    registry.data = agree_on_data({c: i.meta for c, i in registry.clients.items()},
-                                  expected_data, cfg)
-    log(INFO, "registered %d clients (%d participants, %d held out)",
-        len(registry.clients), len(registry.participants),
-        len(registry.nonparticipants))
+            + (cause or "check that the SuperNodes' partition ids match num-clients")
+        )
+    registry.data = agree_on_data(
+        {c: i.meta for c, i in registry.clients.items()}, expected_data, cfg
+    )
+    log(
+        INFO,
+        "registered %d clients (%d participants, %d held out)",
+        len(registry.clients),
+        len(registry.participants),
+        len(registry.nonparticipants),
+    )
     return registry
 
 
-def _query(grid: Grid, nodes: Sequence[int], cfg: RunConfig,
-           fields: list[str] | None, timeout: float) -> Exchange:
+def _query(
+    grid: Grid,
+    nodes: Sequence[int],
+    cfg: RunConfig,
+    fields: list[str] | None,
+    timeout: float,
+) -> Exchange:
     """One registration query to each node (``fields`` None: all metadata)."""
     record: dict[str, Any] = {"method": cfg.method}
     if fields is not None:  # never empty: Flower cannot count an empty str or list
         record["fields"] = ",".join(["client-id", *fields])
-    return exchange(grid, [Outgoing(str(n), message_to(n, "query",
-                                                       config=ConfigRecord(record)))
-                           for n in nodes], timeout)
+    return exchange(
+        grid,
+        [
+            Outgoing(str(n), message_to(n, "query", config=ConfigRecord(record)))
+            for n in nodes
+        ],
+        timeout,
+    )
 
 
-def _ask_roles(grid: Grid, registry: ClientRegistry, cfg: RunConfig,
-               roles: dict[str, list[str]], timeout: float) -> None:
+def _ask_roles(
+    grid: Grid,
+    registry: ClientRegistry,
+    cfg: RunConfig,
+    roles: dict[str, list[str]],
+    timeout: float,
+) -> None:
     """Second registration step: each client sends only its role's fields."""
     for role, participant in (("participant", True), ("nonparticipant", False)):
         clients = [c for c in registry.clients.values() if c.participant == participant]
         if not clients:
             continue
-        result = _query(grid, [c.node_id for c in clients], cfg,
-                        roles.get(role, []), timeout)
+        result = _query(
+            grid, [c.node_id for c in clients], cfg, roles.get(role, []), timeout
+        )
         for reply in result.replies.values():
             info = dict(reply.content.config_records["info"])
             registry.clients[str(info["client-id"])].meta.update(info)
@@ -221,8 +256,9 @@ def client_at(registry: ClientRegistry, node_id: int) -> str:
     return registry.client_on(node_id)
 
 
-def refresh_nodes(grid: Grid, registry: ClientRegistry,
-                  timeout: float) -> dict[str, str]:
+def refresh_nodes(
+    grid: Grid, registry: ClientRegistry, timeout: float
+) -> dict[str, str]:
     """Re-map clients whose SuperNode came back under a new node id; return the
     nodes that serve a client id not seen before (node id -> client id).
 
@@ -233,30 +269,45 @@ def refresh_nodes(grid: Grid, registry: ClientRegistry,
     once.
     """
     known = {c.node_id for c in registry.clients.values()}
-    fresh = [n for n in grid.get_node_ids() if n not in known
-             and str(n) not in registry.faults]
+    fresh = [
+        n
+        for n in grid.get_node_ids()
+        if n not in known and str(n) not in registry.faults
+    ]
     if not fresh:
         return {}
     query = ConfigRecord({"method": "refresh"})
-    result = exchange(grid, [Outgoing(str(n), message_to(n, "query", config=query))
-                             for n in fresh], timeout)
+    result = exchange(
+        grid,
+        [Outgoing(str(n), message_to(n, "query", config=query)) for n in fresh],
+        timeout,
+    )
     joiners = {}
     for node_key, reply in result.replies.items():
         cid = str(reply.content.config_records["info"]["client-id"])
         if cid in registry.clients:
             old = registry.clients[cid].node_id
             registry.move(cid, int(node_key))
-            log(INFO, "client %s is back on node %s (was %s); it keeps its state",
-                cid, node_key, old)
+            log(
+                INFO,
+                "client %s is back on node %s (was %s); it keeps its state",
+                cid,
+                node_key,
+                old,
+            )
         else:
             joiners[node_key] = cid
     return joiners
 
 
-def admit_joiners(grid: Grid, registry: ClientRegistry, cfg: RunConfig,
-                  joiners: Mapping[str, str],
-                  fields: Mapping[str, Sequence[str]] | None,
-                  timeout: float) -> list[str]:
+def admit_joiners(
+    grid: Grid,
+    registry: ClientRegistry,
+    cfg: RunConfig,
+    joiners: Mapping[str, str],
+    fields: Mapping[str, Sequence[str]] | None,
+    timeout: float,
+) -> list[str]:
     """Register clients that appeared mid-run, as registration would have: the
     seeded holdout split of partition ids decides their role, and each sends only
     its role's fields. Returns the ids admitted (a duplicate id or a node that does
@@ -271,10 +322,16 @@ def admit_joiners(grid: Grid, registry: ClientRegistry, cfg: RunConfig,
         info = reply.content.config_records["info"]
         found = str(info.get("data-fingerprint", ""))
         if agreed and found != agreed:
-            registry.faults[node_key] = (f"client {info['client-id']!r} holds other "
-                                         f"data ({found}) than the run ({agreed})")
-            log(WARNING, "joiner on node %s refused: %s", node_key,
-                registry.faults[node_key])
+            registry.faults[node_key] = (
+                f"client {info['client-id']!r} holds other "
+                f"data ({found}) than the run ({agreed})"
+            )
+            log(
+                WARNING,
+                "joiner on node %s refused: %s",
+                node_key,
+                registry.faults[node_key],
+            )
             continue
         by_role[as_int(info["partition-id"]) in chosen].append(int(node_key))
     admitted = []
@@ -287,11 +344,19 @@ def admit_joiners(grid: Grid, registry: ClientRegistry, cfg: RunConfig,
             if cid in registry.clients:
                 registry.faults[node_key] = f"duplicate client id {cid!r}"
                 continue
-            registry.add(ClientInfo(cid, int(node_key), as_int(meta["partition-id"]),
-                                    participant, meta))
+            registry.add(
+                ClientInfo(
+                    cid, int(node_key), as_int(meta["partition-id"]), participant, meta
+                )
+            )
             admitted.append(cid)
-            log(INFO, "client %s joined on node %s as a %s", cid, node_key,
-                "participant" if participant else "held-out client")
+            log(
+                INFO,
+                "client %s joined on node %s as a %s",
+                cid,
+                node_key,
+                "participant" if participant else "held-out client",
+            )
         for node_key in [*result.errors, *result.missing]:
             registry.faults[node_key] = "no reply to the joiner's registration"
     for node_key in [*identity.errors, *identity.missing]:

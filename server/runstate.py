@@ -63,12 +63,19 @@ def open_run(cfg: RunConfig) -> RunOutputs:
     """
     folder = Path(cfg.output_dir).expanduser().resolve() / cfg.resolved_run_name
     moved = set_aside(folder) if not cfg.resume and holds_run(folder) else None
-    stamp = {"id": cfg.run_id or new_run_id(),
-             "started-at": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime())}
+    stamp = {
+        "id": cfg.run_id or new_run_id(),
+        "started-at": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime()),
+    }
     outputs = RunOutputs(cfg.output_dir, cfg.resolved_run_name, stamp)
     if moved is not None:
-        log(WARNING, "%s held an earlier run: moved it to %s (resume=true continues "
-            "a run instead)", folder, moved)
+        log(
+            WARNING,
+            "%s held an earlier run: moved it to %s (resume=true continues "
+            "a run instead)",
+            folder,
+            moved,
+        )
     outputs.write_status("running")
     log(INFO, "run %s -> %s", stamp["id"], folder)
     return outputs
@@ -78,8 +85,11 @@ def check_data(cfg: RunConfig, outputs: RunOutputs, local: bool) -> str:
     """Load the data on this host when ``local`` (simulation, in-process) and record
     what the run uses; return the fingerprint every client must report."""
     data = local_data(cfg) if local else None
-    outputs.stamp["data"] = {"dataset": cfg.dataset, "data-dir": cfg.data_dir,
-                             **(data or {"checked-on": "clients"})}
+    outputs.stamp["data"] = {
+        "dataset": cfg.dataset,
+        "data-dir": cfg.data_dir,
+        **(data or {"checked-on": "clients"}),
+    }
     return expected_fingerprint(cfg, data)
 
 
@@ -104,8 +114,9 @@ def fail_run(outputs: RunOutputs, exc: BaseException) -> RunFailedError:
     return RunFailedError(cause)
 
 
-def end_run(outputs: RunOutputs, summary: dict[str, Any] | None,
-            cfg: RunConfig) -> None:
+def end_run(
+    outputs: RunOutputs, summary: dict[str, Any] | None, cfg: RunConfig
+) -> None:
     """Record how a run that did not raise ended: done, or stopped for resume."""
     if summary is None:
         outputs.write_status("stopped", round=cfg.stop_after_round)

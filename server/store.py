@@ -18,8 +18,9 @@ from torch import nn
 class EmbeddingStore(nn.Module):
     """Client id -> embedding row (a trainable parameter), with per-client metadata."""
 
-    def __init__(self, capacity: int, dim: int, init_std: float = 1.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, capacity: int, dim: int, init_std: float = 1.0, seed: int = 0
+    ) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.weight = nn.Parameter(torch.randn(capacity, dim, generator=gen) * init_std)
@@ -35,8 +36,10 @@ class EmbeddingStore(nn.Module):
         """Give ``client_id`` a row (or return its existing one) and record metadata."""
         if client_id not in self.index:
             if len(self.index) >= self.weight.shape[0]:
-                raise RuntimeError(f"embedding store full ({self.weight.shape[0]} "
-                                   f"clients); cannot add {client_id!r}")
+                raise RuntimeError(
+                    f"embedding store full ({self.weight.shape[0]} "
+                    f"clients); cannot add {client_id!r}"
+                )
             self.index[client_id] = len(self.index)
         if metadata is not None:
             self.metadata[client_id] = dict(metadata)

@@ -23,8 +23,9 @@ Delta = dict[str, torch.Tensor] | torch.Tensor
 Generator = Callable[[torch.Tensor], Generated]
 
 
-def backprop_deltas(generated: Generated, deltas: Sequence[Delta],
-                    weights: torch.Tensor) -> None:
+def backprop_deltas(
+    generated: Generated, deltas: Sequence[Delta], weights: torch.Tensor
+) -> None:
     """Accumulate Σ_i w_i · (−Δ_i)ᵀ ∂θ_i/∂(φ, v_i) into the ``.grad`` of the leaves.
 
     ``generated`` holds the batch θ (B, *shape) per tensor name, with ``deltas`` one
@@ -35,9 +36,13 @@ def backprop_deltas(generated: Generated, deltas: Sequence[Delta],
         flat = [d for d in deltas if isinstance(d, torch.Tensor)]
         if len(flat) != len(generated):
             raise ValueError("flat generated parameters need one flat delta each")
-        torch.autograd.backward(generated, grad_tensors=[
-            -w.to(d) * d.to(g) for g, d, w in zip(generated, flat, weights,
-                                                   strict=True)])
+        torch.autograd.backward(
+            generated,
+            grad_tensors=[
+                -w.to(d) * d.to(g)
+                for g, d, w in zip(generated, flat, weights, strict=True)
+            ],
+        )
         return
     named = [d for d in deltas if isinstance(d, dict)]
     names = list(generated)
@@ -49,11 +54,16 @@ def backprop_deltas(generated: Generated, deltas: Sequence[Delta],
     torch.autograd.backward([generated[n] for n in names], grad_tensors=grad_outputs)
 
 
-def hypernet_step(generate: Generator, embeddings: torch.Tensor,
-                  deltas: Sequence[Delta], weights: torch.Tensor,
-                  optimizer: torch.optim.Optimizer,
-                  params: Sequence[torch.Tensor], clip_norm: float,
-                  grad_hook: Callable[[], None] | None = None) -> float:
+def hypernet_step(
+    generate: Generator,
+    embeddings: torch.Tensor,
+    deltas: Sequence[Delta],
+    weights: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    clip_norm: float,
+    grad_hook: Callable[[], None] | None = None,
+) -> float:
     """One optimiser step of φ and the v_i from a round's client deltas.
 
     ``grad_hook`` runs between the backward pass and the step (e.g. zeroing the
@@ -61,13 +71,14 @@ def hypernet_step(generate: Generator, embeddings: torch.Tensor,
     clipping (0 disables clipping).
     """
     optimizer.zero_grad(set_to_none=True)
-    theta = generate(embeddings)                      # θ_i = h(v_i; φ)
-    backprop_deltas(theta, deltas, weights)           # ∇ ½‖θ_i − θ̃_i‖²
+    theta = generate(embeddings)  # θ_i = h(v_i; φ)
+    backprop_deltas(theta, deltas, weights)  # ∇ ½‖θ_i − θ̃_i‖²
     if grad_hook is not None:
         grad_hook()
     # clip_grad_norm_ returns the norm it measured; an infinite bound only measures.
-    norm = float(nn.utils.clip_grad_norm_(
-        params, clip_norm if clip_norm > 0 else float("inf")))
+    norm = float(
+        nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf"))
+    )
     optimizer.step()
     return norm
 

@@ -55,8 +55,9 @@ def extras_of(reply: Message) -> dict[str, torch.Tensor]:
     return from_record(records[EXTRAS]) if EXTRAS in records else {}
 
 
-def check_extras(reply: Message, declared: Mapping[str, ReplyExtra]
-                 ) -> dict[str, torch.Tensor]:
+def check_extras(
+    reply: Message, declared: Mapping[str, ReplyExtra]
+) -> dict[str, torch.Tensor]:
     """Decode and check a reply's extra arrays against what the method declared."""
     records = reply.content.array_records
     if not declared:
@@ -67,24 +68,29 @@ def check_extras(reply: Message, declared: Mapping[str, ReplyExtra]
         raise InvalidReply(f"reply lacks the declared extras {sorted(declared)}")
     record = records[EXTRAS]
     if set(record.keys()) != set(declared):
-        raise InvalidReply(f"extras {sorted(record.keys())} differ from the declared "
-                           f"{sorted(declared)}")
+        raise InvalidReply(
+            f"extras {sorted(record.keys())} differ from the declared "
+            f"{sorted(declared)}"
+        )
     tensors = from_record(record)
     for key, t in tensors.items():
         spec = declared[key]
         if spec.shape is not None and tuple(t.shape) != spec.shape:
-            raise InvalidReply(f"extra '{key}' has shape {tuple(t.shape)}, expected "
-                               f"{spec.shape}")
+            raise InvalidReply(
+                f"extra '{key}' has shape {tuple(t.shape)}, expected {spec.shape}"
+            )
         if t.numel() > spec.max_numel:
-            raise InvalidReply(f"extra '{key}' has {t.numel()} values, more than "
-                               f"{spec.max_numel}")
+            raise InvalidReply(
+                f"extra '{key}' has {t.numel()} values, more than {spec.max_numel}"
+            )
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise InvalidReply(f"extra '{key}' holds NaN or Inf")
     return tensors
 
 
-def check_delta(delta: ArrayRecord, sent: ArrayRecord,
-                max_norm: float = 0.0) -> dict[str, torch.Tensor]:
+def check_delta(
+    delta: ArrayRecord, sent: ArrayRecord, max_norm: float = 0.0
+) -> dict[str, torch.Tensor]:
     """Decode a delta and check it against the parameters sent (keys, shapes, dtype)."""
     if set(delta.keys()) != set(sent.keys()):
         extra = sorted(set(delta.keys()) - set(sent.keys()))
@@ -93,8 +99,9 @@ def check_delta(delta: ArrayRecord, sent: ArrayRecord,
     for key, arr in delta.items():
         ref = sent[key]
         if tuple(arr.shape) != tuple(ref.shape):
-            raise InvalidReply(f"'{key}' has shape {tuple(arr.shape)}, "
-                               f"expected {tuple(ref.shape)}")
+            raise InvalidReply(
+                f"'{key}' has shape {tuple(arr.shape)}, expected {tuple(ref.shape)}"
+            )
         if arr.dtype != ref.dtype:
             raise InvalidReply(f"'{key}' has dtype {arr.dtype}, expected {ref.dtype}")
     tensors = from_record(delta)
@@ -104,16 +111,22 @@ def check_delta(delta: ArrayRecord, sent: ArrayRecord,
     if max_norm > 0:
         norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors.values()))
         if norm > max_norm:
-            raise InvalidReply(f"delta norm {norm:.3g} exceeds max-delta-norm "
-                               f"{max_norm:g}")
+            raise InvalidReply(
+                f"delta norm {norm:.3g} exceeds max-delta-norm {max_norm:g}"
+            )
     return tensors
 
 
 def check_metrics(metrics: MetricRecord) -> tuple[int, dict[str, float]]:
     """Sample count (a positive integer) and the numeric metrics of a reply."""
     n = metrics.get("num-examples")
-    if isinstance(n, bool) or not isinstance(n, int | float) or n <= 0 \
-            or not math.isfinite(n) or n != int(n):
+    if (
+        isinstance(n, bool)
+        or not isinstance(n, int | float)
+        or n <= 0
+        or not math.isfinite(n)
+        or n != int(n)
+    ):
         raise InvalidReply(f"num-examples must be a positive integer, got {n!r}")
     values: dict[str, float] = {}
     for key, value in metrics.items():
@@ -123,27 +136,34 @@ def check_metrics(metrics: MetricRecord) -> tuple[int, dict[str, float]]:
     return int(n), values
 
 
-def check_train_reply(client_id: str, reply: Message, sent: Message,
-                      max_norm: float = 0.0, max_bytes: int = 0,
-                      extras: Mapping[str, ReplyExtra] | None = None,
-                      metric_names: Sequence[str] = ()) -> ClientUpdate:
+def check_train_reply(
+    client_id: str,
+    reply: Message,
+    sent: Message,
+    max_norm: float = 0.0,
+    max_bytes: int = 0,
+    extras: Mapping[str, ReplyExtra] | None = None,
+    metric_names: Sequence[str] = (),
+) -> ClientUpdate:
     """Validate a train reply against the message it answers and against what the
     method declared its replies carry (``extras`` arrays, ``metric_names``)."""
     content = reply.content
     size = content_bytes(content)
     if max_bytes and size > max_bytes:
-        raise InvalidReply(f"reply of {size / 2**20:.1f} MiB exceeds max-reply-mb "
-                           f"({max_bytes / 2**20:.0f} MiB)")
+        raise InvalidReply(
+            f"reply of {size / 2**20:.1f} MiB exceeds max-reply-mb "
+            f"({max_bytes / 2**20:.0f} MiB)"
+        )
     if "delta" not in content.array_records or "metrics" not in content.metric_records:
         raise InvalidReply("reply lacks a 'delta' ArrayRecord or 'metrics' record")
-    delta = check_delta(content.array_records["delta"],
-                        sent.content.array_records["params"], max_norm)
+    delta = check_delta(
+        content.array_records["delta"], sent.content.array_records["params"], max_norm
+    )
     n, metrics = check_metrics(content.metric_records["metrics"])
     lacking = [k for k in metric_names if k not in metrics]
     if lacking:
         raise InvalidReply(f"reply lacks the declared metrics {lacking}")
-    return ClientUpdate(client_id, delta, n, metrics,
-                        check_extras(reply, extras or {}))
+    return ClientUpdate(client_id, delta, n, metrics, check_extras(reply, extras or {}))
 
 
 def check_eval_reply(reply: Message) -> dict[str, float]:

@@ -12,27 +12,35 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     """Write a uint8 array as an IDX file (gzipped when the name ends in .gz)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as fh:
         fh.write(header + array.tobytes())
     return path
 
 
-def digit_like(n: int, classes: int, seed: int, size: int = 28
-               ) -> tuple[np.ndarray, np.ndarray]:
+def digit_like(
+    n: int, classes: int, seed: int, size: int = 28
+) -> tuple[np.ndarray, np.ndarray]:
     """Learnable uint8 images: a bright class-specific patch plus noise."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, classes, n)
     x = rng.integers(0, 60, (n, size, size)).astype(np.int64)
     for c in range(classes):
         row, col = divmod(c, 4)
-        x[y == c, 2 + 6 * row: 7 + 6 * row, 2 + 6 * col: 7 + 6 * col] += 180
+        x[y == c, 2 + 6 * row : 7 + 6 * row, 2 + 6 * col : 7 + 6 * col] += 180
     return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.uint8)
 
 
-def idx_folder(folder: Path, n: int = 600, classes: int = 10, seed: int = 0,
-               prefix: str = "", size: int = 28) -> Path:
+def idx_folder(
+    folder: Path,
+    n: int = 600,
+    classes: int = 10,
+    seed: int = 0,
+    prefix: str = "",
+    size: int = 28,
+) -> Path:
     """An MNIST-format folder: train and t10k image/label files."""
     folder.mkdir(parents=True, exist_ok=True)
     x, y = digit_like(n, classes, seed, size)

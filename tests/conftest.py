@@ -26,10 +26,19 @@ def _isolated_data_cache(tmp_path_factory):
 
 def small_config(tmp_path: Path, **overrides) -> dict:
     """A run config that trains in seconds on the synthetic set."""
-    cfg = {"dataset": "synthetic", "model": "mlp", "num-clients": 10,
-           "holdout": 0.2, "num-rounds": 4, "eval-every": 2, "local-steps": 10,
-           "clients-per-round": 4, "novel-rounds": 2, "run-name": "test",
-           "output-dir": str(tmp_path / "outputs")}
+    cfg = {
+        "dataset": "synthetic",
+        "model": "mlp",
+        "num-clients": 10,
+        "holdout": 0.2,
+        "num-rounds": 4,
+        "eval-every": 2,
+        "local-steps": 10,
+        "clients-per-round": 4,
+        "novel-rounds": 2,
+        "run-name": "test",
+        "output-dir": str(tmp_path / "outputs"),
+    }
     cfg.update(overrides)
     return cfg
 
@@ -44,11 +53,16 @@ def flwr_env(tmp_path: Path) -> dict:
     home = tmp_path / "flwr-home"
     env = dict(os.environ)
     link, http, control = free_ports(3)
-    env.update({"FLWR_HOME": str(home), "HYPERFLOWER_LINK_PORT": str(link),
-                "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
-                "FLWR_LOCAL_CONTROL_API_PORT": str(control),
-                "HYPERFLOWER_DATA": str(tmp_path / "data-cache"),
-                "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
+    env.update(
+        {
+            "FLWR_HOME": str(home),
+            "HYPERFLOWER_LINK_PORT": str(link),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(control),
+            "HYPERFLOWER_DATA": str(tmp_path / "data-cache"),
+            "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+        }
+    )
     env = flwr_env_for(env)
     yield env
     stop_local_superlink(env)
@@ -57,8 +71,11 @@ def flwr_env(tmp_path: Path) -> dict:
 def stop_local_superlink(env: dict) -> None:
     """Stop the local SuperLink started for this FLWR_HOME (found by its port)."""
     port = env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
-    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*--port {port}"],
-                           capture_output=True, text=True).stdout.split()
+    found = subprocess.run(
+        ["pgrep", "-f", f"flower-superlink.*--port {port}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     for pid in found:
         try:
             os.kill(int(pid), signal.SIGTERM)

@@ -20,10 +20,12 @@ def test_mean_std_ignores_missing_and_nan():
 
 
 def test_aggregate_groups_in_first_seen_order():
-    runs = [{"method": "b", "seed": 1, "acc": 0.5},
-            {"method": "a", "seed": 1, "acc": 0.9},
-            {"method": "b", "seed": 2, "acc": 0.7},
-            {"method": "a", "seed": 2, "acc": None}]
+    runs = [
+        {"method": "b", "seed": 1, "acc": 0.5},
+        {"method": "a", "seed": 1, "acc": 0.9},
+        {"method": "b", "seed": 2, "acc": 0.7},
+        {"method": "a", "seed": 2, "acc": None},
+    ]
     rows = aggregate(runs, "method", ["acc"])
     assert [r["method"] for r in rows] == ["b", "a"]
     assert rows[0]["acc"] == pytest.approx(0.6)
@@ -52,21 +54,45 @@ def fake_accuracy_data() -> dict:
     runs = []
     for m in spec.methods:
         for seed, acc in ((1, 0.8), (2, 0.9)):
-            runs.append({"method": m.label, "seed": seed, "ok": True, "error": "",
-                         "participant_acc": acc, "nonparticipant_acc": acc - 0.1,
-                         "global_acc": None, "participant_val_acc": acc,
-                         "best_round": 2, "bytes_down_per_round": 1000,
-                         "bytes_up_per_round": 1000, "client_trainable_params": 10,
-                         "hypernet_params": 0, "server_update_s": 0.01,
-                         "round_s": 1.0, "wall_s": 2.0,
-                         "nonparticipant_protocol": "p", "curve": [(1, acc, acc)]})
+            runs.append(
+                {
+                    "method": m.label,
+                    "seed": seed,
+                    "ok": True,
+                    "error": "",
+                    "participant_acc": acc,
+                    "nonparticipant_acc": acc - 0.1,
+                    "global_acc": None,
+                    "participant_val_acc": acc,
+                    "best_round": 2,
+                    "bytes_down_per_round": 1000,
+                    "bytes_up_per_round": 1000,
+                    "client_trainable_params": 10,
+                    "hypernet_params": 0,
+                    "server_update_s": 0.01,
+                    "round_s": 1.0,
+                    "wall_s": 2.0,
+                    "nonparticipant_protocol": "p",
+                    "curve": [(1, acc, acc)],
+                }
+            )
     rows = aggregate(runs, "method", accuracy.SUMMARY_KEYS)
-    return {"suite": "accuracy", "title": spec.title, "seeds": [1, 2],
-            "sizing": spec.sizing,
-            "methods": [{"label": m.label, "preset": m.preset,
-                         "overrides": m.overrides} for m in spec.methods],
-            "rows": rows, "runs": runs, "parallel": 2, "quick": True,
-            "machine": {"cpus": 2}, "load": {"load1-mean": 5.0, "load1-max": 6.0}}
+    return {
+        "suite": "accuracy",
+        "title": spec.title,
+        "seeds": [1, 2],
+        "sizing": spec.sizing,
+        "methods": [
+            {"label": m.label, "preset": m.preset, "overrides": m.overrides}
+            for m in spec.methods
+        ],
+        "rows": rows,
+        "runs": runs,
+        "parallel": 2,
+        "quick": True,
+        "machine": {"cpus": 2},
+        "load": {"load1-mean": 5.0, "load1-max": 6.0},
+    }
 
 
 def test_accuracy_page_from_json_alone():
@@ -121,9 +147,15 @@ def test_a_diverged_run_is_flagged_nan_in_the_rendered_table():
     data = fake_accuracy_data()
     nan_run = dict(data["runs"][0], seed=3, curve=[(1, float("nan"), 0.0)])
     nan_run["participant_acc"] = 0.0  # a NaN model's argmax still "scores"
-    rows = [{"round": 1, "train-loss": 0.7},
-            {"round": 2, "train-loss": float("nan"),
-             "participant-test-loss": float("nan"), "participant-test-acc": 0.0}]
+    rows = [
+        {"round": 1, "train-loss": 0.7},
+        {
+            "round": 2,
+            "train-loss": float("nan"),
+            "participant-test-loss": float("nan"),
+            "participant-test-acc": 0.0,
+        },
+    ]
     cause = divergence({"participant_acc": 0.0}, rows)
     assert "round 2" in cause
     accuracy.mark_diverged(nan_run, cause)
@@ -142,17 +174,26 @@ def test_a_diverged_run_is_flagged_nan_in_the_rendered_table():
 def test_single_run_report_names_a_diverged_run():
     from common import report
 
-    summary = {"method": "pfedhn", "dataset": "fashion-mnist",
-               "participant_acc": 0.0, "participant_acc_std": 0.0,
-               "nonparticipant_acc": None, "global_acc": None, "best_round": 10,
-               "bytes_down_per_round": 1e6, "bytes_up_per_round": 1e6,
-               "client_trainable_params": 1, "hypernet_params": 2}
+    summary = {
+        "method": "pfedhn",
+        "dataset": "fashion-mnist",
+        "participant_acc": 0.0,
+        "participant_acc_std": 0.0,
+        "nonparticipant_acc": None,
+        "global_acc": None,
+        "best_round": 10,
+        "bytes_down_per_round": 1e6,
+        "bytes_up_per_round": 1e6,
+        "client_trainable_params": 1,
+        "hypernet_params": 2,
+    }
     rows = [{"round": 10, "participant-test-loss": float("nan")}]
     summary["diverged"] = report.diverged(summary, rows)
     text = report.table([summary])
     assert "NaN (diverged)" in text and "0.00" not in text
-    assert not report.diverged({**summary, "participant_acc": 0.5},
-                               [{"participant-test-loss": 0.3}])
+    assert not report.diverged(
+        {**summary, "participant_acc": 0.5}, [{"participant-test-loss": 0.3}]
+    )
 
 
 def test_tune_chooses_on_validation_and_flags_rising_curves():
@@ -163,18 +204,45 @@ def test_tune_chooses_on_validation_and_flags_rising_curves():
     assert tune.flattened([0.5, 0.6]) is None
     grid = {"server-lr": [0.01, 0.05]}
     labels = [tune.label(p) for p in tune.points(grid)]
-    runs = [{"point": labels[0], "seed": s, "ok": True, "val_acc": v,
-             "best_round": 30, "wall_s": 1.0, "flattened": True}
-            for s, v in ((1, 0.90), (2, 0.92))]
-    runs += [{"point": labels[1], "seed": s, "ok": True, "val_acc": v,
-              "best_round": 30, "wall_s": 1.0, "flattened": False}
-             for s, v in ((1, 0.95), (2, 0.93))]
+    runs = [
+        {
+            "point": labels[0],
+            "seed": s,
+            "ok": True,
+            "val_acc": v,
+            "best_round": 30,
+            "wall_s": 1.0,
+            "flattened": True,
+        }
+        for s, v in ((1, 0.90), (2, 0.92))
+    ]
+    runs += [
+        {
+            "point": labels[1],
+            "seed": s,
+            "ok": True,
+            "val_acc": v,
+            "best_round": 30,
+            "wall_s": 1.0,
+            "flattened": False,
+        }
+        for s, v in ((1, 0.95), (2, 0.93))
+    ]
     rows = tune.summarise(runs, labels)
     assert [bool(r.get("chosen")) for r in rows] == [False, True]
     assert rows[1]["still_rising"] == 2
-    page = tune.render({"name": "x", "what": "", "command": "python -m bench tune x",
-                        "preset": "quickstart", "overrides": {}, "sets": {},
-                        "seeds": [1, 2], "rows": rows})
+    page = tune.render(
+        {
+            "name": "x",
+            "what": "",
+            "command": "python -m bench tune x",
+            "preset": "quickstart",
+            "overrides": {},
+            "sets": {},
+            "seeds": [1, 2],
+            "rows": rows,
+        }
+    )
     assert "test" not in page.lower().replace("test accuracy is not read", "")
     assert "Not flattened within the budget: server-lr=0.05" in page
 
@@ -187,7 +255,7 @@ def test_time_to_accuracy_counts_client_updates_with_pretraining():
     tta = accuracy.time_to_accuracy(rows, {"clients-per-round": 10})
     assert tta["updates_to_90"] == 30 and tta["wall_to_90"] == 6.0
     assert tta["updates_to_97"] == 40 and tta["wall_to_97"] == 8.0
-    pre = accuracy.time_to_accuracy(rows, {"clients-per-round": 10,
-                                           "method": "hyperflora",
-                                           "pretrain-rounds": 20})
+    pre = accuracy.time_to_accuracy(
+        rows, {"clients-per-round": 10, "method": "hyperflora", "pretrain-rounds": 20}
+    )
     assert pre["updates_to_90"] == 230

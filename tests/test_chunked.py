@@ -18,8 +18,9 @@ from server.update import hypernet_step
 @pytest.mark.parametrize("model", ["lenet5", "mlp"])
 def test_output_shapes_and_truncation(model):
     shapes = param_shapes(build_model(model))
-    hnet = ChunkedHyperNet(5, shapes, hidden=32, n_hidden=1, chunk_size=500,
-                           chunk_embed_dim=4)
+    hnet = ChunkedHyperNet(
+        5, shapes, hidden=32, n_hidden=1, chunk_size=500, chunk_embed_dim=4
+    )
     out = hnet(torch.randn(3, 5))
     assert list(out) == list(shapes)
     for name, shape in shapes.items():
@@ -48,8 +49,15 @@ def test_clients_get_different_chunks_and_gradients_reach_everything():
     assert not torch.allclose(first[0], first[1])
     deltas = [{k: torch.randn_like(t[i]) for k, t in out.items()} for i in range(2)]
     opt = torch.optim.SGD([*hnet.parameters(), v], lr=0.1)
-    norm = hypernet_step(hnet, v, deltas, torch.full((2,), 0.5), opt,
-                         [*hnet.parameters(), v], clip_norm=0.0)
+    norm = hypernet_step(
+        hnet,
+        v,
+        deltas,
+        torch.full((2,), 0.5),
+        opt,
+        [*hnet.parameters(), v],
+        clip_norm=0.0,
+    )
     assert norm > 0
     assert v.grad is not None and v.grad.abs().sum() > 0
     for name, p in hnet.named_parameters():
@@ -94,9 +102,17 @@ def test_pfedhn_uses_the_chunked_hypernet(tmp_path):
     from server.direct_grid import run_in_process
     from tests.conftest import small_config
 
-    summary = run_in_process(small_config(tmp_path, **{
-        "hypernet": "chunked", "chunk-size": 1000, "num-rounds": 4,
-        "server-lr": 0.1}))
+    summary = run_in_process(
+        small_config(
+            tmp_path,
+            **{
+                "hypernet": "chunked",
+                "chunk-size": 1000,
+                "num-rounds": 4,
+                "server-lr": 0.1,
+            },
+        )
+    )
     # the per-chunk biases hold one value per generated value (CTWC 79,510 here)
     ctwc = summary["client_trainable_params"]
     assert ctwc < summary["hypernet_params"] < ctwc + 200_000

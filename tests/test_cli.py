@@ -28,11 +28,18 @@ from tests.byo_data import npz_file
 from tests.conftest import small_config
 
 
-def cli(*args: str, env: dict | None = None, timeout: float = 120
-        ) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``python -m server.cli ARGS`` (what the ``hyperflower`` script runs)."""
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # ---- configuration and usage errors ---------------------------------------------
@@ -59,12 +66,18 @@ def test_missing_preset_and_bad_override_are_usage_errors():
 
 def test_missing_data_dir_fails_before_ray_in_seconds(flwr_env):
     start = time.monotonic()
-    proc = cli("run", "--preset", "conf/quickstart.toml", "data-dir='/nonexistent'",
-               env=flwr_env)
+    proc = cli(
+        "run",
+        "--preset",
+        "conf/quickstart.toml",
+        "data-dir='/nonexistent'",
+        env=flwr_env,
+    )
     took = time.monotonic() - start
     assert proc.returncode == EXIT_USAGE, proc.stdout + proc.stderr
-    assert proc.stderr.startswith("error: data-dir '/nonexistent' is not a readable "
-                                  "folder"), proc.stderr
+    assert proc.stderr.startswith(
+        "error: data-dir '/nonexistent' is not a readable folder"
+    ), proc.stderr
     assert proc.stderr.count("\n") == 1 and took < 10, (took, proc.stderr)
     # nothing was started: no flwr call, no local SuperLink, no Ray
     assert "flwr run" not in proc.stdout
@@ -75,11 +88,19 @@ def test_missing_data_dir_fails_before_ray_in_seconds(flwr_env):
 def _folder(tmp_path, status: dict | None, summary_id: str = "old"):
     folder = tmp_path / "run"
     folder.mkdir()
-    summary = {"method": "pfedhn", "dataset": "synthetic", "participant_acc": 0.9,
-               "nonparticipant_acc": 0.8, "global_acc": None, "best_round": 3,
-               "bytes_down_per_round": 1e6, "bytes_up_per_round": 1e6,
-               "client_trainable_params": 10, "hypernet_params": 20,
-               "run_id": summary_id}
+    summary = {
+        "method": "pfedhn",
+        "dataset": "synthetic",
+        "participant_acc": 0.9,
+        "nonparticipant_acc": 0.8,
+        "global_acc": None,
+        "best_round": 3,
+        "bytes_down_per_round": 1e6,
+        "bytes_up_per_round": 1e6,
+        "client_trainable_params": 10,
+        "hypernet_params": 20,
+        "run_id": summary_id,
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     if status is not None:
         (folder / "status.json").write_text(json.dumps(status))
@@ -87,16 +108,24 @@ def _folder(tmp_path, status: dict | None, summary_id: str = "old"):
 
 
 def test_report_never_shows_a_stale_summary(tmp_path, capsys):
-    folder = _folder(tmp_path, {"run-id": "new", "state": "failed",
-                                "error": "RegistrationError: 3 of 3 clients ..."})
+    folder = _folder(
+        tmp_path,
+        {
+            "run-id": "new",
+            "state": "failed",
+            "error": "RegistrationError: 3 of 3 clients ...",
+        },
+    )
     assert report.main([str(folder)]) == EXIT_FAILED
     out, err = capsys.readouterr()
     assert "participants acc" not in out and "| pfedhn" not in out
     assert "run new failed: RegistrationError: 3 of 3 clients" in err
 
 
-@pytest.mark.parametrize("state,code", [("done", EXIT_DONE), ("stopped", EXIT_STOPPED),
-                                        ("running", EXIT_FAILED)])
+@pytest.mark.parametrize(
+    "state,code",
+    [("done", EXIT_DONE), ("stopped", EXIT_STOPPED), ("running", EXIT_FAILED)],
+)
 def test_report_exit_codes(tmp_path, capsys, state, code):
     folder = _folder(tmp_path, {"run-id": "old", "state": state, "round": 2})
     assert report.main([str(folder)]) == code
@@ -110,11 +139,22 @@ def npz_run(tmp_path_factory):
     """A finished pFedHN run on an .npz dataset of uint8 images (2 held out)."""
     root = tmp_path_factory.mktemp("npzrun")
     data = npz_file(root / "data" / "clients.npz", n=900, classes=6)
-    cfg = small_config(root, **{"dataset": "npz", "data-dir": str(data),
-                                "num-clients": 5, "holdout": 0.4, "num-rounds": 2,
-                                "eval-every": 1, "local-steps": 5, "novel-rounds": 2,
-                                "clients-per-round": 3, "classes-per-client": 2,
-                                "run-name": "npz"})
+    cfg = small_config(
+        root,
+        **{
+            "dataset": "npz",
+            "data-dir": str(data),
+            "num-clients": 5,
+            "holdout": 0.4,
+            "num-rounds": 2,
+            "eval-every": 1,
+            "local-steps": 5,
+            "novel-rounds": 2,
+            "clients-per-round": 3,
+            "classes-per-client": 2,
+            "run-name": "npz",
+        },
+    )
     run_in_process(cfg)
     return root / "outputs" / "npz", data
 
@@ -184,8 +224,9 @@ def test_cli_personalize_errors_are_one_line(npz_run, tmp_path):
     np.savez(small, x=x[:, :20, :20], y=y)
     proc = cli("personalize", str(run_dir), "--data", str(small))
     assert proc.returncode == EXIT_USAGE
-    assert proc.stderr == (f"error: {small}: expected 28×28 images in x_train, "
-                           "got 20×20\n")
+    assert proc.stderr == (
+        f"error: {small}: expected 28×28 images in x_train, got 20×20\n"
+    )
     proc = cli("personalize", str(run_dir), "--data", str(tmp_path / "absent.npz"))
     assert proc.returncode == EXIT_USAGE
     assert proc.stderr == f"error: --data '{tmp_path / 'absent.npz'}': no such file\n"
@@ -199,15 +240,41 @@ def test_cli_personalize_never_reports_a_nan_fit(npz_run, tmp_path, capsys):
     given = tmp_path / "client.npz"
     np.savez(given, x_train=x, y_train=y, x_test=x, y_test=y)
     out = tmp_path / "model.pt"
-    assert main(["personalize", str(run_dir), "--data", str(given), "--out",
-                 str(out), "--client-id", str(pid)]) == EXIT_DONE
+    assert (
+        main(
+            [
+                "personalize",
+                str(run_dir),
+                "--data",
+                str(given),
+                "--out",
+                str(out),
+                "--client-id",
+                str(pid),
+            ]
+        )
+        == EXIT_DONE
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["input"].startswith("uint8 images (0-255), normalised as the run's")
     assert np.isfinite(printed["metrics"]["test-loss"])
     assert load_model(out) is not None
     diverged = tmp_path / "nan.pt"
-    assert main(["personalize", str(run_dir), "--data", str(given), "--out",
-                 str(diverged), "--lr", "1e30"]) == EXIT_FAILED
+    assert (
+        main(
+            [
+                "personalize",
+                str(run_dir),
+                "--data",
+                str(given),
+                "--out",
+                str(diverged),
+                "--lr",
+                "1e30",
+            ]
+        )
+        == EXIT_FAILED
+    )
     captured = capsys.readouterr()
     assert "diverged" in captured.err or "non-finite" in captured.err
     assert captured.out == "" and not diverged.exists()
@@ -218,18 +285,28 @@ def test_a_background_superlink_with_another_environment_is_refused(tmp_path):
 
     port = "47613"  # a stand-in process that looks like a local simulation SuperLink
     fake = subprocess.Popen(
-        ["bash", "-c", f"exec -a flower-superlink {sys.executable} -c "
-         f"'import time; time.sleep(60)' --simulation --port {port}"],
-        env={"PATH": "/usr/bin:/bin", "HYPERFLOWER_DATA": "/other/folder"})
+        [
+            "bash",
+            "-c",
+            f"exec -a flower-superlink {sys.executable} -c "
+            f"'import time; time.sleep(60)' --simulation --port {port}",
+        ],
+        env={"PATH": "/usr/bin:/bin", "HYPERFLOWER_DATA": "/other/folder"},
+    )
     try:
         deadline = time.monotonic() + 10
         while not local_superlink_pids(port) and time.monotonic() < deadline:
             time.sleep(0.1)
-        mine = {"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
-                "HYPERFLOWER_DATA": str(tmp_path)}
+        mine = {
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": port,
+            "HYPERFLOWER_DATA": str(tmp_path),
+        }
         why = stale_superlink(mine)
-        assert f"pid {fake.pid}" in why and "HYPERFLOWER_DATA='/other/folder' there" \
-            in why and f"kill {fake.pid}" in why
+        assert (
+            f"pid {fake.pid}" in why
+            and "HYPERFLOWER_DATA='/other/folder' there" in why
+            and f"kill {fake.pid}" in why
+        )
         assert stale_superlink({**mine, "HYPERFLOWER_DATA": "/other/folder"}) == ""
     finally:
         fake.kill()

@@ -20,18 +20,21 @@ def test_defaults_parse_and_match_pyproject():
     assert cfg.method == "pfedhn" and cfg.resolved_embed_dim == 1 + 50 // 4
 
 
-@pytest.mark.parametrize("key,value,words", [
-    ("method", "fedsgd", ["method", "pfedhn", "fedavg"]),
-    ("num-rounds", -1, ["num-rounds", ">= 1"]),
-    ("holdout", 1.0, ["holdout", "[0, 1)"]),
-    ("holdout", -0.1, ["holdout"]),
-    ("dataset", "cifar-1000", ["dataset", "fashion-mnist"]),
-    ("partitioner", "iid", ["partitioner", "dirichlet"]),
-    ("num-clients", "many", ["num-clients", "integer"]),
-    ("resume", "maybe", ["resume", "true or false"]),
-    ("classes-per-client", 11, ["classes-per-client", "10"]),
-    ("min-clients", 99, ["min-clients"]),
-])
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("method", "fedsgd", ["method", "pfedhn", "fedavg"]),
+        ("num-rounds", -1, ["num-rounds", ">= 1"]),
+        ("holdout", 1.0, ["holdout", "[0, 1)"]),
+        ("holdout", -0.1, ["holdout"]),
+        ("dataset", "cifar-1000", ["dataset", "fashion-mnist"]),
+        ("partitioner", "iid", ["partitioner", "dirichlet"]),
+        ("num-clients", "many", ["num-clients", "integer"]),
+        ("resume", "maybe", ["resume", "true or false"]),
+        ("classes-per-client", 11, ["classes-per-client", "10"]),
+        ("min-clients", 99, ["min-clients"]),
+    ],
+)
 def test_invalid_values_name_key_and_allowed(key, value, words):
     with pytest.raises(ConfigError) as err:
         parse_run_config({key: value})
@@ -60,8 +63,9 @@ def test_readme_key_table_is_generated_from_the_settings():
 
     text = (Path(__file__).parents[1] / "README.md").read_text()
     block = text.split("<!-- keys:begin")[1].split("<!-- keys:end -->")[0]
-    assert block.split("-->\n", 1)[1].strip() == readme_table().strip(), \
+    assert block.split("-->\n", 1)[1].strip() == readme_table().strip(), (
         "regenerate the README key table: python -m common.config"
+    )
 
 
 def test_every_method_declares_its_settings_once_and_has_a_strategy():

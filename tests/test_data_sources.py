@@ -81,8 +81,14 @@ def test_idx_normalisation_and_classes_come_from_the_data(tmp_path):
     assert pooled.mean == pytest.approx(raw.mean(), abs=1e-5)
     assert pooled.std == pytest.approx(raw.std(), abs=1e-5)
     assert pooled.mean != FMNIST_MEAN
-    cfg = parse_run_config({"dataset": "idx", "data-dir": str(folder),
-                            "num-clients": 4, "classes-per-client": 2})
+    cfg = parse_run_config(
+        {
+            "dataset": "idx",
+            "data-dir": str(folder),
+            "num-clients": 4,
+            "classes-per-client": 2,
+        }
+    )
     assert cfg.num_classes == 5
     x, _ = pooled.rows(np.arange(len(pooled)))
     assert abs(float(x.mean())) < 1e-3 and float(x.std()) == pytest.approx(1, abs=1e-3)
@@ -98,13 +104,15 @@ def test_npz_dataset_loads_with_its_own_classes(tmp_path):
     cfg = parse_run_config({"dataset": "npz", "data-dir": str(path)})
     assert cfg.num_classes == 6
     with pytest.raises(Exception, match="classes-per-client"):
-        parse_run_config({"dataset": "npz", "data-dir": str(path),
-                          "classes-per-client": 7})
+        parse_run_config(
+            {"dataset": "npz", "data-dir": str(path), "classes-per-client": 7}
+        )
 
 
 def test_unusable_sources_name_data_dir(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="data-dir '/nonexistent' is not a "
-                       "readable folder"):
+    with pytest.raises(
+        DatasetNotFoundError, match="data-dir '/nonexistent' is not a readable folder"
+    ):
         load_idx("/nonexistent")
     with pytest.raises(DatasetNotFoundError, match="needs data-dir"):
         load_idx("")

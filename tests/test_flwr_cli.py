@@ -7,13 +7,25 @@ from common.flwr_cli import ROOT, merge_presets, parse_overrides, run_config_arg
 
 
 def test_overrides_win_over_presets_and_keep_types():
-    merged = merge_presets([ROOT / "conf" / "quickstart.toml"],
-                           parse_overrides(["num-rounds=7", "method='fedavg'",
-                                            "resume=true", "holdout=0.1",
-                                            "run-name=bare-word"]))
+    merged = merge_presets(
+        [ROOT / "conf" / "quickstart.toml"],
+        parse_overrides(
+            [
+                "num-rounds=7",
+                "method='fedavg'",
+                "resume=true",
+                "holdout=0.1",
+                "run-name=bare-word",
+            ]
+        ),
+    )
     cfg = parse_run_config(merged)
-    assert (cfg.num_rounds, cfg.method, cfg.resume, cfg.holdout) == (7, "fedavg",
-                                                                      True, 0.1)
+    assert (cfg.num_rounds, cfg.method, cfg.resume, cfg.holdout) == (
+        7,
+        "fedavg",
+        True,
+        0.1,
+    )
     assert cfg.run_name == "bare-word" and cfg.model == "lenet5"
 
 

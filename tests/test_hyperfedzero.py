@@ -66,7 +66,8 @@ def test_penalty_on_a_hand_computed_example():
     assert float(balancing_penalty(e, 1.0, 0.0)) == pytest.approx(0.25)
     assert float(balancing_penalty(e, 0.0, 1.0)) == pytest.approx(math.log(2) / 2)
     assert float(balancing_penalty(e, 0.1, 0.3)) == pytest.approx(
-        0.1 * 0.25 + 0.3 * math.log(2) / 2)
+        0.1 * 0.25 + 0.3 * math.log(2) / 2
+    )
     assert float(balancing_penalty(e, 0.0, 0.0)) == 0.0
     uniform = torch.full((3, 4), 0.25)  # even use, maximal entropy
     assert float(balancing_penalty(uniform, 1.0, 0.0)) == pytest.approx(0.0)
@@ -74,14 +75,17 @@ def test_penalty_on_a_hand_computed_example():
 
 
 # ---- the generated classifier ------------------------------------------------------
-@pytest.mark.parametrize("backbone,feat,layer", [("mlp", 100, "net.3"),
-                                                 ("lenet5", 84, "fc3")])
+@pytest.mark.parametrize(
+    "backbone,feat,layer", [("mlp", 100, "net.3"), ("lenet5", 84, "fc3")]
+)
 @pytest.mark.parametrize("conditioning", ["generate", "input"])
-def test_generated_classifier_shapes_and_plain_model(backbone, feat, layer,
-                                                     conditioning):
+def test_generated_classifier_shapes_and_plain_model(
+    backbone, feat, layer, conditioning
+):
     torch.manual_seed(0)
-    net = HyperFedZeroNet(backbone, 10, embed_dim=16, conditioning=conditioning,
-                          chunk_size=256)
+    net = HyperFedZeroNet(
+        backbone, 10, embed_dim=16, conditioning=conditioning, chunk_size=256
+    )
     assert (net.h is None) == (conditioning == "input")
     x = torch.randn(7, 1, 28, 28)
     e = net.client_embedding(x)
@@ -92,8 +96,9 @@ def test_generated_classifier_shapes_and_plain_model(backbone, feat, layer,
     assert logits.shape == (7, 10) and per_sample.shape == (7, 16)
     plain = net.personalised(e)
     reference = build_model(backbone, 10)
-    assert {k: v.shape for k, v in plain.items()} == \
-        {k: v.shape for k, v in reference.named_parameters()}
+    assert {k: v.shape for k, v in plain.items()} == {
+        k: v.shape for k, v in reference.named_parameters()
+    }
     assert torch.equal(plain[f"{layer}.weight"], theta["weight"])
     net.eval()
     assert torch.allclose(net.personalised_model(e)(x), net(x, e)[0], atol=1e-5)
@@ -112,8 +117,9 @@ def test_gradients_reach_g_f_and_h():
     torch.manual_seed(0)
     net = HyperFedZeroNet("mlp", 10, chunk_size=256)
     logits, per_sample = net(torch.randn(5, 1, 28, 28))
-    loss = torch.nn.functional.cross_entropy(logits, torch.arange(5)) \
-        + balancing_penalty(per_sample, 0.1, 0.1)
+    loss = torch.nn.functional.cross_entropy(
+        logits, torch.arange(5)
+    ) + balancing_penalty(per_sample, 0.1, 0.1)
     loss.backward()
     for name in ("g.net.1.weight", "extractor.f.weight", "h.trunk.0.weight"):
         grad = dict(net.named_parameters())[name].grad
@@ -131,12 +137,14 @@ def test_embedding_extra_validated():
     declared = {"embedding": ReplyExtra((4,))}
     sent, reply = train_pair({"embedding": torch.full((4,), 0.25)})
     assert check_train_reply("c", reply, sent, extras=declared).extras[
-        "embedding"].shape == (4,)
-    for extras, match in [({"embedding": torch.tensor([0.5, float("nan"), 0.25,
-                                                       0.25])}, "NaN or Inf"),
-                          ({"embedding": torch.full((5,), 0.2)}, "shape"),
-                          ({"other": torch.ones(4)}, "differ from the declared"),
-                          (None, "lacks the declared extras")]:
+        "embedding"
+    ].shape == (4,)
+    for extras, match in [
+        ({"embedding": torch.tensor([0.5, float("nan"), 0.25, 0.25])}, "NaN or Inf"),
+        ({"embedding": torch.full((5,), 0.2)}, "shape"),
+        ({"other": torch.ones(4)}, "differ from the declared"),
+        (None, "lacks the declared extras"),
+    ]:
         sent, reply = train_pair(extras)
         with pytest.raises(InvalidReply, match=match):
             check_train_reply("c", reply, sent, extras=declared)
@@ -146,13 +154,15 @@ def test_spread_of_collapsed_and_spread_embeddings():
     collapsed = spread([torch.full((4,), 0.25)] * 3)
     assert collapsed["embedding-spread"] == pytest.approx(0.0, abs=1e-6)
     apart = spread([torch.eye(4)[i] for i in range(4)])
-    assert apart["embedding-spread"] > 0.8 and apart["embedding-dims"] == \
-        pytest.approx(4.0)
+    assert apart["embedding-spread"] > 0.8 and apart["embedding-dims"] == pytest.approx(
+        4.0
+    )
 
 
 def test_settings_parse_and_reject_unknown_backbone(tmp_path):
-    cfg = parse_run_config(small_config(tmp_path, **HFZ, **{"hfz-noisy": "false",
-                                                            "hfz-alpha": 0.0}))
+    cfg = parse_run_config(
+        small_config(tmp_path, **HFZ, **{"hfz-noisy": "false", "hfz-alpha": 0.0})
+    )
     assert cfg.hfz_noisy is False and cfg.hfz_alpha == 0.0 and cfg.hfz_embed_dim == 16
     with pytest.raises(ValueError, match="hyperfedzero generates"):
         parse_run_config(small_config(tmp_path, **HFZ, model="vit-tiny"))
@@ -161,13 +171,20 @@ def test_settings_parse_and_reject_unknown_backbone(tmp_path):
 # ---- the loop, in process ----------------------------------------------------------
 def bad_embeddings(node: int, msg: Message, reply: Message) -> Message | None:
     """Node 1000 replies a NaN embedding, node 1001 one of the wrong size."""
-    if not msg.metadata.message_type.startswith("train") or node not in (1000, 1001) \
-            or reply.has_error():
+    if (
+        not msg.metadata.message_type.startswith("train")
+        or node not in (1000, 1001)
+        or reply.has_error()
+    ):
         return reply
     e = np.full(16, np.nan, np.float32) if node == 1000 else np.ones(3, np.float32)
-    content = RecordDict({"delta": reply.content["delta"],
-                          "metrics": reply.content["metrics"],
-                          "extras": ArrayRecord(array_dict={"embedding": Array(e)})})
+    content = RecordDict(
+        {
+            "delta": reply.content["delta"],
+            "metrics": reply.content["metrics"],
+            "extras": ArrayRecord(array_dict={"embedding": Array(e)}),
+        }
+    )
     return Message(content, reply_to=msg)
 
 
@@ -182,30 +199,49 @@ def test_zero_shot_run_in_process_with_bad_input(tmp_path, monkeypatch):
     def setup(context):  # partition 2 has lost its local data
         cfg, cid, pid, data = real_setup(context)
         if pid == 2:
-            data = type(data)(data.x_train[:0], data.y_train[:0], data.x_val,
-                              data.y_val, data.x_test, data.y_test)
+            data = type(data)(
+                data.x_train[:0],
+                data.y_train[:0],
+                data.x_val,
+                data.y_val,
+                data.x_test,
+                data.y_test,
+            )
         return cfg, cid, pid, data
 
     monkeypatch.setattr(handlers, "setup", setup)
-    cfg = small_config(tmp_path, **HFZ, **{"num-rounds": 4, "eval-every": 2,
-                                           "clients-per-round": 8,
-                                           "round-timeout": 5.0})
+    cfg = small_config(
+        tmp_path,
+        **HFZ,
+        **{
+            "num-rounds": 4,
+            "eval-every": 2,
+            "clients-per-round": 8,
+            "round-timeout": 5.0,
+        },
+    )
     summary = run_in_process(cfg, fault_hook=bad_embeddings)
     out = tmp_path / "outputs" / "test"
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     participants, held_out = split_participants(10, 0.2, 42)
     bad = {0, 1, 2} & set(participants)
     assert len(bad) >= 2
-    assert sum(r["faults"]["invalid"] + r["faults"]["error"] for r in rows) \
-        >= 4 * len(bad)
+    assert sum(r["faults"]["invalid"] + r["faults"]["error"] for r in rows) >= 4 * len(
+        bad
+    )
     assert all(r["valid"] == len(participants) - len(bad) for r in rows)
     assert all("embedding-spread" in r and "embedding-dims" in r for r in rows)
     # the store holds exactly the participants whose replies were valid
-    assert set(summary["embedding_store"]) == {str(p) for p in participants
-                                               if p not in bad}
+    assert set(summary["embedding_store"]) == {
+        str(p) for p in participants if p not in bad
+    }
     assert not set(summary["embedding_store"]) & {str(p) for p in held_out}
-    for key in ("participant_acc", "nonparticipant_acc", "global_acc",
-                "nonparticipant_global_acc"):
+    for key in (
+        "participant_acc",
+        "nonparticipant_acc",
+        "global_acc",
+        "nonparticipant_global_acc",
+    ):
         assert summary[key] is not None and summary[key] > 0.3, (key, summary)
     assert (out / "embedding_map.png").exists()
 
@@ -218,19 +254,35 @@ def test_zero_shot_run_in_process_with_bad_input(tmp_path, monkeypatch):
     for pid in held_out:
         model = personalize(out, partition_id=pid, client_id=str(pid))
         assert model.personalization["embedding"] == "from unlabelled data"
-        accs.append(evaluate_on(model, load_client_data(parse_run_config(cfg), pid))[
-            "test-acc"])
+        accs.append(
+            evaluate_on(model, load_client_data(parse_run_config(cfg), pid))["test-acc"]
+        )
     # offline, no server: the same classifiers the held-out clients made in the run
-    assert float(np.mean(accs)) == pytest.approx(summary["nonparticipant_acc"],
-                                                 abs=1e-9)
-    assert float(np.std(accs)) == pytest.approx(summary["nonparticipant_acc_std"],
-                                                abs=1e-9)
+    assert float(np.mean(accs)) == pytest.approx(
+        summary["nonparticipant_acc"], abs=1e-9
+    )
+    assert float(np.std(accs)) == pytest.approx(
+        summary["nonparticipant_acc_std"], abs=1e-9
+    )
     # and from the command line, in a fresh process (no server module imported yet)
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "server.cli", "personalize", str(out),
-                           "--partition-id", "5", "--out", str(tmp_path / "m.pt")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "personalize",
+            str(out),
+            "--partition-id",
+            "5",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "m.pt").exists()

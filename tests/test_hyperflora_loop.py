@@ -24,11 +24,26 @@ Seen = list[tuple[int, Message, Message]]
 def hyperflora_config(tmp_path, **overrides) -> dict:
     # the MLP learns the synthetic set in a few rounds (LeNet needs image structure);
     # auto targets: its two Linear layers, net.1 (784 -> 100) and the head net.3
-    return small_config(tmp_path, method="hyperflora", model="mlp", **{
-        "partitioner": "shards", "shards-per-client": 4, "num-rounds": 4,
-        "eval-every": 2, "pretrain-rounds": 4, "local-steps": 8, "inner-lr": 0.05,
-        "lora-lr": 0.05, "server-lr": 0.05, "finetune-steps": 5,
-        "clients-per-round": 4, "pair-exchanges": 2, **overrides})
+    return small_config(
+        tmp_path,
+        method="hyperflora",
+        model="mlp",
+        **{
+            "partitioner": "shards",
+            "shards-per-client": 4,
+            "num-rounds": 4,
+            "eval-every": 2,
+            "pretrain-rounds": 4,
+            "local-steps": 8,
+            "inner-lr": 0.05,
+            "lora-lr": 0.05,
+            "server-lr": 0.05,
+            "finetune-steps": 5,
+            "clients-per-round": 4,
+            "pair-exchanges": 2,
+            **overrides,
+        },
+    )
 
 
 def recorded_run(cfg: dict) -> tuple[dict, Seen]:
@@ -55,36 +70,48 @@ def paired(tmp_path_factory):
 
 def test_bystanders_get_adapters_without_any_train_message(paired):
     cfg, summary, seen, _ = paired
-    _, held_out = split_participants(cfg["num-clients"], cfg["holdout"],
-                                     cfg.get("seed", 42))
+    _, held_out = split_participants(
+        cfg["num-clients"], cfg["holdout"], cfg.get("seed", 42)
+    )
     bystanders = {1000 + pid for pid in held_out}
     to_them = [m for node, m, _ in seen if node in bystanders]
     kinds = Counter(m.metadata.message_type for m in to_them)
     assert not [k for k in kinds if k.startswith("train")], kinds
     # registration, θ_pret (once, with the Pretrain evaluation), then h(r_i)
     assert set(kinds) == {"query", "evaluate", "evaluate.lora"}, kinds
-    adapters = [m for m in to_them if m.metadata.message_type == "evaluate.lora"
-                and len(m.content["params"]) > 0]
+    adapters = [
+        m
+        for m in to_them
+        if m.metadata.message_type == "evaluate.lora" and len(m.content["params"]) > 0
+    ]
     assert len(adapters) == len(bystanders)
     # the generated tensors travel packed in one array (adapters of net.1 and net.3)
-    assert all(set(m.content["params"].keys()) == {"rho"} and from_record(
-        m.content["params"])["rho"].numel() == summary["client_trainable_params"]
-        for m in adapters)
+    assert all(
+        set(m.content["params"].keys()) == {"rho"}
+        and from_record(m.content["params"])["rho"].numel()
+        == summary["client_trainable_params"]
+        for m in adapters
+    )
     assert summary["bystander_train_messages"] == 0
     assert summary["nonparticipant_acc"] is not None
-    assert summary["nonparticipant_acc"] > 0.2          # 10 classes: chance is 0.1
+    assert summary["nonparticipant_acc"] > 0.2  # 10 classes: chance is 0.1
     assert summary["participant_acc"] > 0.3
     assert summary["pretrain_bystander_acc"] is not None
 
 
 def test_pairs_are_relayed_through_the_server(paired):
     cfg, summary, seen, out = paired
-    hops = [(n, m, r) for n, m, r in lora_trains(seen)
-            if "classes" in m.content["config"]]
+    hops = [
+        (n, m, r) for n, m, r in lora_trains(seen) if "classes" in m.content["config"]
+    ]
     assert hops and summary["relay_hops_per_round"] > 0
-    results = [{k: v + from_record(r.content["delta"])[k]
-                for k, v in from_record(m.content["params"]).items()}
-               for _, m, r in hops]
+    results = [
+        {
+            k: v + from_record(r.content["delta"])[k]
+            for k, v in from_record(m.content["params"]).items()
+        }
+        for _, m, r in hops
+    ]
     relayed = 0
     for idx, (node, msg, _) in enumerate(hops):
         phase = msg.content["config"]["phase"]
@@ -93,9 +120,12 @@ def test_pairs_are_relayed_through_the_server(paired):
         sent = from_record(msg.content["params"])
         # what this hop received is exactly what an earlier hop of the same round
         # returned (ρ + Δ), and that earlier hop ran on the other client of the pair
-        sources = [j for j in range(idx) if hops[j][1].content["config"]["round"]
-                   == msg.content["config"]["round"]
-                   and all(torch.equal(results[j][k], sent[k]) for k in sent)]
+        sources = [
+            j
+            for j in range(idx)
+            if hops[j][1].content["config"]["round"] == msg.content["config"]["round"]
+            and all(torch.equal(results[j][k], sent[k]) for k in sent)
+        ]
         assert sources, f"hop {phase} to node {node} relays nothing seen before"
         relayed += 1
         classes = list(msg.content["config"]["classes"])
@@ -106,15 +136,20 @@ def test_pairs_are_relayed_through_the_server(paired):
     rows = [json.loads(x) for x in open(out / "metrics.jsonl", encoding="utf-8")]
     assert len(rows) == cfg["num-rounds"]
     for row in rows:
-        this = [(m, r) for _, m, r in lora_trains(seen)
-                if m.content["config"]["round"] == row["round"]]
+        this = [
+            (m, r)
+            for _, m, r in lora_trains(seen)
+            if m.content["config"]["round"] == row["round"]
+        ]
         assert row["bytes-down"] == sum(message_bytes(m) for m, _ in this)
         assert row["bytes-up"] == sum(message_bytes(r) for _, r in this)
-        assert row["relay-hops"] == sum(1 for m, _ in this
-                                        if "classes" in m.content["config"])
+        assert row["relay-hops"] == sum(
+            1 for m, _ in this if "classes" in m.content["config"]
+        )
         assert row["pairs"] == cfg["clients-per-round"] // 2
     assert summary["bytes_per_round"] == pytest.approx(
-        summary["bytes_down_per_round"] + summary["bytes_up_per_round"])
+        summary["bytes_down_per_round"] + summary["bytes_up_per_round"]
+    )
     assert summary["values_per_round"] > summary["client_trainable_params"]
 
 
@@ -124,9 +159,12 @@ def test_base_sent_once_and_hypernet_learns(paired):
     assert len(with_base) == cfg["num-clients"] and set(with_base.values()) == {1}
     assert all("base" not in m.content for _, m, _ in lora_trains(seen))
     state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
-    heads = {k: v for k, v in state["strategy"]["hnet"].items()
-             if k.startswith("heads.") and k.endswith(".weight")}
-    assert any(v.abs().sum() > 0 for v in heads.values())   # started at zero
+    heads = {
+        k: v
+        for k, v in state["strategy"]["hnet"].items()
+        if k.startswith("heads.") and k.endswith(".weight")
+    }
+    assert any(v.abs().sum() > 0 for v in heads.values())  # started at zero
     assert summary["client_trainable_params"] == (784 + 100) + (100 + 10)
     assert summary["participant_finetuned_acc"] is not None
     assert (out / "pretrained.pt").exists()
@@ -147,9 +185,16 @@ def test_pretraining_is_fedavg_with_pretrain_epochs(paired):
 @pytest.mark.parametrize("variant", ["standard", "sequential", "head"])
 def test_variants(paired, tmp_path, variant):
     _, paired_summary, _, out = paired
-    cfg = hyperflora_config(tmp_path, **{
-        "hyperflora-variant": variant, "num-rounds": 2, "run-name": variant,
-        "finetune-steps": 0, "pretrained-model": str(out / "pretrained.pt")})
+    cfg = hyperflora_config(
+        tmp_path,
+        **{
+            "hyperflora-variant": variant,
+            "num-rounds": 2,
+            "run-name": variant,
+            "finetune-steps": 0,
+            "pretrained-model": str(out / "pretrained.pt"),
+        },
+    )
     summary, seen = recorded_run(cfg)
     trains = lora_trains(seen)
     pair_hops = [m for _, m, _ in trains if "classes" in m.content["config"]]
@@ -161,11 +206,14 @@ def test_variants(paired, tmp_path, variant):
     if variant == "sequential":
         # one unit at a time: each client and each hop of each pair is an exchange
         assert summary["exchanges_per_round"] == (
-            cfg["clients-per-round"] + summary["relay_hops_per_round"])
+            cfg["clients-per-round"] + summary["relay_hops_per_round"]
+        )
     if variant == "head":
         sent = from_record(trains[0][1].content["params"])["rho"]
         assert summary["client_trainable_params"] == (784 + 100) + 100 * 10 + 10
         assert sent.numel() == summary["client_trainable_params"]
-    assert summary["pretrain_participant_acc"] == paired_summary[
-        "pretrain_participant_acc"]
+    assert (
+        summary["pretrain_participant_acc"]
+        == paired_summary["pretrain_participant_acc"]
+    )
     assert summary["nonparticipant_acc"] > 0.2

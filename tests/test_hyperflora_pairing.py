@@ -45,22 +45,32 @@ def test_restrict_keeps_exactly_the_requested_classes():
     assert restrict(x, y, None)[1] is y
 
 
-def registry_with(classes: dict[str, list[int]], participants: set[str]
-                  ) -> ClientRegistry:
+def registry_with(
+    classes: dict[str, list[int]], participants: set[str]
+) -> ClientRegistry:
     reg = ClientRegistry()
     for pid, (cid, r) in enumerate(classes.items()):
-        reg.clients[cid] = ClientInfo(cid, 1000 + pid, pid, cid in participants,
-                                      {"classes": r})
+        reg.clients[cid] = ClientInfo(
+            cid, 1000 + pid, pid, cid in participants, {"classes": r}
+        )
     return reg
 
 
 def test_round_plan_pairs_participants_and_alternates_hops():
-    one_hot = {str(i): [1 if k in (i % 10, (i + 3) % 10) else 0 for k in range(10)]
-               for i in range(10)}
+    one_hot = {
+        str(i): [1 if k in (i % 10, (i + 3) % 10) else 0 for k in range(10)]
+        for i in range(10)
+    }
     reg = registry_with(one_hot, {str(i) for i in range(8)})
-    cfg = parse_run_config({"method": "hyperflora", "model": "lenet5",
-                            "num-clients": 10, "clients-per-round": 6,
-                            "pair-exchanges": 2})
+    cfg = parse_run_config(
+        {
+            "method": "hyperflora",
+            "model": "lenet5",
+            "num-clients": 10,
+            "clients-per-round": 6,
+            "pair-exchanges": 2,
+        }
+    )
     strategy = HyperFLoRA(cfg, reg, torch.device("cpu"))
     for rnd in range(1, 20):
         units = strategy.plan_round(rnd)
@@ -68,34 +78,46 @@ def test_round_plan_pairs_participants_and_alternates_hops():
         pairs = [u for u in units if u.is_pair]
         assert len(clients) == 6 and len(pairs) == 3
         sampled = [u.key for u in clients]
-        assert all(int(c) < 8 for c in sampled)          # bystanders never sampled
+        assert all(int(c) < 8 for c in sampled)  # bystanders never sampled
         paired = [c for u in pairs for c in u.key[5:].split("+")]
-        assert sorted(paired) == sorted(sampled)          # each participant once
+        assert sorted(paired) == sorted(sampled)  # each participant once
         for u in pairs:
             i, j = u.key[5:].split("+")
             union = {k for k in range(10) if one_hot[i][k] or one_hot[j][k]}
             assert {k for k in range(10) if u.r[k]} <= union
             assert u.classes == u.r
-            holds = [c for c in (i, j) if any(a and b for a, b in
-                                              zip(one_hot[c], u.r, strict=True))]
+            holds = [
+                c
+                for c in (i, j)
+                if any(a and b for a, b in zip(one_hot[c], u.r, strict=True))
+            ]
             assert u.hops == [c for c in [i, j] * 2 if c in holds]
-    standard = HyperFLoRA(parse_run_config({**cfg.raw, "hyperflora-variant":
-                                            "standard"}), reg, torch.device("cpu"))
+    standard = HyperFLoRA(
+        parse_run_config({**cfg.raw, "hyperflora-variant": "standard"}),
+        reg,
+        torch.device("cpu"),
+    )
     assert not any(u.is_pair for u in standard.plan_round(1))
 
 
 def test_a_relay_hop_trains_only_on_the_pair_classes(tmp_path):
-    run_config = small_config(tmp_path, method="hyperflora", model="lenet5",
-                              **{"local-steps": 3, "partitioner": "shards",
-                                 "shards-per-client": 4})
+    run_config = small_config(
+        tmp_path,
+        method="hyperflora",
+        model="lenet5",
+        **{"local-steps": 3, "partitioner": "shards", "shards-per-client": 4},
+    )
     cfg = parse_run_config(run_config)
     data = load_client_data(cfg, 3)
     present = sorted({int(c) for c in data.y_train})
     classes = [1 if k in present[:2] else 0 for k in range(10)]
     expected = int(sum((data.y_train == k).sum() for k in present[:2]))
     base = build_model("lenet5", seed=0)
-    strategy_like = HyperFLoRA(cfg, registry_with(
-        {str(i): [1] * 10 for i in range(10)}, {"0"}), torch.device("cpu"))
+    strategy_like = HyperFLoRA(
+        cfg,
+        registry_with({str(i): [1] * 10 for i in range(10)}, {"0"}),
+        torch.device("cpu"),
+    )
     adapters = strategy_like.generate(["3"])[0]
     grid = DirectGrid(client_app, run_config, cfg.num_clients)
 
@@ -104,9 +126,13 @@ def test_a_relay_hop_trains_only_on_the_pair_classes(tmp_path):
         return list(grid.pull_messages(grid.push_messages([msg])))[0]
 
     packed = to_record({"rho": pack(adapters, list(adapters))})
-    reply = send(params=packed, base=to_record(base.state_dict()),
-                 config=ConfigRecord({"round": 1, "phase": "pair-0", "base-id": "b",
-                                      "classes": classes}))
+    reply = send(
+        params=packed,
+        base=to_record(base.state_dict()),
+        config=ConfigRecord(
+            {"round": 1, "phase": "pair-0", "base-id": "b", "classes": classes}
+        ),
+    )
     assert not reply.has_error(), reply.error
     metrics = reply.content["metrics"]
     assert metrics["num-examples"] == expected < len(data.y_train)
@@ -114,11 +140,12 @@ def test_a_relay_hop_trains_only_on_the_pair_classes(tmp_path):
     assert set(delta) == {"rho"} and delta["rho"].numel() == 818
     assert delta["rho"].abs().sum() > 0
     # the base is cached in the node's state: the next hop needs adapters only
-    reply = send(params=packed, config=ConfigRecord(
-        {"round": 1, "phase": "pair-1", "base-id": "b"}))
+    reply = send(
+        params=packed,
+        config=ConfigRecord({"round": 1, "phase": "pair-1", "base-id": "b"}),
+    )
     assert not reply.has_error(), reply.error
     assert reply.content["metrics"]["num-examples"] == len(data.y_train)
     # an unknown base id is refused with a clear error
-    reply = send(params=packed,
-                 config=ConfigRecord({"round": 1, "base-id": "other"}))
+    reply = send(params=packed, config=ConfigRecord({"round": 1, "base-id": "other"}))
     assert reply.has_error() and "no cached base model" in reply.error.reason

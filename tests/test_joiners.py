@@ -44,10 +44,18 @@ class NoJoiners(FedAvg):
 
 
 def run(tmp_path, method: str, strategy_cls=None) -> tuple[Runner, list[dict]]:
-    config = small_config(tmp_path, **{"method": method, "num-clients": 5,
-                                       "holdout": 0.0, "clients-per-round": 5,
-                                       "num-rounds": 4, "eval-every": 4,
-                                       "run-name": method})
+    config = small_config(
+        tmp_path,
+        **{
+            "method": method,
+            "num-clients": 5,
+            "holdout": 0.0,
+            "clients-per-round": 5,
+            "num-rounds": 4,
+            "eval-every": 4,
+            "run-name": method,
+        },
+    )
     cfg = parse_run_config(config)
     from client.app import app as client_app
 
@@ -62,19 +70,31 @@ def run(tmp_path, method: str, strategy_cls=None) -> tuple[Runner, list[dict]]:
     cls = strategy_cls or strategy_for(method)
     registry = register_clients(grid, cfg, cfg.round_timeout, cls.registration_fields)
     assert len(registry.clients) == 4
-    runner = Runner(grid, cfg, registry, cls(cfg, registry, torch.device("cpu")),
-                    RunOutputs(cfg.output_dir, cfg.resolved_run_name))
+    runner = Runner(
+        grid,
+        cfg,
+        registry,
+        cls(cfg, registry, torch.device("cpu")),
+        RunOutputs(cfg.output_dir, cfg.resolved_run_name),
+    )
     runner.run()
-    rows = [json.loads(x) for x in
-            (tmp_path / "outputs" / method / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x)
+        for x in (tmp_path / "outputs" / method / "metrics.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     return runner, rows
 
 
 @pytest.fixture(autouse=True)
 def _no_settle_wait(monkeypatch):
     """Registration goes on with the nodes that are there without waiting 20 s."""
-    monkeypatch.setattr(server.registry, "wait_for_nodes", functools.partial(
-        server.registry.wait_for_nodes, settle=0.0))
+    monkeypatch.setattr(
+        server.registry,
+        "wait_for_nodes",
+        functools.partial(server.registry.wait_for_nodes, settle=0.0),
+    )
 
 
 @pytest.mark.parametrize("method", ["fedavg", "pfedhn", "local"])

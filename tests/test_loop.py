@@ -15,14 +15,16 @@ from tests.conftest import small_config
 
 
 def test_pfedhn_learns_in_process(tmp_path):
-    summary = run_in_process(small_config(tmp_path, **{
-        "num-rounds": 12, "eval-every": 4, "server-lr": 0.1}))
+    summary = run_in_process(
+        small_config(tmp_path, **{"num-rounds": 12, "eval-every": 4, "server-lr": 0.1})
+    )
     assert summary["participant_acc"] > 0.3
     assert summary["nonparticipant_acc"] > 0.1
 
 
 def poison(kind: str):
     """A fault hook that corrupts the replies of nodes 1000 and 1001 in training."""
+
     def hook(node: int, msg: Message, reply: Message) -> Message | None:
         if msg.metadata.message_type != "train" or node not in (1000, 1001, 1002):
             return reply
@@ -35,20 +37,37 @@ def poison(kind: str):
             arrays[first][...] = np.nan
         elif kind == "shape":
             arrays[first] = arrays[first].reshape(-1)
-        content = RecordDict({"delta": ArrayRecord(array_dict={
-            k: Array(v) for k, v in arrays.items()}),
-            "metrics": reply.content["metrics"]})
+        content = RecordDict(
+            {
+                "delta": ArrayRecord(
+                    array_dict={k: Array(v) for k, v in arrays.items()}
+                ),
+                "metrics": reply.content["metrics"],
+            }
+        )
         return Message(content, reply_to=msg)
+
     return hook
 
 
 def test_bad_replies_are_counted_and_skipped(tmp_path):
     for kind in ("nan", "shape", "missing"):
-        cfg = small_config(tmp_path, **{"run-name": kind, "clients-per-round": 8,
-                                        "num-rounds": 2, "round-timeout": 2.0})
+        cfg = small_config(
+            tmp_path,
+            **{
+                "run-name": kind,
+                "clients-per-round": 8,
+                "num-rounds": 2,
+                "round-timeout": 2.0,
+            },
+        )
         summary = run_in_process(cfg, fault_hook=poison(kind))
-        rows = [json.loads(x) for x in
-                open(tmp_path / "outputs" / kind / "metrics.jsonl", encoding="utf-8")]
+        rows = [
+            json.loads(x)
+            for x in open(
+                tmp_path / "outputs" / kind / "metrics.jsonl", encoding="utf-8"
+            )
+        ]
         key = "missing" if kind == "missing" else "invalid"
         assert sum(r["faults"][key] for r in rows) >= 2, rows
         assert all(r["valid"] < r["sampled"] for r in rows)
@@ -60,8 +79,9 @@ def test_hypernet_never_moves_on_invalid_deltas(tmp_path):
     def all_nan(node: int, msg: Message, reply: Message) -> Message | None:
         return poison("nan")(1000, msg, reply)
 
-    runner = build_runner(small_config(tmp_path, **{"round-retries": 1}),
-                          fault_hook=all_nan)
+    runner = build_runner(
+        small_config(tmp_path, **{"round-retries": 1}), fault_hook=all_nan
+    )
     before = {k: v.clone() for k, v in runner.strategy.hnet.state_dict().items()}
     store = runner.strategy.store.weight.detach().clone()
     with pytest.raises(RoundFailedError, match="min-clients"):
@@ -89,13 +109,19 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch, every):
     monkeypatch.setattr(RunOutputs, "save_checkpoint", spy)
     base = {"num-rounds": 6, "eval-every": 2, "checkpoint-every": every}
     whole = run_in_process(small_config(tmp_path, **base, **{"run-name": "whole"}))
-    stopped = run_in_process(small_config(tmp_path, **base, **{
-        "run-name": "parts", "stop-after-round": 3}))
+    stopped = run_in_process(
+        small_config(tmp_path, **base, **{"run-name": "parts", "stop-after-round": 3})
+    )
     assert stopped is None
-    resumed = run_in_process(small_config(tmp_path, **base, **{
-        "run-name": "parts", "resume": True}))
-    for key in ("participant_acc", "nonparticipant_acc", "best_round",
-                "bytes_down_per_round"):
+    resumed = run_in_process(
+        small_config(tmp_path, **base, **{"run-name": "parts", "resume": True})
+    )
+    for key in (
+        "participant_acc",
+        "nonparticipant_acc",
+        "best_round",
+        "bytes_down_per_round",
+    ):
         assert resumed[key] == whole[key], key
     a = torch.load(tmp_path / "outputs/whole/checkpoint/state.pt", weights_only=False)
     b = torch.load(tmp_path / "outputs/parts/checkpoint/state.pt", weights_only=False)
@@ -107,10 +133,15 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch, every):
 
 
 def test_original_one_client_per_round_variant(tmp_path):
-    summary = run_in_process(small_config(tmp_path, **{
-        "clients-per-round": 1, "num-rounds": 3, "eval-every": 3}))
-    rows = [json.loads(x) for x in
-            open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
+    summary = run_in_process(
+        small_config(
+            tmp_path, **{"clients-per-round": 1, "num-rounds": 3, "eval-every": 3}
+        )
+    )
+    rows = [
+        json.loads(x)
+        for x in open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")
+    ]
     assert [r["sampled"] for r in rows] == [1, 1, 1]
     assert summary["participant_acc"] is not None
 
@@ -130,8 +161,11 @@ def test_evaluation_in_client_batches_matches_one_batch(tmp_path, monkeypatch):
     base = {"num-clients": 12, "holdout": 0.25, "num-rounds": 2, "eval-every": 2}
     whole = run_in_process(small_config(tmp_path, **base, **{"run-name": "whole"}))
     monkeypatch.setattr(loop, "exchange", spy)
-    batched = run_in_process(small_config(tmp_path, **base, **{
-        "run-name": "batched", "eval-clients-per-batch": 2}))
+    batched = run_in_process(
+        small_config(
+            tmp_path, **base, **{"run-name": "batched", "eval-clients-per-batch": 2}
+        )
+    )
     evaluate = [n for kind, n in sizes if kind == "evaluate"]
     assert evaluate and max(evaluate) == 2
     assert sum(evaluate) == 9 + 3  # 9 participants at round 2, then 3 held-out

@@ -37,11 +37,12 @@ def test_linear_zero_init_equals_base_and_merge_matches():
     torch.testing.assert_close(lora(x), base(x), rtol=0, atol=0)
     randomise_adapters(lora)
     assert torch.count_nonzero(lora.lora_B) > 0
-    expected = base(x) + 2.0 * x @ lora.lora_A.T @ lora.lora_B.T   # (α/r) B A x
+    expected = base(x) + 2.0 * x @ lora.lora_A.T @ lora.lora_B.T  # (α/r) B A x
     torch.testing.assert_close(lora(x), expected)
     merged = lora.merged()
-    torch.testing.assert_close(merged.weight,
-                               base.weight + 2.0 * lora.lora_B @ lora.lora_A)
+    torch.testing.assert_close(
+        merged.weight, base.weight + 2.0 * lora.lora_B @ lora.lora_A
+    )
     torch.testing.assert_close(merged(x), lora(x))
     assert torch.equal(lora.weight, base.weight)  # the base weights are untouched
 
@@ -97,7 +98,8 @@ def test_vit_targets_attention_mlp_and_head():
     names = add_lora(model, "auto", rank=1)
     per_block = {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc1", "mlp.fc2"}
     assert set(names) == {f"blocks.{b}.{n}" for b in range(4) for n in per_block} | {
-        "head"}
+        "head"
+    }
     assert head_name(model) == "head"
     only_attention = build_model("vit-tiny")
     add_lora(only_attention, "blocks.*.attn.*,head", rank=1)
@@ -124,7 +126,8 @@ def test_generated_tensors_and_packing_round_trip():
     assert list(adapters) == [f"fc{i}.lora_{m}" for i in (1, 2, 3) for m in "AB"]
     with_head = generated_tensors(model, generate_head=True)
     assert "fc3.lora_A" not in with_head and {"fc3.weight", "fc3.bias"} <= set(
-        with_head)
+        with_head
+    )
     assert sum(v.numel() for v in with_head.values()) == 520 + 204 + 850
     flat = pack(with_head, list(with_head))
     assert flat.shape == (1574,)

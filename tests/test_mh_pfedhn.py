@@ -20,9 +20,15 @@ from tests.conftest import small_config
 
 
 def mh_config(tmp_path, **overrides):
-    base = {"method": "mh-pfedhn", "server-optimizer": "adam", "server-lr": 1e-3,
-            "mh-novel-rounds": 2, "num-rounds": 4, "eval-every": 2,
-            "mh-chunk-size": 1024}
+    base = {
+        "method": "mh-pfedhn",
+        "server-optimizer": "adam",
+        "server-lr": 1e-3,
+        "mh-novel-rounds": 2,
+        "num-rounds": 4,
+        "eval-every": 2,
+        "mh-chunk-size": 1024,
+    }
     return small_config(tmp_path, **{**base, **overrides})
 
 
@@ -32,8 +38,9 @@ def test_flat_round_trip_for_every_zoo_model(name):
     flat = to_flat(model)
     assert flat.shape == (count_params(model),)
     other = load_flat(build_model(name, 10, seed=2), flat)
-    for (k, a), (_, b) in zip(model.named_parameters(), other.named_parameters(),
-                              strict=True):
+    for (k, a), (_, b) in zip(
+        model.named_parameters(), other.named_parameters(), strict=True
+    ):
         assert torch.equal(a, b), k
     assert torch.equal(to_flat(other), flat)
     with torch.no_grad():  # the loaded model owns its values: θ is not changed
@@ -70,8 +77,9 @@ def test_architecture_rule_and_node_config(tmp_path):
     assert set(archs) == {"mlp-s", "bncnn", "lenet5", "cnn", "mlp-l"}
     assert arch_for(cfg, 3, {"arch": "cnn"}) == "cnn"
     seeded = parse_run_config(mh_config(tmp_path, **{"mh-arch-rule": "seeded"}))
-    assert [arch_for(seeded, p) for p in range(10)] == \
-        [arch_for(seeded, p) for p in range(10)]
+    assert [arch_for(seeded, p) for p in range(10)] == [
+        arch_for(seeded, p) for p in range(10)
+    ]
     with pytest.raises(ValueError):
         arch_for(cfg, 0, {"arch": "resnet-1000"})
 
@@ -91,6 +99,7 @@ def wire_recorder(seen: list):
     def hook(node: int, msg: Message, reply: Message | None) -> Message | None:
         seen.append((msg, reply))
         return reply
+
     return hook
 
 
@@ -105,13 +114,19 @@ def strings_of(message: Message) -> list[str]:
 
 def test_nothing_about_architectures_on_the_wire(tmp_path):
     seen: list = []
-    summary = run_in_process(mh_config(tmp_path, **{"num-rounds": 2}),
-                             fault_hook=wire_recorder(seen))
+    summary = run_in_process(
+        mh_config(tmp_path, **{"num-rounds": 2}), fault_hook=wire_recorder(seen)
+    )
     assert summary is not None
-    shapes = {tuple(p.shape) for n in ZOO for p in build_model(n, 10).parameters()
-              if p.dim() > 1}
-    names = set(ZOO) | {k for n in ZOO
-                        for k, _ in build_model(n, 10).named_parameters()}
+    shapes = {
+        tuple(p.shape)
+        for n in ZOO
+        for p in build_model(n, 10).parameters()
+        if p.dim() > 1
+    }
+    names = set(ZOO) | {
+        k for n in ZOO for k, _ in build_model(n, 10).named_parameters()
+    }
     kinds = set()
     for msg, reply in seen:
         kinds.add(msg.metadata.message_type)
@@ -133,26 +148,45 @@ def test_nothing_about_architectures_on_the_wire(tmp_path):
 
 def truncate(nodes: tuple[int, ...]):
     def hook(node: int, msg: Message, reply: Message | None) -> Message | None:
-        if reply is None or not msg.metadata.message_type.startswith("train") \
-                or node not in nodes:
+        if (
+            reply is None
+            or not msg.metadata.message_type.startswith("train")
+            or node not in nodes
+        ):
             return reply
         theta = reply.content["delta"]["theta"].numpy()[:-1].copy()
-        return Message(RecordDict({"delta": ArrayRecord(array_dict={
-            "theta": Array(theta)}), "metrics": reply.content["metrics"]}),
-            reply_to=msg)
+        return Message(
+            RecordDict(
+                {
+                    "delta": ArrayRecord(array_dict={"theta": Array(theta)}),
+                    "metrics": reply.content["metrics"],
+                }
+            ),
+            reply_to=msg,
+        )
+
     return hook
 
 
 def test_wrong_length_replies_and_unaccepted_counts(tmp_path):
-    cfg = mh_config(tmp_path, **{"num-rounds": 2, "clients-per-round": 8,
-                                 "mh-archs": "mlp-s,lenet5,mlp-l",
-                                 "mh-max-params": 100_000, "mh-novel-rounds": 1})
+    cfg = mh_config(
+        tmp_path,
+        **{
+            "num-rounds": 2,
+            "clients-per-round": 8,
+            "mh-archs": "mlp-s,lenet5,mlp-l",
+            "mh-max-params": 100_000,
+            "mh-novel-rounds": 1,
+        },
+    )
     summary = run_in_process(cfg, fault_hook=truncate((1000, 1001)))
     assert summary["faults"]["invalid"] >= 2
     assert summary["mh_faults"]["mh-unaccepted-param-count"] >= 1
     assert 178110 not in summary["mh_param_counts"]
-    rows = [json.loads(x) for x in
-            open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
+    rows = [
+        json.loads(x)
+        for x in open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")
+    ]
     assert all(r["valid"] < r["sampled"] for r in rows)
 
 
@@ -165,8 +199,10 @@ def test_wrong_length_delta_does_not_move_the_hypernetwork(tmp_path):
     bad = ClientUpdate(cid, {"theta": torch.zeros(strategy.k[cid] + 3)}, 10, {})
     assert strategy.apply_updates(1, [bad]) == {}
     assert strategy.counts["mh-wrong-length"] == 1
-    assert all(torch.equal(a, b) for a, b in zip(before, strategy.hnet.parameters(),
-                                                 strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(before, strategy.hnet.parameters(), strict=True)
+    )
     assert torch.equal(emb, strategy.embeddings)
     good = ClientUpdate(cid, {"theta": torch.ones(strategy.k[cid])}, 10, {})
     strategy.apply_updates(1, [good])
@@ -175,23 +211,39 @@ def test_wrong_length_delta_does_not_move_the_hypernetwork(tmp_path):
 
 def test_gd_round_has_two_phases_and_new_clients_are_reported(tmp_path):
     seen: list = []
-    summary = run_in_process(mh_config(tmp_path, **{
-        "method": "mh-pfedhngd", "num-rounds": 2, "mh-global-arch": "mlp-s"}),
-        fault_hook=wire_recorder(seen))
-    phases = [str(m.content["config"]["phase"]) for m, _ in seen
-              if m.metadata.message_type == "train.mh"]
+    summary = run_in_process(
+        mh_config(
+            tmp_path,
+            **{"method": "mh-pfedhngd", "num-rounds": 2, "mh-global-arch": "mlp-s"},
+        ),
+        fault_hook=wire_recorder(seen),
+    )
+    phases = [
+        str(m.content["config"]["phase"])
+        for m, _ in seen
+        if m.metadata.message_type == "train.mh"
+    ]
     assert phases[:8] == ["global"] * 4 + ["personal"] * 4
-    teacher = [m for m, _ in seen if m.metadata.message_type == "train.mh"
-               and "teacher" in m.content.array_records]
-    assert teacher and all(str(m.content["config"]["phase"]) == "personal"
-                           for m in teacher)
+    teacher = [
+        m
+        for m, _ in seen
+        if m.metadata.message_type == "train.mh"
+        and "teacher" in m.content.array_records
+    ]
+    assert teacher and all(
+        str(m.content["config"]["phase"]) == "personal" for m in teacher
+    )
     k_global = count_params(build_model("mlp-s", 10))
     for m, _ in seen:
-        if m.metadata.message_type == "train.mh" and \
-                str(m.content["config"]["phase"]) == "global":
+        if (
+            m.metadata.message_type == "train.mh"
+            and str(m.content["config"]["phase"]) == "global"
+        ):
             assert tuple(m.content["params"]["theta"].shape) == (k_global,)
-    rows = [json.loads(x) for x in
-            open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")]
+    rows = [
+        json.loads(x)
+        for x in open(tmp_path / "outputs" / "test" / "metrics.jsonl", encoding="utf-8")
+    ]
     assert all(r["global-valid"] == 4 and r["personal-valid"] == 4 for r in rows)
     assert "global-test-acc" in rows[-1]
     assert summary["nonparticipant_seen_clients"] == 1
@@ -215,9 +267,11 @@ def test_personalize_serves_seen_and_unseen_new_clients(tmp_path):
         kinds[info["embedding"]] = info["model"]
         assert count_params(model) == info["param-count"]
         from common.partition import load_client_data
+
         acc = evaluate_on(model, load_client_data(parsed, pid))["test-acc"]
-        assert acc == pytest.approx(summary["nonparticipant_acc_by_K"][
-            str(info["param-count"])], abs=1e-6)
+        assert acc == pytest.approx(
+            summary["nonparticipant_acc_by_K"][str(info["param-count"])], abs=1e-6
+        )
     assert set(kinds) == {"fitted (seen size group)", "fitted (unseen size group)"}
     assert kinds["fitted (unseen size group)"] == "mlp-l"
 
@@ -227,7 +281,10 @@ def test_shared_embedding_per_group_option(tmp_path):
     strategy = runner.strategy
     groups = {strategy.group[c] for c in strategy.participants}
     assert set(strategy.rows) == {f"group:{g}" for g in groups}
-    a, b = [c for c in strategy.participants
-            if strategy.group[c] == strategy.group[strategy.participants[0]]][:2]
+    a, b = [
+        c
+        for c in strategy.participants
+        if strategy.group[c] == strategy.group[strategy.participants[0]]
+    ][:2]
     first, second = strategy.generate([a, b])
     assert torch.equal(first["theta"], second["theta"])  # same K, same embedding

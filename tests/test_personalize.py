@@ -33,9 +33,16 @@ from server.personalize import (
 from server.strategies.pfedhn import build_hypernet, build_store
 from tests.conftest import small_config
 
-HOLDOUT = {"num-clients": 5, "holdout": 0.4, "num-rounds": 2, "eval-every": 1,
-           "local-steps": 5, "clients-per-round": 3, "novel-rounds": 3,
-           "device": "cpu"}
+HOLDOUT = {
+    "num-clients": 5,
+    "holdout": 0.4,
+    "num-rounds": 2,
+    "eval-every": 1,
+    "local-steps": 5,
+    "clients-per-round": 3,
+    "novel-rounds": 3,
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +83,15 @@ def test_pfedhn_fit_changes_only_the_embedding(runs):
     pid = held_out(cfg)[0]
     data = load_client_data(cfg, pid)
     fitted, info = personalized_params(run, data, client_id=str(pid), partition_id=pid)
-    zero, _ = personalized_params(run, data, client_id=str(pid), partition_id=pid,
-                                  rounds=0)
+    zero, _ = personalized_params(
+        run, data, client_id=str(pid), partition_id=pid, rounds=0
+    )
     assert info["fit-rounds"] == cfg.novel_rounds and info["round"] >= 1
     assert any(not torch.equal(fitted[k], zero[k]) for k in fitted)
     # the checkpoint itself is untouched by personalisation
-    again, _ = personalized_params(load_run(run_dir), data, client_id=str(pid),
-                                   partition_id=pid)
+    again, _ = personalized_params(
+        load_run(run_dir), data, client_id=str(pid), partition_id=pid
+    )
     assert all(torch.equal(fitted[k], again[k]) for k in fitted)
     # a participant that trained gets its own embedding's model without data
     participant = run.state["participants"][0]
@@ -97,18 +106,38 @@ def test_cli_writes_a_ready_model_file(runs, tmp_path, capsys):
     pid = held_out(cfg)[1]
     data = load_client_data(cfg, pid)
     npz = tmp_path / "client.npz"
-    np.savez(npz, x_train=data.x_train.numpy(), y_train=data.y_train.numpy(),
-             x_test=data.x_test.numpy(), y_test=data.y_test.numpy())
+    np.savez(
+        npz,
+        x_train=data.x_train.numpy(),
+        y_train=data.y_train.numpy(),
+        x_test=data.x_test.numpy(),
+        y_test=data.y_test.numpy(),
+    )
     out = tmp_path / "model.pt"
     # these images are already normalised as the run's data: --normalized says so
-    assert cli_main(["personalize", str(run_dir), "--data", str(npz), "--normalized",
-                     "--client-id", str(pid), "--out", str(out)]) == 0
+    assert (
+        cli_main(
+            [
+                "personalize",
+                str(run_dir),
+                "--data",
+                str(npz),
+                "--normalized",
+                "--client-id",
+                str(pid),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["model-file"] == str(out) and printed["method"] == "pfedhn"
     model = load_model(out)
     expected = personalize(run_dir, partition_id=pid, client_id=str(pid))
-    for (k, a), (_, b) in zip(model.state_dict().items(),
-                              expected.state_dict().items(), strict=True):
+    for (k, a), (_, b) in zip(
+        model.state_dict().items(), expected.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), k
     assert printed["metrics"]["test-acc"] == evaluate_on(expected, data)["test-acc"]
 
@@ -123,19 +152,30 @@ def test_loaded_run_gives_lenet_models_for_pfedhn_and_fedavg(tmp_path):
     """A loaded run hands out ready LeNet-5 models: pFedHN's generated from the
     client's embedding, FedAvg's the global model (timing: ``python -m bench
     latency``, not a test)."""
-    cfg = parse_run_config({"model": "lenet5", "dataset": "synthetic",
-                            "num-clients": 10})
+    cfg = parse_run_config(
+        {"model": "lenet5", "dataset": "synthetic", "num-clients": 10}
+    )
     shapes = param_shapes(build_model(cfg.model, cfg.num_classes, seed=cfg.seed))
     hnet, store = build_hypernet(cfg, shapes), build_store(cfg)
     for i in range(cfg.num_clients):
         store.add(str(i), {"partition-id": i})
-    pfedhn = TrainedRun(tmp_path, cfg, {"hnet": hnet.state_dict(),
-                                        "store": store.state_dict(),
-                                        "participants": ["0", "1"]}, 1)
+    pfedhn = TrainedRun(
+        tmp_path,
+        cfg,
+        {
+            "hnet": hnet.state_dict(),
+            "store": store.state_dict(),
+            "participants": ["0", "1"],
+        },
+        1,
+    )
     glob = {k: p.detach() for k, p in build_model("lenet5").named_parameters()}
-    fedavg = TrainedRun(tmp_path, parse_run_config({"method": "fedavg",
-                                                    "model": "lenet5"}),
-                        {"global": glob}, 1)
+    fedavg = TrainedRun(
+        tmp_path,
+        parse_run_config({"method": "fedavg", "model": "lenet5"}),
+        {"global": glob},
+        1,
+    )
     gen, avg = Personalizer(pfedhn), Personalizer(fedavg)
     mine, other = gen.params(client_id="0")[0], gen.params(client_id="1")[0]
     with torch.no_grad():

@@ -28,9 +28,10 @@ from tests.regression.figures import METHODS, figures
 EXPECTED = Path(__file__).parent / "regression" / "expected.json"
 
 
-@pytest.mark.skipif(not DEBIAN_FMNIST_DIR.exists(),
-                    reason="needs Debian's dataset-fashion-mnist (deploy/setup.sh "
-                           "installs it)")
+@pytest.mark.skipif(
+    not DEBIAN_FMNIST_DIR.exists(),
+    reason="needs Debian's dataset-fashion-mnist (deploy/setup.sh installs it)",
+)
 @pytest.mark.parametrize("method", METHODS)
 def test_fmnist_figures_unchanged(tmp_path, method):
     expected = json.loads(EXPECTED.read_text())[f"fmnist-5/{method}"]

@@ -26,15 +26,21 @@ def test_backprop_equals_gradient_of_half_squared_distance():
     weights = round_weights([10, 30], "samples")
 
     theta = hnet(store(ids))
-    deltas = [{k: targets[i][k] - theta[k][i].detach() for k in SHAPES}
-              for i in range(len(ids))]
+    deltas = [
+        {k: targets[i][k] - theta[k][i].detach() for k in SHAPES}
+        for i in range(len(ids))
+    ]
     backprop_deltas(theta, deltas, weights)
     ours = [p.grad.clone() for p in [*hnet.parameters(), store.weight]]
 
     hnet.zero_grad(), store.zero_grad()
     theta = hnet(store(ids))
-    loss = sum(weights[i] * 0.5 * sum(((theta[k][i] - targets[i][k]) ** 2).sum()
-                                      for k in SHAPES) for i in range(len(ids)))
+    loss = sum(
+        weights[i]
+        * 0.5
+        * sum(((theta[k][i] - targets[i][k]) ** 2).sum() for k in SHAPES)
+        for i in range(len(ids))
+    )
     loss.backward()
     reference = [p.grad for p in [*hnet.parameters(), store.weight]]
     for a, b in zip(ours, reference, strict=True):
@@ -85,13 +91,16 @@ def test_flat_vectors_of_different_lengths_follow_the_same_rule():
         return [out[i, :k] for i, k in enumerate(lengths)]
 
     theta = generate(v)
-    backprop_deltas(theta, [t - th.detach() for t, th in zip(targets, theta,
-                                                              strict=True)], weights)
+    backprop_deltas(
+        theta, [t - th.detach() for t, th in zip(targets, theta, strict=True)], weights
+    )
     ours = [p.grad.clone() for p in (*head.parameters(), v)]
     head.zero_grad()
     v.grad = None
-    loss = sum(w * 0.5 * ((th - t) ** 2).sum()
-               for w, th, t in zip(weights, generate(v), targets, strict=True))
+    loss = sum(
+        w * 0.5 * ((th - t) ** 2).sum()
+        for w, th, t in zip(weights, generate(v), targets, strict=True)
+    )
     loss.backward()
     for a, b in zip(ours, [p.grad for p in (*head.parameters(), v)], strict=True):
         torch.testing.assert_close(a, b)
@@ -108,11 +117,23 @@ def test_grad_hook_runs_before_the_step_and_can_freeze_weights():
     def freeze():
         frozen.grad = None
 
-    hypernet_step(hnet, store(["0"]), deltas, torch.ones(1), opt,
-                  [*hnet.parameters(), store.weight], 0.0, grad_hook=freeze)
+    hypernet_step(
+        hnet,
+        store(["0"]),
+        deltas,
+        torch.ones(1),
+        opt,
+        [*hnet.parameters(), store.weight],
+        0.0,
+        grad_hook=freeze,
+    )
     assert torch.equal(frozen.detach(), before)
-    assert any(not torch.equal(p, q) for p, q in zip(
-        list(hnet.parameters())[1:], list(make()[1].parameters())[1:], strict=True))
+    assert any(
+        not torch.equal(p, q)
+        for p, q in zip(
+            list(hnet.parameters())[1:], list(make()[1].parameters())[1:], strict=True
+        )
+    )
 
 
 def test_undiluted_gives_each_embedding_its_full_gradient_and_phi_the_average():
@@ -122,8 +143,10 @@ def test_undiluted_gives_each_embedding_its_full_gradient_and_phi_the_average():
     targets = [{k: torch.randn(s) for k, s in SHAPES.items()} for _ in ids]
 
     def deltas_for(theta, members):
-        return [{k: targets[i][k] - theta[k][j].detach() for k in SHAPES}
-                for j, i in enumerate(members)]
+        return [
+            {k: targets[i][k] - theta[k][j].detach() for k in SHAPES}
+            for j, i in enumerate(members)
+        ]
 
     theta = hnet(undiluted(store(ids), weights))
     backprop_deltas(theta, deltas_for(theta, range(3)), weights)

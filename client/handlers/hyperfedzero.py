@@ -34,14 +34,21 @@ def unlabelled(data: ClientData) -> torch.Tensor:
     """The inputs a client computes its embedding from: its local (training) pool,
     labels unused; :class:`NoUnlabelledDataError` when it has none."""
     if len(data.x_train) == 0:
-        raise NoUnlabelledDataError("no unlabelled data: this client holds no local "
-                                    "samples to compute its distribution embedding")
+        raise NoUnlabelledDataError(
+            "no unlabelled data: this client holds no local "
+            "samples to compute its distribution embedding"
+        )
     return data.x_train
 
 
-def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
-                 msg_cfg: ConfigRecord, state: dict[str, torch.Tensor]
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
+def local_update(
+    cfg: RunConfig,
+    cid: str,
+    pid: int,
+    data: ClientData,
+    msg_cfg: ConfigRecord,
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
     """(Δ, metrics, embedding) after training the received model on ``data``.
 
     Each step: e_x for the batch (with NoisyEmbed's noise), e = their mean, the
@@ -51,11 +58,21 @@ def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
     x = unlabelled(data)
     net = net_from(cfg, state)
     gen = seed_for(cfg, cid, msg_cfg)
-    steps = as_int(msg_cfg.get("local-steps", steps_for(
-        len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps)))
+    steps = as_int(
+        msg_cfg.get(
+            "local-steps",
+            steps_for(
+                len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps
+            ),
+        )
+    )
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.inner_lr, momentum=cfg.inner_momentum,
-                          weight_decay=cfg.inner_weight_decay)
+    opt = torch.optim.SGD(
+        params,
+        lr=cfg.inner_lr,
+        momentum=cfg.inner_momentum,
+        weight_decay=cfg.inner_weight_decay,
+    )
     net.train()
     total_loss = total_pen = 0.0
     correct = seen = 0
@@ -63,7 +80,7 @@ def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
     for _ in range(steps):
         if cursor >= len(order):
             order, cursor = torch.randperm(len(x), generator=gen), 0
-        batch = order[cursor:cursor + cfg.batch_size]
+        batch = order[cursor : cursor + cfg.batch_size]
         cursor += cfg.batch_size
         logits, per_sample = net(x[batch], generator=gen)
         ce = nn.functional.cross_entropy(logits, data.y_train[batch])
@@ -80,10 +97,13 @@ def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
         seen += len(batch)
     trained = net.state_dict()
     delta = {k: trained[k].detach() - v for k, v in state.items()}
-    metrics = {"num-examples": len(data.y_train),
-               "train-loss": total_loss / max(seen, 1),
-               "train-acc": correct / max(seen, 1),
-               "penalty": total_pen / max(seen, 1), "steps": steps}
+    metrics = {
+        "num-examples": len(data.y_train),
+        "train-loss": total_loss / max(seen, 1),
+        "train-acc": correct / max(seen, 1),
+        "penalty": total_pen / max(seen, 1),
+        "steps": steps,
+    }
     embedding = net.client_embedding(x)
     delta, metrics = finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
     return delta, metrics, embedding
@@ -93,8 +113,9 @@ def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
 def train(msg: Message, context: Context) -> Message:
     """Train the received model; reply Δ and this client's embedding (the extra)."""
     cfg, cid, pid, data = setup(context)
-    delta, metrics, embedding = local_update(cfg, cid, pid, data, config_of(msg),
-                                             from_record(arrays_of(msg)))
+    delta, metrics, embedding = local_update(
+        cfg, cid, pid, data, config_of(msg), from_record(arrays_of(msg))
+    )
     return train_reply(msg, delta, metrics, {"embedding": embedding})
 
 
@@ -108,10 +129,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     if isinstance(given, list):
         embedding = torch.tensor([float(v) for v in given])
         if embedding.shape != (net.embed_dim,) or not torch.isfinite(embedding).all():
-            raise ValueError(f"'{GLOBAL_EMBEDDING}' must hold {net.embed_dim} finite "
-                             "values")
+            raise ValueError(
+                f"'{GLOBAL_EMBEDDING}' must hold {net.embed_dim} finite values"
+            )
     else:
         embedding = net.client_embedding(unlabelled(data))
     entropy = float(-(embedding * embedding.clamp_min(1e-12).log()).sum())
-    return eval_reply(msg, net.personalised_model(embedding), data,
-                      **{"embedding-entropy": entropy})
+    return eval_reply(
+        msg, net.personalised_model(embedding), data, **{"embedding-entropy": entropy}
+    )

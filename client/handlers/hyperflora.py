@@ -43,15 +43,20 @@ def cached_base(msg: Message, context: Context) -> dict[str, torch.Tensor]:
     if "base" in msg.content.array_records:
         state[BASE_KEY] = msg.content.array_records["base"]
         state[BASE_META] = ConfigRecord({"base-id": base_id})
-    if BASE_KEY not in state.array_records or \
-            state.config_records[BASE_META].get("base-id") != base_id:
-        raise ValueError(f"no cached base model {base_id!r} on this node; the server "
-                         "must send it again")
+    if (
+        BASE_KEY not in state.array_records
+        or state.config_records[BASE_META].get("base-id") != base_id
+    ):
+        raise ValueError(
+            f"no cached base model {base_id!r} on this node; the server "
+            "must send it again"
+        )
     return from_record(state.array_records[BASE_KEY])
 
 
-def lora_model(cfg: RunConfig, base: dict[str, torch.Tensor],
-               packed: dict[str, torch.Tensor]) -> tuple[nn.Module, list[str]]:
+def lora_model(
+    cfg: RunConfig, base: dict[str, torch.Tensor], packed: dict[str, torch.Tensor]
+) -> tuple[nn.Module, list[str]]:
     """θ_pret with adapters on ``lora-targets``, the received tensors loaded into it;
     returns the model and the received names in packing order.
 
@@ -64,8 +69,10 @@ def lora_model(cfg: RunConfig, base: dict[str, torch.Tensor],
     model = build_model(cfg.model, cfg.num_classes)
     model.load_state_dict(base, strict=True)
     add_lora(model, cfg.lora_targets, cfg.lora_rank, cfg.lora_alpha)
-    spec = {k: v.shape for k, v in generated_tensors(
-        model, cfg.hyperflora_variant == "head").items()}
+    spec = {
+        k: v.shape
+        for k, v in generated_tensors(model, cfg.hyperflora_variant == "head").items()
+    }
     unknown = sorted(set(packed) - {RHO})
     if unknown:
         raise ValueError(f"unexpected records in params: {unknown}")
@@ -77,16 +84,19 @@ def lora_model(cfg: RunConfig, base: dict[str, torch.Tensor],
     with torch.no_grad():
         for name, value in received.items():
             if params[name].shape != value.shape:
-                raise ValueError(f"'{name}' has shape {tuple(value.shape)}, the model "
-                                 f"expects {tuple(params[name].shape)}")
+                raise ValueError(
+                    f"'{name}' has shape {tuple(value.shape)}, the model "
+                    f"expects {tuple(params[name].shape)}"
+                )
             params[name].copy_(value)
     for name, param in params.items():
         param.requires_grad_(name in received)
     return model, list(received)
 
 
-def restrict(x: torch.Tensor, y: torch.Tensor,
-             classes: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def restrict(
+    x: torch.Tensor, y: torch.Tensor, classes: list[int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples whose label is marked 1 in ``classes`` (all of them when None)."""
     if classes is None:
         return x, y
@@ -123,24 +133,43 @@ def train_lora(msg: Message, context: Context) -> Message:
     model, names = lora_model(cfg, cached_base(msg, context), packed)
     if not names:
         raise ValueError("a train.lora message without adapters")
-    received = {k: v.detach().clone() for k, v in model.named_parameters()
-                if k in names}
+    received = {
+        k: v.detach().clone() for k, v in model.named_parameters() if k in names
+    }
     classes = msg_cfg.get("classes")
-    x, y = restrict(data.x_train, data.y_train,
-                    None if not isinstance(classes, list) else [as_int(c)
-                                                                 for c in classes])
+    x, y = restrict(
+        data.x_train,
+        data.y_train,
+        None if not isinstance(classes, list) else [as_int(c) for c in classes],
+    )
     if len(y) == 0:
-        raise ValueError("none of this client's training samples is in the classes "
-                         "of the pseudo-client")
+        raise ValueError(
+            "none of this client's training samples is in the classes "
+            "of the pseudo-client"
+        )
     steps = steps_for(len(y), cfg.batch_size, cfg.local_epochs, cfg.local_steps)
-    result = train_steps(model, x, y, steps, cfg.batch_size, lora_lr(cfg),
-                         cfg.inner_momentum, cfg.inner_weight_decay,
-                         seed_for(cfg, cid, msg_cfg), cfg.local_clip_norm)
+    result = train_steps(
+        model,
+        x,
+        y,
+        steps,
+        cfg.batch_size,
+        lora_lr(cfg),
+        cfg.inner_momentum,
+        cfg.inner_weight_decay,
+        seed_for(cfg, cid, msg_cfg),
+        cfg.local_clip_norm,
+    )
     trained = dict(model.named_parameters())
-    delta = {RHO: pack({k: trained[k].detach() - v for k, v in received.items()},
-                       names)}
-    metrics = {"num-examples": len(y), "train-loss": result.loss,
-               "train-acc": result.accuracy, "steps": result.steps}
+    delta = {
+        RHO: pack({k: trained[k].detach() - v for k, v in received.items()}, names)
+    }
+    metrics = {
+        "num-examples": len(y),
+        "train-loss": result.loss,
+        "train-acc": result.accuracy,
+        "steps": result.steps,
+    }
     return train_reply(msg, *finish_update(cfg, cid, pid, msg_cfg, delta, metrics))
 
 
@@ -149,15 +178,26 @@ def evaluate_lora(msg: Message, context: Context) -> Message:
     """Evaluate θ_pret + received tensors (optionally fine-tuned locally first)."""
     cfg, cid, _, data = setup(context)
     msg_cfg = config_of(msg)
-    packed = (from_record(arrays_of(msg))
-              if "params" in msg.content.array_records else {})
+    packed = (
+        from_record(arrays_of(msg)) if "params" in msg.content.array_records else {}
+    )
     model, names = lora_model(cfg, cached_base(msg, context), packed)
     finetune = as_int(msg_cfg.get("finetune-steps", 0))
     if finetune > 0:
         if not names:
             raise ValueError("finetune-steps needs adapters to fine-tune")
-        train_steps(model, data.x_train, data.y_train, finetune, cfg.batch_size,
-                    lora_lr(cfg), cfg.inner_momentum, cfg.inner_weight_decay,
-                    seed_for(cfg, cid, msg_cfg, "finetune"), cfg.local_clip_norm)
-    return eval_reply(msg, model, data,
-                      **{"lora-train-messages": _counted(context, "train")})
+        train_steps(
+            model,
+            data.x_train,
+            data.y_train,
+            finetune,
+            cfg.batch_size,
+            lora_lr(cfg),
+            cfg.inner_momentum,
+            cfg.inner_weight_decay,
+            seed_for(cfg, cid, msg_cfg, "finetune"),
+            cfg.local_clip_norm,
+        )
+    return eval_reply(
+        msg, model, data, **{"lora-train-messages": _counted(context, "train")}
+    )

@@ -54,20 +54,32 @@ def model_of(arch: str, num_classes: int, theta: torch.Tensor) -> nn.Module:
     return load_flat(build_model(arch, num_classes), theta)
 
 
-def unflatten_for(arch: str, num_classes: int, theta: torch.Tensor
-                  ) -> dict[str, torch.Tensor]:
+def unflatten_for(
+    arch: str, num_classes: int, theta: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Named parameters of ``arch`` from its flat vector (offline model files)."""
     model = model_of(arch, num_classes, theta)
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def train_kd(model: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             steps: int, cfg: RunConfig, generator: torch.Generator) -> TrainResult:
+def train_kd(
+    model: nn.Module,
+    teacher: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    cfg: RunConfig,
+    generator: torch.Generator,
+) -> TrainResult:
     """SGD on (1−λ)·CE + λ·T²·KL(softmax(z_g/T) ‖ softmax(z_i/T)), the teacher fixed."""
     lam, temp = float(cfg.mh_kd_lambda), float(cfg.mh_kd_temperature)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.inner_lr, momentum=cfg.inner_momentum,
-                          weight_decay=cfg.inner_weight_decay)
+    opt = torch.optim.SGD(
+        params,
+        lr=cfg.inner_lr,
+        momentum=cfg.inner_momentum,
+        weight_decay=cfg.inner_weight_decay,
+    )
     model.train()
     teacher.eval()
     total, correct, seen = 0.0, 0, 0
@@ -75,15 +87,17 @@ def train_kd(model: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Ten
     for _ in range(steps):
         if cursor >= len(order):
             order, cursor = torch.randperm(len(y), generator=generator), 0
-        batch = order[cursor:cursor + cfg.batch_size]
+        batch = order[cursor : cursor + cfg.batch_size]
         cursor += cfg.batch_size
         logits = model(x[batch])
         with torch.no_grad():
             soft = torch.softmax(teacher(x[batch]) / temp, dim=1)
-        kl = nn.functional.kl_div(torch.log_softmax(logits / temp, dim=1), soft,
-                                  reduction="batchmean")
-        loss = (1 - lam) * nn.functional.cross_entropy(logits, y[batch]) \
-            + lam * temp ** 2 * kl
+        kl = nn.functional.kl_div(
+            torch.log_softmax(logits / temp, dim=1), soft, reduction="batchmean"
+        )
+        loss = (1 - lam) * nn.functional.cross_entropy(
+            logits, y[batch]
+        ) + lam * temp**2 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.local_clip_norm > 0:
@@ -95,28 +109,59 @@ def train_kd(model: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Ten
     return TrainResult(total / max(seen, 1), correct / max(seen, 1), seen, steps)
 
 
-def mh_local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
-                    msg_cfg: ConfigRecord, arch: str, theta: torch.Tensor,
-                    teacher: torch.Tensor | None
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def mh_local_update(
+    cfg: RunConfig,
+    cid: str,
+    pid: int,
+    data: ClientData,
+    msg_cfg: ConfigRecord,
+    arch: str,
+    theta: torch.Tensor,
+    teacher: torch.Tensor | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """(flat Δ, metrics) after training ``theta`` as ``arch`` on ``data`` (with
     distillation from ``teacher`` when given). Shared by the train handler and offline
     personalisation, so a new client fitted offline trains exactly as in a run."""
     model = model_of(arch, cfg.num_classes, theta)
-    steps = as_int(msg_cfg.get("local-steps", steps_for(
-        len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps)))
+    steps = as_int(
+        msg_cfg.get(
+            "local-steps",
+            steps_for(
+                len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps
+            ),
+        )
+    )
     gen = seed_for(cfg, cid, msg_cfg)
     if teacher is not None and float(cfg.mh_kd_lambda) > 0:
-        result = train_kd(model, model_of(cfg.mh_global_arch, cfg.num_classes,
-                                          teacher), data.x_train, data.y_train,
-                          steps, cfg, gen)
+        result = train_kd(
+            model,
+            model_of(cfg.mh_global_arch, cfg.num_classes, teacher),
+            data.x_train,
+            data.y_train,
+            steps,
+            cfg,
+            gen,
+        )
     else:
-        result = train_steps(model, data.x_train, data.y_train, steps, cfg.batch_size,
-                             cfg.inner_lr, cfg.inner_momentum, cfg.inner_weight_decay,
-                             gen, cfg.local_clip_norm)
+        result = train_steps(
+            model,
+            data.x_train,
+            data.y_train,
+            steps,
+            cfg.batch_size,
+            cfg.inner_lr,
+            cfg.inner_momentum,
+            cfg.inner_weight_decay,
+            gen,
+            cfg.local_clip_norm,
+        )
     delta = {THETA: to_flat(model) - theta.to(torch.float32)}
-    metrics = {"num-examples": len(data.y_train), "train-loss": result.loss,
-               "train-acc": result.accuracy, "steps": result.steps}
+    metrics = {
+        "num-examples": len(data.y_train),
+        "train-loss": result.loss,
+        "train-acc": result.accuracy,
+        "steps": result.steps,
+    }
     return finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
 
 
@@ -134,8 +179,9 @@ def train_mh(msg: Message, context: Context) -> Message:
     arch = cfg.mh_global_arch if is_global else own_arch(cfg, pid, context)
     records = msg.content.array_records
     teacher = _theta(records["teacher"]) if "teacher" in records else None
-    delta, metrics = mh_local_update(cfg, cid, pid, data, msg_cfg, arch,
-                                     _theta(records["params"]), teacher)
+    delta, metrics = mh_local_update(
+        cfg, cid, pid, data, msg_cfg, arch, _theta(records["params"]), teacher
+    )
     return train_reply(msg, delta, metrics)
 
 
@@ -145,8 +191,9 @@ def evaluate_mh(msg: Message, context: Context) -> Message:
     model's accuracy on the same test split, when it is sent along)."""
     cfg, _, pid, data = setup(context)
     records = msg.content.array_records
-    model = model_of(own_arch(cfg, pid, context), cfg.num_classes,
-                     _theta(records["params"]))
+    model = model_of(
+        own_arch(cfg, pid, context), cfg.num_classes, _theta(records["params"])
+    )
     extra: dict[str, float] = {}
     if "teacher" in records:
         from client.training import evaluate

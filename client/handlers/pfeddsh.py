@@ -28,8 +28,10 @@ def model_from(cfg: RunConfig, params: dict) -> nn.Module:
     model = build_model(cfg.model, cfg.num_classes)
     expected = {k for k, _ in model.named_parameters()}
     if set(params) != expected:
-        raise ValueError(f"received tensors {sorted(set(params) ^ expected)} differ "
-                         "from the model's parameters")
+        raise ValueError(
+            f"received tensors {sorted(set(params) ^ expected)} differ "
+            "from the model's parameters"
+        )
     model.load_state_dict(params, strict=False)
     return model
 
@@ -43,15 +45,29 @@ def train_dsh(msg: Message, context: Context) -> Message:
     model = model_from(cfg, received)
     calibrate_bn(model, data.x_train)
     stats = bn_statistics(model)
-    steps = steps_for(len(data.y_train), cfg.batch_size, cfg.local_epochs,
-                      cfg.local_steps)
-    result = train_steps(model, data.x_train, data.y_train, steps, cfg.batch_size,
-                         cfg.inner_lr, cfg.inner_momentum, cfg.inner_weight_decay,
-                         seed_for(cfg, cid, msg_cfg), cfg.local_clip_norm)
+    steps = steps_for(
+        len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps
+    )
+    result = train_steps(
+        model,
+        data.x_train,
+        data.y_train,
+        steps,
+        cfg.batch_size,
+        cfg.inner_lr,
+        cfg.inner_momentum,
+        cfg.inner_weight_decay,
+        seed_for(cfg, cid, msg_cfg),
+        cfg.local_clip_norm,
+    )
     trained = dict(model.named_parameters())
     delta = {k: trained[k].detach() - v for k, v in received.items()}
-    metrics = {"num-examples": len(data.y_train), "train-loss": result.loss,
-               "train-acc": result.accuracy, "steps": result.steps}
+    metrics = {
+        "num-examples": len(data.y_train),
+        "train-loss": result.loss,
+        "train-acc": result.accuracy,
+        "steps": result.steps,
+    }
     delta, metrics = finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
     return train_reply(msg, delta, metrics, stats)
 

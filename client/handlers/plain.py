@@ -29,14 +29,18 @@ def model_from(cfg: RunConfig, params: ArrayRecord) -> torch.nn.Module:
 def train(msg: Message, context: Context) -> Message:
     """Train the received parameters locally and return Δ = θ_trained − θ_received."""
     cfg, cid, pid, data = setup(context)
-    delta, metrics = local_update(cfg, cid, pid, data, config_of(msg),
-                                  arrays_of(msg))
+    delta, metrics = local_update(cfg, cid, pid, data, config_of(msg), arrays_of(msg))
     return train_reply(msg, delta, metrics)
 
 
-def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
-                 msg_cfg: ConfigRecord, params: ArrayRecord
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def local_update(
+    cfg: RunConfig,
+    cid: str,
+    pid: int,
+    data: ClientData,
+    msg_cfg: ConfigRecord,
+    params: ArrayRecord,
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The body of a train reply: (Δ, metrics) after training ``params`` on ``data``.
 
     Shared by the train handler and offline personalisation (server/personalize.py),
@@ -44,15 +48,34 @@ def local_update(cfg: RunConfig, cid: str, pid: int, data: ClientData,
     """
     received = from_record(params)
     model = model_from(cfg, params)
-    steps = as_int(msg_cfg.get("local-steps", steps_for(
-        len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps)))
-    result = train_steps(model, data.x_train, data.y_train, steps, cfg.batch_size,
-                         cfg.inner_lr, cfg.inner_momentum, cfg.inner_weight_decay,
-                         seed_for(cfg, cid, msg_cfg), cfg.local_clip_norm)
+    steps = as_int(
+        msg_cfg.get(
+            "local-steps",
+            steps_for(
+                len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps
+            ),
+        )
+    )
+    result = train_steps(
+        model,
+        data.x_train,
+        data.y_train,
+        steps,
+        cfg.batch_size,
+        cfg.inner_lr,
+        cfg.inner_momentum,
+        cfg.inner_weight_decay,
+        seed_for(cfg, cid, msg_cfg),
+        cfg.local_clip_norm,
+    )
     trained = dict(model.named_parameters())
     delta = {k: trained[k].detach() - v for k, v in received.items()}
-    metrics = {"num-examples": len(data.y_train), "train-loss": result.loss,
-               "train-acc": result.accuracy, "steps": result.steps}
+    metrics = {
+        "num-examples": len(data.y_train),
+        "train-loss": result.loss,
+        "train-acc": result.accuracy,
+        "steps": result.steps,
+    }
     return finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
 
 

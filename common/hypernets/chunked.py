@@ -57,9 +57,10 @@ def _fan_in(weight_shape: torch.Size) -> int:
     return int(math.prod(weight_shape[1:]))
 
 
-def init_stats(shapes: Mapping[str, torch.Size],
-               reference: Mapping[str, torch.Tensor] | None = None
-               ) -> dict[str, tuple[float, float]]:
+def init_stats(
+    shapes: Mapping[str, torch.Size],
+    reference: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, tuple[float, float]]:
     """(μ, σ) per tensor: the scale the target's default initialisation gives it.
 
     Linear/Conv weights (2+ dims) and the biases next to them get PyTorch's default
@@ -81,9 +82,12 @@ def init_stats(shapes: Mapping[str, torch.Size],
             stats[name] = default or (0.0, CONSTANT_TENSOR_STD)
             continue
         ref = reference[name].detach().float()
-        uniform_default = (default is not None and ref.numel() > 1
-                           and float(ref.std()) > 0
-                           and float(ref.abs().max()) <= bound * (1 + 1e-5))
+        uniform_default = (
+            default is not None
+            and ref.numel() > 1
+            and float(ref.std()) > 0
+            and float(ref.abs().max()) <= bound * (1 + 1e-5)
+        )
         if uniform_default:
             stats[name] = default  # type: ignore[assignment]
             continue
@@ -101,17 +105,24 @@ class ChunkedGenerator(nn.Module):
     :class:`ChunkedHyperNet`).
     """
 
-    def __init__(self, hidden: int, capacity: int, chunk_size: int,
-                 chunk_embed_dim: int, mean: torch.Tensor | None = None,
-                 std: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        capacity: int,
+        chunk_size: int,
+        chunk_embed_dim: int,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.capacity, self.chunk_size = capacity, chunk_size
         self.num_chunks = math.ceil(capacity / chunk_size)
-        self.chunk_embeddings = nn.Parameter(torch.randn(self.num_chunks,
-                                                         chunk_embed_dim))
-        self.mix_features = nn.Linear(hidden, hidden)                  # U, a
+        self.chunk_embeddings = nn.Parameter(
+            torch.randn(self.num_chunks, chunk_embed_dim)
+        )
+        self.mix_features = nn.Linear(hidden, hidden)  # U, a
         self.mix_chunks = nn.Linear(chunk_embed_dim, hidden, bias=False)  # V
-        self.head = nn.Linear(hidden, chunk_size, bias=False)         # W
+        self.head = nn.Linear(hidden, chunk_size, bias=False)  # W
         self.chunk_bias = nn.Parameter(torch.zeros(self.num_chunks, chunk_size))
         with torch.no_grad():
             nn.init.normal_(self.mix_chunks.weight, std=1 / math.sqrt(chunk_embed_dim))
@@ -137,13 +148,14 @@ class ChunkedGenerator(nn.Module):
         if not 0 < length <= self.capacity:
             raise ValueError(f"length {length} outside (0, {self.capacity}]")
         n = math.ceil(length / self.chunk_size)
-        client = self.mix_features(features)                         # (B, h)
-        chunk = self.mix_chunks(self.chunk_embeddings[:n])            # (n, h)
-        z = torch.relu(client[:, None, :] + chunk[None, :, :])        # (B, n, h)
-        return self.head(z).flatten(1)[:, :length]                  # (B, L)
+        client = self.mix_features(features)  # (B, h)
+        chunk = self.mix_chunks(self.chunk_embeddings[:n])  # (n, h)
+        z = torch.relu(client[:, None, :] + chunk[None, :, :])  # (B, n, h)
+        return self.head(z).flatten(1)[:, :length]  # (B, L)
 
-    def forward(self, features: torch.Tensor, length: int | None = None
-                ) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, length: int | None = None
+    ) -> torch.Tensor:
         """θ = μ + σ ⊙ r + b: the first ``length`` values (all by default)."""
         raw = self.raw(features, length)
         n = raw.shape[1]
@@ -151,21 +163,24 @@ class ChunkedGenerator(nn.Module):
         return mean[:n] + std[:n] * raw + self.chunk_bias.flatten()[:n]
 
 
-def _padded(values: torch.Tensor | None, length: int, padded: int,
-            fill: float) -> torch.Tensor:
+def _padded(
+    values: torch.Tensor | None, length: int, padded: int, fill: float
+) -> torch.Tensor:
     out = torch.full((padded,), fill)
     if values is not None:
         out[:length] = values.reshape(-1).float()
     return out
 
 
-def unflatten(flat: torch.Tensor, shapes: Mapping[str, torch.Size]
-              ) -> dict[str, torch.Tensor]:
+def unflatten(
+    flat: torch.Tensor, shapes: Mapping[str, torch.Size]
+) -> dict[str, torch.Tensor]:
     """The named-tensor view of flat vectors (B, Σ|shape|): ``{name: (B, *shape)}``."""
     sizes = [int(torch.Size(s).numel()) for s in shapes.values()]
     parts = torch.split(flat, sizes, dim=1)
-    return {k: p.reshape(-1, *s) for (k, s), p in zip(shapes.items(), parts,
-                                                        strict=True)}
+    return {
+        k: p.reshape(-1, *s) for (k, s), p in zip(shapes.items(), parts, strict=True)
+    }
 
 
 class ChunkedHyperNet(nn.Module):
@@ -178,25 +193,42 @@ class ChunkedHyperNet(nn.Module):
     init mean and scale (:func:`init_stats`); without it they follow the shapes.
     """
 
-    def __init__(self, embed_dim: int, target_shapes: Mapping[str, torch.Size],
-                 hidden: int = 100, n_hidden: int = 3, chunk_size: int = 576,
-                 chunk_embed_dim: int = 16,
-                 reference: Mapping[str, torch.Tensor] | None = None,
-                 probe_std: float = 1.0) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        target_shapes: Mapping[str, torch.Size],
+        hidden: int = 100,
+        n_hidden: int = 3,
+        chunk_size: int = 576,
+        chunk_embed_dim: int = 16,
+        reference: Mapping[str, torch.Tensor] | None = None,
+        probe_std: float = 1.0,
+    ) -> None:
         super().__init__()
         self.trunk = mlp_trunk(embed_dim, hidden, n_hidden)
         self.shapes = {k: torch.Size(s) for k, s in target_shapes.items()}
         self.sizes = [int(s.numel()) for s in self.shapes.values()]
         self.total = sum(self.sizes)
         stats = init_stats(self.shapes, reference)
-        mean = torch.cat([torch.full((n,), stats[k][0])
-                          for k, n in zip(self.shapes, self.sizes, strict=True)])
-        std = torch.cat([torch.full((n,), stats[k][1])
-                         for k, n in zip(self.shapes, self.sizes, strict=True)])
-        self.generator = ChunkedGenerator(hidden, self.total, chunk_size,
-                                          chunk_embed_dim, mean, std)
-        probe = torch.randn(256, embed_dim,
-                            generator=torch.Generator().manual_seed(0)) * probe_std
+        mean = torch.cat(
+            [
+                torch.full((n,), stats[k][0])
+                for k, n in zip(self.shapes, self.sizes, strict=True)
+            ]
+        )
+        std = torch.cat(
+            [
+                torch.full((n,), stats[k][1])
+                for k, n in zip(self.shapes, self.sizes, strict=True)
+            ]
+        )
+        self.generator = ChunkedGenerator(
+            hidden, self.total, chunk_size, chunk_embed_dim, mean, std
+        )
+        probe = (
+            torch.randn(256, embed_dim, generator=torch.Generator().manual_seed(0))
+            * probe_std
+        )
         with torch.no_grad():
             self.generator.calibrate(self.trunk(probe))
 
@@ -210,8 +242,7 @@ class ChunkedHyperNet(nn.Module):
         """Chunks needed for the whole target."""
         return self.generator.num_chunks
 
-    def flat(self, embeddings: torch.Tensor, length: int | None = None
-             ) -> torch.Tensor:
+    def flat(self, embeddings: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """Generated values of each client, shape (B, ``length`` or |θ|)."""
         return self.generator(self.trunk(embeddings), length)
 

@@ -28,18 +28,29 @@ from common.hypernets.pertensor import PerTensorHyperNet
 class LoRAHyperNet(PerTensorHyperNet):
     """ψ: (B, K) class indicators -> {name: (B, *shape)} adapters (and head)."""
 
-    def __init__(self, num_classes: int, target_shapes: Mapping[str, torch.Size],
-                 hidden: int = 128, n_hidden: int = 2) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        target_shapes: Mapping[str, torch.Size],
+        hidden: int = 128,
+        n_hidden: int = 2,
+    ) -> None:
         super().__init__(num_classes, target_shapes, hidden, n_hidden)
 
     def heads_by_name(self) -> dict[str, torch.nn.Linear]:
         """The output head of each generated tensor (same order as ``shapes``)."""
-        return dict(zip(self.shapes, (cast(torch.nn.Linear, h)
-                                      for h in self.heads.values()), strict=True))
+        return dict(
+            zip(
+                self.shapes,
+                (cast(torch.nn.Linear, h) for h in self.heads.values()),
+                strict=True,
+            )
+        )
 
     @torch.no_grad()
-    def start_at(self, values: Mapping[str, torch.Tensor],
-                 weight_scale: float | None = None) -> None:
+    def start_at(
+        self, values: Mapping[str, torch.Tensor], weight_scale: float | None = None
+    ) -> None:
         """Set the heads' biases to ``values``; with ``weight_scale`` also scale every
         head's weight (0 makes h(r) = ``values`` for every r)."""
         for name, head in self.heads_by_name().items():

@@ -53,24 +53,33 @@ class MaskedHyperNet(nn.Module):
     which a bare head would generate (and a mask would zero half of).
     """
 
-    def __init__(self, embed_dim: int, target_shapes: Mapping[str, torch.Size],
-                 hidden: int = 100, layers: int = 3,
-                 base: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        target_shapes: Mapping[str, torch.Size],
+        hidden: int = 100,
+        layers: int = 3,
+        base: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         widths = [embed_dim] + [hidden] * layers
-        self.trunk = nn.ModuleList(nn.Linear(a, b) for a, b in
-                                   zip(widths[:-1], widths[1:], strict=True))
+        self.trunk = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
         self.shapes = {k: torch.Size(s) for k, s in target_shapes.items()}
-        self.heads = nn.ModuleDict({_safe(k): nn.Linear(hidden, s.numel())
-                                    for k, s in self.shapes.items()})
+        self.heads = nn.ModuleDict(
+            {_safe(k): nn.Linear(hidden, s.numel()) for k, s in self.shapes.items()}
+        )
         for k, s in self.shapes.items():
             value = base[k] if base is not None else torch.zeros(s)
             self.register_buffer(f"base__{_safe(k)}", value.detach().clone().view(s))
 
-    def forward(self, embeddings: torch.Tensor,
-                masks: Masks | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, embeddings: torch.Tensor, masks: Masks | None = None
+    ) -> dict[str, torch.Tensor]:
         """Generated tensors, each (B, *target_shape), under ``masks`` (by parameter
         name, as :meth:`named_parameters` gives them)."""
+
         def linear(prefix: str, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
             w: torch.Tensor = layer.weight
             b: torch.Tensor = layer.bias
@@ -81,10 +90,13 @@ class MaskedHyperNet(nn.Module):
         x = embeddings
         for i, layer in enumerate(self.trunk):
             x = torch.relu(linear(f"trunk.{i}", cast(nn.Linear, layer), x))
-        return {k: getattr(self, f"base__{_safe(k)}")
-                + linear(f"heads.{_safe(k)}", cast(nn.Linear, self.heads[_safe(k)]),
-                         x).view(-1, *s)
-                for k, s in self.shapes.items()}
+        return {
+            k: getattr(self, f"base__{_safe(k)}")
+            + linear(
+                f"heads.{_safe(k)}", cast(nn.Linear, self.heads[_safe(k)]), x
+            ).view(-1, *s)
+            for k, s in self.shapes.items()
+        }
 
 
 class MaskBank:
@@ -94,15 +106,17 @@ class MaskBank:
     def __init__(self, hnet: MaskedHyperNet, sparsity: float) -> None:
         self.hnet, self.keep = hnet, 1.0 - sparsity
         self.names = [n for n, _ in hnet.named_parameters()]
-        self.fixed: list[dict[str, torch.Tensor]] = []   # bool, per finished batch
+        self.fixed: list[dict[str, torch.Tensor]] = []  # bool, per finished batch
         self.scores: dict[str, nn.Parameter] = {}
         self.batch = -1
 
     @property
     def used(self) -> dict[str, torch.Tensor]:
         """Weights used by any finished batch (bool): frozen from now on."""
-        out = {n: torch.zeros_like(p, dtype=torch.bool)
-               for n, p in self.hnet.named_parameters()}
+        out = {
+            n: torch.zeros_like(p, dtype=torch.bool)
+            for n, p in self.hnet.named_parameters()
+        }
         for mask in self.fixed:
             for n in out:
                 out[n] |= mask[n]
@@ -112,13 +126,14 @@ class MaskBank:
         """Fresh scores for ``batch`` (uniform, like a Linear's initial weights);
         returns them for the optimiser."""
         if batch != len(self.fixed):
-            raise ValueError(f"batch {batch} starts after {len(self.fixed)} fixed "
-                             "masks")
+            raise ValueError(
+                f"batch {batch} starts after {len(self.fixed)} fixed masks"
+            )
         self.batch = batch
         self.scores = {}
         for n, p in self.hnet.named_parameters():
             fan_in = p.shape[1] if p.dim() > 1 else p.shape[0]
-            bound = fan_in ** -0.5
+            bound = fan_in**-0.5
             s = (torch.rand(p.shape, generator=generator) * 2 - 1) * bound
             self.scores[n] = nn.Parameter(s.to(p.device))
         return list(self.scores.values())
@@ -134,9 +149,13 @@ class MaskBank:
         reused = sum(int((mask[n] & before[n]).sum()) for n in mask)
         total = sum(m.numel() for m in mask.values())
         free = sum(int((~(mask[n] | before[n])).sum()) for n in mask)
-        return {"weights-used": used, "weights-reused": reused,
-                "weights-new": used - reused, "weights-free": free,
-                "weights-total": total}
+        return {
+            "weights-used": used,
+            "weights-reused": reused,
+            "weights-new": used - reused,
+            "weights-free": free,
+            "weights-total": total,
+        }
 
     def masks(self, batch: int) -> dict[str, torch.Tensor]:
         """Float masks of ``batch``: fixed, or the straight-through top-k of its
@@ -177,16 +196,17 @@ class MaskBank:
 
     def state_dict(self) -> dict[str, object]:
         """Fixed masks, the training batch and its scores (for checkpoints)."""
-        return {"fixed": [{n: m.clone() for n, m in f.items()} for f in self.fixed],
-                "batch": self.batch,
-                "scores": {n: s.detach().clone() for n, s in self.scores.items()}}
+        return {
+            "fixed": [{n: m.clone() for n, m in f.items()} for f in self.fixed],
+            "batch": self.batch,
+            "scores": {n: s.detach().clone() for n, s in self.scores.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> list[nn.Parameter]:
         """Restore :meth:`state_dict`; returns the scores (for the optimiser)."""
         self.fixed = [dict(f) for f in state["fixed"]]
         self.batch = int(state["batch"])
-        self.scores = {n: nn.Parameter(s.clone()) for n, s in
-                       state["scores"].items()}
+        self.scores = {n: nn.Parameter(s.clone()) for n, s in state["scores"].items()}
         return list(self.scores.values())
 
 

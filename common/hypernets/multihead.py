@@ -24,8 +24,16 @@ from common.hypernets.pertensor import mlp_trunk
 class MultiHeadHyperNet(nn.Module):
     """Trunk + heads by group name; :meth:`generate` gives one flat θ_i per client."""
 
-    def __init__(self, embed_dim: int, hidden: int, n_hidden: int, chunk_size: int,
-                 chunk_embed_dim: int, init_std: float, seed: int = 0) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        hidden: int,
+        n_hidden: int,
+        chunk_size: int,
+        chunk_embed_dim: int,
+        init_std: float,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.embed_dim, self.hidden = embed_dim, hidden
         self.chunk_size, self.chunk_embed_dim = chunk_size, chunk_embed_dim
@@ -33,8 +41,9 @@ class MultiHeadHyperNet(nn.Module):
         self.trunk = mlp_trunk(embed_dim, hidden, n_hidden)
         self.heads = nn.ModuleDict()
         self.capacities: dict[str, int] = {}
-        self._probe = torch.randn(256, embed_dim,
-                                  generator=torch.Generator().manual_seed(seed))
+        self._probe = torch.randn(
+            256, embed_dim, generator=torch.Generator().manual_seed(seed)
+        )
 
     @staticmethod
     def _key(group: str) -> str:
@@ -44,14 +53,19 @@ class MultiHeadHyperNet(nn.Module):
         """Whether a head for ``group`` exists."""
         return self._key(group) in self.heads
 
-    def add_head(self, group: str, capacity: int,
-                 like: str | None = None) -> ChunkedGenerator:
+    def add_head(
+        self, group: str, capacity: int, like: str | None = None
+    ) -> ChunkedGenerator:
         """A new head for ``group`` generating up to ``capacity`` values, calibrated on
         the trunk's features of N(0, 1) probes; ``like`` copies an existing head's
         weights (and the chunk rows both have) as its start."""
-        head = ChunkedGenerator(self.hidden, capacity, self.chunk_size,
-                                self.chunk_embed_dim,
-                                std=torch.full((capacity,), self.init_std))
+        head = ChunkedGenerator(
+            self.hidden,
+            capacity,
+            self.chunk_size,
+            self.chunk_embed_dim,
+            std=torch.full((capacity,), self.init_std),
+        )
         head.to(next(self.trunk.parameters()).device)
         with torch.no_grad():
             head.calibrate(self.trunk(self._probe.to(head.chunk_bias.device)))
@@ -70,8 +84,9 @@ class MultiHeadHyperNet(nn.Module):
         """The head of ``group``."""
         return self.heads[self._key(group)]  # type: ignore[return-value]
 
-    def generate(self, embeddings: torch.Tensor, groups: Sequence[str],
-                 lengths: Sequence[int]) -> list[torch.Tensor]:
+    def generate(
+        self, embeddings: torch.Tensor, groups: Sequence[str], lengths: Sequence[int]
+    ) -> list[torch.Tensor]:
         """θ_i = head_{g_i}(trunk(v_i))[:K_i] for each row i: a list of flat vectors
         (clients of a group share one head forward)."""
         features = self.trunk(embeddings)
@@ -81,7 +96,7 @@ class MultiHeadHyperNet(nn.Module):
             longest = max(lengths[i] for i in rows)
             flat = self.head(group)(features[rows], longest)
             for j, i in enumerate(rows):
-                out[i] = flat[j, :lengths[i]]
+                out[i] = flat[j, : lengths[i]]
         return [t for t in out if t is not None]
 
     def get_extra_state(self) -> dict[str, int]:

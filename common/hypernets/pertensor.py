@@ -20,25 +20,36 @@ class PerTensorHyperNet(nn.Module):
     clients are generated in one forward.
     """
 
-    def __init__(self, embed_dim: int, target_shapes: Mapping[str, torch.Size],
-                 hidden: int = 100, n_hidden: int = 3) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        target_shapes: Mapping[str, torch.Size],
+        hidden: int = 100,
+        n_hidden: int = 3,
+    ) -> None:
         super().__init__()
         self.trunk = mlp_trunk(embed_dim, hidden, n_hidden)
         self.shapes = {k: torch.Size(s) for k, s in target_shapes.items()}
-        self.heads = nn.ModuleDict({
-            _safe(k): nn.Linear(hidden, int(torch.Size(s).numel()))
-            for k, s in self.shapes.items()})
+        self.heads = nn.ModuleDict(
+            {
+                _safe(k): nn.Linear(hidden, int(torch.Size(s).numel()))
+                for k, s in self.shapes.items()
+            }
+        )
 
     def forward(self, embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
         """Generated tensors, each of shape (B, *target_shape)."""
         features = self.trunk(embeddings)
-        return {k: self.heads[_safe(k)](features).view(-1, *s)
-                for k, s in self.shapes.items()}
+        return {
+            k: self.heads[_safe(k)](features).view(-1, *s)
+            for k, s in self.shapes.items()
+        }
 
 
 @torch.no_grad()
-def offset_constant_tensors(hnet: PerTensorHyperNet,
-                            reference: Mapping[str, torch.Tensor]) -> list[str]:
+def offset_constant_tensors(
+    hnet: PerTensorHyperNet, reference: Mapping[str, torch.Tensor]
+) -> list[str]:
     """Start each constant tensor of the target (a LayerNorm gain of 1) at its value.
 
     Heads at PyTorch's default init generate every tensor around 0; for a tensor the

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from common.settings import MethodSpec, register_method
 
-FEDAVG = register_method(MethodSpec(
-    name="fedavg", summary="McMahan et al. (2017): one global model, deltas averaged",
-    nonparticipant_protocol="global model, no training", personalizable=True))
+FEDAVG = register_method(
+    MethodSpec(
+        name="fedavg",
+        summary="McMahan et al. (2017): one global model, deltas averaged",
+        nonparticipant_protocol="global model, no training",
+        personalizable=True,
+    )
+)
 
-LOCAL = register_method(MethodSpec(
-    name="local", summary="every participant trains only its own model",
-    nonparticipant_protocol="none: a client that never trains has no model",
-    personalizable=False))
+LOCAL = register_method(
+    MethodSpec(
+        name="local",
+        summary="every participant trains only its own model",
+        nonparticipant_protocol="none: a client that never trains has no model",
+        personalizable=False,
+    )
+)

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 BN_MODELS = ("cnn-bn",)
 
 
-def batch_partitions(num_clients: int, holdout: float, batches: int,
-                     seed: int) -> list[list[int]]:
+def batch_partitions(
+    num_clients: int, holdout: float, batches: int, seed: int
+) -> list[list[int]]:
     """The participants' partition ids in each client batch (seeded, near-equal).
 
     Every process (server, tests, a deployment script choosing which SuperNodes to
@@ -45,66 +46,111 @@ def _validate(cfg: RunConfig) -> None:
     from common.config import ConfigError
 
     if cfg.model not in BN_MODELS:
-        raise ConfigError("model", f"pFedDSH inverts BatchNorm statistics: use a "
-                          f"model with BN ({', '.join(BN_MODELS)})")
+        raise ConfigError(
+            "model",
+            f"pFedDSH inverts BatchNorm statistics: use a "
+            f"model with BN ({', '.join(BN_MODELS)})",
+        )
     batches = cfg.client_batches
     if batches > cfg.participants_count:
-        raise ConfigError("client-batches", f"must be <= the "
-                          f"{cfg.participants_count} participants")
+        raise ConfigError(
+            "client-batches", f"must be <= the {cfg.participants_count} participants"
+        )
     if cfg.num_rounds % batches:
-        raise ConfigError("num-rounds", f"must be a multiple of client-batches "
-                          f"({batches}): each batch trains num-rounds / "
-                          "client-batches rounds")
+        raise ConfigError(
+            "num-rounds",
+            f"must be a multiple of client-batches "
+            f"({batches}): each batch trains num-rounds / "
+            "client-batches rounds",
+        )
     if (cfg.num_rounds // batches) % cfg.eval_every:
-        raise ConfigError("eval-every", "must divide the rounds of a batch "
-                          f"({cfg.num_rounds // batches}), so every batch ends with "
-                          "an evaluation")
+        raise ConfigError(
+            "eval-every",
+            "must divide the rounds of a batch "
+            f"({cfg.num_rounds // batches}), so every batch ends with "
+            "an evaluation",
+        )
 
 
-PFEDDSH = register_method(MethodSpec(
-    name="pfeddsh",
-    summary="clients join in batches; batch masks over one hypernetwork, "
-            "data-free replay from BN statistics",
-    settings={
-        **HYPERNET_SETTINGS,
-        "embed-dim": PFEDHN.settings["embed-dim"],
-        "client-batches": Setting(3, "batches the participants join in (each trains "
-                                  "num-rounds / client-batches rounds)",
-                                  check=at_least(1), fingerprint=True),
-        "masks": Setting(True, "batch-specific binary masks over the hypernetwork "
-                         "(false: one plain shared hypernetwork)", fingerprint=True),
-        "mask-sparsity": Setting(0.5, "share of each hypernetwork tensor a batch's "
-                                 "mask leaves out", check=open_range(0, 1),
-                                 fingerprint=True),
-        "mask-lr": Setting(0.0, "learning rate of the mask scores (0 = server-lr)",
-                           check=at_least(0.0)),
-        "replay": Setting(True, "data-free replay: DeepInversion from a new batch's "
-                          "models, then fine-tuning for earlier batches",
-                          fingerprint=True),
-        "di-steps": Setting(200, "DeepInversion optimisation steps per model",
-                            check=at_least(1)),
-        "di-images": Setting(32, "synthetic images per model of the new batch",
-                             check=at_least(1)),
-        "di-lr": Setting(0.1, "Adam learning rate of the synthetic images",
-                         check=above(0.0)),
-        "di-bn-weight": Setting(1.0, "weight of BN-statistic matching",
-                                check=at_least(0.0)),
-        "di-tv-weight": Setting(1e-3, "weight of the total-variation prior",
-                                check=at_least(0.0)),
-        "di-l2-weight": Setting(1e-4, "weight of the L2 prior on images",
-                                check=at_least(0.0)),
-        "replay-steps": Setting(20, "fine-tuning steps per earlier batch on the "
-                                "synthetic images", check=at_least(0)),
-        "replay-lr": Setting(0.01, "SGD learning rate of that fine-tuning",
-                             check=above(0.0)),
-        "replay-accept": Setting("val", "keep a batch's replay only if its clients' "
-                                 "validation accuracy does not drop, or always",
-                                 choices=("val", "always")),
-        "pa-reference": Setting(True, "also train an independent hypernetwork on "
-                                "each new batch alone (same rounds) for PA"),
-    },
-    nonparticipant_protocol="the mean participant embedding through the last "
-                            "batch's mask; BN statistics from a forward pass on the "
-                            "client's own data (no training)",
-    validate=_validate,
-))
+PFEDDSH = register_method(
+    MethodSpec(
+        name="pfeddsh",
+        summary="clients join in batches; batch masks over one hypernetwork, "
+        "data-free replay from BN statistics",
+        settings={
+            **HYPERNET_SETTINGS,
+            "embed-dim": PFEDHN.settings["embed-dim"],
+            "client-batches": Setting(
+                3,
+                "batches the participants join in (each trains "
+                "num-rounds / client-batches rounds)",
+                check=at_least(1),
+                fingerprint=True,
+            ),
+            "masks": Setting(
+                True,
+                "batch-specific binary masks over the hypernetwork "
+                "(false: one plain shared hypernetwork)",
+                fingerprint=True,
+            ),
+            "mask-sparsity": Setting(
+                0.5,
+                "share of each hypernetwork tensor a batch's mask leaves out",
+                check=open_range(0, 1),
+                fingerprint=True,
+            ),
+            "mask-lr": Setting(
+                0.0,
+                "learning rate of the mask scores (0 = server-lr)",
+                check=at_least(0.0),
+            ),
+            "replay": Setting(
+                True,
+                "data-free replay: DeepInversion from a new batch's "
+                "models, then fine-tuning for earlier batches",
+                fingerprint=True,
+            ),
+            "di-steps": Setting(
+                200, "DeepInversion optimisation steps per model", check=at_least(1)
+            ),
+            "di-images": Setting(
+                32, "synthetic images per model of the new batch", check=at_least(1)
+            ),
+            "di-lr": Setting(
+                0.1, "Adam learning rate of the synthetic images", check=above(0.0)
+            ),
+            "di-bn-weight": Setting(
+                1.0, "weight of BN-statistic matching", check=at_least(0.0)
+            ),
+            "di-tv-weight": Setting(
+                1e-3, "weight of the total-variation prior", check=at_least(0.0)
+            ),
+            "di-l2-weight": Setting(
+                1e-4, "weight of the L2 prior on images", check=at_least(0.0)
+            ),
+            "replay-steps": Setting(
+                20,
+                "fine-tuning steps per earlier batch on the synthetic images",
+                check=at_least(0),
+            ),
+            "replay-lr": Setting(
+                0.01, "SGD learning rate of that fine-tuning", check=above(0.0)
+            ),
+            "replay-accept": Setting(
+                "val",
+                "keep a batch's replay only if its clients' "
+                "validation accuracy does not drop, or always",
+                choices=("val", "always"),
+            ),
+            "pa-reference": Setting(
+                True,
+                "also train an independent hypernetwork on "
+                "each new batch alone (same rounds) for PA",
+            ),
+        },
+        nonparticipant_protocol="the mean participant embedding through the last "
+        "batch's mask; BN statistics from a forward pass on the "
+        "client's own data (no training)",
+        validate=_validate,
+    )
+)

@@ -16,8 +16,9 @@ class BNCNN(nn.Module):
     """conv-BN-ReLU-pool twice, then a linear head: about 9k weights for 28x28
     (width 8), sized so a 2-core CPU runs many clients and DeepInversion."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10,
-                 width: int = 8) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, width: int = 8
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -33,21 +34,29 @@ class BNCNN(nn.Module):
 
 def bn_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     """The model's BatchNorm modules by name, in forward order."""
-    return {n: m for n, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    }
 
 
 def bn_stat_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the statistics :func:`bn_statistics` returns."""
-    return {f"{n}.{k}": (m.num_features,) for n, m in bn_layers(model).items()
-            for k in ("running_mean", "running_var")}
+    return {
+        f"{n}.{k}": (m.num_features,)
+        for n, m in bn_layers(model).items()
+        for k in ("running_mean", "running_var")
+    }
 
 
 def bn_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every BN layer's running mean and variance (copies), ``<layer>.running_*``."""
-    return {f"{n}.{k}": getattr(m, k).detach().clone()
-            for n, m in bn_layers(model).items()
-            for k in ("running_mean", "running_var")}
+    return {
+        f"{n}.{k}": getattr(m, k).detach().clone()
+        for n, m in bn_layers(model).items()
+        for k in ("running_mean", "running_var")
+    }
 
 
 @torch.no_grad()
@@ -64,7 +73,7 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> No
     was_training = model.training
     model.train()
     for start in range(0, len(x), batch_size):
-        model(x[start:start + batch_size])
+        model(x[start : start + batch_size])
     model.train(was_training)
     for n, m in layers.items():
         m.momentum = saved[n]

@@ -37,8 +37,9 @@ class LeNet5(_TwoConvThreeFC):
 class PFedHNCNN(_TwoConvThreeFC):
     """The target CNN of pFedHN's code (``CNNTarget``) sized for 28x28 inputs."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10,
-                 n_kernels: int = 16) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, n_kernels: int = 16
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, n_kernels, 5)
         self.conv2 = nn.Conv2d(n_kernels, 2 * n_kernels, 5)

@@ -48,8 +48,9 @@ class NoUnlabelledDataError(ValueError):
     """A client has no unlabelled data to compute its distribution embedding from."""
 
 
-def balancing_penalty(embeddings: torch.Tensor, alpha: float,
-                      beta: float) -> torch.Tensor:
+def balancing_penalty(
+    embeddings: torch.Tensor, alpha: float, beta: float
+) -> torch.Tensor:
     """α · Var(P·ē)/Mean(P·ē) + β · mean_x(−Σ_p e_x,p log e_x,p) over rows e_x.
 
     The first term keeps the embedding dimensions evenly used across the batch
@@ -77,8 +78,9 @@ class NoisyEmbed(nn.Module):
         self.noisy = nn.Linear(in_features, dim)
         self.enabled = enabled
 
-    def forward(self, features: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Per-sample embeddings (N, P), rows on the probability simplex."""
         logits = self.f(features)
         if self.training and self.enabled:
@@ -92,14 +94,24 @@ class HyperFedZeroNet(nn.Module):
     """g, NoisyEmbed (f, noisy) and h (or option 1's plain classifier), one module,
     aggregated as a whole by FedAvg."""
 
-    def __init__(self, backbone: str, num_classes: int, embed_dim: int = 16,
-                 noisy: bool = True, conditioning: str = "generate",
-                 hidden: int = 300, n_hidden: int = 1, chunk_size: int = 576,
-                 chunk_embed_dim: int = 16) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        embed_dim: int = 16,
+        noisy: bool = True,
+        conditioning: str = "generate",
+        hidden: int = 300,
+        n_hidden: int = 1,
+        chunk_size: int = 576,
+        chunk_embed_dim: int = 16,
+    ) -> None:
         super().__init__()
         if backbone not in CLASSIFIER_OF:
-            raise ValueError(f"hyperfedzero supports the backbones "
-                             f"{', '.join(CLASSIFIER_OF)}, not {backbone!r}")
+            raise ValueError(
+                f"hyperfedzero supports the backbones "
+                f"{', '.join(CLASSIFIER_OF)}, not {backbone!r}"
+            )
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}")
         self.backbone_name, self.conditioning = backbone, conditioning
@@ -117,14 +129,22 @@ class HyperFedZeroNet(nn.Module):
         if conditioning == "input":
             self.classifier = nn.Linear(self.feature_dim + embed_dim, num_classes)
         if conditioning == "generate":
-            shapes = {k: p.shape for k, p in
-                      nn.Linear(self.feature_dim, num_classes).named_parameters()}
-            self.h = ChunkedHyperNet(embed_dim, shapes, hidden, n_hidden, chunk_size,
-                                     chunk_embed_dim)
+            shapes = {
+                k: p.shape
+                for k, p in nn.Linear(self.feature_dim, num_classes).named_parameters()
+            }
+            self.h = ChunkedHyperNet(
+                embed_dim, shapes, hidden, n_hidden, chunk_size, chunk_embed_dim
+            )
             # embeddings live on the simplex, not around N(0, 1): calibrate the
             # generator on typical simplex points so e moves θ_c from the start
-            probe = torch.softmax(2.0 * torch.randn(
-                256, embed_dim, generator=torch.Generator().manual_seed(0)), dim=1)
+            probe = torch.softmax(
+                2.0
+                * torch.randn(
+                    256, embed_dim, generator=torch.Generator().manual_seed(0)
+                ),
+                dim=1,
+            )
             self.h.generator.calibrate(self.h.trunk(probe))
 
     # ---- pieces ---------------------------------------------------------------
@@ -132,8 +152,9 @@ class HyperFedZeroNet(nn.Module):
         """g(x)."""
         return self.g(x)
 
-    def sample_embeddings(self, features: torch.Tensor,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_embeddings(
+        self, features: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """e_x for each sample (NoisyEmbed's noise only in training mode)."""
         return self.extractor(features, generator)
 
@@ -148,19 +169,25 @@ class HyperFedZeroNet(nn.Module):
             return {"weight": out["weight"][0], "bias": out["bias"][0]}
         assert self.classifier is not None
         weight = self.classifier.weight
-        return {"weight": weight[:, :self.feature_dim],
-                "bias": self.classifier.bias + weight[:, self.feature_dim:]
-                @ embedding.reshape(-1)}
+        return {
+            "weight": weight[:, : self.feature_dim],
+            "bias": self.classifier.bias
+            + weight[:, self.feature_dim :] @ embedding.reshape(-1),
+        }
 
-    def classify(self, features: torch.Tensor,
-                 params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def classify(
+        self, features: torch.Tensor, params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
         """Logits of the classifier ``params`` on ``features`` (functional call of
         a Linear holding no weights of its own)."""
         return functional_call(_LINEAR, dict(params), (features,))
 
-    def forward(self, x: torch.Tensor, embedding: torch.Tensor | None = None,
-                generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        embedding: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, per-sample embeddings) for a batch; the classifier is made for
         ``embedding`` (default: the batch's mean embedding, as in training)."""
         feats = self.features(x)
@@ -170,19 +197,19 @@ class HyperFedZeroNet(nn.Module):
 
     # ---- deployment -----------------------------------------------------------
     @torch.no_grad()
-    def client_embedding(self, x: torch.Tensor, batch_size: int = 1024
-                         ) -> torch.Tensor:
+    def client_embedding(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """e of a client: the mean of e_x over all its (unlabelled) data, no noise."""
         if len(x) == 0:
             raise NoUnlabelledDataError(
-                "no unlabelled data: a distribution embedding needs at least one "
-                "sample")
+                "no unlabelled data: a distribution embedding needs at least one sample"
+            )
         was = self.training
         self.eval()
         total = torch.zeros(self.embed_dim)
         for start in range(0, len(x), batch_size):
-            total += self.sample_embeddings(self.features(
-                x[start:start + batch_size])).sum(0)
+            total += self.sample_embeddings(
+                self.features(x[start : start + batch_size])
+            ).sum(0)
         self.train(was)
         return total / len(x)
 
@@ -217,11 +244,20 @@ _LINEAR = nn.Linear(1, 1).to("meta")
 def build_net(cfg: RunConfig, seed: int | None = None) -> HyperFedZeroNet:
     """The run's HyperFedZero model (g from ``model``, f, noisy, h), seeded if asked:
     the server's initial global model and every client's shell for received weights."""
+
     def make() -> HyperFedZeroNet:
-        return HyperFedZeroNet(cfg.model, cfg.num_classes, cfg.hfz_embed_dim,
-                               cfg.hfz_noisy, cfg.hfz_conditioning, cfg.hfz_hidden,
-                               cfg.hfz_n_hidden, cfg.hfz_chunk_size,
-                               cfg.hfz_chunk_embed_dim)
+        return HyperFedZeroNet(
+            cfg.model,
+            cfg.num_classes,
+            cfg.hfz_embed_dim,
+            cfg.hfz_noisy,
+            cfg.hfz_conditioning,
+            cfg.hfz_hidden,
+            cfg.hfz_n_hidden,
+            cfg.hfz_chunk_size,
+            cfg.hfz_chunk_embed_dim,
+        )
+
     if seed is None:
         return make()
     with torch.random.fork_rng():

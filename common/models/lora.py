@@ -36,8 +36,14 @@ AUTO_TARGETS = "auto"
 class LoRALinear(nn.Linear):
     """``nn.Linear`` plus a rank-r adapter: y = x Wᵀ + b + (α/r)·(x Aᵀ) Bᵀ."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int = 1,
-                 alpha: float = 1.0, bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int = 1,
+        alpha: float = 1.0,
+        bias: bool = True,
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.rank, self.alpha = rank, alpha
         self.scaling = alpha / rank
@@ -53,8 +59,13 @@ class LoRALinear(nn.Linear):
     @classmethod
     def from_layer(cls, layer: nn.Linear, rank: int, alpha: float) -> LoRALinear:
         """Wrap an existing layer, sharing nothing: its weights are copied."""
-        new = cls(layer.in_features, layer.out_features, rank, alpha,
-                  bias=layer.bias is not None)
+        new = cls(
+            layer.in_features,
+            layer.out_features,
+            rank,
+            alpha,
+            bias=layer.bias is not None,
+        )
         new.to(layer.weight.device, layer.weight.dtype)
         with torch.no_grad():
             new.weight.copy_(layer.weight)
@@ -84,9 +95,15 @@ class LoRALinear(nn.Linear):
 class LoRAConv2d(nn.Conv2d):
     """``nn.Conv2d`` plus a rank-r adapter: conv(x, W) + (α/r)·B(conv(x, A))."""
 
-    def __init__(self, in_channels: int, out_channels: int,
-                 kernel_size: int | tuple[int, int], rank: int = 1, alpha: float = 1.0,
-                 **conv_kwargs) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        rank: int = 1,
+        alpha: float = 1.0,
+        **conv_kwargs,
+    ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, **conv_kwargs)
         if self.groups != 1:
             raise ValueError("LoRA on grouped convolutions is not supported")
@@ -106,13 +123,19 @@ class LoRAConv2d(nn.Conv2d):
     def from_layer(cls, layer: nn.Conv2d, rank: int, alpha: float) -> LoRAConv2d:
         """Wrap an existing convolution; its weights are copied."""
         # torch's stubs type these attributes as tuple[int, ...]: a 2-d conv's are pairs
-        new = cls(layer.in_channels, layer.out_channels,
-                  layer.kernel_size, rank, alpha,  # type: ignore[arg-type]
-                  stride=layer.stride,
-                  padding=layer.padding,
-                  dilation=layer.dilation,
-                  groups=layer.groups, bias=layer.bias is not None,
-                  padding_mode=layer.padding_mode)
+        new = cls(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,  # type: ignore[arg-type]
+            rank,
+            alpha,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=layer.bias is not None,
+            padding_mode=layer.padding_mode,
+        )
         new.to(layer.weight.device, layer.weight.dtype)
         with torch.no_grad():
             new.weight.copy_(layer.weight)
@@ -122,23 +145,28 @@ class LoRAConv2d(nn.Conv2d):
 
     def delta_weight(self) -> torch.Tensor:
         """(α/r)·B A as a dense kernel update (out, in, kh, kw)."""
-        return self.scaling * torch.einsum("or,rikl->oikl", self.lora_B[:, :, 0, 0],
-                                           self.lora_A)
+        return self.scaling * torch.einsum(
+            "or,rikl->oikl", self.lora_B[:, :, 0, 0], self.lora_A
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self._conv_forward(x, self.weight, self.bias)
-        low = self._conv_forward(x, self.lora_A, None)   # same stride/padding as W
+        low = self._conv_forward(x, self.lora_A, None)  # same stride/padding as W
         return base + self.scaling * F.conv2d(low, self.lora_B)
 
     def merged(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` with W + (α/r)·B A."""
-        out = nn.Conv2d(self.in_channels, self.out_channels,
-                        self.kernel_size,  # type: ignore[arg-type]
-                        stride=self.stride,  # type: ignore[arg-type]
-                        padding=self.padding,  # type: ignore[arg-type]
-                        dilation=self.dilation,  # type: ignore[arg-type]
-                        groups=self.groups,
-                        bias=self.bias is not None, padding_mode=self.padding_mode)
+        out = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,  # type: ignore[arg-type]
+            stride=self.stride,  # type: ignore[arg-type]
+            padding=self.padding,  # type: ignore[arg-type]
+            dilation=self.dilation,  # type: ignore[arg-type]
+            groups=self.groups,
+            bias=self.bias is not None,
+            padding_mode=self.padding_mode,
+        )
         out.to(self.weight.device, self.weight.dtype)
         with torch.no_grad():
             out.weight.copy_(self.weight + self.delta_weight())
@@ -161,24 +189,28 @@ def parse_targets(spec: str) -> list[str] | None:
     return patterns
 
 
-def select_targets(model: nn.Module, targets: str | Sequence[str] | None
-                   ) -> list[str]:
+def select_targets(model: nn.Module, targets: str | Sequence[str] | None) -> list[str]:
     """Names of the Linear/Conv2d modules the target spec picks, in module order.
 
     A pattern that matches no Linear or Conv2d module is an error, so a typo in
     ``lora-targets`` never silently trains nothing.
     """
     patterns = parse_targets(targets) if isinstance(targets, str) else targets
-    layers = {name: m for name, m in model.named_modules()
-              if isinstance(m, nn.Linear | nn.Conv2d)}
+    layers = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear | nn.Conv2d)
+    }
     if patterns is None:
         return [n for n, m in layers.items() if isinstance(m, nn.Linear)]
     chosen = []
     for pattern in patterns:
         hits = [n for n in layers if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
-            raise ValueError(f"lora-targets pattern {pattern!r} matches no Linear or "
-                             f"Conv2d layer; layers are: {', '.join(layers)}")
+            raise ValueError(
+                f"lora-targets pattern {pattern!r} matches no Linear or "
+                f"Conv2d layer; layers are: {', '.join(layers)}"
+            )
         chosen += hits
     return [n for n in layers if n in set(chosen)]
 
@@ -189,8 +221,12 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def add_lora(model: nn.Module, targets: str | Sequence[str] | None, rank: int = 1,
-             alpha: float = 1.0) -> list[str]:
+def add_lora(
+    model: nn.Module,
+    targets: str | Sequence[str] | None,
+    rank: int = 1,
+    alpha: float = 1.0,
+) -> list[str]:
     """Put rank-``rank`` adapters on the targeted layers, in place; freeze the rest.
 
     Base weights keep their names (a pre-trained state dict still loads) and stop
@@ -244,8 +280,9 @@ def head_name(model: nn.Module) -> str:
     return linears[-1]
 
 
-def generated_tensors(model: nn.Module, generate_head: bool = False
-                      ) -> dict[str, torch.Tensor]:
+def generated_tensors(
+    model: nn.Module, generate_head: bool = False
+) -> dict[str, torch.Tensor]:
     """What HyperFLoRA generates for an adapted model, in a fixed order (current
     values): every adapter tensor, except that with ``generate_head`` ("+θ_hd") the
     head's adapter is left out and the head's own weight and bias are in instead.
@@ -275,12 +312,18 @@ def pack(tensors: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor
     return torch.cat([tensors[n].reshape(-1) for n in names])
 
 
-def unpack(flat: torch.Tensor,
-           shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+def unpack(
+    flat: torch.Tensor, shapes: dict[str, torch.Size]
+) -> dict[str, torch.Tensor]:
     """The inverse of :func:`pack` (raises when the length does not match)."""
     sizes = [int(torch.Size(s).numel()) for s in shapes.values()]
     if flat.dim() != 1 or flat.numel() != sum(sizes):
-        raise ValueError(f"packed vector of shape {tuple(flat.shape)}, expected "
-                         f"({sum(sizes)},)")
-    return {name: part.reshape(shape) for (name, shape), part in
-            zip(shapes.items(), torch.split(flat, sizes), strict=True)}
+        raise ValueError(
+            f"packed vector of shape {tuple(flat.shape)}, expected ({sum(sizes)},)"
+        )
+    return {
+        name: part.reshape(shape)
+        for (name, shape), part in zip(
+            shapes.items(), torch.split(flat, sizes), strict=True
+        )
+    }

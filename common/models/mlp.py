@@ -9,8 +9,12 @@ from torch import nn
 class MLP(nn.Module):
     """Flatten, then fully connected layers with ReLU (default 784-100-10)."""
 
-    def __init__(self, in_features: int = 784, num_classes: int = 10,
-                 hidden: tuple[int, ...] = (100,)) -> None:
+    def __init__(
+        self,
+        in_features: int = 784,
+        num_classes: int = 10,
+        hidden: tuple[int, ...] = (100,),
+    ) -> None:
         super().__init__()
         sizes = (in_features, *hidden)
         layers: list[nn.Module] = [nn.Flatten()]

@@ -33,8 +33,9 @@ class Attention(nn.Module):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)),
-                                             split(self.v(x)))
+        out = F.scaled_dot_product_attention(
+            split(self.q(x)), split(self.k(x)), split(self.v(x))
+        )
         return self.o(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -68,9 +69,17 @@ class Block(nn.Module):
 class TinyViT(nn.Module):
     """ViT (Dosovitskiy et al., 2021) sized for 28x28 single-channel images."""
 
-    def __init__(self, image_size: int = 28, patch: int = 7, in_channels: int = 1,
-                 num_classes: int = 10, dim: int = 64, depth: int = 4, heads: int = 4,
-                 mlp_ratio: int = 4) -> None:
+    def __init__(
+        self,
+        image_size: int = 28,
+        patch: int = 7,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+    ) -> None:
         super().__init__()
         if image_size % patch:
             raise ValueError(f"image size {image_size} is not a multiple of {patch}")
@@ -85,7 +94,7 @@ class TinyViT(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)          # (B, N, dim)
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, dim)
         x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
         x = x + self.pos_embed
         for block in self.blocks:

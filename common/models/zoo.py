@@ -26,16 +26,21 @@ class BNCNN(nn.Module):
     """A small CNN with BatchNorm: 2 × (conv 3×3, BN, ReLU, max-pool), then a linear
     classifier (about 12k weights)."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10,
-                 width: int = 16) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, width: int = 16
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
-            nn.BatchNorm2d(width, track_running_stats=False), nn.ReLU(),
+            nn.BatchNorm2d(width, track_running_stats=False),
+            nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.BatchNorm2d(2 * width, track_running_stats=False), nn.ReLU(),
-            nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(2))
+            nn.BatchNorm2d(2 * width, track_running_stats=False),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(2),
+        )
         self.classifier = nn.Linear(2 * width * 4, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,10 +66,12 @@ def load_flat(model: nn.Module, flat: torch.Tensor) -> nn.Module:
     """Fill ``model``'s parameters from a flat vector of exactly its K values."""
     k = sum(p.numel() for p in model.parameters())
     if flat.dim() != 1 or flat.numel() != k:
-        raise ValueError(f"flat vector of shape {tuple(flat.shape)} for a model of "
-                         f"{k} parameters")
+        raise ValueError(
+            f"flat vector of shape {tuple(flat.shape)} for a model of {k} parameters"
+        )
     # a copy: vector_to_parameters makes the parameters views of the vector it gets,
     # so training would otherwise change the caller's θ in place
-    nn.utils.vector_to_parameters(flat.detach().to(next(model.parameters())).clone(),
-                                  model.parameters())
+    nn.utils.vector_to_parameters(
+        flat.detach().to(next(model.parameters())).clone(), model.parameters()
+    )
     return model

@@ -38,8 +38,9 @@ class InversionWeights:
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels (a smoothness prior)."""
-    return ((x[..., 1:, :] - x[..., :-1, :]).abs().mean()
-            + (x[..., :, 1:] - x[..., :, :-1]).abs().mean())
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
+        x[..., :, 1:] - x[..., :, :-1]
+    ).abs().mean()
 
 
 class BNMatcher:
@@ -57,9 +58,11 @@ class BNMatcher:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out) -> None:
             x = inputs[0]
             dims = [0, *range(2, x.dim())]
-            self.losses.append(torch.linalg.vector_norm(x.mean(dims) - mean)
-                               + torch.linalg.vector_norm(
-                                   x.var(dims, unbiased=False) - var))
+            self.losses.append(
+                torch.linalg.vector_norm(x.mean(dims) - mean)
+                + torch.linalg.vector_norm(x.var(dims, unbiased=False) - var)
+            )
+
         return hook
 
     def take(self) -> torch.Tensor:
@@ -74,8 +77,12 @@ class BNMatcher:
             handle.remove()
 
 
-def bn_distance(model: nn.Module, params: Mapping[str, torch.Tensor],
-                stats: Mapping[str, torch.Tensor], x: torch.Tensor) -> float:
+def bn_distance(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    stats: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+) -> float:
     """Σ_l distance between the BN-input statistics of ``x`` and ``stats``."""
     matcher = BNMatcher(model, stats)
     try:
@@ -87,10 +94,15 @@ def bn_distance(model: nn.Module, params: Mapping[str, torch.Tensor],
         matcher.close()
 
 
-def invert(model: nn.Module, params: Mapping[str, torch.Tensor],
-           stats: Mapping[str, torch.Tensor], labels: torch.Tensor,
-           image_shape: tuple[int, ...], weights: InversionWeights,
-           generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+def invert(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    stats: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    image_shape: tuple[int, ...],
+    weights: InversionWeights,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Synthesise one image per label from the model (``params`` and BN ``stats``);
     returns the images and the loss terms at the first and last step."""
     device = next(iter(params.values())).device
@@ -107,8 +119,12 @@ def invert(model: nn.Module, params: Mapping[str, torch.Tensor],
             logits = functional_call(model, values, (x,))
             ce = nn.functional.cross_entropy(logits, labels)
             bn = matcher.take()
-            loss = (ce + weights.bn * bn + weights.tv * total_variation(x)
-                    + weights.l2 * x.pow(2).sum() / len(labels))
+            loss = (
+                ce
+                + weights.bn * bn
+                + weights.tv * total_variation(x)
+                + weights.l2 * x.pow(2).sum() / len(labels)
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -116,11 +132,13 @@ def invert(model: nn.Module, params: Mapping[str, torch.Tensor],
                 report.update({"ce-first": ce.item(), "bn-first": bn.item()})
         with torch.no_grad():
             logits = functional_call(model, values, (x,))
-            report.update({"ce-last": float(nn.functional.cross_entropy(logits,
-                                                                         labels)),
-                           "bn-last": float(matcher.take()),
-                           "label-acc": float((logits.argmax(1) == labels)
-                                              .float().mean())})
+            report.update(
+                {
+                    "ce-last": float(nn.functional.cross_entropy(logits, labels)),
+                    "bn-last": float(matcher.take()),
+                    "label-acc": float((logits.argmax(1) == labels).float().mean()),
+                }
+            )
     finally:
         matcher.close()
     return x.detach().cpu(), report

@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
-def image_grid(path: Path, images: torch.Tensor, labels: torch.Tensor,
-               title: str, limit: int = 64) -> Path:
+def image_grid(
+    path: Path, images: torch.Tensor, labels: torch.Tensor, title: str, limit: int = 64
+) -> Path:
     """Up to ``limit`` synthetic images tiled 8 to a row (each scaled to its own
     range), their labels row by row in the caption, as one PNG."""
     n = min(limit, len(images))
@@ -26,24 +27,33 @@ def image_grid(path: Path, images: torch.Tensor, labels: torch.Tensor,
         img = images[i, 0]
         img = (img - img.min()) / (img.max() - img.min() + 1e-8)
         top, left = (i // cols) * (h + 2) + 1, (i % cols) * (w + 2) + 1
-        canvas[top:top + h, left:left + w] = img
+        canvas[top : top + h, left : left + w] = img
     shown = [int(y) for y in labels[:n]]
-    caption = "\n".join(" ".join(map(str, shown[r * cols:(r + 1) * cols]))
-                        for r in range(rows))
+    caption = "\n".join(
+        " ".join(map(str, shown[r * cols : (r + 1) * cols])) for r in range(rows)
+    )
     fig, ax = plt.subplots(figsize=(0.5 * cols + 1.5, 0.5 * rows + 1.2))
     ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(title, fontsize=8)
-    fig.text(0.5, 0.0, f"labels by row:\n{caption}", fontsize=6, ha="center",
-             va="top", family="monospace")
+    fig.text(
+        0.5,
+        0.0,
+        f"labels by row:\n{caption}",
+        fontsize=6,
+        ha="center",
+        va="top",
+        family="monospace",
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def batch_accuracy_plot(path: Path, rows: list[dict[str, Any]], batches: int,
-                        joins: list[int], title: str) -> Path:
+def batch_accuracy_plot(
+    path: Path, rows: list[dict[str, Any]], batches: int, joins: list[int], title: str
+) -> Path:
     """Test accuracy of each batch's clients over rounds, batch joins marked: the
     forgetting (a curve that drops after a join) and transfer picture."""
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -53,10 +63,19 @@ def batch_accuracy_plot(path: Path, rows: list[dict[str, Any]], batches: int,
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=f"batch {b}")
     for i, rnd in enumerate(joins):
-        ax.axvline(rnd + 0.5, color="grey", ls="--", lw=1,
-                   label="batch joins" if i == 0 else None)
-    ax.set(xlabel="round", ylabel="test accuracy (mean over the batch's clients)",
-           title=title, ylim=(0, 1.02))
+        ax.axvline(
+            rnd + 0.5,
+            color="grey",
+            ls="--",
+            lw=1,
+            label="batch joins" if i == 0 else None,
+        )
+    ax.set(
+        xlabel="round",
+        ylabel="test accuracy (mean over the batch's clients)",
+        title=title,
+        ylim=(0, 1.02),
+    )
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

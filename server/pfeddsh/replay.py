@@ -38,11 +38,16 @@ class Synthetic:
         return self.images[keep], y
 
 
-def synthesise(model: nn.Module, sources: Sequence[tuple[dict[str, torch.Tensor],
-                                                         dict[str, torch.Tensor],
-                                                         list[int]]],
-               per_model: int, image_shape: tuple[int, ...],
-               weights: InversionWeights, seed: int) -> Synthetic:
+def synthesise(
+    model: nn.Module,
+    sources: Sequence[
+        tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[int]]
+    ],
+    per_model: int,
+    image_shape: tuple[int, ...],
+    weights: InversionWeights,
+    seed: int,
+) -> Synthetic:
     """DeepInversion on each (params, BN statistics, classes) source model."""
     images, labels, reports = [], [], []
     for index, (params, stats, classes) in enumerate(sources):
@@ -54,14 +59,19 @@ def synthesise(model: nn.Module, sources: Sequence[tuple[dict[str, torch.Tensor]
         labels.append(y)
         reports.append(report)
     if not images:
-        return Synthetic(torch.empty(0, *image_shape), torch.empty(0, dtype=torch.long),
-                         [])
+        return Synthetic(
+            torch.empty(0, *image_shape), torch.empty(0, dtype=torch.long), []
+        )
     return Synthetic(torch.cat(images), torch.cat(labels), reports)
 
 
-def replay_loss(model: nn.Module, params: Mapping[str, torch.Tensor],
-                stats: Mapping[str, torch.Tensor], synthetic: Synthetic,
-                classes: Sequence[int]) -> torch.Tensor | None:
+def replay_loss(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    stats: Mapping[str, torch.Tensor],
+    synthetic: Synthetic,
+    classes: Sequence[int],
+) -> torch.Tensor | None:
     """One earlier client's loss on the synthetic images (None: fewer than two of its
     classes among them). BN uses the client's reported statistics (eval mode)."""
     x, y = synthetic.for_classes(classes)

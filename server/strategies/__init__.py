@@ -22,8 +22,10 @@ def strategy_for(method: str) -> type[HyperflowerStrategy]:
     try:
         return STRATEGIES[method]
     except KeyError:
-        raise KeyError(f"method {method!r} has a spec but no strategy; known: "
-                       f"{', '.join(STRATEGIES)}") from None
+        raise KeyError(
+            f"method {method!r} has a spec but no strategy; known: "
+            f"{', '.join(STRATEGIES)}"
+        ) from None
 
 
 __all__ = ["STRATEGIES", "HyperflowerStrategy", "strategy_for"]

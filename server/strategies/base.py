@@ -75,10 +75,12 @@ class HyperflowerStrategy(Strategy):
     #: Registration metadata each role may send (the client sends nothing else).
     registration_fields: ClassVar[dict[str, tuple[str, ...]]] = {
         role: ("num-train", "num-val", "num-test", "param-count", "classes")
-        for role in ("participant", "nonparticipant")}
+        for role in ("participant", "nonparticipant")
+    }
 
-    def __init__(self, cfg: RunConfig, registry: ClientRegistry,
-                 device: torch.device) -> None:
+    def __init__(
+        self, cfg: RunConfig, registry: ClientRegistry, device: torch.device
+    ) -> None:
         self.cfg = cfg
         self.registry = registry
         self.device = device
@@ -103,12 +105,14 @@ class HyperflowerStrategy(Strategy):
         """The parameters each of ``client_ids`` should train or be evaluated with."""
 
     @abstractmethod
-    def apply_updates(self, server_round: int,
-                      updates: list[ClientUpdate]) -> dict[str, float]:
+    def apply_updates(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> dict[str, float]:
         """Change the server state from a round's validated updates; return metrics."""
 
-    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
-                              ) -> dict[str, Params] | None:
+    def nonparticipant_params(
+        self, ops: ServerOps, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
         """What each of these held-out clients gets without training (None: nothing
         to give). Called a batch of clients at a time (``eval-clients-per-batch``)."""
         return None
@@ -133,14 +137,16 @@ class HyperflowerStrategy(Strategy):
     def prepare(self, ops: ServerOps) -> None:
         """Work before round 1 of a fresh run (e.g. a pre-training phase); none here."""
 
-    def run_round(self, ops: ServerOps, server_round: int,
-                  config: ConfigRecord) -> dict[str, Any] | None:
+    def run_round(
+        self, ops: ServerOps, server_round: int, config: ConfigRecord
+    ) -> dict[str, Any] | None:
         """Run a round made of several exchanges (e.g. relays between clients) and
         return its metrics row; None, the default, runs the loop's usual round."""
         return None
 
-    def final_report(self, ops: ServerOps,
-                     nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def final_report(
+        self, ops: ServerOps, nonparticipants: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         """Extra summary.json entries, computed after the held-out evaluation."""
         return {}
 
@@ -149,8 +155,9 @@ class HyperflowerStrategy(Strategy):
         clients arrive over time evaluates only those that have arrived)."""
         return self.registry.participants
 
-    def evaluation_metrics(self, server_round: int,
-                           results: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def evaluation_metrics(
+        self, server_round: int, results: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         """Extra metrics row entries from this round's per-client evaluation (e.g.
         per group of clients); none by default."""
         return {}
@@ -164,35 +171,53 @@ class HyperflowerStrategy(Strategy):
         """The participants that train this round (seeded, without replacement)."""
         pool = self.registry.participants
         k = min(self.cfg.clients_per_round, len(pool))
-        return sorted((pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
-                      key=pool.index)
+        return sorted(
+            (pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
+            key=pool.index,
+        )
 
-    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
-                 config: ConfigRecord) -> list[Message]:
+    def messages(
+        self,
+        kind: str,
+        client_ids: Sequence[str],
+        params: Sequence[Params],
+        config: ConfigRecord,
+    ) -> list[Message]:
         """One message per client, each with its own parameters."""
-        return [message_to(self.registry.node_of(c), kind, params=to_record(p),
-                           config=config) for c, p in zip(client_ids, params,
-                                                           strict=True)]
+        return [
+            message_to(
+                self.registry.node_of(c), kind, params=to_record(p), config=config
+            )
+            for c, p in zip(client_ids, params, strict=True)
+        ]
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord,
-                        config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Sample this round's clients and send each its own parameters."""
         client_ids = self.sample(server_round)
         return self.messages("train", client_ids, self.generate(client_ids), config)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Apply validated train replies to the server state."""
-        updates = [ClientUpdate(client_at(self.registry, r.metadata.src_node_id),
-                                from_record(arrays_of(r, "delta")),
-                                as_int(metrics_of(r)["num-examples"]),
-                                numeric(metrics_of(r)), extras_of(r))
-                   for r in replies]
+        updates = [
+            ClientUpdate(
+                client_at(self.registry, r.metadata.src_node_id),
+                from_record(arrays_of(r, "delta")),
+                as_int(metrics_of(r)["num-examples"]),
+                numeric(metrics_of(r)),
+                extras_of(r),
+            )
+            for r in replies
+        ]
         metrics = self.apply_updates(server_round, updates) if updates else {}
         return None, MetricRecord(dict(metrics))
 
-    def evaluate_messages(self, client_ids: Sequence[str],
-                          config: ConfigRecord) -> list[Message]:
+    def evaluate_messages(
+        self, client_ids: Sequence[str], config: ConfigRecord
+    ) -> list[Message]:
         """Evaluate messages for ``client_ids``, each with the parameters made for it.
 
         The loop asks for ``eval-clients-per-batch`` clients at a time, so the server
@@ -200,24 +225,31 @@ class HyperflowerStrategy(Strategy):
         """
         return self.messages("evaluate", client_ids, self.generate(client_ids), config)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
-                           config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Every participant evaluates the parameters made for it (Flower's API, all
         at once; the loop uses :meth:`evaluate_messages` in batches instead)."""
         return self.evaluate_messages(self.registry.participants, config)
 
-    def aggregate_evaluate(self, server_round: int,
-                           replies: Iterable[Message]) -> MetricRecord | None:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
         """Mean and spread of the clients' evaluation metrics (one vote each)."""
         per_client = [numeric(metrics_of(r)) for r in replies]
         return MetricRecord(dict(summarise(per_client))) if per_client else None
 
     def summary(self) -> None:
         """Log what this strategy is and its sizes."""
-        log(INFO, "strategy %s: %d participants, %d held out, CTWC %d, HS %d",
-            self.name, len(self.registry.participants),
-            len(self.registry.nonparticipants), self.client_trainable_params(),
-            self.hypernet_params())
+        log(
+            INFO,
+            "strategy %s: %d participants, %d held out, CTWC %d, HS %d",
+            self.name,
+            len(self.registry.participants),
+            len(self.registry.nonparticipants),
+            self.client_trainable_params(),
+            self.hypernet_params(),
+        )
 
 
 def summarise(per_client: Sequence[dict[str, float]]) -> dict[str, float]:

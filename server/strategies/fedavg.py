@@ -23,19 +23,21 @@ class FedAvg(HyperflowerStrategy):
 
     name = "fedavg"
     has_global_model = True
-    accepts_joiners = True   # a joiner simply enters the sampling pool
+    accepts_joiners = True  # a joiner simply enters the sampling pool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.global_model: Params = {k: p.detach().clone()
-                                     for k, p in self.template.named_parameters()}
+        self.global_model: Params = {
+            k: p.detach().clone() for k, p in self.template.named_parameters()
+        }
         self.averager = FlowerFedAvg(weighted_by_key="num-examples")
 
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         return [self.global_model] * len(client_ids)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Flower's FedAvg averages the deltas; the global model moves by the mean."""
         replies = list(replies)
         if not replies:
@@ -47,8 +49,9 @@ class FedAvg(HyperflowerStrategy):
             self.global_model[key] = self.global_model[key] + delta
         return to_record(self.global_model), metrics
 
-    def apply_updates(self, server_round: int,
-                      updates: list[ClientUpdate]) -> dict[str, float]:
+    def apply_updates(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> dict[str, float]:
         """Weighted mean of deltas added to the global model (direct-call path)."""
         total = sum(u.num_examples for u in updates)
         for key in self.global_model:
@@ -56,8 +59,9 @@ class FedAvg(HyperflowerStrategy):
             self.global_model[key] = self.global_model[key] + mean
         return {}
 
-    def nonparticipant_params(self, ops: Any, client_ids: Sequence[str]
-                              ) -> dict[str, Params] | None:
+    def nonparticipant_params(
+        self, ops: Any, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
         """Held-out clients get the global model as it is."""
         return {c: self.global_model for c in client_ids}
 
@@ -87,8 +91,9 @@ class LocalOnly(HyperflowerStrategy):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         init = {k: p.detach().clone() for k, p in self.template.named_parameters()}
-        self.models: dict[str, Params] = {c: dict(init)
-                                          for c in self.registry.participants}
+        self.models: dict[str, Params] = {
+            c: dict(init) for c in self.registry.participants
+        }
 
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         return [self.models[c] for c in client_ids]
@@ -96,23 +101,26 @@ class LocalOnly(HyperflowerStrategy):
     def admit(self, client_id: str) -> None:
         """A participant that joins starts from the same initial model as the rest."""
         if self.registry.clients[client_id].participant:
-            self.models[client_id] = {k: p.detach().clone()
-                                      for k, p in self.template.named_parameters()}
+            self.models[client_id] = {
+                k: p.detach().clone() for k, p in self.template.named_parameters()
+            }
 
-    def apply_updates(self, server_round: int,
-                      updates: list[ClientUpdate]) -> dict[str, float]:
+    def apply_updates(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> dict[str, float]:
         for u in updates:
             own = self.models[u.client_id]
             self.models[u.client_id] = {k: own[k] + u.delta[k] for k in own}
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "models": {c: dict(m)
-                                                   for c, m in self.models.items()}}
+        return {
+            **super().state_dict(),
+            "models": {c: dict(m) for c, m in self.models.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.models = {c: {k: v.clone() for k, v in m.items()}
-                       for c, m in state["models"].items()}
-
-
+        self.models = {
+            c: {k: v.clone() for k, v in m.items()} for c, m in state["models"].items()
+        }

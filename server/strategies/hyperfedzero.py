@@ -48,74 +48,94 @@ def spread(embeddings: Sequence[torch.Tensor]) -> dict[str, float]:
     mean = e.mean(0)
     dist = torch.cdist(e, e) + torch.eye(len(e)) * 1e9 if len(e) > 1 else None
     entropy = float(-(mean * mean.clamp_min(1e-12).log()).sum())
-    return {"embedding-spread": float((e - mean).norm(dim=1).mean()),
-            "embedding-min-dist": float(dist.min()) if dist is not None else 0.0,
-            "embedding-dims": math.exp(entropy),
-            "embedding-clients": float(len(e))}
+    return {
+        "embedding-spread": float((e - mean).norm(dim=1).mean()),
+        "embedding-min-dist": float(dist.min()) if dist is not None else 0.0,
+        "embedding-dims": math.exp(entropy),
+        "embedding-clients": float(len(e)),
+    }
 
 
 class HyperFedZero(HyperflowerStrategy):
     """FedAvg of g, f, noisy and h; the store of participants' embeddings."""
 
     name = "hyperfedzero"
-    accepts_joiners = True   # a joiner simply enters the sampling pool
+    accepts_joiners = True  # a joiner simply enters the sampling pool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         net = build_net(self.cfg, seed=self.cfg.seed)
-        self.global_model: Params = {k: v.detach().clone()
-                                     for k, v in net.state_dict().items()}
+        self.global_model: Params = {
+            k: v.detach().clone() for k, v in net.state_dict().items()
+        }
         self.trainable = sum(p.numel() for p in net.parameters())
         self.h_size = sum(p.numel() for p in net.h.parameters()) if net.h else 0
         # P is a run-config value: the declared extra is set per instance (the loop
         # reads it from the strategy object)
-        setattr(self, "reply_extras",  # noqa: B010
-                {"embedding": ReplyExtra((self.cfg.hfz_embed_dim,))})
+        self.reply_extras = {"embedding": ReplyExtra((self.cfg.hfz_embed_dim,))}
         self.store: dict[str, torch.Tensor] = {}
 
     # ---- what clients get -------------------------------------------------------
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         return [self.global_model] * len(client_ids)
 
-    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
-                 config: ConfigRecord) -> list[Message]:
+    def messages(
+        self,
+        kind: str,
+        client_ids: Sequence[str],
+        params: Sequence[Params],
+        config: ConfigRecord,
+    ) -> list[Message]:
         """Every message goes to this method's handlers (``train.hyperfedzero`` …)."""
         from common.records import to_record
 
-        return [message_to(self.registry.node_of(c), f"{kind}.{ACTION}",
-                           params=to_record(p), config=config)
-                for c, p in zip(client_ids, params, strict=True)]
+        return [
+            message_to(
+                self.registry.node_of(c),
+                f"{kind}.{ACTION}",
+                params=to_record(p),
+                config=config,
+            )
+            for c, p in zip(client_ids, params, strict=True)
+        ]
 
-    def nonparticipant_params(self, ops: Any, client_ids: Sequence[str]
-                              ) -> dict[str, Params] | None:
+    def nonparticipant_params(
+        self, ops: Any, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
         """Held-out clients get the global model; they make their own classifier."""
         return {c: self.global_model for c in client_ids}
 
     # ---- aggregation ------------------------------------------------------------
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Flower's weighted average of the deltas; embeddings into the store."""
         replies = list(replies)
         if not replies:
             return None, None
-        contents = [RecordDict({"delta": arrays_of(r, "delta"),
-                                "metrics": metrics_of(r)}) for r in replies]
+        contents = [
+            RecordDict({"delta": arrays_of(r, "delta"), "metrics": metrics_of(r)})
+            for r in replies
+        ]
         mean = from_record(aggregate_arrayrecords(contents, "num-examples"))
         for key, delta in mean.items():
             self.global_model[key] = self.global_model[key] + delta.to(
-                self.global_model[key].dtype)
+                self.global_model[key].dtype
+            )
         for r in replies:
             cid = client_at(self.registry, r.metadata.src_node_id)
             self.store[cid] = extras_of(r)["embedding"].float()
         return None, MetricRecord(dict(self.store_metrics()))
 
-    def apply_updates(self, server_round: int,
-                      updates: list[ClientUpdate]) -> dict[str, float]:
+    def apply_updates(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> dict[str, float]:
         """Weighted mean of deltas added to the global model (direct-call path)."""
         total = sum(u.num_examples for u in updates)
         for key in self.global_model:
             self.global_model[key] = self.global_model[key] + sum(
-                u.delta[key] * (u.num_examples / total) for u in updates)
+                u.delta[key] * (u.num_examples / total) for u in updates
+            )
         for u in updates:
             self.store[u.client_id] = u.extras["embedding"].float()
         return self.store_metrics()
@@ -131,23 +151,32 @@ class HyperFedZero(HyperflowerStrategy):
         return torch.stack(list(self.store.values())).mean(0)
 
     # ---- after the run ----------------------------------------------------------
-    def final_report(self, ops: Any,
-                     nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def final_report(
+        self, ops: Any, nonparticipants: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         """gACC on the participants' pooled test sets (and the same global model on
         the held-out clients'), the store, the embedding map."""
         e = self.mean_embedding()
-        config = ConfigRecord({"round": ops.best_round, "phase": "global",
-                               "method": self.cfg.method,
-                               GLOBAL_EMBEDDING: [float(v) for v in e]})
+        config = ConfigRecord(
+            {
+                "round": ops.best_round,
+                "phase": "global",
+                "method": self.cfg.method,
+                GLOBAL_EMBEDDING: [float(v) for v in e],
+            }
+        )
         pooled = {}
-        for group, ids in (("participants", self.registry.participants),
-                           ("nonparticipants", self.registry.nonparticipants)):
+        for group, ids in (
+            ("participants", self.registry.participants),
+            ("nonparticipants", self.registry.nonparticipants),
+        ):
             correct = count = 0.0
             for batch in ops.client_batches(ids):
                 ops.refresh()
-                got, _ = ops.evaluate_clients(self.messages(
-                    "evaluate", batch, self.generate(batch), config),
-                    f"global model ({group})")
+                got, _ = ops.evaluate_clients(
+                    self.messages("evaluate", batch, self.generate(batch), config),
+                    f"global model ({group})",
+                )
                 for m in got.values():
                     correct += m["test-acc"] * m["num-examples"]
                     count += m["num-examples"]
@@ -158,14 +187,19 @@ class HyperFedZero(HyperflowerStrategy):
             # zACC gains (or loses) over not personalising at all
             "nonparticipant_global_acc": pooled["nonparticipants"],
             "global_embedding": [float(v) for v in e],
-            "embedding_store": {c: [float(v) for v in t]
-                                for c, t in self.store.items()},
-            **{k.replace("-", "_"): v for k, v in self.store_metrics().items()}}
+            "embedding_store": {
+                c: [float(v) for v in t] for c, t in self.store.items()
+            },
+            **{k.replace("-", "_"): v for k, v in self.store_metrics().items()},
+        }
         try:
             from server.hfz_embedding_map import plot_embedding_map
 
-            report["embedding_map"] = str(plot_embedding_map(
-                ops.run_dir, self.cfg, self.global_model, self.registry))
+            report["embedding_map"] = str(
+                plot_embedding_map(
+                    ops.run_dir, self.cfg, self.global_model, self.registry
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - a plot never fails a run
             log(WARNING, "embedding map not drawn: %s", exc)
         return report
@@ -184,8 +218,11 @@ class HyperFedZero(HyperflowerStrategy):
         return self.global_model
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "global": dict(self.global_model),
-                "store": dict(self.store)}
+        return {
+            **super().state_dict(),
+            "global": dict(self.global_model),
+            "store": dict(self.store),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -203,21 +240,33 @@ class _Personalizer:
         self.net = net_from(run.cfg, run.state["global"])
         self.store: dict[str, torch.Tensor] = run.state.get("store", {})
 
-    def __call__(self, client_id: str, partition_id: int, data: Any,
-                 rounds: int | None, lr: float | None) -> tuple[Params, dict[str, Any]]:
+    def __call__(
+        self,
+        client_id: str,
+        partition_id: int,
+        data: Any,
+        rounds: int | None,
+        lr: float | None,
+    ) -> tuple[Params, dict[str, Any]]:
         if data is None:
             if client_id not in self.store:
-                raise PersonalizeError("hyperfedzero needs the new client's unlabelled "
-                                       "data (a data file or a partition id)")
+                raise PersonalizeError(
+                    "hyperfedzero needs the new client's unlabelled "
+                    "data (a data file or a partition id)"
+                )
             e, how = self.store[client_id], "stored (trained participant)"
         else:
             if len(data.x_train) == 0:
-                raise PersonalizeError("no unlabelled data: the client's file holds "
-                                       "no samples to compute its embedding from")
+                raise PersonalizeError(
+                    "no unlabelled data: the client's file holds "
+                    "no samples to compute its embedding from"
+                )
             e, how = self.net.client_embedding(data.x_train), "from unlabelled data"
         return self.net.personalised(e), {
-            "embedding": how, "fit-rounds": 0,
-            "embedding-values": [float(v) for v in e]}
+            "embedding": how,
+            "fit-rounds": 0,
+            "embedding-values": [float(v) for v in e],
+        }
 
 
 PERSONALIZERS["hyperfedzero"] = _Personalizer

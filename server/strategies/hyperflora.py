@@ -70,16 +70,27 @@ if TYPE_CHECKING:
     from server.ops import ServerOps
 
 #: Run-config keys a ``pretrained.pt`` must agree on to be reused.
-PRETRAIN_FINGERPRINT = ("dataset", "model", "num-clients", "holdout", "partitioner",
-                        "classes-per-client", "dirichlet-alpha", "shards-per-client",
-                        "val-fraction", "test-fraction", "seed")
+PRETRAIN_FINGERPRINT = (
+    "dataset",
+    "model",
+    "num-clients",
+    "holdout",
+    "partitioner",
+    "classes-per-client",
+    "dirichlet-alpha",
+    "shards-per-client",
+    "val-fraction",
+    "test-fraction",
+    "seed",
+)
 KINDS = {"train": "train.lora", "evaluate": "evaluate.lora"}
 #: The record key of the packed generated tensors (see common.models.lora.pack).
 RHO = "rho"
 
 
-def pseudo_indicator(r_i: Sequence[int], r_j: Sequence[int],
-                     rng: np.random.Generator) -> list[int]:
+def pseudo_indicator(
+    r_i: Sequence[int], r_j: Sequence[int], rng: np.random.Generator
+) -> list[int]:
     """r_ij: a random half (rounded up) of the classes of K_i ∪ K_j (eq. 4.7), 0/1."""
     union = [k for k, (a, b) in enumerate(zip(r_i, r_j, strict=True)) if a or b]
     chosen = set(rng.choice(union, size=(len(union) + 1) // 2, replace=False).tolist())
@@ -91,10 +102,17 @@ def message_values(msg: Message) -> int:
     if msg.has_error():
         return 0
     content = msg.content
-    values = sum(int(np.prod(arr.shape)) for rec in content.array_records.values()
-                 for arr in rec.values())
-    return values + sum(len(v) for rec in content.config_records.values()
-                        for v in rec.values() if isinstance(v, list))
+    values = sum(
+        int(np.prod(arr.shape))
+        for rec in content.array_records.values()
+        for arr in rec.values()
+    )
+    return values + sum(
+        len(v)
+        for rec in content.config_records.values()
+        for v in rec.values()
+        if isinstance(v, list)
+    )
 
 
 @dataclass
@@ -129,8 +147,9 @@ class RoundStats:
     bytes_up: int = 0
     values_down: int = 0
     values_up: int = 0
-    faults: dict[str, int] = field(default_factory=lambda: {
-        "error": 0, "missing": 0, "invalid": 0})
+    faults: dict[str, int] = field(
+        default_factory=lambda: {"error": 0, "missing": 0, "invalid": 0}
+    )
 
     def add(self, ex: Exchange, valid: int) -> None:
         """Count one exchange: bytes, values and faults."""
@@ -149,8 +168,13 @@ class PretrainFedAvg(FedAvg):
     client's step count (epochs × batches of its registered training set), which
     the plain train handler honours; otherwise clients train as in any round."""
 
-    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
-                 config: ConfigRecord) -> list[Message]:
+    def messages(
+        self,
+        kind: str,
+        client_ids: Sequence[str],
+        params: Sequence[Params],
+        config: ConfigRecord,
+    ) -> list[Message]:
         msgs = super().messages(kind, client_ids, params, config)
         epochs = self.cfg.pretrain_epochs
         if kind != "train" or not epochs:
@@ -168,29 +192,38 @@ class HyperFLoRA(HyperflowerStrategy):
     name = "hyperflora"
     #: Bystanders send only their class indicator r_i (no counts, no samples);
     #: participants also send their training-set size for the FedAvg phase.
-    registration_fields = {"participant": ("num-train", "classes"),
-                           "nonparticipant": ("classes",)}
+    registration_fields = {
+        "participant": ("num-train", "classes"),
+        "nonparticipant": ("classes",),
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         self.variant = cfg.hyperflora_variant
-        with torch.random.fork_rng():   # A's start draw is fixed by the seed alone
+        with torch.random.fork_rng():  # A's start draw is fixed by the seed alone
             torch.manual_seed(cfg.seed)
-            self.adapted = add_lora(self.template, cfg.lora_targets, cfg.lora_rank,
-                                    cfg.lora_alpha)
+            self.adapted = add_lora(
+                self.template, cfg.lora_targets, cfg.lora_rank, cfg.lora_alpha
+            )
         self.head = head_name(self.template)
-        start = {k: v.clone() for k, v in generated_tensors(
-            self.template, self.variant == "head").items()}
+        start = {
+            k: v.clone()
+            for k, v in generated_tensors(self.template, self.variant == "head").items()
+        }
         self.gen_shapes = {k: v.shape for k, v in start.items()}
         torch.manual_seed(cfg.seed)
-        self.hnet = LoRAHyperNet(cfg.num_classes, self.gen_shapes, cfg.hn_hidden,
-                                 cfg.hn_n_hidden).to(self.device)
+        self.hnet = LoRAHyperNet(
+            cfg.num_classes, self.gen_shapes, cfg.hn_hidden, cfg.hn_n_hidden
+        ).to(self.device)
         self.hnet.start_at(start, weight_scale=0.0)
-        self.optimizer = make_optimizer(cfg.server_optimizer,
-                                        [{"params": list(self.hnet.parameters())}],
-                                        cfg.server_lr, cfg.server_momentum,
-                                        cfg.server_weight_decay)
+        self.optimizer = make_optimizer(
+            cfg.server_optimizer,
+            [{"params": list(self.hnet.parameters())}],
+            cfg.server_lr,
+            cfg.server_momentum,
+            cfg.server_weight_decay,
+        )
         self.pair_rng = np.random.default_rng([cfg.seed, 2])
         self.base: Params = {}
         self.base_id = ""
@@ -218,15 +251,18 @@ class HyperFLoRA(HyperflowerStrategy):
         r = torch.tensor(indicators, dtype=torch.float32, device=self.device)
         with torch.no_grad():
             out = self.hnet(r)
-        return [{k: v[i].detach().cpu() for k, v in out.items()}
-                for i in range(len(indicators))]
+        return [
+            {k: v[i].detach().cpu() for k, v in out.items()}
+            for i in range(len(indicators))
+        ]
 
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         """Each client's adapters from its class indicator."""
         return self.generate_from([self.indicator(c) for c in client_ids])
 
-    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
-                              ) -> dict[str, Params] | None:
+    def nonparticipant_params(
+        self, ops: ServerOps, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
         """Bystanders get h(r_i) and nothing else: no training, no data."""
         return dict(zip(client_ids, self.generate(client_ids), strict=True))
 
@@ -250,25 +286,40 @@ class HyperFLoRA(HyperflowerStrategy):
         """A packed delta (``rho``) back to named tensors."""
         return unpack(record[RHO], self.gen_shapes)
 
-    def lora_message(self, kind: str, client_id: str, params: Params,
-                     config: ConfigRecord, **extra: Any) -> Message:
+    def lora_message(
+        self,
+        kind: str,
+        client_id: str,
+        params: Params,
+        config: ConfigRecord,
+        **extra: Any,
+    ) -> Message:
         """A ``train.lora``/``evaluate.lora`` message with the generated tensors
         packed in one array; θ_pret rides along only when this client's node has not
         been sent it yet."""
         node = self.registry.node_of(client_id)
         conf = ConfigRecord({**dict(config), **extra, "base-id": self.base_id})
-        records: dict[str, Any] = {"params": to_record(self.packed(params)),
-                                   "config": conf}
+        records: dict[str, Any] = {
+            "params": to_record(self.packed(params)),
+            "config": conf,
+        }
         if self.base_nodes.get(client_id) != node:
             records["base"] = self._base_record
             self.base_nodes[client_id] = node
         return message_to(node, kind, **records)
 
-    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
-                 config: ConfigRecord) -> list[Message]:
+    def messages(
+        self,
+        kind: str,
+        client_ids: Sequence[str],
+        params: Sequence[Params],
+        config: ConfigRecord,
+    ) -> list[Message]:
         """The loop's train/evaluate messages, as their LoRA actions."""
-        return [self.lora_message(KINDS[kind], c, p, config)
-                for c, p in zip(client_ids, params, strict=True)]
+        return [
+            self.lora_message(KINDS[kind], c, p, config)
+            for c, p in zip(client_ids, params, strict=True)
+        ]
 
     def _forget_base(self, client_ids: Sequence[str]) -> None:
         for cid in client_ids:
@@ -285,31 +336,52 @@ class HyperFLoRA(HyperflowerStrategy):
             base, report = load_pretrained(saved, cfg.to_dict())
         else:
             base, report = self._pretrain(ops)
-            torch.save({"format": 1, "base": base, "report": report,
-                        "fingerprint": {k: cfg.to_dict()[k]
-                                        for k in PRETRAIN_FINGERPRINT}}, saved)
+            torch.save(
+                {
+                    "format": 1,
+                    "base": base,
+                    "report": report,
+                    "fingerprint": {k: cfg.to_dict()[k] for k in PRETRAIN_FINGERPRINT},
+                },
+                saved,
+            )
         self.set_base(base)
         if self.variant == "head":
-            self.hnet.start_at({k: self.base[k] for k in self.gen_shapes
-                                if k.startswith(self.head + ".")})
+            self.hnet.start_at(
+                {
+                    k: self.base[k]
+                    for k in self.gen_shapes
+                    if k.startswith(self.head + ".")
+                }
+            )
         self.report = {f"pretrain_{k}": v for k, v in report.items()}
         self._broadcast(ops)
 
     def _pretrain(self, ops: ServerOps) -> tuple[Params, dict[str, Any]]:
         """FedAvg over participants through the server loop; the best round's model."""
-        sub_cfg = dataclasses.replace(self.cfg, method="fedavg",
-                                      num_rounds=self.cfg.pretrain_rounds,
-                                      stop_after_round=0)
+        sub_cfg = dataclasses.replace(
+            self.cfg,
+            method="fedavg",
+            num_rounds=self.cfg.pretrain_rounds,
+            stop_after_round=0,
+        )
         fedavg = PretrainFedAvg(sub_cfg, self.registry, self.device)
-        log(INFO, "HyperFLoRA phase 1: %d rounds of FedAvg pre-training",
-            sub_cfg.num_rounds)
+        log(
+            INFO,
+            "HyperFLoRA phase 1: %d rounds of FedAvg pre-training",
+            sub_cfg.num_rounds,
+        )
         summary = ops.sub_run(sub_cfg, fedavg, "pretrain")
         return dict(fedavg.global_params()), {
-            "rounds": sub_cfg.num_rounds, "best_round": summary.get("best_round"),
+            "rounds": sub_cfg.num_rounds,
+            "best_round": summary.get("best_round"),
             "epochs": self.cfg.pretrain_epochs,
-            "bytes_per_round": (summary.get("bytes_down_per_round", 0.0)
-                                + summary.get("bytes_up_per_round", 0.0)),
-            "wall_s": summary.get("wall_s")}
+            "bytes_per_round": (
+                summary.get("bytes_down_per_round", 0.0)
+                + summary.get("bytes_up_per_round", 0.0)
+            ),
+            "wall_s": summary.get("wall_s"),
+        }
 
     def _broadcast(self, ops: ServerOps) -> None:
         """θ_pret to every client (one ``evaluate.lora``): the Pretrain accuracies."""
@@ -317,18 +389,25 @@ class HyperFLoRA(HyperflowerStrategy):
         config = ConfigRecord({"round": 0, "phase": "base", "method": self.cfg.method})
         results, ex = ops.evaluate_clients(
             [self.lora_message("evaluate.lora", c, {}, config) for c in ids],
-            "base broadcast")
+            "base broadcast",
+        )
         self._forget_base([c for c in ids if c not in results])
-        for group, members in (("participant", self.registry.participants),
-                               ("bystander", self.registry.nonparticipants)):
+        for group, members in (
+            ("participant", self.registry.participants),
+            ("bystander", self.registry.nonparticipants),
+        ):
             stats = summarise([results[c] for c in members if c in results])
             self.report[f"pretrain_{group}_acc"] = stats.get("test-acc")
             self.report[f"pretrain_{group}_acc_std"] = stats.get("test-acc-std")
         self.report["base_broadcast_bytes"] = ex.bytes_down + ex.bytes_up
-        log(INFO, "θ_pret sent to %d clients (%.2f MB): participants %.4f, "
-            "bystanders %.4f", len(results), ex.bytes_down / 1e6,
+        log(
+            INFO,
+            "θ_pret sent to %d clients (%.2f MB): participants %.4f, bystanders %.4f",
+            len(results),
+            ex.bytes_down / 1e6,
             self.report["pretrain_participant_acc"] or float("nan"),
-            self.report["pretrain_bystander_acc"] or float("nan"))
+            self.report["pretrain_bystander_acc"] or float("nan"),
+        )
 
     # ---- phase 2: hypernetwork rounds ----------------------------------------
     def plan_round(self, server_round: int) -> list[Unit]:
@@ -342,18 +421,27 @@ class HyperFLoRA(HyperflowerStrategy):
             i, j = ids[a], ids[b]
             r_i, r_j = self.indicator(i), self.indicator(j)
             r = pseudo_indicator(r_i, r_j, self.pair_rng)
-            holds = {c: any(x and y for x, y in zip(rc, r, strict=True))
-                     for c, rc in ((i, r_i), (j, r_j))}
+            holds = {
+                c: any(x and y for x, y in zip(rc, r, strict=True))
+                for c, rc in ((i, r_i), (j, r_j))
+            }
             hops = [c for c in [i, j] * self.cfg.pair_exchanges if holds[c]]
             units.append(Unit(f"pair:{i}+{j}", r, hops, classes=r))
         return units
 
-    def _train_units(self, ops: ServerOps, server_round: int, config: ConfigRecord,
-                     units: list[Unit], stats: RoundStats) -> list[Unit]:
+    def _train_units(
+        self,
+        ops: ServerOps,
+        server_round: int,
+        config: ConfigRecord,
+        units: list[Unit],
+        stats: RoundStats,
+    ) -> list[Unit]:
         """Generate each unit's adapter and walk all units' hops in lock-step: one
         exchange per hop index, every pair relayed through the server."""
-        for unit, rho in zip(units, self.generate_from([u.r for u in units]),
-                             strict=True):
+        for unit, rho in zip(
+            units, self.generate_from([u.r for u in units]), strict=True
+        ):
             unit.start, unit.rho = rho, dict(rho)
         active = [u for u in units if u.hops]
         while active:
@@ -362,10 +450,21 @@ class HyperFLoRA(HyperflowerStrategy):
                 extra: dict[str, Any] = {"phase": f"train-{unit.step}"}
                 if unit.is_pair:
                     extra.update(phase=f"pair-{unit.step}", classes=unit.classes)
-                outbox.append(Outgoing(unit.key, self.lora_message(
-                    "train.lora", unit.hops[unit.step], unit.rho, config, **extra)))
+                outbox.append(
+                    Outgoing(
+                        unit.key,
+                        self.lora_message(
+                            "train.lora",
+                            unit.hops[unit.step],
+                            unit.rho,
+                            config,
+                            **extra,
+                        ),
+                    )
+                )
             valid, ex = ops.send_train(
-                outbox, f"round {server_round} exchange {stats.exchanges + 1}")
+                outbox, f"round {server_round} exchange {stats.exchanges + 1}"
+            )
             stats.add(ex, len(valid))
             stats.hops += sum(1 for u in active if u.is_pair and u.key in valid)
             self._forget_base([u.hops[u.step] for u in active if u.key in ex.errors])
@@ -387,33 +486,48 @@ class HyperFLoRA(HyperflowerStrategy):
             active = still
         return [u for u in units if not u.failed and u.seen]
 
-    def hypernet_update(self, indicators: Sequence[Sequence[int]],
-                        deltas: Sequence[Params], num_examples: Sequence[int]) -> float:
+    def hypernet_update(
+        self,
+        indicators: Sequence[Sequence[int]],
+        deltas: Sequence[Params],
+        num_examples: Sequence[int],
+    ) -> float:
         """The shared rule: −Δ back-propagated through ρ = h(r; ψ), one step."""
         r = torch.tensor(indicators, dtype=torch.float32, device=self.device)
         weights = round_weights(num_examples, self.cfg.weighting)
-        return hypernet_step(self.hnet, r, [{k: d.to(self.device) for k, d in
-                                             delta.items()} for delta in deltas],
-                             weights, self.optimizer, list(self.hnet.parameters()),
-                             self.cfg.clip_norm)
+        return hypernet_step(
+            self.hnet,
+            r,
+            [{k: d.to(self.device) for k, d in delta.items()} for delta in deltas],
+            weights,
+            self.optimizer,
+            list(self.hnet.parameters()),
+            self.cfg.clip_norm,
+        )
 
     def _step(self, units: list[Unit]) -> float:
         """The update on Δ = ρ_fin − ρ_init of each unit (one optimiser step)."""
         return self.hypernet_update(
             [u.r for u in units],
             [{k: u.rho[k] - u.start[k] for k in u.start} for u in units],
-            [u.seen for u in units])
+            [u.seen for u in units],
+        )
 
-    def apply_updates(self, server_round: int,
-                      updates: list[ClientUpdate]) -> dict[str, float]:
+    def apply_updates(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> dict[str, float]:
         """Standard (unpaired) step from participants' replies (direct-call path)."""
-        return {"grad-norm": self.hypernet_update(
-            [self.indicator(u.client_id) for u in updates],
-            [self.unpacked(u.delta) for u in updates],
-            [u.num_examples for u in updates])}
+        return {
+            "grad-norm": self.hypernet_update(
+                [self.indicator(u.client_id) for u in updates],
+                [self.unpacked(u.delta) for u in updates],
+                [u.num_examples for u in updates],
+            )
+        }
 
-    def run_round(self, ops: ServerOps, server_round: int,
-                  config: ConfigRecord) -> dict[str, Any] | None:
+    def run_round(
+        self, ops: ServerOps, server_round: int, config: ConfigRecord
+    ) -> dict[str, Any] | None:
         """One round: train every unit (relaying pairs), then update ψ."""
         cfg = self.cfg
         ops.refresh()
@@ -435,21 +549,29 @@ class HyperFLoRA(HyperflowerStrategy):
 
         _, attempts = ops.with_retries(server_round, attempt, "valid units")
         seen = sum(u.seen for u in done)
-        return {"sampled": len(units), "valid": len(done), "faults": stats.faults,
-                "attempts": attempts,
-                "clients": sum(1 for u in units if not u.is_pair),
-                "pairs": sum(1 for u in units if u.is_pair),
-                "relay-hops": stats.hops, "exchanges": stats.exchanges,
-                "bytes-down": stats.bytes_down, "bytes-up": stats.bytes_up,
-                "values-down": stats.values_down, "values-up": stats.values_up,
-                "server-update-s": update_s,
-                "grad-norm": float(np.mean(norms)) if norms else 0.0,
-                "train-loss": sum(u.loss for u in done) / seen,
-                "train-acc": sum(u.correct for u in done) / seen}
+        return {
+            "sampled": len(units),
+            "valid": len(done),
+            "faults": stats.faults,
+            "attempts": attempts,
+            "clients": sum(1 for u in units if not u.is_pair),
+            "pairs": sum(1 for u in units if u.is_pair),
+            "relay-hops": stats.hops,
+            "exchanges": stats.exchanges,
+            "bytes-down": stats.bytes_down,
+            "bytes-up": stats.bytes_up,
+            "values-down": stats.values_down,
+            "values-up": stats.values_up,
+            "server-update-s": update_s,
+            "grad-norm": float(np.mean(norms)) if norms else 0.0,
+            "train-loss": sum(u.loss for u in done) / seen,
+            "train-acc": sum(u.correct for u in done) / seen,
+        }
 
     # ---- end of run ----------------------------------------------------------------
-    def final_report(self, ops: ServerOps,
-                     nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def final_report(
+        self, ops: ServerOps, nonparticipants: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         """Pretrain row, values per round, bystanders' train count, fine-tuned acc."""
         cfg = self.cfg
         rows = [r for r in ops.history if "values-down" in r]
@@ -459,7 +581,8 @@ class HyperFLoRA(HyperflowerStrategy):
 
         out: dict[str, Any] = {
             "variant": self.variant,
-            "lora_rank": cfg.lora_rank, "lora_targets": self.adapted,
+            "lora_rank": cfg.lora_rank,
+            "lora_targets": self.adapted,
             "pair_exchanges": cfg.pair_exchanges if self.variant != "standard" else 0,
             "values_down_per_round": mean("values-down"),
             "values_up_per_round": mean("values-up"),
@@ -468,18 +591,29 @@ class HyperFLoRA(HyperflowerStrategy):
             "relay_hops_per_round": mean("relay-hops"),
             "pairs_per_round": mean("pairs"),
             "exchanges_per_round": mean("exchanges"),
-            "bystander_train_messages": int(sum(
-                m.get("lora-train-messages", 0) for m in nonparticipants.values())),
-            **self.report}
+            "bystander_train_messages": int(
+                sum(m.get("lora-train-messages", 0) for m in nonparticipants.values())
+            ),
+            **self.report,
+        }
         if cfg.finetune_steps > 0:
             ids = self.registry.participants
-            config = ConfigRecord({"round": ops.best_round,
-                                   "phase": "finetune", "method": cfg.method})
+            config = ConfigRecord(
+                {"round": ops.best_round, "phase": "finetune", "method": cfg.method}
+            )
             results, ex = ops.evaluate_clients(
-                [self.lora_message("evaluate.lora", c, p, config,
-                                   **{"finetune-steps": cfg.finetune_steps})
-                 for c, p in zip(ids, self.generate(ids), strict=True)],
-                "participant fine-tuning")
+                [
+                    self.lora_message(
+                        "evaluate.lora",
+                        c,
+                        p,
+                        config,
+                        **{"finetune-steps": cfg.finetune_steps},
+                    )
+                    for c, p in zip(ids, self.generate(ids), strict=True)
+                ],
+                "participant fine-tuning",
+            )
             stats = summarise(list(results.values()))
             out["participant_finetuned_acc"] = stats.get("test-acc")
             out["participant_finetuned_acc_std"] = stats.get("test-acc-std")
@@ -488,10 +622,14 @@ class HyperFLoRA(HyperflowerStrategy):
 
     # ---- state ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "hnet": self.hnet.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "pair_rng": self.pair_rng.bit_generator.state,
-                "base": dict(self.base), "report": dict(self.report)}
+        return {
+            **super().state_dict(),
+            "hnet": self.hnet.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "pair_rng": self.pair_rng.bit_generator.state,
+            "base": dict(self.base),
+            "report": dict(self.report),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -510,11 +648,16 @@ def load_pretrained(path: Path, config: dict[str, Any]) -> tuple[Params, dict]:
         raise FileNotFoundError(f"pretrained-model {path} does not exist")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     found = saved.get("fingerprint", {})
-    diff = {k: (found.get(k), config.get(k)) for k in PRETRAIN_FINGERPRINT
-            if found.get(k) != config.get(k)}
+    diff = {
+        k: (found.get(k), config.get(k))
+        for k in PRETRAIN_FINGERPRINT
+        if found.get(k) != config.get(k)
+    }
     if diff:
-        detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b)
-                           in diff.items())
-        raise ValueError(f"pretrained-model {path} was made for another setup "
-                         f"({detail})")
+        detail = ", ".join(
+            f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items()
+        )
+        raise ValueError(
+            f"pretrained-model {path} was made for another setup ({detail})"
+        )
     return saved["base"], dict(saved.get("report", {}))

@@ -74,9 +74,15 @@ class WrongLengthError(ValueError):
 def build_mh_hypernet(cfg: RunConfig) -> MultiHeadHyperNet:
     """The run's hypernetwork without heads (seeded like the strategy's)."""
     torch.manual_seed(cfg.seed)
-    return MultiHeadHyperNet(cfg.mh_embed_dim, cfg.hn_hidden, cfg.hn_n_hidden,
-                             cfg.mh_chunk_size, cfg.mh_chunk_embed_dim,
-                             cfg.mh_init_std, seed=cfg.seed)
+    return MultiHeadHyperNet(
+        cfg.mh_embed_dim,
+        cfg.hn_hidden,
+        cfg.hn_n_hidden,
+        cfg.mh_chunk_size,
+        cfg.mh_chunk_embed_dim,
+        cfg.mh_init_std,
+        seed=cfg.seed,
+    )
 
 
 def group_for(cfg: RunConfig, k: int) -> tuple[str, int] | None:
@@ -84,8 +90,9 @@ def group_for(cfg: RunConfig, k: int) -> tuple[str, int] | None:
     return group_of(k, cfg.mh_group_rule, cfg.mh_group_bounds, cfg.mh_max_params)
 
 
-def nearest_group(hnet: MultiHeadHyperNet, capacity: int,
-                  trained: Sequence[str]) -> str | None:
+def nearest_group(
+    hnet: MultiHeadHyperNet, capacity: int, trained: Sequence[str]
+) -> str | None:
     """The trained group whose capacity is closest to ``capacity`` (log scale)."""
     if not trained:
         return None
@@ -96,9 +103,17 @@ def nearest_group(hnet: MultiHeadHyperNet, capacity: int,
 LocalFit = Callable[[int, torch.Tensor], torch.Tensor | None]
 
 
-def fit_new_client(hnet: MultiHeadHyperNet, start: torch.Tensor, group: str, k: int,
-                   rounds: int, lr: float, local_train: LocalFit,
-                   fit_head: bool, head_lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_new_client(
+    hnet: MultiHeadHyperNet,
+    start: torch.Tensor,
+    group: str,
+    k: int,
+    rounds: int,
+    lr: float,
+    local_train: LocalFit,
+    fit_head: bool,
+    head_lr: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit a new client's embedding (and, ``fit_head``, its group's head) with the
     rest of φ frozen; return (v, θ). Adam (v at ``lr``, the head at ``head_lr``)
     on −Δ back-propagated through h, one client alone, so the result does not depend
@@ -115,16 +130,23 @@ def fit_new_client(hnet: MultiHeadHyperNet, start: torch.Tensor, group: str, k: 
             delta = local_train(step, theta.detach().cpu())
             if delta is None:
                 continue
-            hypernet_step(lambda e: hnet.generate(e, [group], [k]), v,
-                          [delta.to(v.device)], torch.ones(1), opt, [v, *head_params],
-                          0.0)
+            hypernet_step(
+                lambda e: hnet.generate(e, [group], [k]),
+                v,
+                [delta.to(v.device)],
+                torch.ones(1),
+                opt,
+                [v, *head_params],
+                0.0,
+            )
     with torch.no_grad():
         theta = hnet.generate(v, [group], [k])[0].detach().cpu()
     return v.detach(), theta
 
 
-def novel_optimizer(v: torch.Tensor, head: Sequence[torch.Tensor], lr: float,
-                    head_lr: float) -> torch.optim.Optimizer:
+def novel_optimizer(
+    v: torch.Tensor, head: Sequence[torch.Tensor], lr: float, head_lr: float
+) -> torch.optim.Optimizer:
     """Adam of a new client's fit: its embedding at ``lr``, its new head (if fitted)
     at ``head_lr`` (the run's server-lr)."""
     groups: list[dict[str, Any]] = [{"params": [v], "lr": lr}]
@@ -145,7 +167,8 @@ class MHPFedHN(HyperflowerStrategy):
     shared_model = False
     registration_fields: ClassVar[dict[str, tuple[str, ...]]] = {
         role: ("num-train", "num-val", "num-test", "mh-param-count")
-        for role in ("participant", "nonparticipant")}
+        for role in ("participant", "nonparticipant")
+    }
     gd: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -155,17 +178,20 @@ class MHPFedHN(HyperflowerStrategy):
         self.k: dict[str, int] = {}
         self.group: dict[str, str] = {}
         self.rejected: dict[str, str] = {}
-        for cid, info in sorted(self.registry.clients.items(),
-                                key=lambda kv: kv[1].partition_id):
+        for cid, info in sorted(
+            self.registry.clients.items(), key=lambda kv: kv[1].partition_id
+        ):
             self._classify(cid, info.meta.get("mh-param-count"))
         self.k_global = 0
         if self.gd:
-            self.k_global = count_params(build_model(cfg.mh_global_arch,
-                                                     cfg.num_classes))
+            self.k_global = count_params(
+                build_model(cfg.mh_global_arch, cfg.num_classes)
+            )
             found = group_for(cfg, self.k_global)
             if found is None:
                 raise UnacceptedParamCountError(
-                    f"the global model's K={self.k_global} is in no size group")
+                    f"the global model's K={self.k_global} is in no size group"
+                )
             self.global_group = found[0]
             self._ensure_head(*found)
         for cid in self.participants:
@@ -175,14 +201,19 @@ class MHPFedHN(HyperflowerStrategy):
         self.rows = {name: i for i, name in enumerate(dict.fromkeys(rows))}
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.embeddings = torch.nn.Parameter(
-            torch.randn(len(self.rows), cfg.mh_embed_dim, generator=gen)
-            .to(self.device))
+            torch.randn(len(self.rows), cfg.mh_embed_dim, generator=gen).to(self.device)
+        )
         embed_lr = cfg.mh_embed_lr or cfg.server_lr
         self.optimizer = make_optimizer(
             cfg.server_optimizer,
-            [{"params": list(self.hnet.parameters())},
-             {"params": [self.embeddings], "lr": embed_lr}],
-            cfg.server_lr, cfg.server_momentum, cfg.server_weight_decay)
+            [
+                {"params": list(self.hnet.parameters())},
+                {"params": [self.embeddings], "lr": embed_lr},
+            ],
+            cfg.server_lr,
+            cfg.server_momentum,
+            cfg.server_weight_decay,
+        )
         self.counts: dict[str, int] = {}
         self.novel_kind: dict[str, str] = {}
         self.new_head_params: list[int] = []
@@ -197,7 +228,8 @@ class MHPFedHN(HyperflowerStrategy):
         if found is None:
             err = UnacceptedParamCountError(
                 f"client {cid}: parameter count {k!r} is accepted by no size group "
-                f"(rule {self.cfg.mh_group_rule}, at most {self.cfg.mh_max_params})")
+                f"(rule {self.cfg.mh_group_rule}, at most {self.cfg.mh_max_params})"
+            )
             self.rejected[cid] = str(err)
             log(WARNING, "%s: %s", type(err).__name__, err)
             return
@@ -224,8 +256,10 @@ class MHPFedHN(HyperflowerStrategy):
     def sample(self, server_round: int) -> list[str]:
         pool = self.participants
         k = min(self.cfg.clients_per_round, len(pool))
-        return sorted((pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
-                      key=pool.index)
+        return sorted(
+            (pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
+            key=pool.index,
+        )
 
     def evaluated(self, server_round: int) -> list[str]:
         return self.participants
@@ -236,9 +270,14 @@ class MHPFedHN(HyperflowerStrategy):
 
     def _generate_flat(self, ids: Sequence[str]) -> list[torch.Tensor]:
         with torch.no_grad():
-            return [t.detach().cpu() for t in self.hnet.generate(
-                self._embed(ids), [self.group[c] for c in ids],
-                [self.k[c] for c in ids])]
+            return [
+                t.detach().cpu()
+                for t in self.hnet.generate(
+                    self._embed(ids),
+                    [self.group[c] for c in ids],
+                    [self.k[c] for c in ids],
+                )
+            ]
 
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         """θ_i as one flat vector of K_i values per client."""
@@ -247,12 +286,19 @@ class MHPFedHN(HyperflowerStrategy):
     def global_theta(self) -> torch.Tensor:
         """w_g = h(v_g)[:K_g] (GD)."""
         with torch.no_grad():
-            return self.hnet.generate(self.embeddings[[self.rows[GLOBAL]]],
-                                      [self.global_group],
-                                      [self.k_global])[0].detach().cpu()
+            return (
+                self.hnet.generate(
+                    self.embeddings[[self.rows[GLOBAL]]],
+                    [self.global_group],
+                    [self.k_global],
+                )[0]
+                .detach()
+                .cpu()
+            )
 
-    def _checked(self, updates: list[ClientUpdate],
-                 expected: Callable[[str], int]) -> list[ClientUpdate]:
+    def _checked(
+        self, updates: list[ClientUpdate], expected: Callable[[str], int]
+    ) -> list[ClientUpdate]:
         good = []
         for u in updates:
             got = u.delta.get(THETA)
@@ -260,16 +306,19 @@ class MHPFedHN(HyperflowerStrategy):
                 err = WrongLengthError(
                     f"client {u.client_id}: delta of shape "
                     f"{None if got is None else tuple(got.shape)}, expected "
-                    f"({expected(u.client_id)},)")
+                    f"({expected(u.client_id)},)"
+                )
                 log(WARNING, "%s: %s", type(err).__name__, err)
-                self.counts["mh-wrong-length"] = self.counts.get("mh-wrong-length",
-                                                                 0) + 1
+                self.counts["mh-wrong-length"] = (
+                    self.counts.get("mh-wrong-length", 0) + 1
+                )
                 continue
             good.append(u)
         return good
 
-    def apply_updates(self, server_round: int,
-                      updates: list[ClientUpdate]) -> dict[str, float]:
+    def apply_updates(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> dict[str, float]:
         """The shared step on the trunk, the clients' heads and their embeddings."""
         updates = self._checked(updates, lambda c: self.k[c])
         if not updates:
@@ -280,9 +329,12 @@ class MHPFedHN(HyperflowerStrategy):
         norm = hypernet_step(
             lambda e: self.hnet.generate(e, groups, lengths),
             undiluted(self._embed(ids), weights),
-            [u.delta[THETA].to(self.device) for u in updates], weights,
-            self.optimizer, [*self.hnet.parameters(), self.embeddings],
-            self.cfg.clip_norm)
+            [u.delta[THETA].to(self.device) for u in updates],
+            weights,
+            self.optimizer,
+            [*self.hnet.parameters(), self.embeddings],
+            self.cfg.clip_norm,
+        )
         return {"grad-norm": norm}
 
     def global_step(self, updates: list[ClientUpdate]) -> float:
@@ -293,33 +345,55 @@ class MHPFedHN(HyperflowerStrategy):
         weights = round_weights([u.num_examples for u in updates], self.cfg.weighting)
         v = self.embeddings[[self.rows[GLOBAL]] * len(updates)]
         return hypernet_step(
-            lambda e: self.hnet.generate(e, [self.global_group] * len(updates),
-                                         [self.k_global] * len(updates)),
-            v, [u.delta[THETA].to(self.device) for u in updates], weights,
-            self.optimizer, [*self.hnet.parameters(), self.embeddings],
-            self.cfg.clip_norm)
+            lambda e: self.hnet.generate(
+                e, [self.global_group] * len(updates), [self.k_global] * len(updates)
+            ),
+            v,
+            [u.delta[THETA].to(self.device) for u in updates],
+            weights,
+            self.optimizer,
+            [*self.hnet.parameters(), self.embeddings],
+            self.cfg.clip_norm,
+        )
 
     # ---- messages -------------------------------------------------------------
-    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
-                 config: ConfigRecord) -> list[Message]:
+    def messages(
+        self,
+        kind: str,
+        client_ids: Sequence[str],
+        params: Sequence[Params],
+        config: ConfigRecord,
+    ) -> list[Message]:
         """``train.mh`` / ``evaluate.mh`` messages; GD's evaluation carries w_g as the
         ``teacher`` so that clients report the global model's accuracy too."""
-        teacher = ({"teacher": to_record({THETA: self.global_theta()})}
-                   if self.gd and kind == "evaluate" else {})
-        return [message_to(self.registry.node_of(c), f"{kind}.mh",
-                           params=to_record(p), config=config, **teacher)
-                for c, p in zip(client_ids, params, strict=True)]
+        teacher = (
+            {"teacher": to_record({THETA: self.global_theta()})}
+            if self.gd and kind == "evaluate"
+            else {}
+        )
+        return [
+            message_to(
+                self.registry.node_of(c),
+                f"{kind}.mh",
+                params=to_record(p),
+                config=config,
+                **teacher,
+            )
+            for c, p in zip(client_ids, params, strict=True)
+        ]
 
-    def evaluation_metrics(self, server_round: int,
-                           results: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def evaluation_metrics(
+        self, server_round: int, results: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         """Participant test accuracy per parameter count K (the server's only view of
         an architecture), and the global model's where it exists."""
         out: dict[str, Any] = {}
         for k in sorted({self.k[c] for c in results if c in self.k}):
             accs = [m["test-acc"] for c, m in results.items() if self.k.get(c) == k]
             out[f"test-acc-K{k}"] = float(np.mean(accs))
-        glob = [m["global-test-acc"] for m in results.values()
-                if "global-test-acc" in m]
+        glob = [
+            m["global-test-acc"] for m in results.values() if "global-test-acc" in m
+        ]
         if glob:
             out["global-test-acc"] = float(np.mean(glob))
         return out
@@ -338,13 +412,17 @@ class MHPFedHN(HyperflowerStrategy):
             return group, "seen"
         own = f"novel:{cid}"
         if not self.hnet.has_head(own):
-            like = nearest_group(self.hnet, group_for(self.cfg, self.k[cid])[1],  # type: ignore[index]
-                                 self.trained_groups)
+            like = nearest_group(
+                self.hnet,
+                group_for(self.cfg, self.k[cid])[1],  # type: ignore[index]
+                self.trained_groups,
+            )
             self.hnet.add_head(own, group_for(self.cfg, self.k[cid])[1], like=like)  # type: ignore[index]
         return own, "unseen"
 
-    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
-                              ) -> dict[str, Params] | None:
+    def nonparticipant_params(
+        self, ops: ServerOps, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
         """Fit each held-out client alone: embedding only (seen size group), or
         embedding and a new head (unseen), φ otherwise frozen."""
         ids = [c for c in client_ids if c in self.k]
@@ -353,11 +431,20 @@ class MHPFedHN(HyperflowerStrategy):
         plan = {c: self.novel_group(c) for c in ids}
         start = self.start_embedding()
         state = {c: start.detach().clone().requires_grad_(True) for c in ids}
-        heads = {c: (list(self.hnet.head(plan[c][0]).parameters())
-                     if plan[c][1] == "unseen" and self.cfg.mh_novel_head else [])
-                 for c in ids}
-        opts = {c: novel_optimizer(state[c], heads[c], self.cfg.mh_novel_lr,
-                                   self.cfg.server_lr) for c in ids}
+        heads = {
+            c: (
+                list(self.hnet.head(plan[c][0]).parameters())
+                if plan[c][1] == "unseen" and self.cfg.mh_novel_head
+                else []
+            )
+            for c in ids
+        }
+        opts = {
+            c: novel_optimizer(
+                state[c], heads[c], self.cfg.mh_novel_lr, self.cfg.server_lr
+            )
+            for c in ids
+        }
         with frozen(self.hnet):
             for c in ids:
                 for p in heads[c]:
@@ -366,58 +453,98 @@ class MHPFedHN(HyperflowerStrategy):
                 params = []
                 with torch.no_grad():
                     for c in ids:
-                        params.append({THETA: self.hnet.generate(
-                            state[c], [plan[c][0]], [self.k[c]])[0].detach().cpu()})
+                        params.append(
+                            {
+                                THETA: self.hnet.generate(
+                                    state[c], [plan[c][0]], [self.k[c]]
+                                )[0]
+                                .detach()
+                                .cpu()
+                            }
+                        )
                 got = ops.train_exchange(ids, params, phase=novel_phase(step))
                 for u in self._checked(got, lambda c: self.k[c]):
                     c = u.client_id
                     group, k = plan[c][0], self.k[c]
 
-                    def gen(e: torch.Tensor, group: str = group,
-                            k: int = k) -> list[torch.Tensor]:
+                    def gen(
+                        e: torch.Tensor, group: str = group, k: int = k
+                    ) -> list[torch.Tensor]:
                         return self.hnet.generate(e, [group], [k])
 
                     hypernet_step(
-                        gen, state[c], [u.delta[THETA].to(self.device)], torch.ones(1),
-                        opts[c], [state[c], *heads[c]], 0.0)
-                log(INFO, "new clients: fit %d/%d (%d replies)", step + 1,
-                    self.cfg.mh_novel_rounds, len(got))
+                        gen,
+                        state[c],
+                        [u.delta[THETA].to(self.device)],
+                        torch.ones(1),
+                        opts[c],
+                        [state[c], *heads[c]],
+                        0.0,
+                    )
+                log(
+                    INFO,
+                    "new clients: fit %d/%d (%d replies)",
+                    step + 1,
+                    self.cfg.mh_novel_rounds,
+                    len(got),
+                )
         out = {}
         with torch.no_grad():
             for c in ids:
                 self.novel_kind[c] = plan[c][1]
-                out[c] = {THETA: self.hnet.generate(state[c], [plan[c][0]],
-                                                    [self.k[c]])[0].detach().cpu()}
+                out[c] = {
+                    THETA: self.hnet.generate(state[c], [plan[c][0]], [self.k[c]])[0]
+                    .detach()
+                    .cpu()
+                }
         return out
 
-    def final_report(self, ops: ServerOps,
-                     nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def final_report(
+        self, ops: ServerOps, nonparticipants: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         """New-client accuracy for seen and unseen size groups, sizes and counts."""
-        groups = {g: c for g, c in self.hnet.capacities.items()
-                  if not g.startswith("novel:")}
-        out: dict[str, Any] = {"mh_groups": groups,
-                               "mh_rejected": len(self.rejected),
-                               "mh_param_counts": sorted(set(self.k.values()))}
+        groups = {
+            g: c for g, c in self.hnet.capacities.items() if not g.startswith("novel:")
+        }
+        out: dict[str, Any] = {
+            "mh_groups": groups,
+            "mh_rejected": len(self.rejected),
+            "mh_param_counts": sorted(set(self.k.values())),
+        }
         for kind in ("seen", "unseen"):
-            accs = [m["test-acc"] for c, m in nonparticipants.items()
-                    if self.novel_kind.get(c) == kind]
+            accs = [
+                m["test-acc"]
+                for c, m in nonparticipants.items()
+                if self.novel_kind.get(c) == kind
+            ]
             out[f"nonparticipant_{kind}_acc"] = float(np.mean(accs)) if accs else None
             out[f"nonparticipant_{kind}_clients"] = len(accs)
         per_k: dict[str, float] = {}
         for k in sorted({self.k[c] for c in nonparticipants if c in self.k}):
-            per_k[str(k)] = float(np.mean([m["test-acc"] for c, m in
-                                           nonparticipants.items()
-                                           if self.k.get(c) == k]))
+            per_k[str(k)] = float(
+                np.mean(
+                    [
+                        m["test-acc"]
+                        for c, m in nonparticipants.items()
+                        if self.k.get(c) == k
+                    ]
+                )
+            )
         out["nonparticipant_acc_by_K"] = per_k
-        out["mh_faults"] = {"mh-unaccepted-param-count": len(self.rejected),
-                            "mh-wrong-length": self.counts.get("mh-wrong-length", 0)}
+        out["mh_faults"] = {
+            "mh-unaccepted-param-count": len(self.rejected),
+            "mh-wrong-length": self.counts.get("mh-wrong-length", 0),
+        }
         ops.count_faults(self.counts)
         return out
 
     # ---- sizes and state --------------------------------------------------------
     def hypernet_params(self) -> int:
-        trained = sum(p.numel() for name, p in self.hnet.named_parameters()
-                      if "novel:" not in name)
+        trained = sum(
+            p.numel()
+            for name, p in self.hnet.named_parameters()
+            if "novel:" not in name
+        )
         return trained + self.embeddings.numel()
 
     def client_trainable_params(self) -> int:
@@ -425,15 +552,22 @@ class MHPFedHN(HyperflowerStrategy):
         return int(np.mean(ks)) if ks else 0
 
     def state_dict(self) -> dict[str, Any]:
-        trained = {g: c for g, c in self.hnet.capacities.items()
-                   if not g.startswith("novel:")}
+        trained = {
+            g: c for g, c in self.hnet.capacities.items() if not g.startswith("novel:")
+        }
         hnet = {k: v for k, v in self.hnet.state_dict().items() if "novel:" not in k}
-        return {**super().state_dict(), "capacities": trained, "hnet": hnet,
-                "embeddings": self.embeddings.detach().clone(), "rows": dict(self.rows),
-                "k": dict(self.k), "group": dict(self.group),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "participants": self.participants, "trained_groups":
-                list(self.trained_groups)}
+        return {
+            **super().state_dict(),
+            "capacities": trained,
+            "hnet": hnet,
+            "embeddings": self.embeddings.detach().clone(),
+            "rows": dict(self.rows),
+            "k": dict(self.k),
+            "group": dict(self.group),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "participants": self.participants,
+            "trained_groups": list(self.trained_groups),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -450,23 +584,42 @@ class MHPFedHNGD(MHPFedHN):
     name = "mh-pfedhngd"
     gd = True
 
-    def _exchange(self, ops: ServerOps, ids: list[str], params: list[Params],
-                  config: ConfigRecord, phase: str, what: str,
-                  teacher: torch.Tensor | None = None
-                  ) -> tuple[dict[str, ClientUpdate], Any]:
+    def _exchange(
+        self,
+        ops: ServerOps,
+        ids: list[str],
+        params: list[Params],
+        config: ConfigRecord,
+        phase: str,
+        what: str,
+        teacher: torch.Tensor | None = None,
+    ) -> tuple[dict[str, ClientUpdate], Any]:
         cfg = ConfigRecord({**dict(config), "phase": phase})
         extra = {"teacher": to_record({THETA: teacher})} if teacher is not None else {}
-        outbox = [Outgoing(c, message_to(self.registry.node_of(c), "train.mh",
-                                         params=to_record(p), config=cfg, **extra))
-                  for c, p in zip(ids, params, strict=True)]
+        outbox = [
+            Outgoing(
+                c,
+                message_to(
+                    self.registry.node_of(c),
+                    "train.mh",
+                    params=to_record(p),
+                    config=cfg,
+                    **extra,
+                ),
+            )
+            for c, p in zip(ids, params, strict=True)
+        ]
         return ops.send_train(outbox, what)
 
-    def run_round(self, ops: ServerOps, server_round: int,
-                  config: ConfigRecord) -> dict[str, Any] | None:
+    def run_round(
+        self, ops: ServerOps, server_round: int, config: ConfigRecord
+    ) -> dict[str, Any] | None:
         """Two exchanges: the global model's delta, then the personal models' (KD)."""
-        start = {"hnet": copy.deepcopy(self.hnet.state_dict()),
-                 "embeddings": self.embeddings.detach().clone(),
-                 "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+        start = {
+            "hnet": copy.deepcopy(self.hnet.state_dict()),
+            "embeddings": self.embeddings.detach().clone(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        }
         row: dict[str, Any] = {}
 
         def attempt() -> tuple[int, None]:
@@ -475,8 +628,14 @@ class MHPFedHNGD(MHPFedHN):
             self._restore(start)
             t_update = 0.0
             wg = self.global_theta()
-            got_g, ex_g = self._exchange(ops, ids, [{THETA: wg}] * len(ids), config,
-                                         "global", f"round {server_round} global")
+            got_g, ex_g = self._exchange(
+                ops,
+                ids,
+                [{THETA: wg}] * len(ids),
+                config,
+                "global",
+                f"round {server_round} global",
+            )
             row.update(self._exchange_row(ex_g, got_g, "global"))
             row.pop("personal-faults", None)
             if len(got_g) < self.cfg.min_clients:
@@ -485,22 +644,37 @@ class MHPFedHNGD(MHPFedHN):
             g_norm = self.global_step(list(got_g.values()))
             t_update += time.monotonic() - t0
             teacher = self.global_theta()
-            got, ex = self._exchange(ops, ids, self.generate(ids), config, "personal",
-                                     f"round {server_round} personal", teacher)
+            got, ex = self._exchange(
+                ops,
+                ids,
+                self.generate(ids),
+                config,
+                "personal",
+                f"round {server_round} personal",
+                teacher,
+            )
             row.update(self._exchange_row(ex, got, "personal"))
             if len(got) < self.cfg.min_clients:
                 return len(got), None
             t0 = time.monotonic()
             metrics = self.apply_updates(server_round, list(got.values()))
             t_update += time.monotonic() - t0
-            faults = {k: row["global-faults"][k] + row["personal-faults"][k]
-                      for k in row["personal-faults"]}
-            row.update({"sampled": len(ids), "valid": len(got), "faults": faults,
-                        "global-grad-norm": g_norm,
-                        "grad-norm": metrics.get("grad-norm", 0.0),
-                        "server-update-s": t_update,
-                        "bytes-down": ex_g.bytes_down + ex.bytes_down,
-                        "bytes-up": ex_g.bytes_up + ex.bytes_up})
+            faults = {
+                k: row["global-faults"][k] + row["personal-faults"][k]
+                for k in row["personal-faults"]
+            }
+            row.update(
+                {
+                    "sampled": len(ids),
+                    "valid": len(got),
+                    "faults": faults,
+                    "global-grad-norm": g_norm,
+                    "grad-norm": metrics.get("grad-norm", 0.0),
+                    "server-update-s": t_update,
+                    "bytes-down": ex_g.bytes_down + ex.bytes_down,
+                    "bytes-up": ex_g.bytes_up + ex.bytes_up,
+                }
+            )
             return len(got), None
 
         _, attempts = ops.with_retries(server_round, attempt)
@@ -513,12 +687,16 @@ class MHPFedHNGD(MHPFedHN):
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
 
     @staticmethod
-    def _exchange_row(ex: Any, got: dict[str, ClientUpdate],
-                      phase: str) -> dict[str, Any]:
+    def _exchange_row(
+        ex: Any, got: dict[str, ClientUpdate], phase: str
+    ) -> dict[str, Any]:
         n = np.array([u.num_examples for u in got.values()], dtype=float)
         errors, missing = len(ex.errors), len(ex.missing)
-        faults = {"error": errors, "missing": missing,
-                  "invalid": max(0, len(ex.sent) - len(got) - errors - missing)}
+        faults = {
+            "error": errors,
+            "missing": missing,
+            "invalid": max(0, len(ex.sent) - len(got) - errors - missing),
+        }
         row: dict[str, Any] = {f"{phase}-valid": len(got), f"{phase}-faults": faults}
         if len(got):
             for key in ("train-loss", "train-acc", "delta-norm"):
@@ -528,8 +706,11 @@ class MHPFedHNGD(MHPFedHN):
         return row
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "k_global": self.k_global,
-                "global_group": self.global_group}
+        return {
+            **super().state_dict(),
+            "k_global": self.k_global,
+            "global_group": self.global_group,
+        }
 
 
 class MHPersonalizer:
@@ -549,27 +730,40 @@ class MHPersonalizer:
         self.trained_groups = list(state["trained_groups"])
 
     def _rows(self, ids: Sequence[str]) -> torch.Tensor:
-        names = [f"group:{self.group[c]}" if self.cfg.mh_shared_embedding else c
-                 for c in ids]
+        names = [
+            f"group:{self.group[c]}" if self.cfg.mh_shared_embedding else c for c in ids
+        ]
         return self.embeddings[[self.rows[n] for n in names]]
 
-    def __call__(self, client_id: str, partition_id: int, data: Any,
-                 rounds: int | None, lr: float | None) -> tuple[Params, dict[str, Any]]:
+    def __call__(
+        self,
+        client_id: str,
+        partition_id: int,
+        data: Any,
+        rounds: int | None,
+        lr: float | None,
+    ) -> tuple[Params, dict[str, Any]]:
         from client.handlers.mh import mh_local_update, unflatten_for
 
         cfg = self.cfg
         if partition_id < 0:
-            raise ValueError("mh-pfedhn personalises a client by --partition-id (its "
-                             "architecture follows the run's rule)")
+            raise ValueError(
+                "mh-pfedhn personalises a client by --partition-id (its "
+                "architecture follows the run's rule)"
+            )
         arch = arch_for(cfg, partition_id)
         k = count_params(build_model(arch, cfg.num_classes))
         info: dict[str, Any] = {"model": arch, "param-count": k}
         if client_id in self.participants and client_id in self.k:
             with torch.no_grad():
-                theta = self.hnet.generate(self._rows([client_id]),
-                                           [self.group[client_id]], [k])[0]
+                theta = self.hnet.generate(
+                    self._rows([client_id]), [self.group[client_id]], [k]
+                )[0]
             return unflatten_for(arch, cfg.num_classes, theta), {
-                **info, "embedding": "own (trained participant)", "fit-rounds": 0}
+                **info,
+                "embedding": "own (trained participant)",
+                "fit-rounds": 0,
+            }
         found = group_for(cfg, k)
         if found is None:
             raise UnacceptedParamCountError(f"K={k} is accepted by no size group")
@@ -582,19 +776,32 @@ class MHPersonalizer:
         lr = cfg.mh_novel_lr if lr is None else lr
 
         def local(step: int, theta: torch.Tensor) -> torch.Tensor:
-            msg_cfg = ConfigRecord({"round": 0, "phase": novel_phase(step),
-                                    "method": cfg.method})
-            delta, _ = mh_local_update(cfg, client_id, partition_id, data, msg_cfg,
-                                       arch, theta, None)
+            msg_cfg = ConfigRecord(
+                {"round": 0, "phase": novel_phase(step), "method": cfg.method}
+            )
+            delta, _ = mh_local_update(
+                cfg, client_id, partition_id, data, msg_cfg, arch, theta, None
+            )
             return delta[THETA]
 
         start = self._rows(self.participants).mean(0, keepdim=True)
-        _, theta = fit_new_client(self.hnet, start, group, k, rounds, lr, local,
-                                  kind == "unseen" and cfg.mh_novel_head,
-                                  cfg.server_lr)
+        _, theta = fit_new_client(
+            self.hnet,
+            start,
+            group,
+            k,
+            rounds,
+            lr,
+            local,
+            kind == "unseen" and cfg.mh_novel_head,
+            cfg.server_lr,
+        )
         return unflatten_for(arch, cfg.num_classes, theta), {
-            **info, "embedding": f"fitted ({kind} size group)", "fit-rounds": rounds,
-            "fit-lr": lr}
+            **info,
+            "embedding": f"fitted ({kind} size group)",
+            "fit-rounds": rounds,
+            "fit-lr": lr,
+        }
 
 
 def _register_personalizer() -> None:

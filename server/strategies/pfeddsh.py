@@ -75,25 +75,38 @@ class PFedDSH(HyperflowerStrategy):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         self.rounds_per_batch = cfg.num_rounds // cfg.client_batches
-        self.reply_extras = {k: ReplyExtra(s) for k, s in
-                             bn_stat_shapes(self.template).items()}
-        self.partition_batch = {p: b for b, part in enumerate(batch_partitions(
-            cfg.num_clients, cfg.holdout, cfg.client_batches, cfg.seed)) for p in part}
+        self.reply_extras = {
+            k: ReplyExtra(s) for k, s in bn_stat_shapes(self.template).items()
+        }
+        self.partition_batch = {
+            p: b
+            for b, part in enumerate(
+                batch_partitions(
+                    cfg.num_clients, cfg.holdout, cfg.client_batches, cfg.seed
+                )
+            )
+            for p in part
+        }
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
             self.hnet = MaskedHyperNet(
-                cfg.resolved_embed_dim, self.shapes, cfg.hn_hidden, cfg.hn_n_hidden + 1,
-                dict(self.template.named_parameters())).to(self.device)
+                cfg.resolved_embed_dim,
+                self.shapes,
+                cfg.hn_hidden,
+                cfg.hn_n_hidden + 1,
+                dict(self.template.named_parameters()),
+            ).to(self.device)
         self.bank = MaskBank(self.hnet, cfg.mask_sparsity)
         self.template.to(self.device)
-        self.store = EmbeddingStore(cfg.num_clients, cfg.resolved_embed_dim,
-                                    seed=cfg.seed).to(self.device)
-        self.assigned: dict[str, int] = {}      # client id -> its batch
-        self.batch = -1                          # the batch training (or last closed)
-        self.closed = -1                         # the last batch whose mask is fixed
-        self.trained = -1                        # the last batch that trained a round
+        self.store = EmbeddingStore(
+            cfg.num_clients, cfg.resolved_embed_dim, seed=cfg.seed
+        ).to(self.device)
+        self.assigned: dict[str, int] = {}  # client id -> its batch
+        self.batch = -1  # the batch training (or last closed)
+        self.closed = -1  # the last batch whose mask is fixed
+        self.trained = -1  # the last batch that trained a round
         self.bn_stats: dict[str, dict[str, torch.Tensor]] = {}
-        self.batch_acc: dict[int, float] = {}    # after the last close
+        self.batch_acc: dict[int, float] = {}  # after the last close
         self.reports: list[dict[str, Any]] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self._ops: ServerOps | None = None
@@ -119,8 +132,9 @@ class PFedDSH(HyperflowerStrategy):
             if batch is None:
                 continue
             self.assigned[cid] = batch
-            self.store.add(cid, {"partition-id":
-                                 self.registry.clients[cid].partition_id})
+            self.store.add(
+                cid, {"partition-id": self.registry.clients[cid].partition_id}
+            )
             if self.trained >= 0:
                 log(INFO, "pFedDSH: client %s joins batch %d", cid, batch)
 
@@ -143,25 +157,35 @@ class PFedDSH(HyperflowerStrategy):
             scores = self.bank.start(batch, gen)
         self.optimizer = self._build_optimizer(scores)
 
-    def _build_optimizer(self, scores: list[torch.nn.Parameter]
-                         ) -> torch.optim.Optimizer:
+    def _build_optimizer(
+        self, scores: list[torch.nn.Parameter]
+    ) -> torch.optim.Optimizer:
         """The server optimiser of a batch. With masks, weight decay is applied by
         the gradient hook (only to weights no earlier batch uses), not here."""
         cfg = self.cfg
         groups: list[dict[str, Any]] = [
-            {"params": list(self.hnet.parameters()),
-             "weight_decay": 0.0 if cfg.masks else cfg.server_weight_decay},
-            {"params": [self.store.weight], "weight_decay": 0.0}]
+            {
+                "params": list(self.hnet.parameters()),
+                "weight_decay": 0.0 if cfg.masks else cfg.server_weight_decay,
+            },
+            {"params": [self.store.weight], "weight_decay": 0.0},
+        ]
         if scores:
-            groups.append({"params": scores, "lr": cfg.mask_lr or cfg.server_lr,
-                           "weight_decay": 0.0})
+            groups.append(
+                {
+                    "params": scores,
+                    "lr": cfg.mask_lr or cfg.server_lr,
+                    "weight_decay": 0.0,
+                }
+            )
         if cfg.server_optimizer == "adam":
             return torch.optim.Adam(groups, lr=cfg.server_lr)
         return torch.optim.SGD(groups, lr=cfg.server_lr, momentum=cfg.server_momentum)
 
     # ---- what the loop asks --------------------------------------------------
-    def run_round(self, ops: ServerOps, server_round: int,
-                  config: ConfigRecord) -> dict[str, Any] | None:
+    def run_round(
+        self, ops: ServerOps, server_round: int, config: ConfigRecord
+    ) -> dict[str, Any] | None:
         """Start the round's batch if it is new (waiting for its clients to join
         when none is there yet); the round itself is the loop's usual one."""
         self._ops = ops
@@ -169,8 +193,13 @@ class PFedDSH(HyperflowerStrategy):
         if batch != self.batch:
             self._start_batch(batch)
             self._wait_for(ops, batch)
-            log(INFO, "pFedDSH: batch %d starts at round %d with %d clients", batch,
-                server_round, len(self.members(batch)))
+            log(
+                INFO,
+                "pFedDSH: batch %d starts at round %d with %d clients",
+                batch,
+                server_round,
+                len(self.members(batch)),
+            )
         return None
 
     def _wait_for(self, ops: ServerOps, batch: int) -> None:
@@ -182,38 +211,54 @@ class PFedDSH(HyperflowerStrategy):
             ops.refresh()
             self._sync()
         if not self.members(batch):
-            raise RoundFailedError(f"pFedDSH: no client of batch {batch} joined within "
-                                   f"round-timeout={self.cfg.round_timeout:.0f}s")
+            raise RoundFailedError(
+                f"pFedDSH: no client of batch {batch} joined within "
+                f"round-timeout={self.cfg.round_timeout:.0f}s"
+            )
 
     def sample(self, server_round: int) -> list[str]:
         """``clients-per-round`` clients of the batch now training (seeded)."""
         self._sync()
         pool = self.members(self.batch_of_round(server_round))
         k = min(self.cfg.clients_per_round, len(pool))
-        return sorted((pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
-                      key=pool.index)
+        return sorted(
+            (pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
+            key=pool.index,
+        )
 
     def evaluated(self, server_round: int) -> list[str]:
         """The clients of every batch that has joined so far."""
         self._sync()
         upto = self.batch_of_round(server_round)
-        return [c for c in self.registry.participants
-                if self.assigned.get(c, upto + 1) <= upto]
+        return [
+            c
+            for c in self.registry.participants
+            if self.assigned.get(c, upto + 1) <= upto
+        ]
 
-    def messages(self, kind: str, client_ids: Sequence[str], params: Sequence[Params],
-                 config: ConfigRecord) -> list[Message]:
+    def messages(
+        self,
+        kind: str,
+        client_ids: Sequence[str],
+        params: Sequence[Params],
+        config: ConfigRecord,
+    ) -> list[Message]:
         """Messages to pFedDSH's own handlers (``train.dsh``, ``evaluate.dsh``)."""
         action = ACTIONS.get(kind, kind)
-        return [message_to(self.registry.node_of(c), action, params=to_record(p),
-                           config=config) for c, p in zip(client_ids, params,
-                                                          strict=True)]
+        return [
+            message_to(
+                self.registry.node_of(c), action, params=to_record(p), config=config
+            )
+            for c, p in zip(client_ids, params, strict=True)
+        ]
 
     # ---- generation and update ----------------------------------------------
     def _masks(self, batch: int) -> dict[str, torch.Tensor] | None:
         return self.bank.masks(batch) if self.cfg.masks else None
 
-    def _generate(self, client_ids: Sequence[str],
-                  batch: int) -> dict[str, torch.Tensor]:
+    def _generate(
+        self, client_ids: Sequence[str], batch: int
+    ) -> dict[str, torch.Tensor]:
         return self.hnet(self.store(client_ids), self._masks(batch))
 
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
@@ -229,8 +274,9 @@ class PFedDSH(HyperflowerStrategy):
                     out[cid] = {k: v[i].detach().cpu() for k, v in gen.items()}
         return [out[c] for c in client_ids]
 
-    def apply_updates(self, server_round: int,
-                      updates: list[ClientUpdate]) -> dict[str, float]:
+    def apply_updates(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> dict[str, float]:
         """The shared hypernetwork step for the training batch (frozen weights kept
         by the gradient hook); each client's BN statistics are kept for replay."""
         cfg = self.cfg
@@ -238,32 +284,45 @@ class PFedDSH(HyperflowerStrategy):
         batch = self.batch_of_round(server_round)
         self.trained = batch
         for u in updates:
-            self.bn_stats[u.client_id] = {k: v.detach().to(self.device)
-                                          for k, v in u.extras.items()}
+            self.bn_stats[u.client_id] = {
+                k: v.detach().to(self.device) for k, v in u.extras.items()
+            }
         weights = round_weights([u.num_examples for u in updates], cfg.weighting)
-        params = [*self.hnet.parameters(), self.store.weight,
-                  *self.bank.scores.values()]
-        hook = ((lambda: self.bank.freeze_grads(cfg.server_weight_decay))
-                if cfg.masks else None)
-        norm = hypernet_step(lambda e: self.hnet(e, self._masks(batch)),
-                             self.store([u.client_id for u in updates]),
-                             [{k: d.to(self.device) for k, d in u.delta.items()}
-                              for u in updates],
-                             weights, self.optimizer, params, cfg.clip_norm,
-                             grad_hook=hook)
+        params = [
+            *self.hnet.parameters(),
+            self.store.weight,
+            *self.bank.scores.values(),
+        ]
+        hook = (
+            (lambda: self.bank.freeze_grads(cfg.server_weight_decay))
+            if cfg.masks
+            else None
+        )
+        norm = hypernet_step(
+            lambda e: self.hnet(e, self._masks(batch)),
+            self.store([u.client_id for u in updates]),
+            [{k: d.to(self.device) for k, d in u.delta.items()} for u in updates],
+            weights,
+            self.optimizer,
+            params,
+            cfg.clip_norm,
+            grad_hook=hook,
+        )
         return {"grad-norm": norm}
 
     # ---- evaluation and batch joins -------------------------------------------
-    def _batch_means(self, results: dict[str, dict[str, float]], key: str
-                     ) -> dict[int, float]:
+    def _batch_means(
+        self, results: dict[str, dict[str, float]], key: str
+    ) -> dict[int, float]:
         groups: dict[int, list[float]] = {}
         for cid, metrics in results.items():
             if cid in self.assigned and key in metrics:
                 groups.setdefault(self.assigned[cid], []).append(metrics[key])
         return {b: float(np.mean(v)) for b, v in sorted(groups.items())}
 
-    def evaluation_metrics(self, server_round: int,
-                           results: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def evaluation_metrics(
+        self, server_round: int, results: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         """Accuracy per batch; at a batch's last round, its join report (mask fixed,
         replay, RI, PA)."""
         row: dict[str, Any] = {}
@@ -276,20 +335,29 @@ class PFedDSH(HyperflowerStrategy):
             row.update(self._close_batch(self._ops, batch, results))
         return row
 
-    def _close_batch(self, ops: ServerOps, batch: int,
-                     results: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def _close_batch(
+        self, ops: ServerOps, batch: int, results: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         cfg = self.cfg
         pre_test = self._batch_means(results, "test-acc")
-        report: dict[str, Any] = {"batch": batch, "clients": self.members(batch),
-                                  "first_round": batch * self.rounds_per_batch + 1,
-                                  "last_round": (batch + 1) * self.rounds_per_batch,
-                                  "acc": pre_test.get(batch)}
+        report: dict[str, Any] = {
+            "batch": batch,
+            "clients": self.members(batch),
+            "first_round": batch * self.rounds_per_batch + 1,
+            "last_round": (batch + 1) * self.rounds_per_batch,
+            "acc": pre_test.get(batch),
+        }
         if cfg.masks:
             report.update({k.replace("-", "_"): v for k, v in self.bank.fix().items()})
         else:
             total = sum(p.numel() for p in self.hnet.parameters())
-            report.update({"weights_used": total, "weights_reused":
-                           total if batch else 0, "weights_total": total})
+            report.update(
+                {
+                    "weights_used": total,
+                    "weights_reused": total if batch else 0,
+                    "weights_total": total,
+                }
+            )
         self.closed = batch
         self.optimizer = None  # the next batch starts with a fresh one
         after = dict(pre_test)
@@ -305,11 +373,22 @@ class PFedDSH(HyperflowerStrategy):
             report["pa"] = report["acc"] - ref if ref is not None else None
         self.batch_acc.update(after)
         self.reports.append(report)
-        log(INFO, "pFedDSH: batch %d closed: acc %.4f, RI %s, PA %s, weights used "
-            "%s reused %s", batch, report["acc"] or 0.0, report["ri"],
-            report.get("pa"), report.get("weights_used"), report.get("weights_reused"))
-        row = {"batch-closed": batch, "weights-used": report["weights_used"],
-               "weights-reused": report["weights_reused"]}
+        log(
+            INFO,
+            "pFedDSH: batch %d closed: acc %.4f, RI %s, PA %s, weights used "
+            "%s reused %s",
+            batch,
+            report["acc"] or 0.0,
+            report["ri"],
+            report.get("pa"),
+            report.get("weights_used"),
+            report.get("weights_reused"),
+        )
+        row = {
+            "batch-closed": batch,
+            "weights-used": report["weights_used"],
+            "weights-reused": report["weights_reused"],
+        }
         for key in ("ri", "pa", "acc_reference"):
             if report.get(key) is not None:
                 row[key.replace("_", "-")] = report[key]
@@ -321,73 +400,113 @@ class PFedDSH(HyperflowerStrategy):
     def _classes(self, client_id: str) -> list[int]:
         indicator = self.registry.clients[client_id].meta.get("classes", [])
         return [c for c, on in enumerate(indicator) if on] or list(
-            range(self.cfg.num_classes))
+            range(self.cfg.num_classes)
+        )
 
     def _synthesise(self, batch: int) -> Synthetic:
         cfg = self.cfg
         ids = [c for c in self.members(batch) if c in self.bn_stats]
-        params = [{k: v.to(self.device) for k, v in p.items()}
-                  for p in self.generate(ids)]
-        sources = [(p, self.bn_stats[c], self._classes(c))
-                   for c, p in zip(ids, params, strict=True)]
-        weights = InversionWeights(cfg.di_steps, cfg.di_lr, cfg.di_bn_weight,
-                                   cfg.di_tv_weight, cfg.di_l2_weight)
-        return synthesise(self.template, sources, cfg.di_images, IMAGE_SHAPE, weights,
-                          cfg.seed * 31 + batch)
+        params = [
+            {k: v.to(self.device) for k, v in p.items()} for p in self.generate(ids)
+        ]
+        sources = [
+            (p, self.bn_stats[c], self._classes(c))
+            for c, p in zip(ids, params, strict=True)
+        ]
+        weights = InversionWeights(
+            cfg.di_steps,
+            cfg.di_lr,
+            cfg.di_bn_weight,
+            cfg.di_tv_weight,
+            cfg.di_l2_weight,
+        )
+        return synthesise(
+            self.template,
+            sources,
+            cfg.di_images,
+            IMAGE_SHAPE,
+            weights,
+            cfg.seed * 31 + batch,
+        )
 
-    def _replay(self, ops: ServerOps, batch: int,
-                results: dict[str, dict[str, float]]
-                ) -> tuple[dict[int, float], dict[str, Any]]:
+    def _replay(
+        self, ops: ServerOps, batch: int, results: dict[str, dict[str, float]]
+    ) -> tuple[dict[int, float], dict[str, Any]]:
         """DeepInversion from ``batch``'s models, fine-tuning for earlier batches,
         evaluation, and per group of batches keep-or-revert on validation."""
         cfg = self.cfg
         started = time.monotonic()
         synthetic = self._synthesise(batch)
-        grid = image_grid(ops.run_dir / f"synthetic-batch-{batch}.png",
-                          synthetic.images, synthetic.labels,
-                          f"pFedDSH: DeepInversion from batch {batch}'s models")
+        grid = image_grid(
+            ops.run_dir / f"synthetic-batch-{batch}.png",
+            synthetic.images,
+            synthetic.labels,
+            f"pFedDSH: DeepInversion from batch {batch}'s models",
+        )
         groups = [[b] for b in range(batch)] if cfg.masks else [list(range(batch))]
-        snapshot = ({k: v.detach().clone() for k, v in self.hnet.state_dict().items()},
-                    self.store.weight.detach().clone())
+        snapshot = (
+            {k: v.detach().clone() for k, v in self.hnet.state_dict().items()},
+            self.store.weight.detach().clone(),
+        )
         steps = {str(g): self._finetune(g, synthetic) for g in map(tuple, groups)}
-        ids = [c for c in self.registry.participants
-               if self.assigned.get(c, batch + 1) <= batch]
-        config = ConfigRecord({"round": (batch + 1) * self.rounds_per_batch,
-                               "phase": "replay-eval", "method": cfg.method})
+        ids = [
+            c
+            for c in self.registry.participants
+            if self.assigned.get(c, batch + 1) <= batch
+        ]
+        config = ConfigRecord(
+            {
+                "round": (batch + 1) * self.rounds_per_batch,
+                "phase": "replay-eval",
+                "method": cfg.method,
+            }
+        )
         post: dict[str, dict[str, float]] = {}
-        for chunk in [ids[i:i + cfg.eval_clients_per_batch]
-                      for i in range(0, len(ids), cfg.eval_clients_per_batch)]:
-            got, _ = ops.evaluate_clients(self.evaluate_messages(chunk, config),
-                                          f"replay {batch}")
+        for chunk in [
+            ids[i : i + cfg.eval_clients_per_batch]
+            for i in range(0, len(ids), cfg.eval_clients_per_batch)
+        ]:
+            got, _ = ops.evaluate_clients(
+                self.evaluate_messages(chunk, config), f"replay {batch}"
+            )
             post.update(got)
-        pre_val, post_val = (self._batch_means(results, "val-acc"),
-                             self._batch_means(post, "val-acc"))
+        pre_val, post_val = (
+            self._batch_means(results, "val-acc"),
+            self._batch_means(post, "val-acc"),
+        )
         accepted = []
         for group in groups:
             before = _mean([pre_val[b] for b in group if b in pre_val])
             after = _mean([post_val[b] for b in group if b in post_val])
             keep = cfg.replay_accept == "always" or (
-                before is not None and after is not None and after >= before)
+                before is not None and after is not None and after >= before
+            )
             if keep:
                 accepted += group
             else:
                 self._revert(group, snapshot)
-        pre_test, post_test = (self._batch_means(results, "test-acc"),
-                               self._batch_means(post, "test-acc"))
+        pre_test, post_test = (
+            self._batch_means(results, "test-acc"),
+            self._batch_means(post, "test-acc"),
+        )
         if cfg.masks:
-            final = {b: post_test[b] if b in accepted else pre_test[b]
-                     for b in pre_test}
+            final = {
+                b: post_test[b] if b in accepted else pre_test[b] for b in pre_test
+            }
         else:  # one group: every batch moved together (or not at all)
             final = post_test if accepted else dict(pre_test)
         bn = [r["bn-last"] / max(r["bn-first"], 1e-12) for r in synthetic.reports]
         return final, {
-            "images": len(synthetic.labels), "grid": grid.name,
-            "accepted": accepted, "steps": steps,
+            "images": len(synthetic.labels),
+            "grid": grid.name,
+            "accepted": accepted,
+            "steps": steps,
             "val_before": {str(b): v for b, v in pre_val.items() if b < batch},
             "val_after": {str(b): v for b, v in post_val.items() if b < batch},
             "di_bn_ratio": _mean(bn),
             "di_label_acc": _mean([r["label-acc"] for r in synthetic.reports]),
-            "seconds": time.monotonic() - started}
+            "seconds": time.monotonic() - started,
+        }
 
     def _finetune(self, group: tuple[int, ...], synthetic: Synthetic) -> int:
         """Fine-tune for the batches of ``group`` on the synthetic images: their
@@ -397,12 +516,14 @@ class PFedDSH(HyperflowerStrategy):
         clients = [c for b in group for c in self.members(b) if c in self.bn_stats]
         if not clients or cfg.replay_steps == 0 or not len(synthetic.labels):
             return 0
-        rows = torch.zeros(self.store.weight.shape[0], 1, dtype=torch.bool,
-                           device=self.device)
+        rows = torch.zeros(
+            self.store.weight.shape[0], 1, dtype=torch.bool, device=self.device
+        )
         rows[self.store.rows(clients)] = True
         allowed = self.bank.exclusive(group[0]) if cfg.masks else None
-        opt = torch.optim.SGD([*self.hnet.parameters(), self.store.weight],
-                              lr=cfg.replay_lr, momentum=0.9)
+        opt = torch.optim.SGD(
+            [*self.hnet.parameters(), self.store.weight], lr=cfg.replay_lr, momentum=0.9
+        )
         done = 0
         for _ in range(cfg.replay_steps):
             opt.zero_grad(set_to_none=True)
@@ -413,9 +534,13 @@ class PFedDSH(HyperflowerStrategy):
                     continue
                 gen = self._generate(ids, b)
                 for i, cid in enumerate(ids):
-                    loss = replay_loss(self.template, {k: v[i] for k, v in gen.items()},
-                                       self.bn_stats[cid], synthetic,
-                                       self._classes(cid))
+                    loss = replay_loss(
+                        self.template,
+                        {k: v[i] for k, v in gen.items()},
+                        self.bn_stats[cid],
+                        synthetic,
+                        self._classes(cid),
+                    )
                     if loss is not None:
                         losses.append(loss)
             if not losses:
@@ -431,8 +556,9 @@ class PFedDSH(HyperflowerStrategy):
             done += 1
         return done
 
-    def _revert(self, group: list[int],
-                snapshot: tuple[dict[str, torch.Tensor], torch.Tensor]) -> None:
+    def _revert(
+        self, group: list[int], snapshot: tuple[dict[str, torch.Tensor], torch.Tensor]
+    ) -> None:
         """Undo a group's replay: its embeddings and the weights it could move."""
         hnet_state, store = snapshot
         clients = [c for b in group for c in self.members(b)]
@@ -453,19 +579,32 @@ class PFedDSH(HyperflowerStrategy):
         trained on them alone for the same rounds (a sub-run, same settings)."""
         cfg = self.cfg
         sub_cfg = dataclasses.replace(
-            cfg, num_rounds=self.rounds_per_batch, stop_after_round=0,
-            method_values={**cfg.method_values, "client-batches": 1, "replay": False,
-                           "pa-reference": False})
-        strategy = Reference(sub_cfg, self.registry, self.device,
-                             members=self.members(batch))
-        log(INFO, "pFedDSH: PA reference for batch %d (%d rounds on its clients "
-            "alone)", batch, sub_cfg.num_rounds)
+            cfg,
+            num_rounds=self.rounds_per_batch,
+            stop_after_round=0,
+            method_values={
+                **cfg.method_values,
+                "client-batches": 1,
+                "replay": False,
+                "pa-reference": False,
+            },
+        )
+        strategy = Reference(
+            sub_cfg, self.registry, self.device, members=self.members(batch)
+        )
+        log(
+            INFO,
+            "pFedDSH: PA reference for batch %d (%d rounds on its clients alone)",
+            batch,
+            sub_cfg.num_rounds,
+        )
         summary = ops.sub_run(sub_cfg, strategy, f"pa-ref-b{batch}")
         return summary.get("participant_acc")
 
     # ---- held-out clients, report, state --------------------------------------
-    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
-                              ) -> dict[str, Params] | None:
+    def nonparticipant_params(
+        self, ops: ServerOps, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
         """The mean trained embedding through the last fixed batch's mask."""
         trained = [c for c in self.assigned if self.assigned[c] <= max(self.closed, 0)]
         if not client_ids or not trained:
@@ -476,34 +615,50 @@ class PFedDSH(HyperflowerStrategy):
         params = {k: t[0].detach().cpu() for k, t in gen.items()}
         return {c: params for c in client_ids}
 
-    def final_report(self, ops: ServerOps,
-                     nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def final_report(
+        self, ops: ServerOps, nonparticipants: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         """RI and PA (means over batch joins), the per-batch reports, the plot."""
         joins = [r for r in self.reports if r["batch"] >= 1]
         ri = _mean([r["ri"] for r in joins if r.get("ri") is not None])
         pa = _mean([r["pa"] for r in joins if r.get("pa") is not None])
         path = batch_accuracy_plot(
-            ops.run_dir / "batch-accuracy.png", ops.history, self.cfg.client_batches,
+            ops.run_dir / "batch-accuracy.png",
+            ops.history,
+            self.cfg.client_batches,
             [r["last_round"] for r in self.reports[:-1]],
             f"pFedDSH ({'masks' if self.cfg.masks else 'no masks'}, "
-            f"{'replay' if self.cfg.replay else 'no replay'})")
+            f"{'replay' if self.cfg.replay else 'no replay'})",
+        )
         final = {str(b): v for b, v in sorted(self.batch_acc.items())}
-        return {"ri": ri, "pa": pa, "batches": self.reports,
-                "final_batch_acc": final,
-                "final_acc": _mean(list(self.batch_acc.values())),
-                "client_batches": self.cfg.client_batches, "masks": self.cfg.masks,
-                "replay": self.cfg.replay, "mask_sparsity": self.cfg.mask_sparsity,
-                "plot": path.name}
+        return {
+            "ri": ri,
+            "pa": pa,
+            "batches": self.reports,
+            "final_batch_acc": final,
+            "final_acc": _mean(list(self.batch_acc.values())),
+            "client_batches": self.cfg.client_batches,
+            "masks": self.cfg.masks,
+            "replay": self.cfg.replay,
+            "mask_sparsity": self.cfg.mask_sparsity,
+            "plot": path.name,
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "hnet": self.hnet.state_dict(),
-                "store": self.store.state_dict(), "bank": self.bank.state_dict(),
-                "optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                "batch": self.batch, "closed": self.closed, "trained": self.trained,
-                "assigned": dict(self.assigned),
-                "bn_stats": {c: dict(s) for c, s in self.bn_stats.items()},
-                "batch_acc": dict(self.batch_acc),
-                "reports": [dict(r) for r in self.reports]}
+        return {
+            **super().state_dict(),
+            "hnet": self.hnet.state_dict(),
+            "store": self.store.state_dict(),
+            "bank": self.bank.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "batch": self.batch,
+            "closed": self.closed,
+            "trained": self.trained,
+            "assigned": dict(self.assigned),
+            "bn_stats": {c: dict(s) for c, s in self.bn_stats.items()},
+            "batch_acc": dict(self.batch_acc),
+            "reports": [dict(r) for r in self.reports],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -536,12 +691,14 @@ class Reference(PFedDSH):
     def _batch_for(self, client_id: str) -> int | None:
         return 0 if client_id in self._only else None
 
-    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
-                              ) -> dict[str, Params] | None:
+    def nonparticipant_params(
+        self, ops: ServerOps, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
         return None
 
-    def final_report(self, ops: ServerOps,
-                     nonparticipants: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def final_report(
+        self, ops: ServerOps, nonparticipants: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
         return {"reference_clients": sorted(self._only)}
 
 

@@ -44,8 +44,13 @@ if TYPE_CHECKING:
     from server.ops import ServerOps
 
 
-def make_optimizer(kind: str, groups: list[dict[str, Any]], lr: float, momentum: float,
-                   weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    kind: str,
+    groups: list[dict[str, Any]],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> torch.optim.Optimizer:
     """The server optimiser named by ``server-optimizer`` (SGD or Adam).
 
     Weight decay and the per-group lr apply to every group, also with Adam (the
@@ -73,14 +78,22 @@ def build_hypernet(cfg: RunConfig, shapes: dict[str, torch.Size]) -> torch.nn.Mo
     per-tensor heads, or chunked (run-config key ``hypernet``)."""
     # the target's own initialisation: a LayerNorm gain is generated around 1 (and,
     # for the chunked generator, every tensor at its default init scale)
-    reference = dict(build_model(cfg.model, cfg.num_classes,
-                                 seed=cfg.seed).named_parameters())
+    reference = dict(
+        build_model(cfg.model, cfg.num_classes, seed=cfg.seed).named_parameters()
+    )
     if cfg.hypernet == "chunked":
-        return ChunkedHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
-                               cfg.hn_n_hidden, cfg.chunk_size, cfg.chunk_embed_dim,
-                               reference={k: reference[k] for k in shapes})
-    hnet = PerTensorHyperNet(cfg.resolved_embed_dim, shapes, cfg.hn_hidden,
-                             cfg.hn_n_hidden)
+        return ChunkedHyperNet(
+            cfg.resolved_embed_dim,
+            shapes,
+            cfg.hn_hidden,
+            cfg.hn_n_hidden,
+            cfg.chunk_size,
+            cfg.chunk_embed_dim,
+            reference={k: reference[k] for k in shapes},
+        )
+    hnet = PerTensorHyperNet(
+        cfg.resolved_embed_dim, shapes, cfg.hn_hidden, cfg.hn_n_hidden
+    )
     offset_constant_tensors(hnet, {k: reference[k] for k in shapes})
     return hnet
 
@@ -114,9 +127,14 @@ def generate_one(hnet: torch.nn.Module, embedding: torch.Tensor) -> Params:
 LocalTrain = Callable[[int, list[str], list[Params]], dict[str, Params]]
 
 
-def fit_new_embeddings(hnet: torch.nn.Module, start: torch.Tensor,
-                       client_ids: Sequence[str], rounds: int, lr: float,
-                       local_train: LocalTrain) -> dict[str, torch.Tensor]:
+def fit_new_embeddings(
+    hnet: torch.nn.Module,
+    start: torch.Tensor,
+    client_ids: Sequence[str],
+    rounds: int,
+    lr: float,
+    local_train: LocalTrain,
+) -> dict[str, torch.Tensor]:
     """Fit a new embedding per client with φ frozen; return each fitted (1, d) v.
 
     Every client starts at ``start``; at each of ``rounds`` steps it trains the
@@ -137,9 +155,15 @@ def fit_new_embeddings(hnet: torch.nn.Module, start: torch.Tensor,
                 if cid not in deltas:
                     continue
                 device = embeddings[cid].device
-                hypernet_step(hnet, embeddings[cid],
-                              [{k: d.to(device) for k, d in deltas[cid].items()}],
-                              torch.ones(1), optimizers[cid], [embeddings[cid]], 0.0)
+                hypernet_step(
+                    hnet,
+                    embeddings[cid],
+                    [{k: d.to(device) for k, d in deltas[cid].items()}],
+                    torch.ones(1),
+                    optimizers[cid],
+                    [embeddings[cid]],
+                    0.0,
+                )
     return {c: v.detach() for c, v in embeddings.items()}
 
 
@@ -154,21 +178,28 @@ class PFedHN(HyperflowerStrategy):
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.store = build_store(cfg).to(self.device)
-        for cid, info in sorted(self.registry.clients.items(),
-                                key=lambda kv: kv[1].partition_id):
+        for cid, info in sorted(
+            self.registry.clients.items(), key=lambda kv: kv[1].partition_id
+        ):
             self.store.add(cid, {"partition-id": info.partition_id})
         self.hnet = build_hypernet(cfg, self.shapes).to(self.device)
         self.optimizer = make_optimizer(
             cfg.server_optimizer,
-            [{"params": list(self.hnet.parameters())},
-             {"params": [self.store.weight], "lr": cfg.resolved_embed_lr}],
-            cfg.server_lr, cfg.server_momentum, cfg.server_weight_decay)
+            [
+                {"params": list(self.hnet.parameters())},
+                {"params": [self.store.weight], "lr": cfg.resolved_embed_lr},
+            ],
+            cfg.server_lr,
+            cfg.server_momentum,
+            cfg.server_weight_decay,
+        )
 
     def admit(self, client_id: str) -> None:
         """A joiner gets its own embedding row (a fresh draw, trained from its first
         round on, like any participant's)."""
-        self.store.add(client_id, {"partition-id":
-                                   self.registry.clients[client_id].partition_id})
+        self.store.add(
+            client_id, {"partition-id": self.registry.clients[client_id].partition_id}
+        )
 
     def _unbatch(self, batch: dict[str, torch.Tensor]) -> list[Params]:
         n = next(iter(batch.values())).shape[0]
@@ -179,43 +210,62 @@ class PFedHN(HyperflowerStrategy):
         with torch.no_grad():
             return self._unbatch(self.hnet(self.store(client_ids)))
 
-    def apply_updates(self, server_round: int,
-                      updates: list[ClientUpdate]) -> dict[str, float]:
+    def apply_updates(
+        self, server_round: int, updates: list[ClientUpdate]
+    ) -> dict[str, float]:
         """The shared hypernetwork step on φ and the sampled clients' v_i."""
         weights = round_weights([u.num_examples for u in updates], self.cfg.weighting)
         embeddings = undiluted(self.store([u.client_id for u in updates]), weights)
-        norm = hypernet_step(self.hnet, embeddings,
-                             [{k: d.to(self.device) for k, d in u.delta.items()}
-                              for u in updates],
-                             weights, self.optimizer,
-                             [*self.hnet.parameters(), self.store.weight],
-                             self.cfg.clip_norm)
+        norm = hypernet_step(
+            self.hnet,
+            embeddings,
+            [{k: d.to(self.device) for k, d in u.delta.items()} for u in updates],
+            weights,
+            self.optimizer,
+            [*self.hnet.parameters(), self.store.weight],
+            self.cfg.clip_norm,
+        )
         return {"grad-norm": norm}
 
-    def nonparticipant_params(self, ops: ServerOps, client_ids: Sequence[str]
-                              ) -> dict[str, Params] | None:
+    def nonparticipant_params(
+        self, ops: ServerOps, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
         """Fit only new embeddings for held-out clients (φ frozen), then generate."""
         held_out = list(client_ids)
         if not held_out:
             return {}
 
-        def exchange(step: int, ids: list[str], params: list[Params]
-                     ) -> dict[str, Params]:
+        def exchange(
+            step: int, ids: list[str], params: list[Params]
+        ) -> dict[str, Params]:
             updates = ops.train_exchange(ids, params, phase=novel_phase(step))
-            log(INFO, "novel clients: embedding fit %d/%d (%d replies)", step + 1,
-                self.cfg.novel_rounds, len(updates))
+            log(
+                INFO,
+                "novel clients: embedding fit %d/%d (%d replies)",
+                step + 1,
+                self.cfg.novel_rounds,
+                len(updates),
+            )
             return {u.client_id: u.delta for u in updates}
 
         fitted = fit_new_embeddings(
-            self.hnet, novel_start(self.store, self.registry.participants), held_out,
-            self.cfg.novel_rounds, self.cfg.novel_lr, exchange)
+            self.hnet,
+            novel_start(self.store, self.registry.participants),
+            held_out,
+            self.cfg.novel_rounds,
+            self.cfg.novel_lr,
+            exchange,
+        )
         return {c: generate_one(self.hnet, fitted[c]) for c in held_out}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "hnet": self.hnet.state_dict(),
-                "store": self.store.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "participants": list(self.registry.participants)}
+        return {
+            **super().state_dict(),
+            "hnet": self.hnet.state_dict(),
+            "store": self.store.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "participants": list(self.registry.participants),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

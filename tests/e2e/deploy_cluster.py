@@ -42,28 +42,46 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class LoopbackCluster:
     """SuperLink + SuperNodes on loopback, TLS + node auth unless ``insecure``."""
 
-    def __init__(self, work: Path, env: dict[str, str], num_nodes: int,
-                 insecure: bool = False) -> None:
+    def __init__(
+        self, work: Path, env: dict[str, str], num_nodes: int, insecure: bool = False
+    ) -> None:
         self.work, self.num_nodes, self.insecure = work, num_nodes, insecure
         self.port = int(env["HYPERFLOWER_LINK_PORT"])
         self.certs = Path(env.get("HYPERFLOWER_CERTS", work / "certs"))
-        self.env = {**env, "HYPERFLOWER_CERTS": str(self.certs),
-                    "HF_INSECURE": "1" if insecure else "0",
-                    "HF_CERTS": str(self.certs), "HF_BIND": "127.0.0.1",
-                    "HF_LINK_PORT": str(self.port),
-                    "HF_SUPERLINK": f"127.0.0.1:{self.port}",
-                    "HF_STATE": str(work / "link-state"),
-                    "HF_NUM_NODES": str(num_nodes)}
+        self.env = {
+            **env,
+            "HYPERFLOWER_CERTS": str(self.certs),
+            "HF_INSECURE": "1" if insecure else "0",
+            "HF_CERTS": str(self.certs),
+            "HF_BIND": "127.0.0.1",
+            "HF_LINK_PORT": str(self.port),
+            "HF_SUPERLINK": f"127.0.0.1:{self.port}",
+            "HF_STATE": str(work / "link-state"),
+            "HF_NUM_NODES": str(num_nodes),
+        }
         self.procs: dict[str, subprocess.Popen] = {}
         self.node_ports = free_ports(num_nodes + 2)
         work.mkdir(parents=True, exist_ok=True)
         self.operator = {**self.env, "FLWR_HOME": str(work / "hosts" / "operator")}
-        subprocess.run(["bash", str(SERVICE), "connect"], env=self.operator,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["bash", str(SERVICE), "connect"],
+            env=self.operator,
+            check=True,
+            capture_output=True,
+        )
         if not insecure:
-            subprocess.run(["bash", str(ROOT / "deploy" / "gen-certs.sh"), "--out",
-                            str(self.certs), "--nodes", str(num_nodes + 1)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "bash",
+                    str(ROOT / "deploy" / "gen-certs.sh"),
+                    "--out",
+                    str(self.certs),
+                    "--nodes",
+                    str(num_nodes + 1),
+                ],
+                check=True,
+                capture_output=True,
+            )
 
     # ---- processes ---------------------------------------------------------
     def log(self, name: str) -> str:
@@ -75,8 +93,13 @@ class LoopbackCluster:
         """Start ``hf-service.sh role`` as its own session, logging to <name>.log."""
         env = {**self.env, "FLWR_HOME": str(self.work / "hosts" / name), **extra}
         with open(self.work / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(["bash", str(SERVICE), role], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                ["bash", str(SERVICE), role],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs[name] = proc
         return proc
 
@@ -90,8 +113,13 @@ class LoopbackCluster:
         """Register node keys with ``flwr supernode register`` (hf-service register)."""
         keys = " ".join(str(self.certs / "nodes" / f"node-{i}.pub") for i in nodes)
         env = {**self.operator, "HF_REGISTER_KEYS": keys}
-        proc = subprocess.run(["bash", str(SERVICE), "register"], env=env,
-                              capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(
+            ["bash", str(SERVICE), "register"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
@@ -99,10 +127,19 @@ class LoopbackCluster:
         """SuperNode ``i`` (its own key and partition) and its ClientApp SuperExec;
         ``extra`` environment for the SuperNode (e.g. ``HF_DATA_DIR``)."""
         port = str(self.node_ports[i])
-        node = self.service(f"supernode-{i}{tag}", "supernode", HF_NODE=str(i),
-                            HF_NODE_PORT=port, **extra)
-        self.service(f"clientapp-{i}{tag}", "clientapp", HF_NODE=str(i),
-                     HF_RUNTIME=f"127.0.0.1:{port}")
+        node = self.service(
+            f"supernode-{i}{tag}",
+            "supernode",
+            HF_NODE=str(i),
+            HF_NODE_PORT=port,
+            **extra,
+        )
+        self.service(
+            f"clientapp-{i}{tag}",
+            "clientapp",
+            HF_NODE=str(i),
+            HF_RUNTIME=f"127.0.0.1:{port}",
+        )
         return node
 
     def stop(self, name: str, sig: int = signal.SIGTERM, wait: float = 20) -> None:
@@ -121,7 +158,7 @@ class LoopbackCluster:
 
     def close(self) -> None:
         """Stop every service this cluster started (nodes first, then the link)."""
-        for name in sorted(self.procs, key=lambda n: ("link" in n or "serverapp" in n)):
+        for name in sorted(self.procs, key=lambda n: "link" in n or "serverapp" in n):
             self.stop(name)
         for proc in self.procs.values():  # anything left in those sessions
             try:
@@ -132,13 +169,30 @@ class LoopbackCluster:
     # ---- runs --------------------------------------------------------------
     def flwr_run(self, config: dict, run_name: str) -> subprocess.Popen:
         """``flwr run . hf --stream`` (the operator's connection) in the background."""
-        cfg = {**config, "num-clients": self.num_nodes, "run-name": run_name,
-               "output-dir": str(self.work / "outputs")}
+        cfg = {
+            **config,
+            "num-clients": self.num_nodes,
+            "run-name": run_name,
+            "output-dir": str(self.work / "outputs"),
+        }
         log = open(self.work / f"run-{run_name}.log", "wb")  # noqa: SIM115
-        cmd = ["flwr", "run", str(ROOT), "hf", "--stream", "--run-config",
-               run_config_arg(cfg)]
-        proc = subprocess.Popen(cmd, env=self.operator, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [
+            "flwr",
+            "run",
+            str(ROOT),
+            "hf",
+            "--stream",
+            "--run-config",
+            run_config_arg(cfg),
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            env=self.operator,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[f"run-{run_name}"] = proc
         return proc
 
@@ -154,8 +208,10 @@ class LoopbackCluster:
             pass
         summary = self.outputs(run_name) / "summary.json"
         if not summary.exists():
-            logs = "\n".join(f"--- {n}\n{self.log(n)[-2500:]}" for n in
-                             [f"run-{run_name}", *self.procs])
+            logs = "\n".join(
+                f"--- {n}\n{self.log(n)[-2500:]}"
+                for n in [f"run-{run_name}", *self.procs]
+            )
             raise AssertionError(f"run {run_name} did not finish\n{logs}")
         return json.loads(summary.read_text())
 

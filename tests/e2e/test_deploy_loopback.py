@@ -19,8 +19,13 @@ from tests.e2e.deploy_cluster import LoopbackCluster, wait_for
 
 pytestmark = pytest.mark.e2e
 
-TINY = {"dataset": "synthetic", "model": "mlp", "local-steps": 5, "holdout": 0.0,
-        "clients-per-round": 2}
+TINY = {
+    "dataset": "synthetic",
+    "model": "mlp",
+    "local-steps": 5,
+    "holdout": 0.0,
+    "clients-per-round": 2,
+}
 
 
 @pytest.fixture
@@ -43,13 +48,17 @@ def test_tls_auth_refuses_unregistered_node_and_registered_nodes_run(cluster_fac
     out = cluster.register([0, 1])
     assert out.count("registered node-") == 2, out
     # node-2's key exists (gen-certs made it) but was never registered
-    intruder = cluster.service("supernode-2", "supernode", HF_NODE="2",
-                               HF_NODE_PORT=str(cluster.node_ports[2]))
+    intruder = cluster.service(
+        "supernode-2", "supernode", HF_NODE="2", HF_NODE_PORT=str(cluster.node_ports[2])
+    )
     for i in (0, 1):
         cluster.start_node(i)
     run = cluster.flwr_run({**TINY, "num-rounds": 2, "eval-every": 2}, "tls")
-    wait_for(lambda: intruder.poll() is not None, 120, "the unregistered SuperNode "
-             "to be refused")
+    wait_for(
+        lambda: intruder.poll() is not None,
+        120,
+        "the unregistered SuperNode to be refused",
+    )
     assert intruder.returncode != 0
     assert "Failed to activate SuperNode" in cluster.log("supernode-2")
     summary = cluster.finish(run, "tls", timeout=420)
@@ -73,21 +82,27 @@ def test_supernode_restarted_mid_run_keeps_its_embedding(cluster_factory):
     cluster.stop("supernode-0", signal.SIGKILL)
     cluster.stop("clientapp-0", signal.SIGKILL)
     cluster.start_node(0, tag="-restarted")
-    wait_for(lambda: "SuperNode ID" in cluster.log("supernode-0-restarted"), 60,
-             "the restarted SuperNode to connect")
-    new_id = re.findall(r"SuperNode ID: (\d+)",
-                        cluster.log("supernode-0-restarted"))[-1]
+    wait_for(
+        lambda: "SuperNode ID" in cluster.log("supernode-0-restarted"),
+        60,
+        "the restarted SuperNode to connect",
+    )
+    new_id = re.findall(r"SuperNode ID: (\d+)", cluster.log("supernode-0-restarted"))[
+        -1
+    ]
     assert new_id != first_id  # without node auth the runtime gives a new node id
 
     summary = cluster.finish(run, "restart", timeout=420)
     assert summary["rounds"] == 3
     log = cluster.log("run-restart")
-    assert re.search(rf"client node-0 is back on node {new_id} \(was {first_id}\)",
-                     log), log[-3000:]
+    assert re.search(
+        rf"client node-0 is back on node {new_id} \(was {first_id}\)", log
+    ), log[-3000:]
     rows = cluster.metrics("restart")
     assert rows[-1]["valid"] == 2  # node-0 trained again after its restart
-    state = torch.load(cluster.outputs("restart") / "checkpoint" / "state.pt",
-                       weights_only=False)
+    state = torch.load(
+        cluster.outputs("restart") / "checkpoint" / "state.pt", weights_only=False
+    )
     store = state["strategy"]["store"]
     # no new row was allocated: node-0 kept its embedding row (index 0)
     assert store["_extra_state"]["index"] == {"node-0": 0, "node-1": 1}
@@ -103,20 +118,36 @@ def test_supernode_with_missing_data_is_named_by_the_server(cluster_factory, tmp
     cluster.start_link()
     cluster.start_node(0)
     cluster.start_node(1, HF_DATA_DIR="/nonexistent")  # this host's data is missing
-    cfg = {**TINY, "dataset": "npz", "data-dir": str(data), "num-rounds": 1,
-           "eval-every": 1, "min-clients": 2, "classes-per-client": 2}
+    cfg = {
+        **TINY,
+        "dataset": "npz",
+        "data-dir": str(data),
+        "num-rounds": 1,
+        "eval-every": 1,
+        "min-clients": 2,
+        "classes-per-client": 2,
+    }
     run = cluster.flwr_run(cfg, "nodata")
-    wait_for(lambda: (cluster.outputs("nodata") / "status.json").exists() and
-             "failed" in (cluster.outputs("nodata") / "status.json").read_text(),
-             300, "the run to fail at registration")
+    wait_for(
+        lambda: (
+            (cluster.outputs("nodata") / "status.json").exists()
+            and "failed" in (cluster.outputs("nodata") / "status.json").read_text()
+        ),
+        300,
+        "the run to fail at registration",
+    )
     status = json.loads((cluster.outputs("nodata") / "status.json").read_text())
-    cause = ("DatasetNotFoundError: data-dir '/nonexistent' is not a readable "
-             "folder; give an .npz file or a folder holding one")
-    assert status["error"].startswith("RegistrationError: registration: 1 "
-                                      "participating clients registered"), status
+    cause = (
+        "DatasetNotFoundError: data-dir '/nonexistent' is not a readable "
+        "folder; give an .npz file or a folder holding one"
+    )
+    assert status["error"].startswith(
+        "RegistrationError: registration: 1 participating clients registered"
+    ), status
     assert "1 of 2 clients (node " in status["error"] and cause in status["error"]
     run.wait(60)
     log = cluster.log("run-nodata")
-    assert re.search(r"registration: 1 of 2 clients \(node \d+\): " + re.escape(cause),
-                     log), log[-3000:]
+    assert re.search(
+        r"registration: 1 of 2 clients \(node \d+\): " + re.escape(cause), log
+    ), log[-3000:]
     assert not (cluster.outputs("nodata") / "summary.json").exists()

@@ -26,8 +26,9 @@ def netns_unavailable() -> str | None:
         return "network namespaces need root (ip netns add); run the suite as root"
     probe = f"hfprobe{os.getpid()}"
     try:
-        made = subprocess.run(["ip", "netns", "add", probe], capture_output=True,
-                              text=True, timeout=20)
+        made = subprocess.run(
+            ["ip", "netns", "add", probe], capture_output=True, text=True, timeout=20
+        )
     except FileNotFoundError:
         return "iproute2 ('ip') is not installed"
     if made.returncode != 0:
@@ -41,12 +42,31 @@ def test_federated_run_across_network_namespaces(tmp_path, flwr_env):
     if reason:
         pytest.skip(reason)
     work = tmp_path / "netns"
-    cfg = {"dataset": "synthetic", "model": "mlp", "num-rounds": 2, "eval-every": 2,
-           "local-steps": 5, "holdout": 0.0, "clients-per-round": 2}
+    cfg = {
+        "dataset": "synthetic",
+        "model": "mlp",
+        "num-rounds": 2,
+        "eval-every": 2,
+        "local-steps": 5,
+        "holdout": 0.0,
+        "clients-per-round": 2,
+    }
     proc = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "run-netns.sh"), "--nodes", "2", "--workdir",
-         str(work), "--run-config", run_config_arg(cfg)],
-        env=flwr_env, capture_output=True, text=True, timeout=600)
+        [
+            "bash",
+            str(ROOT / "deploy" / "run-netns.sh"),
+            "--nodes",
+            "2",
+            "--workdir",
+            str(work),
+            "--run-config",
+            run_config_arg(cfg),
+        ],
+        env=flwr_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode == 77:
         pytest.skip(f"cannot create network namespaces: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -66,9 +86,11 @@ def test_federated_run_across_network_namespaces(tmp_path, flwr_env):
     assert "10.77.0.1:9093" in (work / "server-serverapp.log").read_text()
     # everything was torn down: namespaces and processes
     tag = re.search(r"namespaces (hf\d+)-\*", proc.stdout).group(1)
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True,
-                          text=True).stdout
+    left = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True
+    ).stdout
     assert tag not in left, left
-    procs = subprocess.run(["pgrep", "-f", str(work)], capture_output=True,
-                           text=True).stdout.strip()
+    procs = subprocess.run(
+        ["pgrep", "-f", str(work)], capture_output=True, text=True
+    ).stdout.strip()
     assert not procs, f"processes left: {procs}"

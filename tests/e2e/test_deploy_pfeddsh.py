@@ -15,26 +15,43 @@ from tests.e2e.deploy_cluster import LoopbackCluster, wait_for
 pytestmark = pytest.mark.e2e
 
 
-def test_second_batch_supernodes_started_later_join_the_next_batch(tmp_path,
-                                                                   flwr_env):
+def test_second_batch_supernodes_started_later_join_the_next_batch(tmp_path, flwr_env):
     first, second = batch_partitions(4, 0.0, 2, 42)
     cluster = LoopbackCluster(tmp_path / "cluster", flwr_env, 4, insecure=True)
     try:
         cluster.start_link()
         for i in first:
             cluster.start_node(i)
-        cfg = {"method": "pfeddsh", "model": "cnn-bn", "dataset": "synthetic",
-               "holdout": 0.0, "client-batches": 2, "num-rounds": 2,
-               "eval-every": 1, "clients-per-round": 2, "local-steps": 5,
-               "replay": False, "pa-reference": False, "round-timeout": 120.0}
+        cfg = {
+            "method": "pfeddsh",
+            "model": "cnn-bn",
+            "dataset": "synthetic",
+            "holdout": 0.0,
+            "client-batches": 2,
+            "num-rounds": 2,
+            "eval-every": 1,
+            "clients-per-round": 2,
+            "local-steps": 5,
+            "replay": False,
+            "pa-reference": False,
+            "round-timeout": 120.0,
+        }
         run = cluster.flwr_run(cfg, "dsh")
         wait_for(lambda: len(cluster.metrics("dsh")) >= 1, 420, "batch 1's round")
         for i in second:
-            cluster.service(f"supernode-{i}", "supernode", HF_NODE=str(i),
-                            HF_NODE_PORT=str(cluster.node_ports[i]),
-                            HF_CLIENT_ID=f"late-{i}")
-            cluster.service(f"clientapp-{i}", "clientapp", HF_NODE=str(i),
-                            HF_RUNTIME=f"127.0.0.1:{cluster.node_ports[i]}")
+            cluster.service(
+                f"supernode-{i}",
+                "supernode",
+                HF_NODE=str(i),
+                HF_NODE_PORT=str(cluster.node_ports[i]),
+                HF_CLIENT_ID=f"late-{i}",
+            )
+            cluster.service(
+                f"clientapp-{i}",
+                "clientapp",
+                HF_NODE=str(i),
+                HF_RUNTIME=f"127.0.0.1:{cluster.node_ports[i]}",
+            )
         summary = cluster.finish(run, "dsh", timeout=480)
     finally:
         cluster.close()

@@ -15,14 +15,29 @@ from tests.e2e.deploy_cluster import LoopbackCluster
 
 pytestmark = pytest.mark.e2e
 
-TINY = {"server-optimizer": "adam", "server-lr": 1e-3, "mh-chunk-size": 1024,
-        "mh-novel-rounds": 1, "local-steps": 5}
+TINY = {
+    "server-optimizer": "adam",
+    "server-lr": 1e-3,
+    "mh-chunk-size": 1024,
+    "mh-novel-rounds": 1,
+    "local-steps": 5,
+}
 
 
 def test_gd_two_phase_round_in_simulation(tmp_path, flwr_env):
-    cfg = small_config(tmp_path, method="mh-pfedhngd", **TINY, **{
-        "run-name": "mhgd", "num-clients": 5, "clients-per-round": 2,
-        "num-rounds": 2, "eval-every": 2, "mh-global-arch": "mlp-s"})
+    cfg = small_config(
+        tmp_path,
+        method="mh-pfedhngd",
+        **TINY,
+        **{
+            "run-name": "mhgd",
+            "num-clients": 5,
+            "clients-per-round": 2,
+            "num-rounds": 2,
+            "eval-every": 2,
+            "mh-global-arch": "mlp-s",
+        },
+    )
     proc = flwr_run(cfg, flwr_env, num_supernodes=cfg["num-clients"])
     out = tmp_path / "outputs" / "mhgd"
     summary = out / "summary.json"
@@ -40,15 +55,21 @@ def test_gd_two_phase_round_in_simulation(tmp_path, flwr_env):
 
 def test_loopback_supernodes_with_different_architectures(tmp_path, flwr_env):
     archs = ["mlp-s", "bncnn", "lenet5"]
-    cluster = LoopbackCluster(tmp_path / "cluster", flwr_env, len(archs),
-                              insecure=True)
+    cluster = LoopbackCluster(tmp_path / "cluster", flwr_env, len(archs), insecure=True)
     try:
         cluster.start_link()
         for i, arch in enumerate(archs):
             cluster.start_node(i, HF_ARCH=arch)
-        cfg = {"method": "mh-pfedhn", "dataset": "synthetic", "holdout": 0.0,
-               "clients-per-round": 3, "num-rounds": 2, "eval-every": 2,
-               "round-timeout": 120.0, **TINY}
+        cfg = {
+            "method": "mh-pfedhn",
+            "dataset": "synthetic",
+            "holdout": 0.0,
+            "clients-per-round": 3,
+            "num-rounds": 2,
+            "eval-every": 2,
+            "round-timeout": 120.0,
+            **TINY,
+        }
         run = cluster.flwr_run(cfg, "mh")
         summary = cluster.finish(run, "mh", timeout=420)
     finally:

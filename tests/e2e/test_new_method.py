@@ -21,8 +21,9 @@ PLUGIN = "tests.plugins.toy_method"
 
 
 def test_plugin_settings_are_validated_like_built_in_ones():
-    cfg = parse_run_config({"plugins": PLUGIN, "method": "toy",
-                            "plugin-config": "toy-step=0.5"})
+    cfg = parse_run_config(
+        {"plugins": PLUGIN, "method": "toy", "plugin-config": "toy-step=0.5"}
+    )
     assert cfg.toy_step == 0.5 and cfg.get("toy-step") == 0.5
     with pytest.raises(ConfigError, match="'toy-step': must be > 0"):
         parse_run_config({"plugins": PLUGIN, "method": "toy", "toy-step": 0})
@@ -31,9 +32,17 @@ def test_plugin_settings_are_validated_like_built_in_ones():
 
 
 def test_throwaway_method_runs_end_to_end_in_simulation(tmp_path, flwr_env):
-    cfg = small_config(tmp_path, **{"plugins": PLUGIN, "method": "toy",
-                                    "plugin-config": "toy-step=1.0", "run-name": "toy",
-                                    "num-rounds": 6, "eval-every": 3})
+    cfg = small_config(
+        tmp_path,
+        **{
+            "plugins": PLUGIN,
+            "method": "toy",
+            "plugin-config": "toy-step=1.0",
+            "run-name": "toy",
+            "num-rounds": 6,
+            "eval-every": 3,
+        },
+    )
     proc = flwr_run(cfg, flwr_env, num_supernodes=cfg["num-clients"])
     out = tmp_path / "outputs" / "toy"
     assert (out / "summary.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]

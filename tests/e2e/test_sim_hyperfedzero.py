@@ -21,8 +21,9 @@ HFZ = {"method": "hyperfedzero", "hfz-chunk-size": 256}
 
 
 def test_zero_shot_in_simulation(tmp_path, flwr_env):
-    cfg = small_config(tmp_path, **HFZ, **{"run-name": "hfz", "num-rounds": 4,
-                                           "eval-every": 2})
+    cfg = small_config(
+        tmp_path, **HFZ, **{"run-name": "hfz", "num-rounds": 4, "eval-every": 2}
+    )
     proc = flwr_run(cfg, flwr_env, num_supernodes=cfg["num-clients"])
     out = tmp_path / "outputs" / "hfz"
     assert (out / "summary.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -46,13 +47,34 @@ def test_zero_shot_in_simulation(tmp_path, flwr_env):
 def test_zero_shot_on_a_loopback_deployment(tmp_path, flwr_env):
     """3 SuperNodes on 127.0.0.1 (2 participants, 1 held out), 2 rounds."""
     work = tmp_path / "loopback"
-    cfg = {**HFZ, "dataset": "synthetic", "model": "mlp", "num-rounds": 2,
-           "eval-every": 2, "local-steps": 5, "holdout": 0.34,
-           "clients-per-round": 2, "min-clients": 2, "round-timeout": 300.0}
+    cfg = {
+        **HFZ,
+        "dataset": "synthetic",
+        "model": "mlp",
+        "num-rounds": 2,
+        "eval-every": 2,
+        "local-steps": 5,
+        "holdout": 0.34,
+        "clients-per-round": 2,
+        "min-clients": 2,
+        "round-timeout": 300.0,
+    }
     proc = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "run-loopback.sh"), "--nodes", "3",
-         "--workdir", str(work), "--run-config", run_config_arg(cfg)],
-        env=flwr_env, capture_output=True, text=True, timeout=900)
+        [
+            "bash",
+            str(ROOT / "deploy" / "run-loopback.sh"),
+            "--nodes",
+            "3",
+            "--workdir",
+            str(work),
+            "--run-config",
+            run_config_arg(cfg),
+        ],
+        env=flwr_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = work / "outputs" / "loopback"
     summary = json.loads((out / "summary.json").read_text())

@@ -15,19 +15,33 @@ pytestmark = pytest.mark.e2e
 
 
 def test_two_batches_end_to_end_in_simulation(tmp_path, flwr_env):
-    cfg = small_config(tmp_path, **{
-        "method": "pfeddsh", "model": "cnn-bn", "num-clients": 8, "holdout": 0.25,
-        "client-batches": 2, "num-rounds": 4, "eval-every": 2, "local-steps": 5,
-        "clients-per-round": 3, "server-lr": 0.2, "di-steps": 15, "di-images": 8,
-        "replay-steps": 3, "replay-accept": "always", "run-name": "dsh"})
+    cfg = small_config(
+        tmp_path,
+        **{
+            "method": "pfeddsh",
+            "model": "cnn-bn",
+            "num-clients": 8,
+            "holdout": 0.25,
+            "client-batches": 2,
+            "num-rounds": 4,
+            "eval-every": 2,
+            "local-steps": 5,
+            "clients-per-round": 3,
+            "server-lr": 0.2,
+            "di-steps": 15,
+            "di-images": 8,
+            "replay-steps": 3,
+            "replay-accept": "always",
+            "run-name": "dsh",
+        },
+    )
     proc = flwr_run(cfg, flwr_env, num_supernodes=cfg["num-clients"])
     out = tmp_path / "outputs" / "dsh"
     assert (out / "summary.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     first, second = summary["batches"]
     parts = batch_partitions(8, 0.25, 2, 42)
-    assert [first["clients"], second["clients"]] == [[str(p) for p in q]
-                                                     for q in parts]
+    assert [first["clients"], second["clients"]] == [[str(p) for p in q] for q in parts]
     # replay ran on the server from batch 1's BN statistics and was kept
     assert second["replay"]["accepted"] == [0] and second["replay"]["images"] > 0
     assert summary["ri"] == pytest.approx(second["after"]["0"] - second["before"]["0"])

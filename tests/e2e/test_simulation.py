@@ -12,10 +12,23 @@ from tests.conftest import small_config
 pytestmark = pytest.mark.e2e
 
 SUMMARY_KEYS = {
-    "method", "dataset", "num_clients", "num_participants", "rounds", "seed",
-    "best_round", "participant_acc", "participant_acc_std", "nonparticipant_acc",
-    "nonparticipant_acc_std", "global_acc", "bytes_down_per_round",
-    "bytes_up_per_round", "client_trainable_params", "hypernet_params", "wall_s",
+    "method",
+    "dataset",
+    "num_clients",
+    "num_participants",
+    "rounds",
+    "seed",
+    "best_round",
+    "participant_acc",
+    "participant_acc_std",
+    "nonparticipant_acc",
+    "nonparticipant_acc_std",
+    "global_acc",
+    "bytes_down_per_round",
+    "bytes_up_per_round",
+    "client_trainable_params",
+    "hypernet_params",
+    "wall_s",
     "server_update_s",
 }
 
@@ -30,10 +43,18 @@ def run_and_read(tmp_path, env, **overrides) -> dict:
 
 
 def test_pfedhn_and_fedavg_learn_in_simulation(tmp_path, flwr_env):
-    pfedhn = run_and_read(tmp_path, flwr_env, method="pfedhn", **{
-        "run-name": "pfedhn", "num-rounds": 12, "eval-every": 4, "server-lr": 0.1})
-    fedavg = run_and_read(tmp_path, flwr_env, method="fedavg", **{
-        "run-name": "fedavg", "num-rounds": 6, "eval-every": 3})
+    pfedhn = run_and_read(
+        tmp_path,
+        flwr_env,
+        method="pfedhn",
+        **{"run-name": "pfedhn", "num-rounds": 12, "eval-every": 4, "server-lr": 0.1},
+    )
+    fedavg = run_and_read(
+        tmp_path,
+        flwr_env,
+        method="fedavg",
+        **{"run-name": "fedavg", "num-rounds": 6, "eval-every": 3},
+    )
     for s in (pfedhn, fedavg):
         assert SUMMARY_KEYS <= set(s), SUMMARY_KEYS - set(s)
         assert s["participant_acc"] > 0.3, s  # 10 classes: chance is 0.1
@@ -42,11 +63,17 @@ def test_pfedhn_and_fedavg_learn_in_simulation(tmp_path, flwr_env):
     assert pfedhn["hypernet_params"] > 0 and pfedhn["global_acc"] is None
     assert fedavg["global_acc"] == fedavg["participant_acc"]
     assert fedavg["hypernet_params"] == 0
-    rows = [json.loads(line) for line in
-            open(f"{pfedhn['_dir']}/metrics.jsonl", encoding="utf-8")]
+    rows = [
+        json.loads(line)
+        for line in open(f"{pfedhn['_dir']}/metrics.jsonl", encoding="utf-8")
+    ]
     assert [r["round"] for r in rows] == list(range(1, 13))
-    for name in ("config.json", "accuracy.png", "participants_vs_nonparticipants.png",
-                 "checkpoint/state.pt"):
+    for name in (
+        "config.json",
+        "accuracy.png",
+        "participants_vs_nonparticipants.png",
+        "checkpoint/state.pt",
+    ):
         assert (tmp_path / "outputs" / "pfedhn" / name).exists(), name
 
 
@@ -58,8 +85,13 @@ def test_resume_through_flwr_run_matches_uninterrupted(tmp_path, flwr_env):
     partial = tmp_path / "outputs" / "parts"
     assert not (partial / "summary.json").exists()
     assert len((partial / "metrics.jsonl").read_text().splitlines()) == 2
-    resumed = run_and_read(tmp_path, flwr_env, **base, **{"run-name": "parts",
-                                                           "resume": True})
-    for key in ("participant_acc", "nonparticipant_acc", "best_round",
-                "bytes_up_per_round"):
+    resumed = run_and_read(
+        tmp_path, flwr_env, **base, **{"run-name": "parts", "resume": True}
+    )
+    for key in (
+        "participant_acc",
+        "nonparticipant_acc",
+        "best_round",
+        "bytes_up_per_round",
+    ):
         assert resumed[key] == whole[key], key

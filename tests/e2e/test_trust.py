@@ -22,15 +22,28 @@ pytestmark = pytest.mark.e2e
 def test_cli_run_then_a_failed_rerun_never_shows_the_old_result(tmp_path, flwr_env):
     data = npz_file(tmp_path / "data" / "mine.npz", n=600, classes=4)
     out = tmp_path / "outputs"
-    base = ["run", "dataset='npz'", f"data-dir='{data}'", "model='mlp'",
-            "num-clients=4", "holdout=0.25", "num-rounds=2", "eval-every=2",
-            "local-steps=5", "clients-per-round=3", "novel-rounds=1",
-            "classes-per-client=2", "run-name='trust'", f"output-dir='{out}'"]
+    base = [
+        "run",
+        "dataset='npz'",
+        f"data-dir='{data}'",
+        "model='mlp'",
+        "num-clients=4",
+        "holdout=0.25",
+        "num-rounds=2",
+        "eval-every=2",
+        "local-steps=5",
+        "clients-per-round=3",
+        "novel-rounds=1",
+        "classes-per-client=2",
+        "run-name='trust'",
+        f"output-dir='{out}'",
+    ]
     first = cli(*base, env=flwr_env, timeout=400)
     assert first.returncode == EXIT_DONE, first.stdout[-3000:] + first.stderr[-2000:]
     assert "| pfedhn | npz |" in first.stdout
-    printed = re.search(r"^data: (npz:[0-9a-f]{16}) \(600 samples, 4 classes\)",
-                        first.stdout, re.M)
+    printed = re.search(
+        r"^data: (npz:[0-9a-f]{16}) \(600 samples, 4 classes\)", first.stdout, re.M
+    )
     assert printed, first.stdout[:2000]
     summary = json.loads((out / "trust" / "summary.json").read_text())
     config = json.loads((out / "trust" / "config.json").read_text())
@@ -45,9 +58,11 @@ def test_cli_run_then_a_failed_rerun_never_shows_the_old_result(tmp_path, flwr_e
     assert second.returncode == EXIT_FAILED, log[-3000:]
     assert "| pfedhn" not in second.stdout  # neither its table nor the old one
     # many clients, one cause: logged once with the count, named by the final error
-    assert re.search(r"round 1: 3 of 3 clients \([0-9, ]+\): replied with an error: "
-                     r"RuntimeError: injected fault: this ClientApp raises", log), \
-        log[-3000:]
+    assert re.search(
+        r"round 1: 3 of 3 clients \([0-9, ]+\): replied with an error: "
+        r"RuntimeError: injected fault: this ClientApp raises",
+        log,
+    ), log[-3000:]
     assert log.count("injected fault: this ClientApp raises") <= 6, log[-3000:]
     error = second.stderr.strip().splitlines()[-1]
     assert error.startswith("error: ") and "failed: RoundFailedError" in error

@@ -18,10 +18,13 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
         run_in_process(small_config(tmp_path, resume=True))
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("seed", 7, "seed: saved 42 vs now 7"),
-    ("hypernet", "chunked", "hypernet: saved 'pertensor' vs now 'chunked'"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("seed", 7, "seed: saved 42 vs now 7"),
+        ("hypernet", "chunked", "hypernet: saved 'pertensor' vs now 'chunked'"),
+    ],
+)
 def test_checkpoint_of_another_config_is_refused(tmp_path, key, value, message):
     run_in_process(small_config(tmp_path, **{"stop-after-round": 1}))
     with pytest.raises(CheckpointError, match=message):

@@ -18,15 +18,25 @@ def test_dead_node_and_killed_server_do_not_lose_the_run(tmp_path, flwr_env):
         cluster.start_link()
         for i in range(3):
             cluster.start_node(i)
-        cfg = {"dataset": "synthetic", "model": "mlp", "local-steps": 5,
-               "holdout": 0.0, "clients-per-round": 3, "num-rounds": 4,
-               "eval-every": 2, "round-timeout": 60.0}
+        cfg = {
+            "dataset": "synthetic",
+            "model": "mlp",
+            "local-steps": 5,
+            "holdout": 0.0,
+            "clients-per-round": 3,
+            "num-rounds": 4,
+            "eval-every": 2,
+            "round-timeout": 60.0,
+        }
         run = cluster.flwr_run(cfg, "faults")
         wait_for(lambda: len(cluster.metrics("faults")) >= 1, 300, "round 1")
         cluster.stop("supernode-2", signal.SIGKILL)  # gone for good
         cluster.stop("clientapp-2", signal.SIGKILL)
-        wait_for(lambda: any(lost(r) for r in cluster.metrics("faults")), 400,
-                 "a round that counts the dead node")
+        wait_for(
+            lambda: any(lost(r) for r in cluster.metrics("faults")),
+            400,
+            "a round that counts the dead node",
+        )
         cluster.stop("serverapp", signal.SIGKILL)  # the ServerApp and its SuperExec
         run.kill()
         assert not (cluster.outputs("faults") / "summary.json").exists()

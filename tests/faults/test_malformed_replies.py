@@ -22,8 +22,14 @@ values = st.sampled_from([0.0, 1.0, -1e30, 1e30, math.nan, math.inf, -math.inf])
 
 @st.composite
 def arrays(draw):
-    keys = draw(st.lists(st.sampled_from([*SHAPES, "extra", "fc.weight"]),
-                         min_size=0, max_size=4, unique=True))
+    keys = draw(
+        st.lists(
+            st.sampled_from([*SHAPES, "extra", "fc.weight"]),
+            min_size=0,
+            max_size=4,
+            unique=True,
+        )
+    )
     out = {}
     for key in keys:
         shape = SHAPES.get(key, (3,))
@@ -35,8 +41,7 @@ def arrays(draw):
     return out
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays(), st.floats(min_value=0, max_value=1e6))
 def test_random_deltas_are_valid_or_rejected(arrs, bound):
     record = ArrayRecord(array_dict={k: Array(v) for k, v in arrs.items()})
@@ -54,13 +59,20 @@ def test_random_deltas_are_valid_or_rejected(arrs, bound):
         assert norm <= bound
 
 
-metric_values = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True),
-                          st.booleans(), st.lists(st.integers(0, 3), max_size=3))
+metric_values = st.one_of(
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.lists(st.integers(0, 3), max_size=3),
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["num-examples", "train-loss", "x"]),
-                       metric_values, max_size=3))
+@given(
+    st.dictionaries(
+        st.sampled_from(["num-examples", "train-loss", "x"]), metric_values, max_size=3
+    )
+)
 def test_random_metrics_are_valid_or_rejected(raw):
     try:
         record = MetricRecord(raw)

@@ -14,8 +14,7 @@ from tests.conftest import small_config
 # identity: who the client is, and which dataset it loaded (a hash and the scaling of
 # the pooled set every client of a run holds: nothing of its own partition)
 IDENTITY = {"client-id", "partition-id", "data-fingerprint", "data-norm"}
-ALLOWED_INFO = IDENTITY | {"num-train", "num-val", "num-test", "param-count",
-                           "classes"}
+ALLOWED_INFO = IDENTITY | {"num-train", "num-val", "num-test", "param-count", "classes"}
 
 
 class Recorder:
@@ -36,11 +35,18 @@ def test_registration_sends_only_what_the_method_asks_for(tmp_path):
         if method == "hyperflora":
             assert cls.registration_fields["nonparticipant"] == ("classes",)
         rec = Recorder()
-        run_in_process(small_config(tmp_path, method=method, **{
-            "num-rounds": 1, "run-name": method}), fault_hook=rec)
-        roles = {True: set(cls.registration_fields["participant"]),
-                 False: set(cls.registration_fields["nonparticipant"])}
+        run_in_process(
+            small_config(
+                tmp_path, method=method, **{"num-rounds": 1, "run-name": method}
+            ),
+            fault_hook=rec,
+        )
+        roles = {
+            True: set(cls.registration_fields["participant"]),
+            False: set(cls.registration_fields["nonparticipant"]),
+        }
         from common.partition import split_participants
+
         chosen, _ = split_participants(10, 0.2, 42)
         sent: dict[int, set] = {}
         for msg, reply in rec.seen:
@@ -49,15 +55,15 @@ def test_registration_sends_only_what_the_method_asks_for(tmp_path):
                 sent.setdefault(int(info["partition-id"]), set()).update(info)
         assert len(sent) == 10
         for pid, keys in sent.items():
-            assert keys - IDENTITY <= roles[pid in chosen], (
-                method, pid, keys)
+            assert keys - IDENTITY <= roles[pid in chosen], (method, pid, keys)
 
 
 @pytest.mark.parametrize("method", ["pfedhn", "fedavg", "local"])
 def test_replies_carry_no_data_labels_or_extra_arrays(tmp_path, method):
     rec = Recorder()
-    run_in_process(small_config(tmp_path, method=method, **{"num-rounds": 1}),
-                   fault_hook=rec)
+    run_in_process(
+        small_config(tmp_path, method=method, **{"num-rounds": 1}), fault_hook=rec
+    )
     kinds = {m.metadata.message_type for m, _ in rec.seen}
     assert {"query", "train", "evaluate"} <= kinds
     for msg, reply in rec.seen:
@@ -82,24 +88,39 @@ def test_replies_carry_no_data_labels_or_extra_arrays(tmp_path, method):
 
 def test_client_side_clipping_and_noise(tmp_path):
     rec = Recorder()
-    summary = run_in_process(small_config(tmp_path, **{
-        "num-rounds": 2, "dp-clip": 0.5, "run-name": "clip"}), fault_hook=rec)
+    summary = run_in_process(
+        small_config(tmp_path, **{"num-rounds": 2, "dp-clip": 0.5, "run-name": "clip"}),
+        fault_hook=rec,
+    )
     norms = []
     for msg, reply in rec.seen:
         if msg.metadata.message_type == "train" and not reply.has_error():
             delta = reply.content.array_records["delta"]
-            norms.append(math.sqrt(sum(float((a.numpy().astype(float) ** 2).sum())
-                                       for a in delta.values())))
+            norms.append(
+                math.sqrt(
+                    sum(
+                        float((a.numpy().astype(float) ** 2).sum())
+                        for a in delta.values()
+                    )
+                )
+            )
             assert reply.content["metrics"]["delta-norm"] > 0.5  # norm before
     assert norms and max(norms) <= 0.5 + 1e-5
     assert summary["dp_clip"] == 0.5 and summary["dp_noise_multiplier"] == 0.0
 
     rec = Recorder()
-    summary = run_in_process(small_config(tmp_path, **{
-        "num-rounds": 1, "dp-clip": 0.5, "dp-noise": 1.0, "run-name": "noise"}),
-        fault_hook=rec)
+    summary = run_in_process(
+        small_config(
+            tmp_path,
+            **{"num-rounds": 1, "dp-clip": 0.5, "dp-noise": 1.0, "run-name": "noise"},
+        ),
+        fault_hook=rec,
+    )
     noisy = [reply for msg, reply in rec.seen if msg.metadata.message_type == "train"]
-    total = sum(float((a.numpy().astype(float) ** 2).sum())
-                for r in noisy for a in r.content.array_records["delta"].values())
+    total = sum(
+        float((a.numpy().astype(float) ** 2).sum())
+        for r in noisy
+        for a in r.content.array_records["delta"].values()
+    )
     assert math.sqrt(total / len(noisy)) > 5 * 0.5  # noise dominates the clipped delta
     assert summary["dp_noise_multiplier"] == 1.0

@@ -29,10 +29,20 @@ def read(tmp_path, name, proc=None):
 
 def test_every_client_fault_is_caught_and_the_round_goes_on(tmp_path, flwr_env):
     plan = ",".join(f"{k}@{i}" for i, k in enumerate(EVERY_KIND)) + ",hang@8:1"
-    cfg = small_config(tmp_path, **{
-        "holdout": 0.0, "clients-per-round": 10, "num-rounds": 2, "eval-every": 2,
-        "fault-injection": plan, "max-delta-norm": 1e4, "max-reply-mb": 4.0,
-        "round-timeout": 25.0, "run-name": "chaos"})
+    cfg = small_config(
+        tmp_path,
+        **{
+            "holdout": 0.0,
+            "clients-per-round": 10,
+            "num-rounds": 2,
+            "eval-every": 2,
+            "fault-injection": plan,
+            "max-delta-norm": 1e4,
+            "max-reply-mb": 4.0,
+            "round-timeout": 25.0,
+            "run-name": "chaos",
+        },
+    )
     proc = flwr_run(cfg, flwr_env, num_supernodes=10)
     summary, rows = read(tmp_path, "chaos", proc)
     assert [r["faults-injected"] for r in rows] == [9, 8]
@@ -44,10 +54,17 @@ def test_every_client_fault_is_caught_and_the_round_goes_on(tmp_path, flwr_env):
 
 
 def test_too_few_valid_replies_stops_with_a_clear_message(tmp_path, flwr_env):
-    cfg = small_config(tmp_path, **{
-        "holdout": 0.0, "clients-per-round": 3, "num-rounds": 3,
-        "fault-injection": ",".join(f"raise@{i}" for i in range(10)),
-        "round-retries": 1, "run-name": "doomed"})
+    cfg = small_config(
+        tmp_path,
+        **{
+            "holdout": 0.0,
+            "clients-per-round": 3,
+            "num-rounds": 3,
+            "fault-injection": ",".join(f"raise@{i}" for i in range(10)),
+            "round-retries": 1,
+            "run-name": "doomed",
+        },
+    )
     proc = flwr_run(cfg, flwr_env, num_supernodes=10)
     log = proc.stdout + proc.stderr
     assert "fewer than min-clients=1 valid replies in 2 attempts" in log, log[-3000:]
@@ -56,16 +73,33 @@ def test_too_few_valid_replies_stops_with_a_clear_message(tmp_path, flwr_env):
 
 def test_server_killed_mid_run_resumes_to_identical_result(tmp_path, flwr_env):
     base = {"num-rounds": 6, "eval-every": 2}
-    proc = flwr_run(small_config(tmp_path, **base, **{"run-name": "whole"}), flwr_env,
-                    num_supernodes=10)
+    proc = flwr_run(
+        small_config(tmp_path, **base, **{"run-name": "whole"}),
+        flwr_env,
+        num_supernodes=10,
+    )
     whole, _ = read(tmp_path, "whole", proc)
 
     from common.flwr_cli import ROOT, run_config_arg
+
     cfg = small_config(tmp_path, **base, **{"run-name": "killed"})
     proc = subprocess.Popen(
-        ["flwr", "run", str(ROOT), "local", "--stream", "--run-config",
-         run_config_arg(cfg), "--federation-config", "num-supernodes=10"],
-        env=flwr_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "flwr",
+            "run",
+            str(ROOT),
+            "local",
+            "--stream",
+            "--run-config",
+            run_config_arg(cfg),
+            "--federation-config",
+            "num-supernodes=10",
+        ],
+        env=flwr_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = tmp_path / "outputs" / "killed" / "metrics.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -73,8 +107,11 @@ def test_server_killed_mid_run_resumes_to_identical_result(tmp_path, flwr_env):
             break
         time.sleep(0.2)
     port = flwr_env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
-    pids = subprocess.run(["pgrep", "-f", f"flwr-simulation.*127.0.0.1:{port}"],
-                          capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(
+        ["pgrep", "-f", f"flwr-simulation.*127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert pids, "no ServerApp process found to kill"
     for pid in pids:
         subprocess.run(["kill", f"-{signal.SIGKILL.value}", pid], check=False)
@@ -89,8 +126,13 @@ def test_server_killed_mid_run_resumes_to_identical_result(tmp_path, flwr_env):
     proc = flwr_run({**cfg, "resume": True}, flwr_env, num_supernodes=10)
     resumed, rows = read(tmp_path, "killed", proc)
     assert [r["round"] for r in rows] == list(range(1, 7))
-    for key in ("participant_acc", "nonparticipant_acc", "best_round",
-                "participant_acc_std", "bytes_up_per_round"):
+    for key in (
+        "participant_acc",
+        "nonparticipant_acc",
+        "best_round",
+        "participant_acc_std",
+        "bytes_up_per_round",
+    ):
         assert resumed[key] == whole[key], key
     a = torch.load(tmp_path / "outputs/whole/checkpoint/state.pt", weights_only=False)
     b = torch.load(tmp_path / "outputs/killed/checkpoint/state.pt", weights_only=False)

@@ -19,8 +19,9 @@ class LateGrid(DirectGrid):
 
 
 def query(node: int) -> Outgoing:
-    return Outgoing(str(node), message_to(node, "query",
-                                          config=ConfigRecord({"method": "x"})))
+    return Outgoing(
+        str(node), message_to(node, "query", config=ConfigRecord({"method": "x"}))
+    )
 
 
 def test_late_reply_is_dropped_and_never_matched_to_a_new_message():
@@ -32,4 +33,5 @@ def test_late_reply_is_dropped_and_never_matched_to_a_new_message():
     second = exchange(grid, [query(1001)], timeout=2.0)
     assert list(second.replies) == ["1001"]
     assert second.replies["1001"].metadata.reply_to_message_id == (
-        second.sent["1001"].metadata.message_id)
+        second.sent["1001"].metadata.message_id
+    )

@@ -20,12 +20,22 @@ METHODS = ("pfedhn", "hyperflora", "fedavg", "local")
 #: Per-job overrides of the presets; HyperFLoRA needs its pre-training phase short.
 JOBS: dict[str, dict[str, Any]] = {
     "digits": {"preset": "conf/digits-quick.toml", "num-rounds": 40},
-    "fmnist-5": {"preset": "conf/quickstart.toml", "num-rounds": 5, "eval-every": 5,
-                 "novel-rounds": 2},
+    "fmnist-5": {
+        "preset": "conf/quickstart.toml",
+        "num-rounds": 5,
+        "eval-every": 5,
+        "novel-rounds": 2,
+    },
 }
 HYPERFLORA = {"pretrain-rounds": 3, "finetune-steps": 10}
-SUMMARY_KEYS = ("best_round", "participant_val_acc", "participant_acc",
-                "participant_acc_std", "nonparticipant_acc", "global_acc")
+SUMMARY_KEYS = (
+    "best_round",
+    "participant_val_acc",
+    "participant_acc",
+    "participant_acc_std",
+    "nonparticipant_acc",
+    "global_acc",
+)
 ROW_KEYS = ("train-loss", "train-acc", "participant-test-loss", "participant-test-acc")
 
 
@@ -35,15 +45,22 @@ def job_config(job: str, method: str, out: Path) -> dict[str, Any]:
     with open(ROOT / spec.pop("preset"), "rb") as fh:
         config = tomllib.load(fh)
     config.update(spec)
-    config.update({"method": method, "run-name": f"{job}-{method}",
-                   "output-dir": str(out), "checkpoint-every": 1000})
+    config.update(
+        {
+            "method": method,
+            "run-name": f"{job}-{method}",
+            "output-dir": str(out),
+            "checkpoint-every": 1000,
+        }
+    )
     if method == "hyperflora":
         config.update(HYPERFLORA)
     return config
 
 
-def figures(out: Path, jobs: tuple[str, ...] = tuple(JOBS),
-            methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+def figures(
+    out: Path, jobs: tuple[str, ...] = tuple(JOBS), methods: tuple[str, ...] = METHODS
+) -> dict[str, Any]:
     """Run every (job, method) in process; their headline numbers and last row."""
     from server.direct_grid import run_in_process
 
