@@ -20,6 +20,18 @@ pytestmark = pytest.mark.e2e
 PLUGIN = "tests.plugins.toy_method"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _forget_toy_afterwards():
+    """The plugin registers a method in this process; later tests (the generated
+    pyproject block, the README key table) must see the built-in methods only."""
+    yield
+    from common.settings import METHOD_SPECS
+    from server.strategies import STRATEGIES
+
+    METHOD_SPECS.pop("toy", None)
+    STRATEGIES.pop("toy", None)
+
+
 def test_plugin_settings_are_validated_like_built_in_ones():
     cfg = parse_run_config(
         {"plugins": PLUGIN, "method": "toy", "plugin-config": "toy-step=0.5"}

@@ -28,6 +28,12 @@ class Recorder:
         return reply
 
 
+#: What a method needs beyond the small config (pFedDSH inverts BatchNorm statistics).
+METHOD_OVERRIDES: dict[str, dict] = {
+    "pfeddsh": {"model": "cnn-bn", "client-batches": 1, "eval-every": 1}
+}
+
+
 def test_registration_sends_only_what_the_method_asks_for(tmp_path):
     from server.strategies import STRATEGIES
 
@@ -35,9 +41,10 @@ def test_registration_sends_only_what_the_method_asks_for(tmp_path):
         if method == "hyperflora":
             assert cls.registration_fields["nonparticipant"] == ("classes",)
         rec = Recorder()
+        own = METHOD_OVERRIDES.get(method, {})
         run_in_process(
             small_config(
-                tmp_path, method=method, **{"num-rounds": 1, "run-name": method}
+                tmp_path, method=method, **{"num-rounds": 1, "run-name": method, **own}
             ),
             fault_hook=rec,
         )
