@@ -30,7 +30,7 @@ from flwr.clientapp import ClientApp
 from client.checks import data_identity, error_replies, with_node_config
 from client.faults import inject
 from client.privacy import clip_and_noise
-from client.training import evaluate
+from client.training import TrainResult, evaluate, steps_for, train_steps
 from common.config import RunConfig, load_plugins, parse_run_config
 from common.faults import fault_for, parse_plan
 from common.models import build_model, count_params
@@ -94,6 +94,53 @@ def seed_for(
     ]
     state = np.random.SeedSequence(entropy).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
+
+
+def local_steps(cfg: RunConfig, msg_cfg: ConfigRecord, num_samples: int) -> int:
+    """Optimiser steps of one local update: the message's ``local-steps`` when the
+    server names them (e.g. pre-training epochs), else the run's ``local-epochs`` /
+    ``local-steps``."""
+    return as_int(
+        msg_cfg.get(
+            "local-steps",
+            steps_for(num_samples, cfg.batch_size, cfg.local_epochs, cfg.local_steps),
+        )
+    )
+
+
+def train_locally(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    generator: torch.Generator,
+    lr: float | None = None,
+) -> TrainResult:
+    """Local SGD with the run's inner settings (``lr`` overrides ``inner-lr``, e.g.
+    for LoRA adapters): the one training call every method's handler makes."""
+    return train_steps(
+        model,
+        x,
+        y,
+        steps,
+        cfg.batch_size,
+        cfg.inner_lr if lr is None else lr,
+        cfg.inner_momentum,
+        cfg.inner_weight_decay,
+        generator,
+        cfg.local_clip_norm,
+    )
+
+
+def update_metrics(num_examples: int, result: TrainResult) -> dict[str, Any]:
+    """The metrics a train reply carries about its local training."""
+    return {
+        "num-examples": num_examples,
+        "train-loss": result.loss,
+        "train-acc": result.accuracy,
+        "steps": result.steps,
+    }
 
 
 def finish_update(

@@ -17,8 +17,15 @@ import torch
 from flwr.app import ConfigRecord, Context, Message
 from torch import nn
 
-from client.runtime import app, eval_reply, finish_update, seed_for, setup, train_reply
-from client.training import steps_for
+from client.runtime import (
+    app,
+    eval_reply,
+    finish_update,
+    local_steps,
+    seed_for,
+    setup,
+    train_reply,
+)
 from common.config import RunConfig
 from common.models.hyperfedzero import (
     GLOBAL_EMBEDDING,
@@ -27,7 +34,7 @@ from common.models.hyperfedzero import (
     net_from,
 )
 from common.partition import ClientData
-from common.records import arrays_of, as_int, config_of, from_record
+from common.records import arrays_of, config_of, from_record
 
 
 def unlabelled(data: ClientData) -> torch.Tensor:
@@ -58,14 +65,7 @@ def local_update(
     x = unlabelled(data)
     net = net_from(cfg, state)
     gen = seed_for(cfg, cid, msg_cfg)
-    steps = as_int(
-        msg_cfg.get(
-            "local-steps",
-            steps_for(
-                len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps
-            ),
-        )
-    )
+    steps = local_steps(cfg, msg_cfg, len(data.y_train))
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD(
         params,

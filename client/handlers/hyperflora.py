@@ -24,8 +24,17 @@ import torch
 from flwr.app import ConfigRecord, Context, Message
 from torch import nn
 
-from client.runtime import app, eval_reply, finish_update, seed_for, setup, train_reply
-from client.training import steps_for, train_steps
+from client.runtime import (
+    app,
+    eval_reply,
+    finish_update,
+    seed_for,
+    setup,
+    train_locally,
+    train_reply,
+    update_metrics,
+)
+from client.training import steps_for
 from common.config import RunConfig
 from common.models import build_model
 from common.models.lora import add_lora, generated_tensors, pack, unpack
@@ -148,28 +157,14 @@ def train_lora(msg: Message, context: Context) -> Message:
             "of the pseudo-client"
         )
     steps = steps_for(len(y), cfg.batch_size, cfg.local_epochs, cfg.local_steps)
-    result = train_steps(
-        model,
-        x,
-        y,
-        steps,
-        cfg.batch_size,
-        lora_lr(cfg),
-        cfg.inner_momentum,
-        cfg.inner_weight_decay,
-        seed_for(cfg, cid, msg_cfg),
-        cfg.local_clip_norm,
+    result = train_locally(
+        cfg, model, x, y, steps, seed_for(cfg, cid, msg_cfg), lora_lr(cfg)
     )
     trained = dict(model.named_parameters())
     delta = {
         RHO: pack({k: trained[k].detach() - v for k, v in received.items()}, names)
     }
-    metrics = {
-        "num-examples": len(y),
-        "train-loss": result.loss,
-        "train-acc": result.accuracy,
-        "steps": result.steps,
-    }
+    metrics = update_metrics(len(y), result)
     return train_reply(msg, *finish_update(cfg, cid, pid, msg_cfg, delta, metrics))
 
 
@@ -186,17 +181,14 @@ def evaluate_lora(msg: Message, context: Context) -> Message:
     if finetune > 0:
         if not names:
             raise ValueError("finetune-steps needs adapters to fine-tune")
-        train_steps(
+        train_locally(
+            cfg,
             model,
             data.x_train,
             data.y_train,
             finetune,
-            cfg.batch_size,
-            lora_lr(cfg),
-            cfg.inner_momentum,
-            cfg.inner_weight_decay,
             seed_for(cfg, cid, msg_cfg, "finetune"),
-            cfg.local_clip_norm,
+            lora_lr(cfg),
         )
     return eval_reply(
         msg, model, data, **{"lora-train-messages": _counted(context, "train")}

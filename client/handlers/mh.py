@@ -20,18 +20,21 @@ from client.runtime import (
     app,
     eval_reply,
     finish_update,
+    local_steps,
     registration_field,
     seed_for,
     setup,
+    train_locally,
     train_reply,
+    update_metrics,
 )
-from client.training import TrainResult, steps_for, train_steps
+from client.training import TrainResult
 from common.config import RunConfig
 from common.methods.mh_pfedhn import arch_for
 from common.models import build_model, count_params
 from common.models.zoo import load_flat, to_flat
 from common.partition import ClientData
-from common.records import as_int, config_of, from_record
+from common.records import config_of, from_record
 
 THETA = "theta"
 
@@ -123,14 +126,7 @@ def mh_local_update(
     distillation from ``teacher`` when given). Shared by the train handler and offline
     personalisation, so a new client fitted offline trains exactly as in a run."""
     model = model_of(arch, cfg.num_classes, theta)
-    steps = as_int(
-        msg_cfg.get(
-            "local-steps",
-            steps_for(
-                len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps
-            ),
-        )
-    )
+    steps = local_steps(cfg, msg_cfg, len(data.y_train))
     gen = seed_for(cfg, cid, msg_cfg)
     if teacher is not None and float(cfg.mh_kd_lambda) > 0:
         result = train_kd(
@@ -143,25 +139,9 @@ def mh_local_update(
             gen,
         )
     else:
-        result = train_steps(
-            model,
-            data.x_train,
-            data.y_train,
-            steps,
-            cfg.batch_size,
-            cfg.inner_lr,
-            cfg.inner_momentum,
-            cfg.inner_weight_decay,
-            gen,
-            cfg.local_clip_norm,
-        )
+        result = train_locally(cfg, model, data.x_train, data.y_train, steps, gen)
     delta = {THETA: to_flat(model) - theta.to(torch.float32)}
-    metrics = {
-        "num-examples": len(data.y_train),
-        "train-loss": result.loss,
-        "train-acc": result.accuracy,
-        "steps": result.steps,
-    }
+    metrics = update_metrics(len(data.y_train), result)
     return finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
 
 

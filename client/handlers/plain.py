@@ -10,12 +10,21 @@ from __future__ import annotations
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
-from client.runtime import app, eval_reply, finish_update, seed_for, setup, train_reply
-from client.training import steps_for, train_steps
+from client.runtime import (
+    app,
+    eval_reply,
+    finish_update,
+    local_steps,
+    seed_for,
+    setup,
+    train_locally,
+    train_reply,
+    update_metrics,
+)
 from common.config import RunConfig
 from common.models import build_model
 from common.partition import ClientData
-from common.records import arrays_of, as_int, config_of, from_record
+from common.records import arrays_of, config_of, from_record
 
 
 def model_from(cfg: RunConfig, params: ArrayRecord) -> torch.nn.Module:
@@ -48,34 +57,13 @@ def local_update(
     """
     received = from_record(params)
     model = model_from(cfg, params)
-    steps = as_int(
-        msg_cfg.get(
-            "local-steps",
-            steps_for(
-                len(data.y_train), cfg.batch_size, cfg.local_epochs, cfg.local_steps
-            ),
-        )
-    )
-    result = train_steps(
-        model,
-        data.x_train,
-        data.y_train,
-        steps,
-        cfg.batch_size,
-        cfg.inner_lr,
-        cfg.inner_momentum,
-        cfg.inner_weight_decay,
-        seed_for(cfg, cid, msg_cfg),
-        cfg.local_clip_norm,
+    steps = local_steps(cfg, msg_cfg, len(data.y_train))
+    result = train_locally(
+        cfg, model, data.x_train, data.y_train, steps, seed_for(cfg, cid, msg_cfg)
     )
     trained = dict(model.named_parameters())
     delta = {k: trained[k].detach() - v for k, v in received.items()}
-    metrics = {
-        "num-examples": len(data.y_train),
-        "train-loss": result.loss,
-        "train-acc": result.accuracy,
-        "steps": result.steps,
-    }
+    metrics = update_metrics(len(data.y_train), result)
     return finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
 
 
