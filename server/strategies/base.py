@@ -70,6 +70,9 @@ class HyperflowerStrategy(Strategy):
     #: Extra arrays a train reply carries besides its delta, by name (validated
     #: like deltas: names, shapes, finite values, the reply size cap).
     reply_extras: dict[str, ReplyExtra] = {}  # noqa: RUF012 (read-only; set per instance)
+    #: The Flower action of the method's client handlers (``@app.train(action)``);
+    #: empty: the plain ``train`` / ``evaluate`` handlers.
+    action: ClassVar[str] = ""
     #: Metrics every train reply must carry besides ``num-examples``.
     reply_metrics: ClassVar[tuple[str, ...]] = ()
     #: Registration metadata each role may send (the client sends nothing else).
@@ -182,11 +185,19 @@ class HyperflowerStrategy(Strategy):
         client_ids: Sequence[str],
         params: Sequence[Params],
         config: ConfigRecord,
+        **extra: ArrayRecord | ConfigRecord,
     ) -> list[Message]:
-        """One message per client, each with its own parameters."""
+        """One message per client, each with its own parameters (and ``extra``
+        records), routed to the method's own handlers when it names an
+        :attr:`action` (``train.<action>``, ``evaluate.<action>``)."""
+        routed = f"{kind}.{self.action}" if self.action else kind
         return [
             message_to(
-                self.registry.node_of(c), kind, params=to_record(p), config=config
+                self.registry.node_of(c),
+                routed,
+                params=to_record(p),
+                config=config,
+                **extra,
             )
             for c, p in zip(client_ids, params, strict=True)
         ]

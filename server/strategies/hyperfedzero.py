@@ -32,7 +32,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from common.models.hyperfedzero import GLOBAL_EMBEDDING, build_net, net_from
 from common.records import arrays_of, from_record, metrics_of
 from server.personalize import PERSONALIZERS, PersonalizeError, TrainedRun
-from server.registry import client_at, message_to
+from server.registry import client_at
 from server.strategies.base import HyperflowerStrategy, Params
 from server.validation import ClientUpdate, ReplyExtra, extras_of
 
@@ -60,6 +60,7 @@ class HyperFedZero(HyperflowerStrategy):
     """FedAvg of g, f, noisy and h; the store of participants' embeddings."""
 
     name = "hyperfedzero"
+    action = ACTION
     accepts_joiners = True  # a joiner simply enters the sampling pool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -78,26 +79,6 @@ class HyperFedZero(HyperflowerStrategy):
     # ---- what clients get -------------------------------------------------------
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         return [self.global_model] * len(client_ids)
-
-    def messages(
-        self,
-        kind: str,
-        client_ids: Sequence[str],
-        params: Sequence[Params],
-        config: ConfigRecord,
-    ) -> list[Message]:
-        """Every message goes to this method's handlers (``train.hyperfedzero`` …)."""
-        from common.records import to_record
-
-        return [
-            message_to(
-                self.registry.node_of(c),
-                f"{kind}.{ACTION}",
-                params=to_record(p),
-                config=config,
-            )
-            for c, p in zip(client_ids, params, strict=True)
-        ]
 
     def nonparticipant_params(
         self, ops: Any, client_ids: Sequence[str]

@@ -174,8 +174,9 @@ class PretrainFedAvg(FedAvg):
         client_ids: Sequence[str],
         params: Sequence[Params],
         config: ConfigRecord,
+        **extra: ArrayRecord | ConfigRecord,
     ) -> list[Message]:
-        msgs = super().messages(kind, client_ids, params, config)
+        msgs = super().messages(kind, client_ids, params, config, **extra)
         epochs = self.cfg.pretrain_epochs
         if kind != "train" or not epochs:
             return msgs
@@ -314,8 +315,12 @@ class HyperFLoRA(HyperflowerStrategy):
         client_ids: Sequence[str],
         params: Sequence[Params],
         config: ConfigRecord,
+        **extra: ArrayRecord | ConfigRecord,
     ) -> list[Message]:
-        """The loop's train/evaluate messages, as their LoRA actions."""
+        """The loop's train/evaluate messages, as their LoRA actions (θ_pret rides
+        along where a node lacks it; no other records)."""
+        if extra:
+            raise ValueError(f"HyperFLoRA messages carry no extra records: {extra}")
         return [
             self.lora_message(KINDS[kind], c, p, config)
             for c, p in zip(client_ids, params, strict=True)

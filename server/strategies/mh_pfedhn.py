@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.common.logger import log
 
 from common.config import RunConfig
@@ -164,6 +164,7 @@ class MHPFedHN(HyperflowerStrategy):
     """One multi-head hypernetwork generating flat models of per-client sizes."""
 
     name = "mh-pfedhn"
+    action = "mh"
     shared_model = False
     registration_fields: ClassVar[dict[str, tuple[str, ...]]] = {
         role: ("num-train", "num-val", "num-test", "mh-param-count")
@@ -363,24 +364,17 @@ class MHPFedHN(HyperflowerStrategy):
         client_ids: Sequence[str],
         params: Sequence[Params],
         config: ConfigRecord,
+        **extra: ArrayRecord | ConfigRecord,
     ) -> list[Message]:
         """``train.mh`` / ``evaluate.mh`` messages; GD's evaluation carries w_g as the
         ``teacher`` so that clients report the global model's accuracy too."""
-        teacher = (
+        teacher: dict[str, ArrayRecord | ConfigRecord] = dict(extra)
+        teacher.update(
             {"teacher": to_record({THETA: self.global_theta()})}
             if self.gd and kind == "evaluate"
             else {}
         )
-        return [
-            message_to(
-                self.registry.node_of(c),
-                f"{kind}.mh",
-                params=to_record(p),
-                config=config,
-                **teacher,
-            )
-            for c, p in zip(client_ids, params, strict=True)
-        ]
+        return super().messages(kind, client_ids, params, config, **teacher)
 
     def evaluation_metrics(
         self, server_round: int, results: dict[str, dict[str, float]]

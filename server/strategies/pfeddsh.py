@@ -35,19 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Message
+from flwr.app import ConfigRecord
 from flwr.common.logger import log
 
 from common.data import IMAGE_SHAPE
 from common.hypernets.masked import MaskBank, MaskedHyperNet
 from common.methods.pfeddsh import batch_partitions
 from common.models.bn import bn_stat_shapes
-from common.records import to_record
 from server.ops import RoundFailedError
 from server.pfeddsh.deepinversion import InversionWeights
 from server.pfeddsh.plots import batch_accuracy_plot, image_grid
 from server.pfeddsh.replay import Synthetic, replay_loss, synthesise
-from server.registry import message_to
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
 from server.update import hypernet_step, round_weights
@@ -57,7 +55,6 @@ if TYPE_CHECKING:
     from server.ops import ServerOps
 
 #: Flower actions of pFedDSH's client handlers (client/handlers/pfeddsh.py).
-ACTIONS = {"train": "train.dsh", "evaluate": "evaluate.dsh"}
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -68,6 +65,7 @@ class PFedDSH(HyperflowerStrategy):
     """Progressive client batches over one masked hypernetwork, with replay."""
 
     name = "pfeddsh"
+    action = "dsh"
     accepts_joiners = True
     best_by_validation = False  # the run's result is its last state, every batch in
 
@@ -234,22 +232,6 @@ class PFedDSH(HyperflowerStrategy):
             c
             for c in self.registry.participants
             if self.assigned.get(c, upto + 1) <= upto
-        ]
-
-    def messages(
-        self,
-        kind: str,
-        client_ids: Sequence[str],
-        params: Sequence[Params],
-        config: ConfigRecord,
-    ) -> list[Message]:
-        """Messages to pFedDSH's own handlers (``train.dsh``, ``evaluate.dsh``)."""
-        action = ACTIONS.get(kind, kind)
-        return [
-            message_to(
-                self.registry.node_of(c), action, params=to_record(p), config=config
-            )
-            for c, p in zip(client_ids, params, strict=True)
         ]
 
     # ---- generation and update ----------------------------------------------
