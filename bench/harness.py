@@ -601,6 +601,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "flwr": flwr_version,
         "platform": platform.platform(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "loadavg": list(os.getloadavg()),
     }
 

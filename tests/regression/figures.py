@@ -2,9 +2,13 @@
 
 ``python -m tests.regression.figures OUT.json`` runs the digits quick job and a
 5-round Fashion-MNIST job in process for pFedHN, HyperFLoRA, FedAvg and local and
-writes their headline accuracies and losses; ``tests/test_regression.py`` re-runs
-them and compares with the committed ``expected.json`` bit for bit (same machine
-kind, same torch build: CPU float32 kernels are deterministic for a fixed seed).
+merges their headline accuracies and losses into OUT.json under this machine's
+signature (torch build, ATen CPU capability, CPU model). CPU float32 kernels are
+deterministic for a fixed seed on one machine kind, but another instruction set
+(AVX2 against AVX-512, another vendor's BLAS path) rounds differently and the
+difference grows over rounds: ``tests/test_regression.py`` compares bit for bit
+where the committed ``expected.json`` has this machine's signature, and within
+:data:`TOLERANCE` of every recorded machine elsewhere.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ SUMMARY_KEYS = (
     "global_acc",
 )
 ROW_KEYS = ("train-loss", "train-acc", "participant-test-loss", "participant-test-acc")
+#: Cross-machine tolerance: accuracies in absolute points (fractions), losses
+#: relative. Measured spread between an AVX2 AMD EPYC and the machine of the first
+#: recording after 5 rounds: accuracies ≤ 0.011, losses ≤ 14 % (HyperFLoRA's
+#: relayed adapters amplify rounding most). A refactor that changes what is
+#: computed moves them far more (a dropped weight-decay term moved pFedHN by points).
+TOLERANCE = {"acc": 0.03, "loss": 0.25}
 
 
 def job_config(job: str, method: str, out: Path) -> dict[str, Any]:
@@ -79,10 +89,46 @@ def figures(
     return result
 
 
+def signature() -> str:
+    """What decides float rounding here: torch build, ATen's CPU capability, CPU."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__} / {capability} / {model}"
+
+
+def close(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """The keys of one job's figures outside :data:`TOLERANCE` (empty: close)."""
+    bad = []
+    for key, ref in want.items():
+        value = got.get(key)
+        if ref is None or value is None or isinstance(ref, int):
+            ok = value == ref
+        elif "loss" in key:
+            ok = abs(value - ref) <= TOLERANCE["loss"] * abs(ref)
+        else:
+            ok = abs(value - ref) <= TOLERANCE["acc"]
+        if not ok:
+            bad.append(f"{key}: {value} vs {ref}")
+    return bad
+
+
 if __name__ == "__main__":
     import tempfile
 
+    out = Path(sys.argv[1])
     with tempfile.TemporaryDirectory() as tmp:
         got = figures(Path(tmp))
-    Path(sys.argv[1]).write_text(json.dumps(got, indent=2) + "\n")
-    print(json.dumps(got, indent=2))
+    recorded = json.loads(out.read_text()) if out.exists() else {}
+    recorded[signature()] = got
+    out.write_text(json.dumps(recorded, indent=2) + "\n")
+    print(json.dumps({signature(): got}, indent=2))
