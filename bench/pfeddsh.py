@@ -147,6 +147,22 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def describe(preset: Path) -> dict[str, str]:
+    """The page's title and setting sentence, read off the preset itself."""
+    cfg = merge_presets([preset], {})
+    clients, batches = cfg["num-clients"], cfg["client-batches"]
+    held = round(clients * cfg["holdout"])
+    per_batch = (clients - held) // batches
+    return {
+        "title": f"Fashion-MNIST, clients joining in {batches} batches",
+        "setting": f"{clients} clients × {cfg['classes-per-client']} classes "
+        f"({held} held out), {clients - held} participants in {batches} batches "
+        f"of {per_batch}, {cfg['num-rounds'] // batches} rounds per batch "
+        f"({cfg['clients-per-round']} clients × {cfg['local-steps']} local steps "
+        f"a round), BN CNN targets, mask sparsity {cfg['mask-sparsity']}.",
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the requested variants and seeds, merge, and render the page."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -161,14 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     data = (
         json.loads(path.read_text())
         if path.exists()
-        else {
-            "preset": str(preset),
-            "runs": [],
-            "title": "Fashion-MNIST, clients joining in 3 batches",
-            "setting": "30 clients × 2 classes (6 held out), 24 participants in 3 "
-            "batches of 8, 8 rounds per batch (4 clients × 20 local steps "
-            "a round), BN CNN targets, mask sparsity 0.5.",
-        }
+        else {"preset": str(preset), "runs": [], **describe(preset)}
     )
     if not args.render:
         for seed in args.seeds:
