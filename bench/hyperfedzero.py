@@ -2,7 +2,8 @@
 
 ``python -m bench.hyperfedzero --preset conf/hyperfedzero-digits.toml --seeds 3``
 runs, per seed, HyperFedZero (the preset), FedAvg with the same split and budget
-(rounds, local steps, learning rate), and the ablations (no NoisyEmbed; α = β = 0;
+(rounds, local steps; its learning rate as given by ``--fedavg-set``, else the
+preset's), and the ablations (no NoisyEmbed; α = β = 0;
 option 1), each in process (the real handlers over a DirectGrid), one after the
 other. Every run picks its round on participants' validation accuracy (the loop's
 rule); nothing is tuned on test data. Results accumulate after every run in
@@ -96,12 +97,19 @@ def render(data: dict[str, Any], tag: str = "digits") -> str:
         )
     }
     setting = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    own = data.get("fedavg_overrides") or {}
+    fedavg = (
+        "FedAvg with the same split, rounds and local steps, on its own tuned "
+        f"setting ({', '.join(f'{k}={v}' for k, v in own.items())})"
+        if own
+        else "FedAvg with the same split, rounds, local steps and learning rate"
+    )
     return (
         f"## HyperFedZero: zero-shot vs FedAvg ({tag})\n\n"
         f"Preset `{data['preset']}` ({setting}); "
         "seeds from 42, mean ± std over seeds; each run's round chosen on "
-        "participants' validation accuracy; FedAvg with the same split, rounds, "
-        "local steps and learning rate. zACC: held-out clients (never trained); "
+        f"participants' validation accuracy; {fedavg}. "
+        "zACC: held-out clients (never trained); "
         "'global model on held out': FedAvg's global model / HyperFedZero's "
         "global model (mean embedding) on the same held-out clients, pooled; "
         "pACC: participants' own test sets; gACC: the global model on the "
@@ -121,6 +129,14 @@ def main() -> None:
     parser.add_argument("--tag", default="digits")
     parser.add_argument(
         "--set", nargs="*", default=[], help="overrides key=JSON-value for every run"
+    )
+    parser.add_argument(
+        "--fedavg-set",
+        nargs="*",
+        default=[],
+        help="overrides key=JSON-value for the FedAvg row only (its own tuned "
+        "preset, e.g. inner-lr chosen by `python -m bench tune "
+        "fedavg-hyperfedzero`)",
     )
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--first-seed", type=int, default=42)
@@ -143,6 +159,10 @@ def main() -> None:
     for kv in args.set:
         key, value = kv.split("=", 1)
         base[key] = json.loads(value)
+    fedavg = {
+        key: json.loads(value)
+        for key, value in (kv.split("=", 1) for kv in args.fedavg_set)
+    }
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
     if args.append and out.exists():
         results.update(json.loads(out.read_text())["results"])
@@ -151,6 +171,7 @@ def main() -> None:
             cfg = {
                 **base,
                 **VARIANTS[name],
+                **(fedavg if name == "fedavg" else {}),
                 "seed": seed,
                 "run-name": f"hfz-bench-{args.tag}-{len(results[name])}-"
                 f"{name.split()[0]}-{seed}",
@@ -160,11 +181,15 @@ def main() -> None:
             results[name].append({"seed": seed, **{k: summary.get(k) for k in KEYS}})
             out.write_text(
                 json.dumps(
-                    {"preset": args.preset, "overrides": base, "results": results},
+                    data := {
+                        "preset": args.preset,
+                        "overrides": base,
+                        "fedavg_overrides": fedavg,
+                        "results": results,
+                    },
                     indent=1,
                 )
             )
-            data = {"preset": args.preset, "overrides": base, "results": results}
             out.with_suffix(".md").write_text(render(data, args.tag))
 
 

@@ -95,6 +95,23 @@ TARGETS: dict[str, Target] = {
         {"inner-lr": [0.005, 0.02]},
         "local training on the quickstart split: local lr",
     ),
+    # HyperFedZero and the FedAvg it is compared with, on HyperFedZero's split
+    # (the paper's MNIST-MLP setting on Fashion-MNIST): the same grid of the key
+    # both share and are most sensitive to, the local lr (equal effort).
+    "hyperfedzero": Target(
+        "hyperfedzero-fmnist",
+        {},
+        {"inner-lr": [0.01, 0.003, 0.03]},
+        "HyperFedZero on its Fashion-MNIST split (Dirichlet 1.0, 10 participants): "
+        "local lr",
+    ),
+    "fedavg-hyperfedzero": Target(
+        "hyperfedzero-fmnist",
+        {"method": "fedavg"},
+        {"inner-lr": [0.01, 0.003, 0.03]},
+        "FedAvg on HyperFedZero's Fashion-MNIST split (the same MLP, rounds and "
+        "local steps): local lr",
+    ),
 }
 
 
