@@ -74,10 +74,16 @@ HYPERFLORA = {
     "local-clip-norm": 5.0,
 }
 
+#: HyperFedZero on these splits runs FedAvg's preset (its local lr, LeNet-5 as the
+#: backbone g, its last layer generated): like FedAvg it trains one shared model, and
+#: its own lr was tuned on its Dirichlet split (docs/tuning.md), not on this one.
+HYPERFEDZERO = {"method": "hyperfedzero"}
+
 FMNIST = [
     Method("pFedHN (per-tensor)", "quickstart"),
     Method("pFedHN (chunked)", "quickstart", CHUNKED),
     Method("HyperFLoRA (paired)", "quickstart", HYPERFLORA),
+    Method("HyperFedZero", "fedavg-fmnist", HYPERFEDZERO),
     Method("FedAvg", "fedavg-fmnist"),
     Method("Local only", "local-fmnist"),
 ]
@@ -85,6 +91,7 @@ DIGITS = [
     Method("pFedHN (per-tensor)", "digits-quick"),
     Method("pFedHN (chunked)", "digits-quick", CHUNKED),
     Method("HyperFLoRA (paired)", "digits-quick", HYPERFLORA),
+    Method("HyperFedZero", "digits-quick", HYPERFEDZERO),
     Method("FedAvg", "digits-quick", {"method": "fedavg"}),
     Method("Local only", "digits-quick", {"method": "local"}),
 ]
