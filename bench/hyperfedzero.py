@@ -179,17 +179,13 @@ def main() -> None:
             }
             summary = run_in_process(cfg) or {}
             results[name].append({"seed": seed, **{k: summary.get(k) for k in KEYS}})
-            out.write_text(
-                json.dumps(
-                    data := {
-                        "preset": args.preset,
-                        "overrides": base,
-                        "fedavg_overrides": fedavg,
-                        "results": results,
-                    },
-                    indent=1,
-                )
-            )
+            data = {
+                "preset": args.preset,
+                "overrides": base,
+                "fedavg_overrides": fedavg,
+                "results": results,
+            }
+            out.write_text(json.dumps(data, indent=1))
             out.with_suffix(".md").write_text(render(data, args.tag))
 
 
