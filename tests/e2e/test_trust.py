@@ -63,7 +63,14 @@ def test_cli_run_then_a_failed_rerun_never_shows_the_old_result(tmp_path, flwr_e
         r"RuntimeError: injected fault: this ClientApp raises",
         log,
     ), log[-3000:]
-    assert log.count("injected fault: this ClientApp raises") <= 6, log[-3000:]
+    # each client logs its own failure once (Ray may fold repeats: at most 3 here);
+    # the server's side names it in its round line, its run-failed line, Flower's
+    # traceback and the CLI's final error: four, never once per client
+    fault = "injected fault: this ClientApp raises"
+    lines = [line for line in log.splitlines() if fault in line]
+    clients = [line for line in lines if "ClientApp (train, partition" in line]
+    assert len(clients) <= 3, log[-3000:]
+    assert len(lines) - len(clients) <= 4, log[-3000:]
     error = second.stderr.strip().splitlines()[-1]
     assert error.startswith("error: ") and "failed: RoundFailedError" in error
     assert "cause: 3 of 3 clients" in error and "RuntimeError: injected fault" in error
