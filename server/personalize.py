@@ -362,20 +362,32 @@ class Personalizer:
         partition_id: int = -1,
         rounds: int | None = None,
         lr: float | None = None,
+        arch: str | None = None,
     ) -> tuple[Params, dict[str, Any]]:
         """The parameters a new client gets, and how they were made.
 
         ``client_id`` seeds the client's local data order exactly as in a run (a
         held-out client of the run reproduces the run's model only with its own id:
         its partition id in simulation, its ``client-id`` node config in
-        deployment).
+        deployment). ``arch`` names the client's own architecture where the method
+        lets clients differ (MH-pFedHN: what its node config ``arch`` says in a
+        deployment); other methods refuse it.
         """
         cid = (
             client_id
             if client_id is not None
             else (str(partition_id) if partition_id >= 0 else "new-client")
         )
-        params, info = self.method(cid, partition_id, data, rounds, lr)
+        extra: dict[str, Any] = {}
+        if arch is not None:
+            if not getattr(self.method, "takes_arch", False):
+                raise PersonalizeError(
+                    f"--arch names a client's own architecture; method "
+                    f"{self.run.cfg.method!r} gives every client the run's model "
+                    f"({self.run.cfg.model!r})"
+                )
+            extra["arch"] = arch
+        params, info = self.method(cid, partition_id, data, rounds, lr, **extra)
         broken = [k for k, v in params.items() if not torch.isfinite(v).all()]
         if broken:
             raise FitFailedError(
@@ -401,10 +413,16 @@ def personalized_params(
     rounds: int | None = None,
     lr: float | None = None,
     device: str = "cpu",
+    arch: str | None = None,
 ) -> tuple[Params, dict[str, Any]]:
     """One client's parameters from a loaded run (see :meth:`Personalizer.params`)."""
     return Personalizer(run, device).params(
-        data, client_id=client_id, partition_id=partition_id, rounds=rounds, lr=lr
+        data,
+        client_id=client_id,
+        partition_id=partition_id,
+        rounds=rounds,
+        lr=lr,
+        arch=arch,
     )
 
 
@@ -417,14 +435,16 @@ def personalize(
     rounds: int | None = None,
     lr: float | None = None,
     device: str = "cpu",
+    arch: str | None = None,
 ) -> nn.Module:
     """A ready personalised model for a new client of the run in ``run_dir``.
 
     ``data`` is the client's :class:`ClientData` or an ``.npz`` file
     (:func:`read_client_data`); ``partition_id`` instead takes that partition of the
-    run's own dataset (e.g. one of its held-out clients). The returned module has
-    the generated (pFedHN) or global (FedAvg) weights; its ``personalization``
-    attribute says how it was made.
+    run's own dataset (e.g. one of its held-out clients). ``arch`` is the client's
+    own architecture (MH-pFedHN runs; see :meth:`Personalizer.params`). The
+    returned module has the generated (pFedHN) or global (FedAvg) weights; its
+    ``personalization`` attribute says how it was made.
     """
     run = load_run(run_dir)
     if isinstance(data, str | Path):
@@ -439,6 +459,7 @@ def personalize(
         rounds=rounds,
         lr=lr,
         device=device,
+        arch=arch,
     )
     model = model_from(run.cfg, params, info.get("model"))
     model.personalization = info  # type: ignore[assignment]
@@ -528,6 +549,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="embedding SGD step (default: the run's novel-lr)",
     )
     parser.add_argument(
+        "--arch",
+        default=None,
+        help="the new client's own architecture, a model-zoo name (MH-pFedHN runs; "
+        "default: the run's rule for --partition-id)",
+    )
+    parser.add_argument(
         "--normalized",
         action="store_true",
         help="the --data images are already normalised as the run's "
@@ -561,7 +588,12 @@ def main(args: argparse.Namespace) -> int:
     personalizer = Personalizer(run, args.device)
     t0 = time.perf_counter()
     params, info = personalizer.params(
-        data, client_id=args.client_id, partition_id=pid, rounds=args.rounds, lr=args.lr
+        data,
+        client_id=args.client_id,
+        partition_id=pid,
+        rounds=args.rounds,
+        lr=args.lr,
+        arch=args.arch,
     )
     model = model_from(run.cfg, params, info.get("model"))
     made = time.perf_counter()

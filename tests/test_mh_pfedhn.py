@@ -275,6 +275,41 @@ def test_personalize_serves_seen_and_unseen_new_clients(tmp_path):
     assert set(kinds) == {"fitted (seen size group)", "fitted (unseen size group)"}
     assert kinds["fitted (unseen size group)"] == "mlp-l"
 
+    # a new client given as its own data file names its architecture (--arch): the
+    # same data and id as a held-out client reproduce that client's model exactly
+    from server.cli import main as cli_main
+
+    run_dir = str(tmp_path / "outputs" / "test")
+    pid = held[0]
+    arch = arch_for(parsed, pid)
+    own = load_client_data(parsed, pid)
+    npz = tmp_path / "new.npz"
+    np.savez(
+        npz,
+        **{
+            k: getattr(own, k).numpy()
+            for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+        },
+    )
+    out = tmp_path / "new.pt"
+    base = ["personalize", run_dir, "--data", str(npz), "--normalized"]
+    assert (
+        cli_main([*base, "--arch", arch, "--client-id", str(pid), "--out", str(out)])
+        == 0
+    )
+    from server.personalize import load_model
+
+    model = load_model(out)
+    assert model.personalization["model"] == arch
+    reference = personalize(run_dir, partition_id=pid)
+    for mine, theirs in zip(
+        model.state_dict().values(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.equal(mine, theirs)
+    # a data file without an architecture, or one the zoo lacks: a one-line error
+    assert cli_main(base) == 2
+    assert cli_main([*base, "--arch", "resnet-1000"]) == 2
+
 
 def test_shared_embedding_per_group_option(tmp_path):
     runner = build_runner(mh_config(tmp_path, **{"mh-shared-embedding": True}))

@@ -140,6 +140,11 @@ def test_cli_writes_a_ready_model_file(runs, tmp_path, capsys):
     ):
         assert torch.equal(a, b), k
     assert printed["metrics"]["test-acc"] == evaluate_on(expected, data)["test-acc"]
+    # --arch is for methods whose clients differ (MH-pFedHN): refused here, named
+    refused = ["personalize", str(run_dir), "--data", str(npz), "--normalized"]
+    refused += ["--arch", "lenet5"]
+    assert cli_main(refused) == 2
+    assert "--arch names a client's own architecture" in capsys.readouterr().err
 
 
 def test_local_method_has_nothing_to_give(tmp_path):

@@ -46,6 +46,7 @@ from common.config import RunConfig
 from common.hypernets.multihead import MultiHeadHyperNet, build_heads
 from common.methods.mh_pfedhn import arch_for, group_of
 from common.models import build_model, count_params
+from common.models.zoo import ZOO
 from common.records import to_record
 from server.messaging import Outgoing
 from server.registry import message_to
@@ -710,7 +711,11 @@ class MHPFedHNGD(MHPFedHN):
 class MHPersonalizer:
     """Offline personalisation of an MH run: a held-out client (by partition id, its
     architecture by the run's rule) fitted as the run fitted it, or a participant's
-    own generated model."""
+    own generated model; a client of any other data (``--data``) with the
+    architecture it names (``--arch``)."""
+
+    #: Offline personalisation may name the client's architecture (``--arch``).
+    takes_arch = True
 
     def __init__(self, run: Any, device: torch.device) -> None:
         cfg, state = run.cfg, run.state
@@ -736,16 +741,19 @@ class MHPersonalizer:
         data: Any,
         rounds: int | None,
         lr: float | None,
+        arch: str | None = None,
     ) -> tuple[Params, dict[str, Any]]:
         from client.handlers.mh import mh_local_update, unflatten_for
+        from server.personalize import PersonalizeError
 
         cfg = self.cfg
-        if partition_id < 0:
-            raise ValueError(
-                "mh-pfedhn personalises a client by --partition-id (its "
-                "architecture follows the run's rule)"
+        if arch not in ZOO and (arch is not None or partition_id < 0):
+            raise PersonalizeError(
+                f"a new client of an {cfg.method} run needs its architecture: "
+                f"--arch (one of {', '.join(sorted(ZOO))}; got {arch!r}), or "
+                "--partition-id (the run's rule picks it)"
             )
-        arch = arch_for(cfg, partition_id)
+        arch = arch_for(cfg, partition_id, {"arch": arch} if arch else None)
         k = count_params(build_model(arch, cfg.num_classes))
         info: dict[str, Any] = {"model": arch, "param-count": k}
         if client_id in self.participants and client_id in self.k:
