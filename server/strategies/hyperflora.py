@@ -62,7 +62,7 @@ from server.messaging import Exchange, Outgoing
 from server.registry import message_to
 from server.strategies.base import HyperflowerStrategy, Params, summarise
 from server.strategies.fedavg import FedAvg
-from server.strategies.pfedhn import make_optimizer
+from server.strategies.pfedhn import load_optimizer_state, make_optimizer
 from server.update import hypernet_step, round_weights
 from server.validation import ClientUpdate
 
@@ -639,7 +639,7 @@ class HyperFLoRA(HyperflowerStrategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.hnet.load_state_dict(state["hnet"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.pair_rng.bit_generator.state = state["pair_rng"]
         self.report = dict(state["report"])
         if state["base"] and not self.base:

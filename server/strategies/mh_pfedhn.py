@@ -51,7 +51,7 @@ from common.records import to_record
 from server.messaging import Outgoing
 from server.registry import message_to
 from server.strategies.base import HyperflowerStrategy, Params
-from server.strategies.pfedhn import frozen, make_optimizer
+from server.strategies.pfedhn import frozen, load_optimizer_state, make_optimizer
 from server.update import hypernet_step, round_weights, undiluted
 from server.validation import ClientUpdate
 
@@ -570,7 +570,7 @@ class MHPFedHN(HyperflowerStrategy):
         self.hnet.load_state_dict(state["hnet"], strict=False)
         with torch.no_grad():
             self.embeddings.copy_(state["embeddings"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
 
 
 class MHPFedHNGD(MHPFedHN):
@@ -679,7 +679,7 @@ class MHPFedHNGD(MHPFedHN):
         self.hnet.load_state_dict(state["hnet"])
         with torch.no_grad():
             self.embeddings.copy_(state["embeddings"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        load_optimizer_state(self.optimizer, state["optimizer"])
 
     @staticmethod
     def _exchange_row(

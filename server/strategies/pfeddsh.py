@@ -48,6 +48,7 @@ from server.pfeddsh.plots import batch_accuracy_plot, image_grid
 from server.pfeddsh.replay import Synthetic, replay_loss, synthesise
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
+from server.strategies.pfedhn import load_optimizer_state
 from server.update import hypernet_step, round_weights
 from server.validation import ClientUpdate, ReplyExtra
 
@@ -655,7 +656,7 @@ class PFedDSH(HyperflowerStrategy):
         self.trained = int(state["trained"])
         if state["optimizer"] is not None:
             self.optimizer = self._build_optimizer(scores)
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
         self._sync()
 
     def hypernet_params(self) -> int:

@@ -23,6 +23,7 @@ why). Choices where the paper and the authors' code are silent, each a run-confi
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from logging import INFO
@@ -59,6 +60,22 @@ def make_optimizer(
     if kind == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, saved: dict[str, Any]
+) -> None:
+    """Load a checkpointed optimiser state (momentum buffers, Adam moments, step
+    counts) but keep this run's hyperparameters: ``server-lr`` and the other optimiser
+    keys may change between a run and its resume, and the resumed run must use what
+    its config says, not what the checkpoint held."""
+    current = [
+        {k: v for k, v in group.items() if k != "params"}
+        for group in optimizer.param_groups
+    ]
+    optimizer.load_state_dict(copy.deepcopy(saved))
+    for group, hyper in zip(optimizer.param_groups, current, strict=True):
+        group.update(hyper)
 
 
 @contextmanager
@@ -271,7 +288,7 @@ class PFedHN(HyperflowerStrategy):
         super().load_state_dict(state)
         self.hnet.load_state_dict(state["hnet"])
         self.store.load_state_dict(state["store"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
 
     def hypernet_params(self) -> int:
         return sum(p.numel() for p in self.hnet.parameters())

@@ -44,3 +44,29 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         out.save_checkpoint({"round": 2}, config)
     monkeypatch.undo()
     assert out.load_checkpoint(config)["round"] == 1
+
+
+def test_resume_uses_the_configured_server_lr_not_the_checkpointed_one(tmp_path):
+    """``server-lr`` is not fingerprinted, so a resume may change it: the optimiser
+    state (momentum) comes back from the checkpoint, its lr from the config."""
+    import torch
+
+    from server.direct_grid import build_runner
+
+    def strategy(lr: float, name: str):
+        cfg = small_config(tmp_path, **{"server-lr": lr, "run-name": name})
+        return build_runner(cfg).strategy
+
+    old = strategy(0.05, "old")
+    for p in old.hnet.parameters():
+        p.grad = torch.ones_like(p)
+    old.optimizer.step()  # momentum buffers to carry over
+    saved = old.state_dict()
+    new = strategy(0.2, "new")
+    new.load_state_dict(saved)
+    assert {g["lr"] for g in new.optimizer.param_groups} == {0.2}
+    for mine, theirs in zip(new.hnet.parameters(), old.hnet.parameters(), strict=True):
+        assert torch.equal(
+            new.optimizer.state[mine]["momentum_buffer"],
+            old.optimizer.state[theirs]["momentum_buffer"],
+        )
