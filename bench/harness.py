@@ -642,6 +642,7 @@ class LoadMonitor:
 #: change its numbers.
 NOT_RESULT_KEYS = (
     "output-dir",
+    "run-name",  # names the folder only: a run of another suite may be reused
     "checkpoint-every",
     "eval-clients-per-batch",
     "run-id",
