@@ -352,7 +352,9 @@ def main(argv: Sequence[str]) -> int:
     data = {
         "name": name,
         "target": args.target,
-        "what": target.what,
+        "what": target.what
+        if grid == target.grid
+        else f"{target.what.rsplit(':', 1)[0]}: {', '.join(grid)}",
         "preset": target.preset,
         "overrides": target.overrides,
         "grid": grid,
