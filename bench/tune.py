@@ -216,8 +216,24 @@ def summarise(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, An
         # ties (within 0.1 point) go to the earlier point: the paper's value first
         top = max(r["val_acc"] for r in scored)
         chosen = next(r for r in scored if r["val_acc"] >= top - 1e-3)
+        if flat(rows):  # the key does not matter at this budget: keep the source's
+            chosen = rows[0]
+            chosen["flat"] = True
         chosen["chosen"] = True
     return rows
+
+
+def flat(rows: list[dict[str, Any]]) -> bool:
+    """Whether a sweep of three or more points found nothing: every point scored, and
+    the spread of their means is below their mean seed-to-seed std (docs/tuning.md
+    rule 4: then the first point, the source's value, is kept, not the noise's
+    favourite)."""
+    if len(rows) < 3 or any(
+        r["val_acc"] is None or r["val_acc_std"] is None or r["diverged"] for r in rows
+    ):
+        return False
+    means = [r["val_acc"] for r in rows]
+    return max(means) - min(means) < sum(r["val_acc_std"] for r in rows) / len(rows)
 
 
 def render(data: dict[str, Any]) -> str:
@@ -273,6 +289,12 @@ def render(data: dict[str, Any]) -> str:
         f"A curve is 'still rising' when its last {FLAT_WINDOW} evaluations "
         f"beat the best before them by {100 * FLAT_TOL:.1f} points or more.",
     ]
+    if any(r.get("flat") for r in data["rows"]):
+        notes.append(
+            "Flat: the points' means lie closer together than their seed-to-seed "
+            "spread, so the first grid point (the source's value) is kept "
+            "(docs/tuning.md rule 4)."
+        )
     rising = [r["point"] for r in data["rows"] if r["still_rising"]]
     if rising:
         notes.append(

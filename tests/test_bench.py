@@ -230,6 +230,7 @@ def test_tune_chooses_on_validation_and_flags_rising_curves():
     ]
     rows = tune.summarise(runs, labels)
     assert [bool(r.get("chosen")) for r in rows] == [False, True]
+    assert not any(r.get("flat") for r in rows)  # two points: never called flat
     assert rows[1]["still_rising"] == 2
     page = tune.render(
         {
@@ -259,3 +260,32 @@ def test_time_to_accuracy_counts_client_updates_with_pretraining():
         rows, {"clients-per-round": 10, "method": "hyperflora", "pretrain-rounds": 20}
     )
     assert pre["updates_to_90"] == 230
+
+
+def test_a_flat_sweep_keeps_the_first_point():
+    """Three points whose means differ less than their seed spread: the sweep found
+    nothing, and the first point (the source's value) is kept, not the best mean."""
+    from bench import tune
+
+    labels = ["k=source", "k=a", "k=b"]
+    scores = {"k=source": (0.880, 0.900), "k=a": (0.885, 0.900), "k=b": (0.882, 0.899)}
+    runs = [
+        {
+            "point": p,
+            "seed": seed,
+            "ok": True,
+            "val_acc": v,
+            "best_round": 10,
+            "wall_s": 1.0,
+            "flattened": True,
+        }
+        for p in labels
+        for seed, v in enumerate(scores[p])
+    ]
+    rows = tune.summarise(runs, labels)
+    assert [bool(r.get("chosen")) for r in rows] == [True, False, False]
+    assert rows[0]["flat"]
+    # a clear winner is chosen even when it is not the first point
+    runs[2]["val_acc"] = runs[3]["val_acc"] = 0.95
+    rows = tune.summarise(runs, labels)
+    assert [bool(r.get("chosen")) for r in rows] == [False, True, False]
