@@ -116,6 +116,7 @@ def render(data: dict[str, Any], tag: str = "digits") -> str:
         "participants' pooled test sets (`python -m bench.hyperfedzero`).\n\n"
         + table(data["results"])
         + "\n"
+        + "".join(f"\n{note}\n" for note in data.get("notes", []))
     )
 
 
@@ -146,6 +147,18 @@ def main() -> None:
         help="add these seeds' rows to the existing JSON",
     )
     parser.add_argument(
+        "--note",
+        default="",
+        help="a sentence to keep under the table (e.g. which rows ran on an "
+        "earlier setting)",
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --append: drop these variants' earlier rows first (a preset "
+        "setting of theirs changed)",
+    )
+    parser.add_argument(
         "--render",
         action="store_true",
         help="only re-render the page from the committed JSON",
@@ -164,8 +177,15 @@ def main() -> None:
         for key, value in (kv.split("=", 1) for kv in args.fedavg_set)
     }
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    notes: list[str] = []
     if args.append and out.exists():
-        results.update(json.loads(out.read_text())["results"])
+        earlier = json.loads(out.read_text())
+        results.update(earlier["results"])
+        notes = list(earlier.get("notes", []))
+    if args.note:
+        notes.append(args.note)
+        if args.replace:
+            results.update({v: [] for v in args.variants})
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in args.variants:
             cfg = {
@@ -184,6 +204,7 @@ def main() -> None:
                 "overrides": base,
                 "fedavg_overrides": fedavg,
                 "results": results,
+                "notes": notes,
             }
             out.write_text(json.dumps(data, indent=1))
             out.with_suffix(".md").write_text(render(data, args.tag))
