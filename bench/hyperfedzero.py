@@ -153,6 +153,15 @@ def main() -> None:
         "earlier setting)",
     )
     parser.add_argument(
+        "--add-run",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("VARIANT", "SEED", "FOLDER"),
+        help="a finished run of exactly this variant's config and seed (e.g. a "
+        "tuning run at the chosen point: bit-identical) taken as its row",
+    )
+    parser.add_argument(
         "--replace",
         action="store_true",
         help="with --append: drop these variants' earlier rows first (a preset "
@@ -184,6 +193,11 @@ def main() -> None:
         notes = list(earlier.get("notes", []))
     if args.note:
         notes.append(args.note)
+    for name, seed, folder in args.add_run:
+        summary = json.loads((Path(folder) / "summary.json").read_text())
+        results.setdefault(name, []).append(
+            {"seed": int(seed), **{k: summary.get(k) for k in KEYS}}
+        )
         if args.replace:
             results.update({v: [] for v in args.variants})
     for seed in range(args.first_seed, args.first_seed + args.seeds):
