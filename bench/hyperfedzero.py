@@ -191,6 +191,8 @@ def main() -> None:
         earlier = json.loads(out.read_text())
         results.update(earlier["results"])
         notes = list(earlier.get("notes", []))
+        if args.replace:
+            results.update({v: [] for v in args.variants})
     if args.note:
         notes.append(args.note)
     for name, seed, folder in args.add_run:
@@ -198,8 +200,19 @@ def main() -> None:
         results.setdefault(name, []).append(
             {"seed": int(seed), **{k: summary.get(k) for k in KEYS}}
         )
-        if args.replace:
-            results.update({v: [] for v in args.variants})
+
+    def save() -> None:
+        data = {
+            "preset": args.preset,
+            "overrides": base,
+            "fedavg_overrides": fedavg,
+            "results": results,
+            "notes": notes,
+        }
+        out.write_text(json.dumps(data, indent=1))
+        out.with_suffix(".md").write_text(render(data, args.tag))
+
+    save()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in args.variants:
             cfg = {
@@ -213,15 +226,7 @@ def main() -> None:
             }
             summary = run_in_process(cfg) or {}
             results[name].append({"seed": seed, **{k: summary.get(k) for k in KEYS}})
-            data = {
-                "preset": args.preset,
-                "overrides": base,
-                "fedavg_overrides": fedavg,
-                "results": results,
-                "notes": notes,
-            }
-            out.write_text(json.dumps(data, indent=1))
-            out.with_suffix(".md").write_text(render(data, args.tag))
+            save()
 
 
 if __name__ == "__main__":
