@@ -217,21 +217,20 @@ def coverage(cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
     cfg = parse_run_config(cfg_dict)
     inside, held = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
     arch = {p: arch_for(cfg, p) for p in range(cfg.num_clients)}
-    found = {
+    group = {
         p: group_for(cfg, count_params(build_model(a, cfg.num_classes)))
         for p, a in arch.items()
     }
-    group = {p: g[0] if g else None for p, g in found.items()}
-
-    def classes(p: int) -> set[int]:
-        return set(load_client_data(cfg, p).y_train.tolist())
-
+    classes = {  # each client's data read once
+        p: set(load_client_data(cfg, p).y_train.tolist())
+        for p in range(cfg.num_clients)
+    }
     out = []
     for p in sorted(held):
         mates = [q for q in inside if group[q] == group[p]]
         if not mates:
             continue  # an unseen size group: a new head is fitted
-        mine, theirs = classes(p), set().union(*(classes(q) for q in mates))
+        mine, theirs = classes[p], set().union(*(classes[q] for q in mates))
         out.append(
             {
                 "seed": cfg.seed,
