@@ -40,6 +40,16 @@ SUITES: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
         "bytes, CTWC, HS (mean ± std over seeds)",
         _accuracy("accuracy"),
     ),
+    "converged": (
+        "pFedHN (authors' trainer and parallel), FedAvg and local-only on the "
+        "authors' split, 1,600 client updates each, until the curves flatten",
+        _accuracy("converged"),
+    ),
+    "low-data": (
+        "pFedHN, FedAvg and local-only on 100 clients of about 100 training "
+        "images each, 800 client updates each",
+        _accuracy("low-data"),
+    ),
     "digits": ("the same on scikit-learn digits (quick check)", _accuracy("digits")),
     "chunked-lr": (
         "the chunked hypernetwork's server optimiser/lr sweep on digits "

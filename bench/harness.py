@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 RUNS = ROOT / "outputs" / "bench"
 PYTHON = sys.executable
+#: The job processes running now; each leads its own session (process group).
+_LIVE: set[subprocess.Popen[bytes]] = set()
 
 
 def results_dir(quick: bool) -> Path:
@@ -445,6 +447,7 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
             )
             if sampler:
                 sampler.__enter__()
+            _LIVE.add(proc)
             try:
                 proc.wait(timeout=job.timeout)
             except subprocess.TimeoutExpired:
@@ -452,6 +455,7 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
                 proc.wait()
                 error = f"timed out after {job.timeout:.0f}s"
             finally:
+                _LIVE.discard(proc)
                 if sampler:
                     sampler.__exit__(None, None, None)
         total = time.monotonic() - t0
@@ -571,13 +575,39 @@ def run_jobs(
         threading.Thread(target=worker, daemon=True)
         for _ in range(max(1, min(parallel, len(jobs))))
     ]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        progress.show()
-        time.sleep(0.5)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_jobs) if main else None
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            progress.show()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        _kill_live()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     progress.finish()
     return [results[j.name] for j in jobs]
+
+
+def _kill_live() -> None:
+    """Stop every running job's whole process group: jobs run in sessions of their
+    own (so a job's Ray or SuperLink children go with it), which a signal to the
+    suite would not reach."""
+    for proc in list(_LIVE):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _stop_jobs(signum: int, _frame: Any) -> None:
+    """SIGTERM to a suite: its jobs stop with it instead of running on orphaned."""
+    _kill_live()
+    raise SystemExit(128 + signum)
 
 
 # ---- the machine ------------------------------------------------------------------

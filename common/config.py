@@ -145,6 +145,13 @@ SHARED: dict[str, Setting] = {
         check=at_least(1),
         fingerprint=True,
     ),
+    "samples-per-client": _s(
+        0,
+        "keep a seeded random subset of this many rows per client, cut into "
+        "train/val/test by the fractions (0 = all): a low-data split",
+        check=at_least(0),
+        fingerprint=True,
+    ),
     "val-fraction": _s(
         0.15, "share of each client's data for validation", check=open_range(0, 0.5)
     ),
@@ -275,6 +282,7 @@ class RunConfig:
     classes_per_client: int
     dirichlet_alpha: float
     shards_per_client: int
+    samples_per_client: int
     val_fraction: float
     test_fraction: float
     num_rounds: int

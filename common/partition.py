@@ -297,7 +297,7 @@ def _client_splits(
 
 def client_splits(cfg: RunConfig) -> tuple[ClientSplit, ...]:
     """All clients' index splits for a run config (cached per process)."""
-    return _client_splits(
+    splits = _client_splits(
         cfg.dataset,
         cfg.data_dir,
         cfg.partitioner,
@@ -308,6 +308,31 @@ def client_splits(cfg: RunConfig) -> tuple[ClientSplit, ...]:
         cfg.val_fraction,
         cfg.test_fraction,
         cfg.seed,
+    )
+    if cfg.samples_per_client:
+        n = cfg.samples_per_client
+        return tuple(
+            subsample(sp, n, cfg.val_fraction, cfg.test_fraction) for sp in splits
+        )
+    return splits
+
+
+def subsample(
+    split: ClientSplit, n: int, val_fraction: float, test_fraction: float
+) -> ClientSplit:
+    """A client's low-data split: ``n`` of its rows, cut by the same fractions.
+
+    Each part of ``split`` is already a seeded shuffle of the client's rows, so its
+    first rows are a seeded random subset: the low-data client's validation and
+    test rows are a subset of the full client's (never its training rows), and a
+    client with fewer than ``n`` rows keeps them all.
+    """
+    n_val = max(1, int(round(val_fraction * n)))
+    n_test = max(1, int(round(test_fraction * n)))
+    return ClientSplit(
+        train=split.train[: max(1, n - n_val - n_test)],
+        val=split.val[:n_val],
+        test=split.test[:n_test],
     )
 
 

@@ -260,6 +260,69 @@ def test_time_to_accuracy_counts_client_updates_with_pretraining():
         rows, {"clients-per-round": 10, "method": "hyperflora", "pretrain-rounds": 20}
     )
     assert pre["updates_to_90"] == 230
+    # the authors' trainer: one client a step, so a round is one client update
+    one = accuracy.time_to_accuracy(rows, {"clients-per-round": 1})
+    assert one["updates_to_90"] == 3 and one["updates_to_97"] == 4
+
+
+def test_page_names_runs_whose_curves_still_rise():
+    data = fake_accuracy_data()
+    for run in data["runs"]:
+        run["flattened"] = True
+    data["runs"][0]["flattened"] = False
+    page = accuracy.render(json.loads(json.dumps(data)))
+    first = data["runs"][0]
+    assert "still rising at the budget" in page
+    assert f"{first['method']} seed {first['seed']}." in page
+    for run in data["runs"]:
+        run["flattened"] = True
+    assert "none — every run's curve has flattened" in accuracy.render(data)
+
+
+def test_a_stopped_suite_stops_its_jobs(tmp_path):
+    """SIGTERM to a running suite: its job processes (each in a session of its own)
+    go with it instead of running on orphaned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    name = f"sigterm-{os.getpid()}"
+    script = (
+        "from bench.harness import Job, run_jobs\n"
+        f"run_jobs({name!r}, [Job('long', 'digits-quick', "
+        "{'num-rounds': 100000, 'eval-every': 100000, 'local-steps': 1, "
+        "'novel-rounds': 0})], parallel=1)\n"
+    )
+    suite = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    marker = f"bench.worker .*{name}"  # the job's command line, not the suite's
+
+    def workers() -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-f", marker], capture_output=True, text=True
+        ).stdout
+        return [int(p) for p in out.split()]
+
+    try:
+        deadline = time.monotonic() + 120
+        while not workers():
+            assert suite.poll() is None, "the suite ended before its job started"
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.5)
+        suite.send_signal(signal.SIGTERM)
+        assert suite.wait(timeout=30) != 0
+        deadline = time.monotonic() + 30
+        while workers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not workers(), "a job process outlived its suite"
+    finally:
+        suite.kill()
+        for pid in workers():
+            os.kill(pid, signal.SIGKILL)
+        import shutil
+
+        shutil.rmtree(ROOT / "outputs" / "bench" / name, ignore_errors=True)
 
 
 def test_a_flat_sweep_keeps_the_first_point():

@@ -46,3 +46,31 @@ def test_participant_split_is_fixed_by_seed():
     assert len(n1) == 10 and not set(p1) & set(n1)
     assert sorted(p1 + n1) == list(range(50))
     assert split_participants(50, 0.2, seed=43)[1] != n1
+
+
+def test_low_data_split_keeps_a_seeded_subset_cut_by_the_fractions():
+    from common.partition import subsample
+
+    full = split_client(np.arange(1000), 0.15, 0.15, seed=5)
+    low = subsample(full, 143, 0.15, 0.15)
+    assert (len(low.train), len(low.val), len(low.test)) == (101, 21, 21)
+    # each part is a subset of the same part of the full split: a low-data client's
+    # test rows never come from the full client's training rows
+    for part in ("train", "val", "test"):
+        assert set(getattr(low, part)) <= set(getattr(full, part))
+    again = subsample(full, 143, 0.15, 0.15)
+    assert all(
+        np.array_equal(getattr(low, p), getattr(again, p))
+        for p in ("train", "val", "test")
+    )
+
+
+def test_samples_per_client_shrinks_every_client_and_zero_keeps_all():
+    from common.config import defaults, parse_run_config
+    from common.partition import client_splits
+
+    base = {**defaults(), "dataset": "digits", "num-clients": 10}
+    full = client_splits(parse_run_config(base))
+    low = client_splits(parse_run_config({**base, "samples-per-client": 40}))
+    assert all(len(s.train) + len(s.val) + len(s.test) == 40 for s in low)
+    assert all(len(s.train) > 40 for s in full)

@@ -79,6 +79,7 @@ PRETRAIN_FINGERPRINT = (
     "classes-per-client",
     "dirichlet-alpha",
     "shards-per-client",
+    "samples-per-client",
     "val-fraction",
     "test-fraction",
     "seed",
