@@ -22,6 +22,8 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 #: Suites whose page is rendered from their JSON, in README order.
 RENDERERS: dict[str, str] = {
+    "converged": "bench.accuracy",
+    "low-data": "bench.accuracy",
     "accuracy": "bench.accuracy",
     "digits": "bench.accuracy",
     "comm": "bench.comm",

@@ -20,6 +20,17 @@ def test_pfedhn_learns_in_process(tmp_path):
     )
     assert summary["participant_acc"] > 0.3
     assert summary["nonparticipant_acc"] > 0.1
+    assert summary["nonparticipant_protocol"].startswith("embedding fitted")
+
+
+def test_held_out_without_a_fit_are_named_zero_shot(tmp_path):
+    """novel-rounds = 0: held-out clients get the mean embedding's model, and the
+    summary says so instead of the fitted protocol."""
+    summary = run_in_process(
+        small_config(tmp_path, **{"num-rounds": 2, "novel-rounds": 0})
+    )
+    assert "mean embedding" in summary["nonparticipant_protocol"]
+    assert summary["nonparticipant_acc"] is not None
 
 
 def poison(kind: str):

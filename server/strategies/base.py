@@ -120,6 +120,11 @@ class HyperflowerStrategy(Strategy):
         to give). Called a batch of clients at a time (``eval-clients-per-batch``)."""
         return None
 
+    def nonparticipant_protocol(self) -> str:
+        """What a held-out client gets, in words, as this run's settings make it
+        (the summary and the tables print it beside the held-out accuracy)."""
+        return self.spec.nonparticipant_protocol
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume this method's server state."""
         return {"rng": self.rng.bit_generator.state}

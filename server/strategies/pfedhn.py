@@ -244,6 +244,16 @@ class PFedHN(HyperflowerStrategy):
         )
         return {"grad-norm": norm}
 
+    def nonparticipant_protocol(self) -> str:
+        """With ``novel-rounds`` 0 nothing is fitted: every held-out client gets the
+        model of the participants' mean embedding, a zero-shot model like FedAvg's."""
+        if self.cfg.novel_rounds == 0:
+            return (
+                "model generated from the participants' mean embedding; no "
+                "training (novel-rounds = 0)"
+            )
+        return super().nonparticipant_protocol()
+
     def nonparticipant_params(
         self, ops: ServerOps, client_ids: Sequence[str]
     ) -> dict[str, Params] | None:
