@@ -41,7 +41,7 @@ SUITES: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
         _accuracy("accuracy"),
     ),
     "converged": (
-        "pFedHN (authors' trainer and parallel), FedAvg and local-only on the "
+        "pFedHN (authors' trainer), FedAvg and local-only on the "
         "authors' split, 1,600 client updates each, until the curves flatten",
         _accuracy("converged"),
     ),
