@@ -135,13 +135,18 @@ CONVERGED = [
 #: rows (about 100 for training, 21 for validation, 21 for test), 20 held out;
 #: LeNet-5, 800 client updates of 50 local steps for every method (each participant
 #: visited about ten times: at 50 steps of 64 images a visit is some 30 passes
-#: over its 100 images, so local training has long converged by then).
+#: over its 100 images, so local training has long converged by then). Held-out
+#: clients are compared like with like: each trains 10 exchanges of 50 local steps
+#: — pFedHN fits its embedding (hypernetwork frozen), FedAvg fine-tunes its global
+#: model, local-only trains a model from scratch (``heldout-train-rounds``).
 LOW_DATA_SPLIT = {
     **AUTHORS_SPLIT,
     "num-clients": 100,
     "samples-per-client": 143,
     "val-fraction": 0.15,
     "test-fraction": 0.15,
+    "novel-rounds": 10,
+    "heldout-train-rounds": 10,
 }
 LOW_DATA = [
     Method(
@@ -206,7 +211,13 @@ CHUNKED_SWEEP = [
 def specs(quick: bool) -> dict[str, Spec]:
     """The accuracy suites, full or (``quick``) a smoke-test size."""
     if quick:
-        size = {"num-rounds": 2, "eval-every": 1, "local-steps": 5, "novel-rounds": 1}
+        size = {
+            "num-rounds": 2,
+            "eval-every": 1,
+            "local-steps": 5,
+            "novel-rounds": 1,
+            "heldout-train-rounds": 1,
+        }
         return {
             "accuracy": Spec("accuracy", "Fashion-MNIST (quick)", FMNIST, [42], size),
             "digits": Spec("digits", "digits (quick)", DIGITS, [42], size),

@@ -182,3 +182,23 @@ def test_evaluation_in_client_batches_matches_one_batch(tmp_path, monkeypatch):
     assert sum(evaluate) == 9 + 3  # 9 participants at round 2, then 3 held-out
     for key in ("participant_acc", "nonparticipant_acc", "participant_val_acc"):
         assert batched[key] == whole[key]
+
+
+@pytest.mark.parametrize("method", ["fedavg", "local"])
+def test_reference_held_out_clients_train_as_long_as_pfedhns_fit(tmp_path, method):
+    """heldout-train-rounds: FedAvg's held-out clients fine-tune the global model,
+    local-only's train from the initial model, for that many exchanges; without it
+    FedAvg's get the global model as it is and local-only's nothing."""
+    base = {"method": method, "num-rounds": 4, "eval-every": 2, "inner-lr": 0.05}
+    plain = run_in_process(small_config(tmp_path / "plain", **base))
+    trained = run_in_process(
+        small_config(tmp_path / "trained", **base, **{"heldout-train-rounds": 3})
+    )
+    assert trained["participant_acc"] == plain["participant_acc"]
+    assert "3 exchanges" in trained["nonparticipant_protocol"]
+    assert trained["nonparticipant_bytes"] > plain["nonparticipant_bytes"]
+    if method == "local":
+        assert plain["nonparticipant_acc"] is None
+        assert trained["nonparticipant_acc"] > 0.3
+    else:
+        assert trained["nonparticipant_acc"] != plain["nonparticipant_acc"]

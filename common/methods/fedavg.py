@@ -6,12 +6,27 @@ server/strategies/fedavg.py and clients use the plain handlers.
 
 from __future__ import annotations
 
-from common.settings import MethodSpec, register_method
+from common.settings import MethodSpec, Setting, at_least, register_method
+
+#: The held-out reference of a method that trains its new clients (pFedHN's
+#: embedding fit): the same number of exchanges of the same local steps.
+HELD_OUT = {
+    "heldout-train-rounds": Setting(
+        0,
+        "held-out clients train this many exchanges of local-steps before they "
+        "are evaluated: FedAvg fine-tunes its global model, local-only trains "
+        "from the initial model (0 = FedAvg's global model as it is, local-only "
+        "nothing); set it to novel-rounds for a like-for-like row beside "
+        "pFedHN's embedding fit",
+        check=at_least(0),
+    ),
+}
 
 FEDAVG = register_method(
     MethodSpec(
         name="fedavg",
         summary="McMahan et al. (2017): one global model, deltas averaged",
+        settings=HELD_OUT,
         nonparticipant_protocol="global model, no training",
         personalizable=True,
     )
@@ -21,6 +36,7 @@ LOCAL = register_method(
     MethodSpec(
         name="local",
         summary="every participant trains only its own model",
+        settings=HELD_OUT,
         nonparticipant_protocol="none: a client that never trains has no model",
         personalizable=False,
     )

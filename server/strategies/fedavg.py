@@ -8,14 +8,44 @@ global model. Held-out clients get the global model as it is (their zero-shot mo
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from logging import INFO
 from typing import Any
 
 from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.common.logger import log
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
+from common.config import RunConfig
 from common.records import from_record, to_record
 from server.strategies.base import HyperflowerStrategy, Params
+from server.strategies.pfedhn import novel_phase
 from server.validation import ClientUpdate
+
+
+def train_held_out(
+    ops: Any, start: dict[str, Params], cfg: RunConfig
+) -> dict[str, Params]:
+    """Each held-out client's model after ``heldout-train-rounds`` train exchanges
+    from ``start`` (its deltas added after each): the reference that trains a new
+    client as long as pFedHN's embedding fit does, with the same message phases
+    (so the same data order). A client that does not answer keeps its model."""
+    models = dict(start)
+    ids = list(models)
+    for step in range(cfg.heldout_train_rounds):
+        updates = ops.train_exchange(
+            ids, [models[c] for c in ids], phase=novel_phase(step)
+        )
+        for u in updates:
+            own = models[u.client_id]
+            models[u.client_id] = {k: own[k] + u.delta[k] for k in own}
+        log(
+            INFO,
+            "held-out clients: local training %d/%d (%d replies)",
+            step + 1,
+            cfg.heldout_train_rounds,
+            len(updates),
+        )
+    return models
 
 
 class FedAvg(HyperflowerStrategy):
@@ -62,8 +92,19 @@ class FedAvg(HyperflowerStrategy):
     def nonparticipant_params(
         self, ops: Any, client_ids: Sequence[str]
     ) -> dict[str, Params] | None:
-        """Held-out clients get the global model as it is."""
-        return {c: self.global_model for c in client_ids}
+        """Held-out clients get the global model, fine-tuned with their own data for
+        ``heldout-train-rounds`` exchanges (0: as it is)."""
+        return train_held_out(ops, {c: self.global_model for c in client_ids}, self.cfg)
+
+    def nonparticipant_protocol(self) -> str:
+        """Fine-tuned or not, as this run's ``heldout-train-rounds`` says."""
+        rounds = self.cfg.heldout_train_rounds
+        if rounds:
+            return (
+                f"global model fine-tuned on its own data ({rounds} exchanges of "
+                f"{self.cfg.local_steps} local steps)"
+            )
+        return super().nonparticipant_protocol()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "global": dict(self.global_model)}
@@ -104,6 +145,26 @@ class LocalOnly(HyperflowerStrategy):
             self.models[client_id] = {
                 k: p.detach().clone() for k, p in self.template.named_parameters()
             }
+
+    def nonparticipant_params(
+        self, ops: Any, client_ids: Sequence[str]
+    ) -> dict[str, Params] | None:
+        """With ``heldout-train-rounds``: a held-out client trains its own model from
+        the initial one, as long as pFedHN's new clients fit (else nothing)."""
+        if not self.cfg.heldout_train_rounds:
+            return None
+        init = {k: p.detach().clone() for k, p in self.template.named_parameters()}
+        return train_held_out(ops, dict.fromkeys(client_ids, init), self.cfg)
+
+    def nonparticipant_protocol(self) -> str:
+        """Trained locally or nothing, as this run's ``heldout-train-rounds`` says."""
+        rounds = self.cfg.heldout_train_rounds
+        if rounds:
+            return (
+                f"its own model trained from the initial one ({rounds} exchanges "
+                f"of {self.cfg.local_steps} local steps)"
+            )
+        return super().nonparticipant_protocol()
 
     def apply_updates(
         self, server_round: int, updates: list[ClientUpdate]
