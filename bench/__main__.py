@@ -19,7 +19,11 @@ def _accuracy(suite: str) -> Callable[[argparse.Namespace], Any]:
         from bench import accuracy
 
         return accuracy.run(
-            suite, quick=args.quick, parallel=args.parallel, reuse=args.reuse
+            suite,
+            quick=args.quick,
+            parallel=args.parallel,
+            reuse=args.reuse,
+            seeds=args.seeds,
         )
 
     return go
@@ -111,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="accuracy suites: keep finished runs whose config is "
         "unchanged (run only new or changed rows)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=None,
+        help="accuracy suites: these seeds instead of the suite's (e.g. 42,43); "
+        "the page says which seeds it averages",
     )
     args = parser.parse_args(argv)
     if args.suite == "list":

@@ -13,7 +13,7 @@ out, LeNet-5) and scikit-learn digits as a quick check (20 clients × 2 classes)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -296,8 +296,8 @@ def jobs_for(spec: Spec) -> list[Job]:
             {**m.overrides, **spec.sizing, "seed": seed},
             tags={"method": m.label, "seed": seed},
         )
+        for seed in spec.seeds  # seed-major: a stopped suite leaves whole seeds
         for m in spec.methods
-        for seed in spec.seeds
     ]
 
 
@@ -589,13 +589,20 @@ def plots(
 
 
 def run(
-    suite: str, quick: bool = False, parallel: int = 2, reuse: bool = False
+    suite: str,
+    quick: bool = False,
+    parallel: int = 2,
+    reuse: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run one accuracy suite and write its results; return the JSON written.
 
-    ``reuse`` keeps finished runs whose config is unchanged (a new row runs alone).
+    ``reuse`` keeps finished runs whose config is unchanged (a new row runs alone);
+    ``seeds`` replaces the suite's seeds (a shorter table, said on its page).
     """
     spec = specs(quick)[suite]
+    if seeds:
+        spec = replace(spec, seeds=list(seeds))
     jobs = jobs_for(spec)
     with LoadMonitor() as load:
         results = run_or_reuse(suite, jobs, parallel, reuse)
