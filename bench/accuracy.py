@@ -489,7 +489,7 @@ def markdown(
         f"ClientApp handlers, no Ray), {meta['parallel']} at a time with one "
         "thread each; the overhead suite shows `flwr run` gives the same "
         "numbers with the same seed.",
-        load_caveat(meta["load"], meta["machine"]["cpus"]),
+        reuse_caveat(meta, len(runs)),
     ]
     rising = [r for r in runs if r["ok"] and r.get("flattened") is False]
     short = [r for r in runs if r["ok"] and "flattened" in r and r["flattened"] is None]
@@ -530,6 +530,26 @@ def markdown(
             + "."
         )
     return "\n".join(notes) + "\n"
+
+
+def reuse_caveat(meta: dict[str, Any], total: int) -> str:
+    """The load sentence, and which runs an earlier invocation made (``--reuse``):
+    the load figure describes only the runs made by the invocation that wrote the
+    page."""
+    reused = int(meta.get("reused", 0))
+    if reused and reused == total:
+        return (
+            f"All {total} runs were made by an earlier invocation of this suite with "
+            "the same config (`--reuse`); the machine's load while they ran was not "
+            "recorded, so their times are indicative only."
+        )
+    text = load_caveat(meta["load"], meta["machine"]["cpus"])
+    if reused:
+        text += (
+            f" {reused} of the {total} runs were made by an earlier invocation with "
+            "the same config (`--reuse`): the load figure covers only the others."
+        )
+    return text
 
 
 def plots(
@@ -614,6 +634,7 @@ def run(
         "load": load.summary(),
         "parallel": parallel,
         "quick": quick,
+        "reused": sum(r.reused for r in results),
     }
     data = {
         "suite": suite,

@@ -89,6 +89,7 @@ class JobResult:
     extra: dict[str, Any]  # worker-side measurements (direct engine)
     log_path: Path
     error: str = ""
+    reused: bool = False  # a finished run of an earlier invocation (``--reuse``)
 
 
 def load_preset(preset: str) -> dict[str, Any]:
@@ -719,6 +720,7 @@ def run_or_reuse(
                     0.0,
                     {},
                     root / f"{job.name}.log",
+                    reused=True,
                 )
         if kept:
             print(

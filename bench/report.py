@@ -130,7 +130,7 @@ def fmt(value: Any, digits: int = 3, pct: bool = False) -> str:
     ):
         return f"{int(value):,}"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
     return str(value)
 
 
