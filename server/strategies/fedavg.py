@@ -48,6 +48,14 @@ def train_held_out(
     return models
 
 
+def held_out_protocol(cfg: RunConfig, what: str) -> str:
+    """``what`` with the held-out training's length, or '' when there is none."""
+    rounds = cfg.heldout_train_rounds
+    if not rounds:
+        return ""
+    return f"{what} ({rounds} exchanges of {cfg.local_steps} local steps)"
+
+
 class FedAvg(HyperflowerStrategy):
     """McMahan et al. (2017): sampled clients train one model; deltas averaged."""
 
@@ -98,13 +106,10 @@ class FedAvg(HyperflowerStrategy):
 
     def nonparticipant_protocol(self) -> str:
         """Fine-tuned or not, as this run's ``heldout-train-rounds`` says."""
-        rounds = self.cfg.heldout_train_rounds
-        if rounds:
-            return (
-                f"global model fine-tuned on its own data ({rounds} exchanges of "
-                f"{self.cfg.local_steps} local steps)"
-            )
-        return super().nonparticipant_protocol()
+        return (
+            held_out_protocol(self.cfg, "global model fine-tuned on its own data")
+            or super().nonparticipant_protocol()
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "global": dict(self.global_model)}
@@ -158,13 +163,10 @@ class LocalOnly(HyperflowerStrategy):
 
     def nonparticipant_protocol(self) -> str:
         """Trained locally or nothing, as this run's ``heldout-train-rounds`` says."""
-        rounds = self.cfg.heldout_train_rounds
-        if rounds:
-            return (
-                f"its own model trained from the initial one ({rounds} exchanges "
-                f"of {self.cfg.local_steps} local steps)"
-            )
-        return super().nonparticipant_protocol()
+        return (
+            held_out_protocol(self.cfg, "its own model trained from the initial one")
+            or super().nonparticipant_protocol()
+        )
 
     def apply_updates(
         self, server_round: int, updates: list[ClientUpdate]
