@@ -590,10 +590,10 @@ def plots(
             rounds = sorted(by_round)
             vals = [sum(by_round[x]) / len(by_round[x]) for x in rounds]
             first = next(r for r in runs if r["method"] == label and r["ok"])
-            per, pre = (
-                first.get("updates_per_round", 10),
-                first.get("pretrain_updates", 0),
-            )
+            # pages from before these were recorded: the config's default
+            per, pre = first.get("updates_per_round"), first.get("pretrain_updates")
+            if per is None:
+                per, pre = updates_per_round({})
             ax.plot(
                 [pre + x * per for x in rounds], vals, marker="o", ms=3, label=label
             )
