@@ -54,6 +54,11 @@ SUITES: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
         "images each, 800 client updates each",
         _accuracy("low-data"),
     ),
+    "chunked": (
+        "pFedHN's chunked generator against per-tensor on the accuracy suite's "
+        "split, 1,200 client updates each, 3 seeds",
+        _accuracy("chunked"),
+    ),
     "digits": ("the same on scikit-learn digits (quick check)", _accuracy("digits")),
     "chunked-lr": (
         "the chunked hypernetwork's server optimiser/lr sweep on digits "

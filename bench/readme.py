@@ -24,6 +24,7 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 RENDERERS: dict[str, str] = {
     "converged": "bench.accuracy",
     "low-data": "bench.accuracy",
+    "chunked": "bench.accuracy",
     "accuracy": "bench.accuracy",
     "digits": "bench.accuracy",
     "comm": "bench.comm",

@@ -51,6 +51,17 @@ class Target:
 #: The chunked generator's fixed settings (its own optimiser; docs/tuning.md).
 CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam"}
 
+
+def _hyperflora_baseline(row: str, tuned: str) -> dict[str, Any]:
+    """A baseline row of HyperFLoRA's LeNet table, less the key being tuned."""
+    from bench.harness import load_preset
+    from bench.hyperflora import PRESETS, baseline_overrides
+
+    preset = PRESETS["lenet"]
+    fixed = baseline_overrides(preset, row, load_preset(preset.conf))
+    return {k: v for k, v in fixed.items() if k != tuned}
+
+
 TARGETS: dict[str, Target] = {
     "pfedhn": Target(
         "quickstart",
@@ -111,6 +122,28 @@ TARGETS: dict[str, Target] = {
         {"inner-lr": [0.01, 0.003, 0.03]},
         "FedAvg on HyperFedZero's Fashion-MNIST split (the same MLP, rounds and "
         "local steps): local lr",
+    ),
+    # HyperFLoRA's LeNet table (bench/hyperflora.py) at its equal budget: each row's
+    # most sensitive key, three points, seeds 42 and 43 (equal effort). HyperFLoRA's
+    # server lr starts at the authors' 0.01; pFedHN's grid is its quickstart sweep's;
+    # FedAvg's local lr starts at its own preset's 0.02.
+    "hyperflora-lenet": Target(
+        "hyperflora-lenet-fmnist",
+        {},
+        {"server-lr": [0.01, 0.003, 0.03]},
+        "HyperFLoRA (paired) on its LeNet-5 preset: hypernetwork (server) lr",
+    ),
+    "pfedhn-hyperflora-lenet": Target(
+        "hyperflora-lenet-fmnist",
+        _hyperflora_baseline("pFedHN", "server-lr"),
+        {"server-lr": [0.01, 0.05, 0.2]},
+        "pFedHN on HyperFLoRA's LeNet-5 split at HyperFLoRA's budget: server lr",
+    ),
+    "fedavg-hyperflora-lenet": Target(
+        "hyperflora-lenet-fmnist",
+        _hyperflora_baseline("FedAvg (same budget)", "inner-lr"),
+        {"inner-lr": [0.02, 0.005, 0.05]},
+        "FedAvg on HyperFLoRA's LeNet-5 split at HyperFLoRA's budget: local lr",
     ),
 }
 

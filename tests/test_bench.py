@@ -352,3 +352,56 @@ def test_a_flat_sweep_keeps_the_first_point():
     runs[2]["val_acc"] = runs[3]["val_acc"] = 0.95
     rows = tune.summarise(runs, labels)
     assert [bool(r.get("chosen")) for r in rows] == [False, True, False]
+
+
+def test_hyperflora_baselines_get_its_budget_and_their_own_settings():
+    from bench import hyperflora as hfl
+
+    conf = load_preset("hyperflora-lenet-fmnist")
+    # 30 pre-training rounds, then 15 rounds of M updates plus 2E relay hops a pair
+    assert hfl.equal_rounds(conf) == 30 + 15 * (1 + 3)
+    assert not conf.get("pretrain-epochs"), "phase 1 trains as long as any update"
+    jobs = {j.tags["row"]: j for j in hfl.first_jobs(hfl.PRESETS["lenet"], [1], {})}
+    assert set(jobs) == {"HyperFLoRA", *hfl.BASELINES}
+    for row in hfl.BASELINES:
+        cfg = conf | jobs[row].overrides
+        assert cfg["num-rounds"] == hfl.equal_rounds(conf)
+        # its own learning rate and clip, not HyperFLoRA's; the budget's batch/epochs
+        assert cfg["inner-lr"] == hfl.OWN[row]["inner-lr"]
+        assert cfg["local-clip-norm"] == 50.0 != conf["local-clip-norm"]
+        assert cfg["batch-size"] == conf["batch-size"]
+        assert cfg["local-epochs"] == conf["local-epochs"]
+    assert jobs["pFedHN"].overrides["method"] == "pfedhn"
+    assert jobs["FedAvg (same budget)"].overrides["method"] == "fedavg"
+
+
+def test_a_baseline_at_chance_is_named_broken_and_no_target_is_met_against_it():
+    from bench import hyperflora as hfl
+
+    def row(name: str, acc: float, nbytes: float) -> dict:
+        return {
+            "row": name,
+            "bystander_acc": acc,
+            "participant_acc": acc,
+            "bytes_per_round": nbytes,
+        }
+
+    rows = [
+        row("Pretrain (FedAvg)", 0.85, 4e6),
+        row("pFedHN", 0.14, 4e6),  # 10 classes: at chance
+        row("FedAvg (same budget)", 0.88, 4e6),
+        row("HyperFLoRA", 0.86, 2e5),
+    ]
+    verdict = hfl.checks(rows)
+    assert verdict["bystander_above_pfedhn"] is None
+    assert verdict["broken_baselines"] == ["pFedHN"]
+    assert verdict["bystander_above_pretrain"] is True
+    assert verdict["bystander_above_fedavg_same_budget"] is False
+    line = hfl.verdict_line(verdict)
+    assert "above pFedHN's novel-client accuracy — not assessed" in line
+    assert "Broken" in line and "pFedHN" in line.split("Broken")[1]
+    assert "same budget — NOT met" in line
+    # a learning baseline is compared as usual
+    rows[1] = row("pFedHN", 0.80, 4e6)
+    assert hfl.checks(rows)["bystander_above_pfedhn"] is True
+    assert hfl.checks(rows)["broken_baselines"] == []
