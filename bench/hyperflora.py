@@ -82,11 +82,11 @@ OWN: dict[str, dict[str, Any]] = {
         "method": "pfedhn",
         "inner-lr": 0.005,
         "local-clip-norm": 50.0,
-        "server-lr": 0.05,
+        "server-lr": 0.2,
     },
     "FedAvg (same budget)": {
         "method": "fedavg",
-        "inner-lr": 0.02,
+        "inner-lr": 0.05,
         "local-clip-norm": 50.0,
     },
 }

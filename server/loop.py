@@ -487,6 +487,7 @@ class Runner:
             "participant_acc_std": best["test-acc-std"],
             "nonparticipant_acc": np_stats.get("test-acc"),
             "nonparticipant_acc_std": np_stats.get("test-acc-std"),
+            "nonparticipant_val_acc": np_stats.get("val-acc"),
             "nonparticipant_protocol": self.strategy.nonparticipant_protocol(),
             "global_acc": best["test-acc"] if self.strategy.has_global_model else None,
             "bytes_down_per_round": mean_of(train_rows, "bytes-down"),

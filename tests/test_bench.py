@@ -405,3 +405,33 @@ def test_a_baseline_at_chance_is_named_broken_and_no_target_is_met_against_it():
     rows[1] = row("pFedHN", 0.80, 4e6)
     assert hfl.checks(rows)["bystander_above_pfedhn"] is True
     assert hfl.checks(rows)["broken_baselines"] == []
+
+
+def test_a_key_acting_on_held_out_clients_is_scored_on_their_validation():
+    from bench import tune
+    from bench.harness import JobResult
+
+    assert tune.TARGETS["pfedhn-novel"].score == "nonparticipant_val_acc"
+    summary = {"participant_val_acc": 0.9, "nonparticipant_val_acc": 0.7}
+    job = Job(
+        "t-p0-s1", "quickstart", {"novel-lr": 1.0}, tags={"point": "p", "seed": 1}
+    )
+    result = JobResult(job, True, summary, [], None, 0.0, {}, Path("x.log"))
+    assert tune.run_record(result)["val_acc"] == 0.9
+    assert tune.run_record(result, "nonparticipant_val_acc")["val_acc"] == 0.7
+    page = tune.render(
+        {
+            "name": "x",
+            "what": "",
+            "command": "python -m bench tune x",
+            "preset": "quickstart",
+            "overrides": {},
+            "sets": {},
+            "seeds": [1],
+            "rows": tune.summarise(
+                [tune.run_record(result, "nonparticipant_val_acc")], ["p"]
+            ),
+            "score": "nonparticipant_val_acc",
+        }
+    )
+    assert "held-out val acc" in page and "held-out clients' validation" in page
