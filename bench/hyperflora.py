@@ -31,8 +31,10 @@ continues instead of starting over.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.harness import (
@@ -477,7 +479,8 @@ def markdown(
         "",
         "Bystanders never train: HyperFLoRA sends them h(r_i) (r_i = classes present, "
         "no counts); the Pretrain row gives them the global θ_pret and FedAvg (same "
-        "budget) its global model at the end of the whole budget (both zero-shot); "
+        "budget) its global model at the round chosen on participants' validation "
+        "(both zero-shot); "
         "pFedHN's number "
         "is its novel-client accuracy (a new embedding fitted with "
         f"{conf.get('novel-rounds', 10)} rounds of local steps on the bystander, φ "
@@ -612,9 +615,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="keep finished runs of the same config; paired runs "
         "start from the pretrained.pt their folder holds",
     )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-write the pages from their committed JSON (no run)",
+    )
     args = parser.parse_args(argv)
     presets = ["lenet", "vit"] if args.preset == "all" else [args.preset]
+    if args.render_only:
+        render(presets)
+        return
     run(presets, args.seeds, args.parallel, args.quick, args.reuse)
+
+
+def render(presets: Sequence[str], results_dir: Path = RESULTS) -> None:
+    """Re-write each preset's page from its JSON: a wording change to the page must
+    not need the runs again."""
+    for key in presets:
+        preset = PRESETS[key]
+        suite = f"hyperflora-{preset.key}-fmnist"
+        data = json.loads((results_dir / f"{suite}.json").read_text())
+        meta = {k: data[k] for k in ("machine", "load", "parallel", "quick")}
+        page = markdown(preset, data["rows"], data["runs"], meta, data["sizing"])
+        write_results(suite, data, page, results_dir)
 
 
 if __name__ == "__main__":

@@ -435,3 +435,15 @@ def test_a_key_acting_on_held_out_clients_is_scored_on_their_validation():
         }
     )
     assert "held-out val acc" in page and "held-out clients' validation" in page
+
+
+@pytest.mark.parametrize("preset", ["lenet", "vit"])
+def test_committed_hyperflora_pages_are_their_json_rendered(preset, tmp_path):
+    from bench import hyperflora as hfl
+
+    suite = f"hyperflora-{preset}-fmnist"
+    (tmp_path / f"{suite}.json").write_text((RESULTS / f"{suite}.json").read_text())
+    hfl.render([preset], tmp_path)
+    assert (tmp_path / f"{suite}.md").read_text() == (
+        RESULTS / f"{suite}.md"
+    ).read_text()
