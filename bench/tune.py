@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import shlex
 import sys
 from collections.abc import Sequence
@@ -136,6 +137,25 @@ TARGETS: dict[str, Target] = {
         "FedAvg on HyperFedZero's Fashion-MNIST split (the same MLP, rounds and "
         "local steps): local lr",
     ),
+    # HyperFedZero's claim is about held-out clients (zACC): its most collapse-prone
+    # key and FedAvg's local lr, each scored on the held-out clients' validation
+    # rows (zero-shot for both: h(e) / the global model), three points, two seeds.
+    "hyperfedzero-zeroshot": Target(
+        "hyperfedzero-fmnist",
+        {},
+        {"hfz-beta": [0.01, 0.1, 1.0]},
+        "HyperFedZero on its Fashion-MNIST split, scored on held-out clients: "
+        "hfz-beta (the preset's first)",
+        score="nonparticipant_val_acc",
+    ),
+    "fedavg-hyperfedzero-zeroshot": Target(
+        "hyperfedzero-fmnist",
+        {"method": "fedavg"},
+        {"inner-lr": [0.03, 0.01, 0.1]},
+        "FedAvg on HyperFedZero's split, scored on held-out clients (its global "
+        "model): local lr (its preset's first)",
+        score="nonparticipant_val_acc",
+    ),
     # HyperFLoRA's LeNet table (bench/hyperflora.py) at its equal budget: each row's
     # most sensitive key, three points, seeds 42 and 43 (equal effort). HyperFLoRA's
     # server lr starts at the authors' 0.01; pFedHN's grid is its quickstart sweep's;
@@ -193,10 +213,11 @@ def jobs_for(
     grid: dict[str, list[Any]],
     sets: dict[str, Any],
     seeds: Sequence[int],
+    start: int = 0,
 ) -> list[Job]:
-    """One job per (grid point, seed)."""
+    """One job per (grid point, seed); points numbered from ``start``."""
     jobs = []
-    for i, point in enumerate(points(grid)):
+    for i, point in enumerate(points(grid), start):
         for seed in seeds:
             jobs.append(
                 Job(
@@ -267,6 +288,25 @@ def summarise(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, An
             chosen["flat"] = True
         chosen["chosen"] = True
     return rows
+
+
+def widened(committed: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    """A committed one-key sweep with more points of its key (the edge rule), the
+    choice re-made over all of them. The added runs must share the sweep's preset,
+    sizing and seeds, or the points would not be comparable."""
+    for key in ("target", "preset", "overrides", "sets", "seeds", "score"):
+        if committed.get(key) != added.get(key):
+            raise ValueError(f"cannot widen: the sweeps differ in {key}")
+    (key,) = committed["grid"]
+    grid = {key: [*committed["grid"][key], *added["grid"][key]]}
+    runs = [*committed["runs"], *added["runs"]]
+    return {
+        **committed,
+        "grid": grid,
+        "command": f"{committed['command']} && {added['command']}",
+        "rows": summarise(runs, [label(p) for p in points(grid)]),
+        "runs": runs,
+    }
 
 
 def flat(rows: list[dict[str, Any]]) -> bool:
@@ -398,6 +438,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--widen",
+        action="store_true",
+        help="add the --grid points to the committed sweep tune-<name> (the "
+        "protocol's edge rule): only they run, the choice is made over all",
+    )
     args = parser.parse_args(list(argv))
     if args.target not in TARGETS:
         parser.error(f"unknown target {args.target!r}; known: {', '.join(TARGETS)}")
@@ -414,7 +460,16 @@ def main(argv: Sequence[str]) -> int:
         }
     seeds = [int(s) for s in args.seeds.split(",")]
     name = args.name or args.target
-    jobs = jobs_for(name, target, grid, sets, seeds)
+    committed = None
+    if args.widen:
+        path = results_dir(args.quick) / f"tune-{name}.json"
+        if not path.exists():
+            parser.error(f"--widen needs a committed sweep {path}")
+        committed = json.loads(path.read_text())
+        if committed["target"] != args.target or list(committed["grid"]) != list(grid):
+            parser.error("--widen adds points of the same key to the same target")
+    start = len(points(committed["grid"])) if committed else 0
+    jobs = jobs_for(name, target, grid, sets, seeds, start)
     with LoadMonitor() as load:
         results = run_or_reuse(f"tune-{name}", jobs, args.parallel, args.reuse)
     runs = [run_record(r, target.score) for r in results]
@@ -438,6 +493,9 @@ def main(argv: Sequence[str]) -> int:
         "quick": args.quick,
         "score": target.score,
     }
+    if committed is not None:
+        data = widened(committed, data)
+        rows = data["rows"]
     write_results(f"tune-{name}", data, render(data), results_dir(args.quick))
     chosen = next((r["point"] for r in rows if r.get("chosen")), None)
     print(f"tune {name}: chosen on validation: {chosen}", file=sys.stderr)

@@ -119,6 +119,27 @@ def test_readme_block_replaced_between_markers_only(tmp_path):
         readme.replace_block("no markers", content)
 
 
+def tune_page(
+    rows: list[dict], seeds: list[int], score: str = "participant_val_acc"
+) -> str:
+    """A sweep page rendered from rows alone (the rest of its JSON minimal)."""
+    from bench import tune
+
+    return tune.render(
+        {
+            "name": "x",
+            "what": "",
+            "command": "python -m bench tune x",
+            "preset": "quickstart",
+            "overrides": {},
+            "sets": {},
+            "seeds": seeds,
+            "rows": rows,
+            "score": score,
+        }
+    )
+
+
 def committed_suites() -> list[str]:
     return [s for s in readme.RENDERERS if (RESULTS / f"{s}.json").exists()]
 
@@ -232,18 +253,7 @@ def test_tune_chooses_on_validation_and_flags_rising_curves():
     assert [bool(r.get("chosen")) for r in rows] == [False, True]
     assert not any(r.get("flat") for r in rows)  # two points: never called flat
     assert rows[1]["still_rising"] == 2
-    page = tune.render(
-        {
-            "name": "x",
-            "what": "",
-            "command": "python -m bench tune x",
-            "preset": "quickstart",
-            "overrides": {},
-            "sets": {},
-            "seeds": [1, 2],
-            "rows": rows,
-        }
-    )
+    page = tune_page(rows, [1, 2])
     assert "test" not in page.lower().replace("test accuracy is not read", "")
     assert "Not flattened within the budget: server-lr=0.05" in page
 
@@ -419,20 +429,10 @@ def test_a_key_acting_on_held_out_clients_is_scored_on_their_validation():
     result = JobResult(job, True, summary, [], None, 0.0, {}, Path("x.log"))
     assert tune.run_record(result)["val_acc"] == 0.9
     assert tune.run_record(result, "nonparticipant_val_acc")["val_acc"] == 0.7
-    page = tune.render(
-        {
-            "name": "x",
-            "what": "",
-            "command": "python -m bench tune x",
-            "preset": "quickstart",
-            "overrides": {},
-            "sets": {},
-            "seeds": [1],
-            "rows": tune.summarise(
-                [tune.run_record(result, "nonparticipant_val_acc")], ["p"]
-            ),
-            "score": "nonparticipant_val_acc",
-        }
+    page = tune_page(
+        tune.summarise([tune.run_record(result, "nonparticipant_val_acc")], ["p"]),
+        [1],
+        "nonparticipant_val_acc",
     )
     assert "held-out val acc" in page and "held-out clients' validation" in page
 
@@ -447,3 +447,45 @@ def test_committed_hyperflora_pages_are_their_json_rendered(preset, tmp_path):
     assert (tmp_path / f"{suite}.md").read_text() == (
         RESULTS / f"{suite}.md"
     ).read_text()
+
+
+def test_widening_a_sweep_adds_points_and_chooses_over_all():
+    from bench import tune
+
+    def sweep(values: list[float], accs: list[float], sets: dict) -> dict:
+        runs = [
+            {
+                "point": f"novel-lr={v}",
+                "seed": s,
+                "ok": True,
+                "val_acc": a + 0.001 * s,
+                "best_round": 30,
+                "flattened": True,
+                "wall_s": 1.0,
+            }
+            for v, a in zip(values, accs, strict=True)
+            for s in (1, 2)
+        ]
+        grid = {"novel-lr": values}
+        return {
+            "target": "pfedhn-novel",
+            "preset": "quickstart",
+            "overrides": {},
+            "sets": sets,
+            "seeds": [1, 2],
+            "score": "nonparticipant_val_acc",
+            "grid": grid,
+            "command": f"run {values}",
+            "runs": runs,
+            "rows": tune.summarise(runs, [tune.label(p) for p in tune.points(grid)]),
+        }
+
+    sizing = {"num-rounds": 30}
+    first = sweep([1.0, 0.2, 5.0], [0.70, 0.60, 0.80], sizing)
+    assert next(r for r in first["rows"] if r.get("chosen"))["point"] == "novel-lr=5.0"
+    both = tune.widened(first, sweep([25.0], [0.85], sizing))
+    assert both["grid"] == {"novel-lr": [1.0, 0.2, 5.0, 25.0]}
+    assert [r["point"] for r in both["rows"] if r.get("chosen")] == ["novel-lr=25.0"]
+    assert both["command"] == "run [1.0, 0.2, 5.0] && run [25.0]"
+    with pytest.raises(ValueError, match="sets"):
+        tune.widened(first, sweep([25.0], [0.85], {"num-rounds": 60}))

@@ -188,3 +188,28 @@ def test_every_chunk_has_its_own_bias():
         after = hnet.flat(torch.zeros(1, 4))
     changed = (after - before).abs() > 0
     assert not changed[0, :1000].any() and changed[0, 1000:2000].all()
+
+
+def test_scale_in_weights_starts_alike_and_lets_sgd_move_the_client_part():
+    """HyperFedZero's h is trained by the clients' plain SGD: with the scale in a
+    fixed multiplier, the head W's share of the client-dependent part moves σ²
+    slower (σ ≈ 0.058 for a 100-input classifier); with the scale in W's initial
+    weights it moves at full pace."""
+    shapes = {"weight": torch.Size([10, 100]), "bias": torch.Size([10])}
+    e = torch.softmax(
+        2 * torch.randn(2, 16, generator=torch.Generator().manual_seed(1)), 1
+    )
+    target = torch.randn(1010, generator=torch.Generator().manual_seed(2))
+    start, moved = {}, {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        net = ChunkedHyperNet(16, shapes, 300, 1, 576, 16, scale_in_weights=flag)
+        before = net.flat(e).detach()
+        start[flag] = before
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        ((net.flat(e)[0] - target) ** 2).sum().backward()  # pull client 0 only
+        opt.step()
+        after = net.flat(e).detach()
+        moved[flag] = float(((after[0] - after[1]) - (before[0] - before[1])).norm())
+    assert torch.allclose(start[False], start[True], atol=1e-6)
+    assert moved[True] > 10 * moved[False] > 0

@@ -30,6 +30,15 @@ than PyTorch's and only ~3 % of its output varied with the client):
   generates the client-dependent offset around it. (Scaling the base by σ too would
   slow its SGD steps by σ², ~10⁻³ for LeNet's fc1, and its Adam steps by σ.)
 
+The fixed σ multiplier slows the client-dependent part's plain-SGD steps the same way
+(by σ²). Server-side Adam does not mind, but a generator trained by the clients' own
+SGD (HyperFedZero's h) barely moves it. ``scale_in_weights`` moves the largest σ into
+W's initialisation instead (the same θ at the start, σ/σ_max left as the multiplier:
+1 everywhere when one tensor scale covers the whole output, as for HyperFedZero's
+classifier), so W learns at the pace of the other weights. It is an option
+(``hfz-scale-in-weights``), off by default: on HyperFedZero's Fashion-MNIST split
+validation accuracy did not favour it (docs/tuning.md).
+
 :class:`ChunkedGenerator` maps trunk features to a flat vector of any requested
 length up to its capacity (MH-pFedHN: one generator per size group, a length K_i per
 client); :class:`ChunkedHyperNet` adds the trunk and the named-tensor view of the
@@ -113,6 +122,7 @@ class ChunkedGenerator(nn.Module):
         chunk_embed_dim: int,
         mean: torch.Tensor | None = None,
         std: torch.Tensor | None = None,
+        scale_in_weights: bool = False,
     ) -> None:
         super().__init__()
         self.capacity, self.chunk_size = capacity, chunk_size
@@ -129,6 +139,12 @@ class ChunkedGenerator(nn.Module):
             # z = ReLU(x) with Var(x) = 2 has E[z²] = 1, so W ~ N(0, 1/hidden) gives
             # the raw output unit variance
             nn.init.normal_(self.head.weight, std=1 / math.sqrt(hidden))
+            if scale_in_weights and std is not None:
+                # the same θ at the start, but the scale sits in W, not in a fixed
+                # multiplier that would slow W's plain-SGD steps by σ²
+                scale = float(std.max())
+                self.head.weight.mul_(scale)
+                std = std / scale
         padded = self.num_chunks * chunk_size
         self.register_buffer("mean", _padded(mean, capacity, padded, 0.0))
         self.register_buffer("std", _padded(std, capacity, padded, 1.0))
@@ -203,6 +219,7 @@ class ChunkedHyperNet(nn.Module):
         chunk_embed_dim: int = 16,
         reference: Mapping[str, torch.Tensor] | None = None,
         probe_std: float = 1.0,
+        scale_in_weights: bool = False,
     ) -> None:
         super().__init__()
         self.trunk = mlp_trunk(embed_dim, hidden, n_hidden)
@@ -223,7 +240,13 @@ class ChunkedHyperNet(nn.Module):
             ]
         )
         self.generator = ChunkedGenerator(
-            hidden, self.total, chunk_size, chunk_embed_dim, mean, std
+            hidden,
+            self.total,
+            chunk_size,
+            chunk_embed_dim,
+            mean,
+            std,
+            scale_in_weights,
         )
         probe = (
             torch.randn(256, embed_dim, generator=torch.Generator().manual_seed(0))

@@ -105,6 +105,7 @@ class HyperFedZeroNet(nn.Module):
         n_hidden: int = 1,
         chunk_size: int = 576,
         chunk_embed_dim: int = 16,
+        scale_in_weights: bool = False,
     ) -> None:
         super().__init__()
         if backbone not in CLASSIFIER_OF:
@@ -134,7 +135,13 @@ class HyperFedZeroNet(nn.Module):
                 for k, p in nn.Linear(self.feature_dim, num_classes).named_parameters()
             }
             self.h = ChunkedHyperNet(
-                embed_dim, shapes, hidden, n_hidden, chunk_size, chunk_embed_dim
+                embed_dim,
+                shapes,
+                hidden,
+                n_hidden,
+                chunk_size,
+                chunk_embed_dim,
+                scale_in_weights=scale_in_weights,
             )
             # embeddings live on the simplex, not around N(0, 1): calibrate the
             # generator on typical simplex points so e moves θ_c from the start
@@ -256,6 +263,7 @@ def build_net(cfg: RunConfig, seed: int | None = None) -> HyperFedZeroNet:
             cfg.hfz_n_hidden,
             cfg.hfz_chunk_size,
             cfg.hfz_chunk_embed_dim,
+            cfg.hfz_scale_in_weights,
         )
 
     if seed is None:
