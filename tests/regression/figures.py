@@ -29,7 +29,7 @@ JOBS: dict[str, dict[str, Any]] = {
         "num-rounds": 5,
         "eval-every": 5,
         "novel-rounds": 2,
-        # the value the figures were recorded at (the quickstart preset's is 125
+        # the value the figures were recorded at (the quickstart preset's is 25
         # since issue 10's validation sweep; a changed setting is not a refactor)
         "novel-lr": 1.0,
     },
