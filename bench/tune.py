@@ -290,13 +290,22 @@ def summarise(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, An
     return rows
 
 
+#: What two sweeps must share for their points to be compared on one page.
+COMPARABLE = ("target", "preset", "overrides", "sets", "seeds", "score")
+
+
+def incomparable(committed: dict[str, Any], added: dict[str, Any]) -> str | None:
+    """The first of :data:`COMPARABLE` in which the two sweeps differ, if any."""
+    return next((k for k in COMPARABLE if committed.get(k) != added.get(k)), None)
+
+
 def widened(committed: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
     """A committed one-key sweep with more points of its key (the edge rule), the
     choice re-made over all of them. The added runs must share the sweep's preset,
     sizing and seeds, or the points would not be comparable."""
-    for key in ("target", "preset", "overrides", "sets", "seeds", "score"):
-        if committed.get(key) != added.get(key):
-            raise ValueError(f"cannot widen: the sweeps differ in {key}")
+    differ = incomparable(committed, added)
+    if differ:
+        raise ValueError(f"cannot widen: the sweeps differ in {differ}")
     (key,) = committed["grid"]
     grid = {key: [*committed["grid"][key], *added["grid"][key]]}
     runs = [*committed["runs"], *added["runs"]]
@@ -466,8 +475,21 @@ def main(argv: Sequence[str]) -> int:
         if not path.exists():
             parser.error(f"--widen needs a committed sweep {path}")
         committed = json.loads(path.read_text())
-        if committed["target"] != args.target or list(committed["grid"]) != list(grid):
-            parser.error("--widen adds points of the same key to the same target")
+        planned = {
+            "target": args.target,
+            "preset": target.preset,
+            "overrides": target.overrides,
+            "sets": sets,
+            "seeds": seeds,
+            "score": target.score,
+        }
+        differ = incomparable(committed, planned)
+        if differ or list(committed["grid"]) != list(grid):
+            # before any run: a mismatch found after the runs would waste them
+            parser.error(
+                "--widen adds points of the committed sweep's key with its "
+                f"settings; this call differs in {differ or 'the grid key'}"
+            )
     start = len(points(committed["grid"])) if committed else 0
     jobs = jobs_for(name, target, grid, sets, seeds, start)
     with LoadMonitor() as load:
