@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -82,8 +84,12 @@ def read_run(folder: Path, label: str, wall: float = 0.0) -> dict[str, Any]:
     }
 
 
-def local_only(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    """Each participant alone, same local-step budget, best validation checkpoint."""
+def local_only(cfg_dict: dict[str, Any], with_test: bool = True) -> dict[str, Any]:
+    """Each participant alone, same local-step budget, best validation checkpoint.
+
+    ``val_curve`` is the participants' mean validation accuracy after each block of
+    ``local-steps`` steps (the flattening rule's curve); ``with_test=False`` (tuning)
+    never evaluates the test rows."""
     from client.training import evaluate, train_steps
     from common.config import parse_run_config
     from common.methods.mh_pfedhn import arch_for
@@ -94,14 +100,17 @@ def local_only(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     inside, _ = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
     per_client = cfg.num_rounds * cfg.clients_per_round / len(inside)
     chunks = max(1, round(per_client))  # visits of local-steps each, on average
-    vals, tests, by_k = [], [], {}
+    vals: list[float] = []
+    tests: list[float] = []
+    by_k: dict[str, list[float]] = {}
+    curve = np.zeros(chunks)
     for pid in sorted(inside):
         arch = arch_for(cfg, pid)
         data = load_client_data(cfg, pid)
         model = build_model(arch, cfg.num_classes, seed=cfg.seed + pid)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + pid)
         best = (-1.0, 0.0)
-        for _ in range(chunks):
+        for c in range(chunks):
             train_steps(
                 model,
                 data.x_train,
@@ -115,20 +124,25 @@ def local_only(cfg_dict: dict[str, Any]) -> dict[str, Any]:
                 cfg.local_clip_norm,
             )
             _, val, _ = evaluate(model, data.x_val, data.y_val)
+            curve[c] += val / len(inside)
             if val > best[0]:
-                best = (val, evaluate(model, data.x_test, data.y_test)[1])
+                test = evaluate(model, data.x_test, data.y_test)[1] if with_test else 0
+                best = (val, test)
         vals.append(best[0])
         tests.append(best[1])
         by_k.setdefault(str(count_params(model)), []).append(best[1])
-    return {
+    row = {
         "row": "local-only",
         "seed": cfg.seed,
         "rounds": cfg.num_rounds,
-        "participant_acc": float(np.mean(tests)),
         "participant_val_acc": float(np.mean(vals)),
-        "by_K": {k: float(np.mean(v)) for k, v in by_k.items()},
         "local_steps": chunks * cfg.local_steps,
+        "val_curve": [float(v) for v in curve],
     }
+    if with_test:
+        row["participant_acc"] = float(np.mean(tests))
+        row["by_K"] = {k: float(np.mean(v)) for k, v in by_k.items()}
+    return row
 
 
 def per_arch_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -325,8 +339,153 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Each reference row's own setting, chosen by its sweep (``--tune``; docs/tuning.md):
+#: the hypernetwork rows take theirs from their presets.
+OWN: dict[str, dict[str, Any]] = {"arch": {}, "local": {}}
+
+#: The table's rows that ``--tune`` sweeps (docs/tuning.md, equal effort: each row's
+#: most sensitive key, the same number of points and seeds): the hypernetworks'
+#: server lr, local-only's local lr.
+TUNED_ROWS = {
+    "mh": "MH-pFedHN (hetero preset)",
+    "gd": "MH-pFedHNGD (GD hetero preset)",
+    "arch": "a hypernetwork per architecture (four restricted runs, one score: "
+    "the mean of their participants' validation accuracy)",
+    "local": "local-only (same local-step budget)",
+}
+
+
+def row_configs(row: str, base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The federated run(s) behind one row of the table, for a hetero-preset config
+    ``base`` (the GD row swaps in the GD preset's method keys)."""
+    if row == "mh":
+        return [("MH-pFedHN", base)]
+    if row == "gd":
+        extra = {k: v for k, v in preset(GD).items() if k not in preset(HETERO)}
+        return [("MH-pFedHNGD", {**base, **extra, "method": "mh-pfedhngd"})]
+    if row == "arch":
+        return per_arch_configs(base)
+    raise ValueError(f"no federated runs for row {row!r}")
+
+
+def tune_record(row: str, point: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """One (grid point, seed) of a sweep: validation numbers only, in the record shape
+    of ``bench.tune.run_record`` (so its summary, choice and page apply)."""
+    from bench.tune import flattened
+
+    start = time.time()
+    if row == "local":
+        got = local_only(cfg, with_test=False)
+        curve = got["val_curve"]
+        rec_curve = [(i + 1, v) for i, v in enumerate(curve)]
+        val, best, done = got["participant_val_acc"], None, flattened(curve)
+    else:
+        vals, rounds, flags, rec_curve = [], [], [], []
+        for _, run_cfg in row_configs(row, cfg):
+            from server.direct_grid import run_in_process
+
+            summary = run_in_process(run_cfg)
+            assert summary is not None
+            folder = Path(run_cfg["output-dir"]) / run_cfg["run-name"]
+            rows = [json.loads(x) for x in (folder / "metrics.jsonl").open()]
+            pairs = [
+                (r["round"], r["participant-val-acc"])
+                for r in rows
+                if "participant-val-acc" in r
+            ]
+            rec_curve += pairs
+            vals.append(summary["participant_val_acc"])
+            rounds.append(summary["best_round"])
+            flags.append(flattened([v for _, v in pairs]))
+        val, best = float(np.mean(vals)), float(np.mean(rounds))
+        done = None if None in flags else all(flags)
+    return {
+        "point": point,
+        "seed": seed,
+        "ok": True,
+        "error": "",
+        "val_acc": val,
+        "best_round": best,
+        "rounds": cfg["num-rounds"],
+        "wall_s": time.time() - start,
+        "val_curve": rec_curve,
+        "flattened": done,
+        "clients_per_round": cfg.get("clients-per-round"),
+    }
+
+
+def tune(argv: list[str]) -> None:
+    """``--tune ROW --grid KEY=V1,V2,... [--seeds 42,43] [--set K=V] [--widen]``:
+    a validation sweep of one row of the table on the hetero preset's split, written
+    as ``bench/results/tune-mh-<row>.{json,md}`` like ``python -m bench tune``."""
+    from bench.harness import machine
+    from bench.report import write_results
+    from bench.tune import _pairs, label, points, render, summarise, widened
+
+    parser = argparse.ArgumentParser(prog="python -m bench.mh_pfedhn --tune")
+    parser.add_argument("--tune", required=True, choices=list(TUNED_ROWS))
+    parser.add_argument("--grid", required=True)
+    parser.add_argument("--seeds", default="42,43")
+    parser.add_argument("--set", action="append", default=[], dest="sets")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--work", default=str(ROOT / "outputs" / "bench-mh-tune"))
+    parser.add_argument("--widen", action="store_true")
+    args = parser.parse_args(argv)
+    grid = _pairs([args.grid], many=True)
+    sets = _pairs(args.sets, many=False)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    name = f"mh-{args.tune}"
+    path = Path(args.out) / f"tune-{name}.json"
+    committed = json.loads(path.read_text()) if args.widen else None
+    planned = {"target": name, "sets": sets, "seeds": seeds}
+    if committed is not None and (
+        any(committed[k] != v for k, v in planned.items())
+        or list(committed["grid"]) != list(grid)
+    ):
+        raise SystemExit("--widen: this sweep differs from the committed one")
+    start = len(points(committed["grid"])) if committed else 0
+    runs = []
+    for i, point in enumerate(points(grid), start):
+        for seed in seeds:
+            cfg = preset(
+                HETERO,
+                **sets,
+                **point,
+                seed=seed,
+                **{"output-dir": args.work, "run-name": f"{name}-p{i}-s{seed}"},
+            )
+            runs.append(tune_record(args.tune, label(point), seed, cfg))
+            print(json.dumps(runs[-1]), flush=True)
+    data: dict[str, Any] = {
+        "name": name,
+        "target": name,
+        "what": f"{TUNED_ROWS[args.tune]} on the MH-pFedHN hetero split: "
+        + ", ".join(grid),
+        "preset": HETERO.stem,
+        "overrides": {},
+        "grid": grid,
+        "sets": sets,
+        "seeds": seeds,
+        "command": "python -m bench.mh_pfedhn " + shlex.join(sys.argv[1:]),
+        "rows": summarise(runs, [label(p) for p in points(grid)]),
+        "runs": runs,
+        "machine": machine(),
+        "score": "participant_val_acc",
+    }
+    if committed is not None:
+        data = widened(committed, data)
+    write_results(f"tune-{name}", data, render(data), Path(args.out))
+    rows: list[dict[str, Any]] = data["rows"]
+    chosen = next((r["point"] for r in rows if r.get("chosen")), None)
+    print(f"tune {name}: chosen on validation: {chosen}", file=sys.stderr)
+
+
 def main() -> None:
     """Run the rows for every seed and write the page and raw rows."""
+    torch.set_num_threads(1)  # as the ServerApp and ClientApps run: same numerics
+    if "--tune" in sys.argv:
+        tune(sys.argv[1:])
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seeds", default="42")
@@ -349,30 +508,33 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     raw = out / "mh-pfedhn-runs.jsonl"
-    rows = [json.loads(x) for x in raw.read_text().splitlines()] if raw.exists() else []
-    rows += [read_run(Path(folder), label) for folder, label in args.add_run]
+    for folder, label in args.add_run:
+        record(raw, read_run(Path(folder), label))
     wanted = [] if args.render_only else args.rows.split(",")
     for seed in [] if args.render_only else [int(s) for s in args.seeds.split(",")]:
         common = {"num-rounds": args.rounds, "seed": seed, "output-dir": args.work}
         base = preset(HETERO, **common, **{"run-name": f"mh-{seed}"})
-        todo: list[tuple[str, Any]] = []
-        if "mh" in wanted:
-            todo.append(("MH-pFedHN", base))
-        if "gd" in wanted:
-            todo.append(
-                ("MH-pFedHNGD", preset(GD, **common, **{"run-name": f"gd-{seed}"}))
-            )
-        if "arch" in wanted:
-            todo += per_arch_configs(base)
-        for label, cfg in todo:
-            rows.append(federated(cfg, label))
-            raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            print(json.dumps(rows[-1]), flush=True)
+        for row in [r for r in ("mh", "gd", "arch") if r in wanted]:
+            for label, cfg in row_configs(row, {**base, **OWN.get(row, {})}):
+                if row == "gd":
+                    cfg = {**cfg, "run-name": f"gd-{seed}"}
+                record(raw, federated(cfg, label))
         if "local" in wanted:
-            rows.append(local_only(base))
-            raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            print(json.dumps(rows[-1]), flush=True)
+            record(raw, local_only({**base, **OWN["local"]}))
+    rows = [json.loads(x) for x in raw.read_text().splitlines()] if raw.exists() else []
     (out / "mh-pfedhn.md").write_text(render(rows))
+
+
+def record(raw: Path, row: dict[str, Any]) -> None:
+    """Append one row to the raw rows file (under a lock: several table runs may
+    share it) and print it."""
+    import fcntl
+
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    with raw.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

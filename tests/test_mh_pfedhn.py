@@ -323,3 +323,42 @@ def test_shared_embedding_per_group_option(tmp_path):
     ][:2]
     first, second = strategy.generate([a, b])
     assert torch.equal(first["theta"], second["theta"])  # same K, same embedding
+
+
+def test_base_lr_moves_each_group_base_by_its_clients_mean_delta(tmp_path):
+    """mh-base-lr: a size group's shared base takes mh-base-lr × the mean delta of
+    the round's clients of that group (1 = FedAvg's step), whatever the other groups
+    sent; the rest of φ still takes its Adam step; 0 leaves the paper's one Adam."""
+    runner = build_runner(
+        mh_config(tmp_path, **{"num-rounds": 1, "mh-base-lr": 0.5})
+    )
+    strategy = runner.strategy
+    by_group: dict[str, list[str]] = {}
+    for cid in strategy.participants:
+        by_group.setdefault(strategy.group[cid], []).append(cid)
+    group, mates = next((g, c) for g, c in by_group.items() if len(c) >= 2)
+    other = next(c[0] for g, c in by_group.items() if g != group)
+    a, b = mates[:2]
+    k = strategy.k[a]
+    base = strategy.hnet.head(group).chunk_bias
+    before = base.detach().flatten()[:k].clone()
+    trunk = [p.detach().clone() for p in strategy.hnet.trunk.parameters()]
+    updates = [
+        ClientUpdate(a, {"theta": torch.full((k,), 0.2)}, 10, {}),
+        ClientUpdate(b, {"theta": torch.full((k,), 0.4)}, 30, {}),
+        ClientUpdate(other, {"theta": torch.ones(strategy.k[other])}, 10, {}),
+    ]
+    strategy.apply_updates(1, updates)
+    moved = base.detach().flatten()[:k] - before
+    assert torch.allclose(moved, torch.full((k,), 0.5 * 0.3), atol=1e-6)  # mean 0.3
+    assert base.grad is None
+    assert not all(
+        torch.equal(x, y)
+        for x, y in zip(trunk, strategy.hnet.trunk.parameters(), strict=True)
+    )
+    off = build_runner(mh_config(tmp_path / "off", **{"num-rounds": 1})).strategy
+    assert any(
+        p is off.hnet.head(group).chunk_bias
+        for g in off.optimizer.param_groups
+        for p in g["params"]
+    )

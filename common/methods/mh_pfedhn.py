@@ -109,6 +109,13 @@ MH_SETTINGS: dict[str, Setting] = {
         check=above(0.0),
         fingerprint=True,
     ),
+    "mh-base-lr": Setting(
+        0.0,
+        "step of each size group's shared base (the heads' per-chunk biases) toward "
+        "the mean delta of the round's clients of that group, by plain SGD "
+        "(1 = FedAvg's step; 0 = the paper: one Adam for the whole hypernetwork)",
+        check=at_least(0.0),
+    ),
     "mh-embed-lr": Setting(
         0.0, "server lr of the embeddings (0 = server-lr)", check=at_least(0.0)
     ),

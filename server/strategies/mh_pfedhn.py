@@ -206,10 +206,11 @@ class MHPFedHN(HyperflowerStrategy):
             torch.randn(len(self.rows), cfg.mh_embed_dim, generator=gen).to(self.device)
         )
         embed_lr = cfg.mh_embed_lr or cfg.server_lr
+        base = {id(p) for p in self._bases()} if cfg.mh_base_lr > 0 else set()
         self.optimizer = make_optimizer(
             cfg.server_optimizer,
             [
-                {"params": list(self.hnet.parameters())},
+                {"params": [p for p in self.hnet.parameters() if id(p) not in base]},
                 {"params": [self.embeddings], "lr": embed_lr},
             ],
             cfg.server_lr,
@@ -318,6 +319,36 @@ class MHPFedHN(HyperflowerStrategy):
             good.append(u)
         return good
 
+    def _bases(self) -> list[torch.Tensor]:
+        """The heads' per-chunk biases: each size group's shared base θ values."""
+        return [self.hnet.head(g).chunk_bias for g in self.hnet.capacities]
+
+    def _base_hook(
+        self, groups: Sequence[str], weights: torch.Tensor
+    ) -> Callable[[], None] | None:
+        """With ``mh-base-lr``: between the backward pass and the Adam step, move each
+        group's base by mh-base-lr × the weighted mean delta of the round's clients of
+        that group (its gradient is minus their weighted sum), and take the bases out
+        of clipping and of Adam. Without it: None (the paper's one Adam)."""
+        if self.cfg.mh_base_lr <= 0:
+            return None
+
+        def step() -> None:
+            with torch.no_grad():
+                for group in dict.fromkeys(groups):
+                    total = sum(
+                        float(w)
+                        for g, w in zip(groups, weights, strict=True)
+                        if g == group
+                    )
+                    base = self.hnet.head(group).chunk_bias
+                    if base.grad is not None:
+                        base.sub_(base.grad, alpha=self.cfg.mh_base_lr / total)
+            for bias in self._bases():
+                bias.grad = None
+
+        return step
+
     def apply_updates(
         self, server_round: int, updates: list[ClientUpdate]
     ) -> dict[str, float]:
@@ -336,6 +367,7 @@ class MHPFedHN(HyperflowerStrategy):
             self.optimizer,
             [*self.hnet.parameters(), self.embeddings],
             self.cfg.clip_norm,
+            self._base_hook(groups, weights),
         )
         return {"grad-norm": norm}
 
@@ -346,16 +378,16 @@ class MHPFedHN(HyperflowerStrategy):
             return 0.0
         weights = round_weights([u.num_examples for u in updates], self.cfg.weighting)
         v = self.embeddings[[self.rows[GLOBAL]] * len(updates)]
+        groups = [self.global_group] * len(updates)
         return hypernet_step(
-            lambda e: self.hnet.generate(
-                e, [self.global_group] * len(updates), [self.k_global] * len(updates)
-            ),
+            lambda e: self.hnet.generate(e, groups, [self.k_global] * len(updates)),
             v,
             [u.delta[THETA].to(self.device) for u in updates],
             weights,
             self.optimizer,
             [*self.hnet.parameters(), self.embeddings],
             self.cfg.clip_norm,
+            self._base_hook(groups, weights),
         )
 
     # ---- messages -------------------------------------------------------------
