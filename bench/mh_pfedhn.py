@@ -61,10 +61,15 @@ def federated(cfg: dict[str, Any], label: str) -> dict[str, Any]:
 
 def read_run(folder: Path, label: str, wall: float = 0.0) -> dict[str, Any]:
     """A finished run's row of the table (its summary.json and best-round metrics)."""
+    from bench.tune import flattened
+
     summary = json.loads((folder / "summary.json").read_text())
     row = best_row(folder, summary["best_round"])
+    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    curve = [r["participant-val-acc"] for r in rows if "participant-val-acc" in r]
     return {
         "row": label,
+        "flattened": flattened(curve),
         "seed": summary["seed"],
         "rounds": summary["rounds"],
         "participant_acc": summary["participant_acc"],
@@ -131,8 +136,11 @@ def local_only(cfg_dict: dict[str, Any], with_test: bool = True) -> dict[str, An
         vals.append(best[0])
         tests.append(best[1])
         by_k.setdefault(str(count_params(model)), []).append(best[1])
-    row = {
+    from bench.tune import flattened
+
+    row: dict[str, Any] = {
         "row": "local-only",
+        "flattened": flattened(list(curve)),
         "seed": cfg.seed,
         "rounds": cfg.num_rounds,
         "participant_val_acc": float(np.mean(vals)),
@@ -265,8 +273,8 @@ def coverage_lines(seeds: list[int]) -> list[str]:
         "",
         f"New clients of a seen architecture whose classes its size group's "
         f"participants hold: {sum(c['covered'] for c in found)} of {len(found)} "
-        "(the 2-class split leaves the others with a class no model of their "
-        "group was trained on; fitting only the embedding cannot give it):",
+        "(fitting only the embedding cannot give a client a class that no model of "
+        "its group was trained on):",
         "",
         "| seed | client | arch | its classes | its group's participants' classes |",
         "|---|---|---|---|---|",
@@ -304,19 +312,28 @@ def render(rows: list[dict[str, Any]]) -> str:
         "HS",
         "bytes/round",
     ]
+    rising = sorted(
+        {f"{r['row']} (seed {r['seed']})" for r in rows if r.get("flattened") is False}
+    )
     lines = [
         "### MH-pFedHN (Fashion-MNIST, hetero preset)",
         "",
         f"Seeds {', '.join(map(str, seeds))}; {', '.join(map(str, rounds))} "
-        "rounds (a hypernetwork per architecture: one client a round, the same "
-        "client visits as its share of the hetero run); test accuracy at the "
-        "best validation round; mean ± std over seeds. A per-architecture run's "
-        "mean participant column is that architecture's; '(all)' is the mean "
-        "over every participant of the four runs. Not converged: accuracy still "
-        "rises at the last round. Bytes/round: down + up of all clients of a "
+        "rounds of the hetero split (Dirichlet 0.5, 500 rows a client, 16 "
+        "participants, 5 a round, 25 local steps; a hypernetwork per architecture: "
+        "one client a round, the same client visits as its share of the hetero run; "
+        "local-only: the same local steps per participant). Test accuracy at the best "
+        "validation round (local-only: each client's best validation checkpoint); "
+        "mean ± std over seeds; each row at its own setting chosen on validation "
+        "(docs/tuning.md, `tune-mh-*` pages). A per-architecture run's mean "
+        "participant column is that architecture's; '(all)' is the mean over every "
+        "participant of the four runs. Bytes/round: down + up of all clients of a "
         "round (hetero rows: 5 clients, GD two exchanges each; per-architecture "
-        "rows: 1 client). `python -m bench.mh_pfedhn`; "
-        "docs/mh-pfedhn.md.",
+        "rows: 1 client). `python -m bench.mh_pfedhn`; docs/mh-pfedhn.md.",
+        "",
+        "Validation curves still rising at the last round (docs/tuning.md rule 7): "
+        + ("; ".join(rising) if rising else "none")
+        + ".",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

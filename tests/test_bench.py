@@ -489,3 +489,45 @@ def test_widening_a_sweep_adds_points_and_chooses_over_all():
     assert both["command"] == "run [1.0, 0.2, 5.0] && run [25.0]"
     with pytest.raises(ValueError, match="sets"):
         tune.widened(first, sweep([25.0], [0.85], {"num-rounds": 60}))
+
+
+def test_mh_table_rows_are_tuned_on_validation_only(tmp_path):
+    """``python -m bench.mh_pfedhn --tune ROW`` sweeps one row of the MH-pFedHN table
+    (a hypernetwork row and local-only here) and writes a tune page with a choice,
+    reading no test accuracy."""
+    from bench.mh_pfedhn import tune
+
+    tiny = [
+        "--set",
+        "dataset=synthetic",
+        "--set",
+        "num-clients=8",
+        "--set",
+        "samples-per-client=0",
+        "--set",
+        "num-rounds=2",
+        "--set",
+        "eval-every=1",
+        "--set",
+        "local-steps=2",
+        "--set",
+        "mh-novel-rounds=1",
+        "--set",
+        "mh-chunk-size=1024",
+        "--seeds",
+        "42",
+        "--out",
+        str(tmp_path / "results"),
+        "--work",
+        str(tmp_path / "work"),
+    ]
+    for row, grid in (("local", "inner-lr=0.05,0.01"), ("mh", "mh-base-lr=0,1")):
+        tune(["--tune", row, "--grid", grid, *tiny])
+        data = json.loads((tmp_path / "results" / f"tune-mh-{row}.json").read_text())
+        assert [r["point"] for r in data["rows"]] == [
+            f"{grid.split('=')[0]}={v}" for v in grid.split("=")[1].split(",")
+        ]
+        assert sum(bool(r.get("chosen")) for r in data["rows"]) == 1
+        assert all(0 <= r["val_acc"] <= 1 for r in data["runs"])
+        assert "test" not in json.dumps(data["runs"])
+        assert (tmp_path / "results" / f"tune-mh-{row}.md").exists()
