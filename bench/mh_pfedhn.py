@@ -497,11 +497,102 @@ def tune(argv: list[str]) -> None:
     print(f"tune {name}: chosen on validation: {chosen}", file=sys.stderr)
 
 
+def tune_novel(argv: list[str]) -> None:
+    """``--tune-novel RUN [RUN ...] --grid mh-novel-lr=V1,V2,...``: the held-out
+    clients' embedding fit (``mh-novel-lr``, seen size groups only: an unseen group's
+    new head trains at ``server-lr``) swept offline on finished runs, each point
+    scored on those clients' own validation rows (docs/tuning.md: a key acting on
+    held-out clients is scored on them). Written as ``tune-mh-novel``."""
+    from bench.harness import machine
+    from bench.report import write_results
+    from bench.tune import _pairs, label, points, render, summarise
+    from common.methods.mh_pfedhn import arch_for
+    from common.models import build_model, count_params
+    from common.partition import load_client_data, split_participants
+    from server.personalize import Personalizer, evaluate_on, load_run, model_from
+    from server.strategies.mh_pfedhn import group_for
+
+    parser = argparse.ArgumentParser(prog="python -m bench.mh_pfedhn --tune-novel")
+    parser.add_argument("--tune-novel", nargs="+", required=True, dest="runs")
+    parser.add_argument("--grid", required=True)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args(argv)
+    grid = _pairs([args.grid], many=True)
+    runs = []
+    for folder in args.runs:
+        run = load_run(Path(folder))
+        cfg = run.cfg
+        _, held = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
+        k_of = {
+            a: count_params(build_model(a, cfg.num_classes))
+            for a in str(cfg.mh_archs).split(",")
+        }
+        trained = {group_for(cfg, k) for k in k_of.values()}
+        seen = [
+            p
+            for p in sorted(held)
+            if group_for(cfg, count_params(build_model(arch_for(cfg, p), 10)))
+            in trained
+        ]
+        for point in points(grid):
+            start = time.time()
+            vals = []
+            for pid in seen:
+                mine = load_client_data(cfg, pid)
+                params, info = Personalizer(run, "cpu").params(
+                    mine, partition_id=pid, lr=point["mh-novel-lr"]
+                )
+                model = model_from(cfg, params, info.get("model"))
+                vals.append(evaluate_on(model, mine)["val-acc"])
+            runs.append(
+                {
+                    "point": label(point),
+                    "seed": cfg.seed,
+                    "ok": True,
+                    "error": "",
+                    "val_acc": float(np.mean(vals)),
+                    "best_round": None,
+                    "rounds": cfg.mh_novel_rounds,
+                    "wall_s": time.time() - start,
+                    "val_curve": [],
+                    "flattened": None,
+                    "clients_per_round": None,
+                    "clients": seen,
+                    "run": str(folder),
+                }
+            )
+            print(json.dumps(runs[-1]), flush=True)
+    data: dict[str, Any] = {
+        "name": "mh-novel",
+        "target": "mh-novel",
+        "what": "MH-pFedHN's held-out clients of a seen size group: the embedding "
+        "fit's Adam lr, offline on finished runs (`hyperflower personalize`'s "
+        "fit), scored on those clients' validation rows: " + ", ".join(grid),
+        "preset": HETERO.stem,
+        "overrides": {},
+        "grid": grid,
+        "sets": {"runs": args.runs},
+        "seeds": sorted({r["seed"] for r in runs}),
+        "command": "python -m bench.mh_pfedhn " + shlex.join(sys.argv[1:]),
+        "rows": summarise(runs, [label(p) for p in points(grid)]),
+        "runs": runs,
+        "machine": machine(),
+        "score": "nonparticipant_val_acc",
+    }
+    write_results("tune-mh-novel", data, render(data), Path(args.out))
+    rows: list[dict[str, Any]] = data["rows"]
+    chosen = next((r["point"] for r in rows if r.get("chosen")), None)
+    print(f"tune mh-novel: chosen on validation: {chosen}", file=sys.stderr)
+
+
 def main() -> None:
     """Run the rows for every seed and write the page and raw rows."""
     torch.set_num_threads(1)  # as the ServerApp and ClientApps run: same numerics
     if "--tune" in sys.argv:
         tune(sys.argv[1:])
+        return
+    if "--tune-novel" in sys.argv:
+        tune_novel(sys.argv[1:])
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
