@@ -120,6 +120,82 @@ def render(data: dict[str, Any], tag: str = "digits") -> str:
     )
 
 
+def diagnose(run_dir: Path) -> dict[str, float]:
+    """Why a finished run's embeddings do or do not personalise (issue 11).
+
+    From the run's best-round global model and every client's data (validation rows
+    and training inputs; no test row is read): the spread of the clients'
+    embeddings e next to that of their class mixes π (same L2 measure), how far
+    apart the per-class mean embeddings lie and the per-sample entropy (is f
+    class-discriminative?), the NoisyEmbed scale, and validation accuracy with the
+    classifier made for each client's own e, for the mean e, and — the ceiling of
+    label-shift personalisation — the mean e's logits shifted by log π − log π̄
+    (the client's training-label prior: an oracle, diagnosis only), over all
+    clients and over the held-out ones.
+    """
+    import torch
+
+    from common.config import parse_run_config
+    from common.models.hyperfedzero import net_from
+    from common.partition import load_client_data
+
+    raw = json.loads((run_dir / "config.json").read_text())
+    raw.pop("run", None)
+    cfg = parse_run_config(raw)
+    state = torch.load(run_dir / "checkpoint" / "state.pt", weights_only=False)
+    store = json.loads((run_dir / "summary.json").read_text())["embedding_store"]
+    net = net_from(cfg, state["best"]["state"]["global"])
+    net.eval()
+    datas = [load_client_data(cfg, p) for p in range(cfg.num_clients)]
+    held = [i for i in range(cfg.num_clients) if str(i) not in store]
+
+    def spread(rows: torch.Tensor) -> float:
+        return float((rows - rows.mean(0)).norm(dim=1).mean())
+
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        emb = torch.stack([net.client_embedding(d.x_train) for d in datas])
+        prior = torch.stack(
+            [
+                torch.bincount(d.y_train, minlength=cfg.num_classes).float()
+                / len(d.y_train)
+                for d in datas
+            ]
+        )
+        xs = torch.cat([d.x_train for d in datas])
+        ys = torch.cat([d.y_train for d in datas])
+        feats = net.features(xs)
+        rows = net.sample_embeddings(feats)
+        means = torch.stack([rows[ys == c].mean(0) for c in range(cfg.num_classes)])
+        noise = torch.nn.functional.softplus(net.extractor.noisy(feats))
+        out.update(
+            {
+                "spread_e": spread(emb),
+                "spread_class_mix": spread(prior),
+                "spread_class_mean_embeddings": spread(means),
+                "sample_entropy": float(
+                    -(rows * rows.clamp_min(1e-12).log()).sum(1).mean()
+                ),
+                "noise_scale": float(noise.mean()),
+                "f_logit_std": float(net.extractor.f(feats).std(0).mean()),
+            }
+        )
+        mean_theta = net.classifier_params(emb.mean(0))
+        log_mean_prior = prior.mean(0).clamp_min(1e-6).log()
+        acc = torch.zeros(len(datas), 3)
+        for i, d in enumerate(datas):
+            f = net.features(d.x_val)
+            own = net.classify(f, net.classifier_params(emb[i]))
+            mean = net.classify(f, mean_theta)
+            oracle = mean + prior[i].clamp_min(1e-6).log() - log_mean_prior
+            for j, logits in enumerate((own, mean, oracle)):
+                acc[i, j] = (logits.argmax(1) == d.y_val).float().mean()
+    for group, idx in (("all", list(range(len(datas)))), ("held_out", held)):
+        for j, name in enumerate(("own_e", "mean_e", "oracle_prior")):
+            out[f"val_{name}_{group}"] = float(acc[idx, j].mean())
+    return out
+
+
 def main() -> None:
     """Run the grid (seed-major, so an interrupted run still has whole seeds)."""
     from server.direct_grid import run_in_process
@@ -172,7 +248,17 @@ def main() -> None:
         action="store_true",
         help="only re-render the page from the committed JSON",
     )
+    parser.add_argument(
+        "--diagnose",
+        metavar="RUN_DIR",
+        help="only print diagnose() of a finished run (embedding spread against "
+        "the class mixes, own-e / mean-e / oracle validation accuracy)",
+    )
     args = parser.parse_args()
+    if args.diagnose:
+        for key, value in diagnose(Path(args.diagnose)).items():
+            print(f"{key:32s} {value:.4f}")
+        return
     out = Path("bench/results") / f"hyperfedzero-{args.tag}.json"
     if args.render:
         out.with_suffix(".md").write_text(render(json.loads(out.read_text()), args.tag))

@@ -126,6 +126,82 @@ def test_gradients_reach_g_f_and_h():
         assert grad is not None and float(grad.abs().sum()) > 0, name
 
 
+def test_noisy_embed_both_gives_the_noise_free_rows():
+    torch.manual_seed(0)
+    layer, feats = NoisyEmbed(8, 4), torch.randn(6, 8)
+    clean = torch.softmax(layer.f(feats), dim=1)
+    layer.train()
+    noisy, free = layer.both(feats, torch.Generator().manual_seed(1))
+    assert torch.equal(free, clean) and not torch.allclose(noisy, clean)
+    layer.eval()
+    assert all(torch.equal(t, clean) for t in layer.both(feats))
+
+
+def _penalty_grads(clean: bool) -> tuple[float, float]:
+    """|grad| of the penalty alone on f and on the noise scale, one local step."""
+    torch.manual_seed(0)
+    net = HyperFedZeroNet("mlp", 10, chunk_size=256)
+    net.train()
+    _, noisy, free = net.training_outputs(
+        torch.randn(8, 1, 28, 28), torch.Generator().manual_seed(0)
+    )
+    balancing_penalty(free if clean else noisy, 0.0, 1.0).backward()
+    grads = dict(net.named_parameters())
+    noise_grad = grads["extractor.noisy.weight"].grad
+    return (
+        float(grads["extractor.f.weight"].grad.abs().sum()),
+        0.0 if noise_grad is None else float(noise_grad.abs().sum()),
+    )
+
+
+def test_penalty_on_clean_rows_leaves_the_noise_scale_alone():
+    """hfz-penalty-clean: the entropy term sharpens f, it cannot be met by growing
+    NoisyEmbed's noise (on the noisy rows it reaches the noise scale)."""
+    f_noisy, scale_noisy = _penalty_grads(clean=False)
+    f_clean, scale_clean = _penalty_grads(clean=True)
+    assert scale_noisy > 0 and scale_clean == 0
+    assert f_noisy > 0 and f_clean > 0
+
+
+def test_shifted_batches_draw_varying_mixes_of_held_classes():
+    from client.handlers.hyperfedzero import ShiftedBatches
+
+    labels = torch.tensor([0] * 50 + [3] * 10 + [7] * 5)
+    batches = ShiftedBatches(labels, 0.3, torch.Generator().manual_seed(0))
+    counts = [torch.bincount(labels[batches.draw(64)], minlength=8) for _ in range(20)]
+    assert all(int(c.sum()) == 64 for c in counts)
+    assert all(int(c[[1, 2, 4, 5, 6]].sum()) == 0 for c in counts)  # held classes only
+    share_of_7 = torch.stack(counts)[:, 7].float() / 64
+    # class 7 is 8 % of the data, but a shifted batch may be mostly class 7 or hold none
+    assert float(share_of_7.max()) > 0.5 and float(share_of_7.min()) < 0.05
+    # a large κ gives batches close to the even mix of the held classes
+    even = ShiftedBatches(labels, 1e4, torch.Generator().manual_seed(0))
+    share = torch.bincount(labels[even.draw(3000)], minlength=8)[[0, 3, 7]] / 3000
+    assert torch.allclose(share, torch.full((3,), 1 / 3), atol=0.05)
+
+
+def test_shift_and_clean_penalty_run_in_process(tmp_path):
+    cfg = small_config(
+        tmp_path,
+        **HFZ,
+        **{
+            "num-rounds": 2,
+            "eval-every": 2,
+            "hfz-shift-batches": 0.3,
+            "hfz-penalty-clean": "true",
+        },
+    )
+    summary = run_in_process(cfg)
+    assert summary is not None and summary["nonparticipant_acc"] > 0.2
+    from bench.hyperfedzero import diagnose
+
+    found = diagnose(tmp_path / "outputs" / "test")
+    assert found["spread_class_mix"] > 0 and found["noise_scale"] > 0
+    for key in ("own_e", "mean_e", "oracle_prior"):
+        for group in ("all", "held_out"):
+            assert 0 <= found[f"val_{key}_{group}"] <= 1
+
+
 # ---- bad input ---------------------------------------------------------------------
 def test_no_unlabelled_data_is_named():
     net = HyperFedZeroNet("mlp", 10, chunk_size=256)

@@ -13,6 +13,7 @@ without unlabelled data answers with an error naming the reason
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message
 from torch import nn
@@ -48,6 +49,42 @@ def unlabelled(data: ClientData) -> torch.Tensor:
     return data.x_train
 
 
+class ShiftedBatches:
+    """Label-shifted local batches (``hfz-shift-batches`` = κ > 0).
+
+    Each batch gets its own class mix q ~ Dirichlet(κ) over the classes this client
+    holds and draws ``size`` samples with replacement in those proportions (uniform
+    within a class). The batch's embedding — and so the classifier h makes for it —
+    then varies with q from step to step, so h must map e to a classifier that fits
+    that mix: under plain local SGD on the client's own mix the shared parameters
+    absorb the client's prior within a few steps and h's e-dependent part gets
+    almost no gradient (docs/hyperfedzero.md, "Why zACC ties FedAvg").
+    """
+
+    def __init__(
+        self, labels: torch.Tensor, kappa: float, generator: torch.Generator
+    ) -> None:
+        self.labels, self.kappa, self.gen = labels, kappa, generator
+        self.classes = torch.unique(labels)
+        self.counts = torch.bincount(labels)
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        self.rng = np.random.default_rng(seed)
+
+    def mix(self) -> torch.Tensor:
+        """q, one class mix over the classes held (sums to 1)."""
+        q = self.rng.dirichlet(np.full(len(self.classes), self.kappa))
+        return torch.as_tensor(q, dtype=torch.float64)
+
+    def draw(self, size: int) -> torch.Tensor:
+        """Indices of one batch drawn with a fresh class mix."""
+        weight = torch.zeros(len(self.counts), dtype=torch.float64)
+        weight[self.classes] = self.mix() / self.counts[self.classes].double()
+        per_sample = weight[self.labels]
+        if float(per_sample.sum()) <= 0:  # every drawn weight underflowed
+            per_sample = torch.ones(len(self.labels), dtype=torch.float64)
+        return torch.multinomial(per_sample, size, replacement=True, generator=self.gen)
+
+
 def local_update(
     cfg: RunConfig,
     cid: str,
@@ -59,8 +96,10 @@ def local_update(
     """(Δ, metrics, embedding) after training the received model on ``data``.
 
     Each step: e_x for the batch (with NoisyEmbed's noise), e = their mean, the
-    classifier generated from e, loss = CE + α·balance + β·entropy. Plain SGD with
-    the run's inner optimiser settings, batches drawn as ``client.training`` does.
+    classifier generated from e, loss = CE + α·balance + β·entropy (the penalty on
+    the noisy rows, or on the noise-free ones with ``hfz-penalty-clean``). Plain SGD
+    with the run's inner optimiser settings, batches drawn as ``client.training``
+    does, or label-shifted (:class:`ShiftedBatches`) with ``hfz-shift-batches``.
     """
     x = unlabelled(data)
     net = net_from(cfg, state)
@@ -77,14 +116,20 @@ def local_update(
     total_loss = total_pen = 0.0
     correct = seen = 0
     order, cursor = torch.randperm(len(x), generator=gen), 0
+    shifted = ShiftedBatches(data.y_train, cfg.hfz_shift_batches, gen)
     for _ in range(steps):
-        if cursor >= len(order):
-            order, cursor = torch.randperm(len(x), generator=gen), 0
-        batch = order[cursor : cursor + cfg.batch_size]
-        cursor += cfg.batch_size
-        logits, per_sample = net(x[batch], generator=gen)
+        if cfg.hfz_shift_batches > 0:
+            batch = shifted.draw(cfg.batch_size)
+        else:
+            if cursor >= len(order):
+                order, cursor = torch.randperm(len(x), generator=gen), 0
+            batch = order[cursor : cursor + cfg.batch_size]
+            cursor += cfg.batch_size
+        logits, noisy, clean = net.training_outputs(x[batch], generator=gen)
         ce = nn.functional.cross_entropy(logits, data.y_train[batch])
-        penalty = balancing_penalty(per_sample, cfg.hfz_alpha, cfg.hfz_beta)
+        penalty = balancing_penalty(
+            clean if cfg.hfz_penalty_clean else noisy, cfg.hfz_alpha, cfg.hfz_beta
+        )
         loss = ce + penalty
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -82,12 +82,20 @@ class NoisyEmbed(nn.Module):
         self, features: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Per-sample embeddings (N, P), rows on the probability simplex."""
+        return self.both(features, generator)[0]
+
+    def both(
+        self, features: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(e_x as :meth:`forward` gives them, the noise-free softmax(f(h))): the
+        same rows outside training or with the noise off."""
         logits = self.f(features)
-        if self.training and self.enabled:
-            scale = nn.functional.softplus(self.noisy(features))
-            z = torch.randn(logits.shape, generator=generator).to(logits)
-            logits = logits + z * scale
-        return torch.softmax(logits, dim=1)
+        clean = torch.softmax(logits, dim=1)
+        if not (self.training and self.enabled):
+            return clean, clean
+        scale = nn.functional.softplus(self.noisy(features))
+        z = torch.randn(logits.shape, generator=generator).to(logits)
+        return torch.softmax(logits + z * scale, dim=1), clean
 
 
 class HyperFedZeroNet(nn.Module):
@@ -201,6 +209,16 @@ class HyperFedZeroNet(nn.Module):
         per_sample = self.sample_embeddings(feats, generator)
         e = per_sample.mean(0) if embedding is None else embedding
         return self.classify(feats, self.classifier_params(e)), per_sample
+
+    def training_outputs(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, e_x with NoisyEmbed's noise, e_x without it) for a training
+        batch; the classifier is made from the mean of the noisy rows."""
+        feats = self.features(x)
+        noisy, clean = self.extractor.both(feats, generator)
+        logits = self.classify(feats, self.classifier_params(noisy.mean(0)))
+        return logits, noisy, clean
 
     # ---- deployment -----------------------------------------------------------
     @torch.no_grad()
