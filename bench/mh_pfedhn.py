@@ -356,9 +356,21 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: Each reference row's own setting, chosen by its sweep (``--tune``; docs/tuning.md):
-#: the hypernetwork rows take theirs from their presets.
-OWN: dict[str, dict[str, Any]] = {"arch": {}, "local": {}}
+def own(row: str, results: Path = ROOT / "bench" / "results") -> dict[str, Any]:
+    """A reference row's own setting: the point its committed sweep chose
+    (``tune-mh-<row>.json``; docs/tuning.md), none without a sweep. The hypernetwork
+    rows take theirs from their presets."""
+    from bench.tune import _value
+
+    path = results / f"tune-mh-{row}.json"
+    if not path.exists():
+        return {}
+    chosen = next(r for r in json.loads(path.read_text())["rows"] if r.get("chosen"))
+    return {
+        key: _value(value)
+        for key, value in (pair.split("=", 1) for pair in chosen["point"].split(", "))
+    }
+
 
 #: The table's rows that ``--tune`` sweeps (docs/tuning.md, equal effort: each row's
 #: most sensitive key, the same number of points and seeds): the hypernetworks'
@@ -623,12 +635,12 @@ def main() -> None:
         common = {"num-rounds": args.rounds, "seed": seed, "output-dir": args.work}
         base = preset(HETERO, **common, **{"run-name": f"mh-{seed}"})
         for row in [r for r in ("mh", "gd", "arch") if r in wanted]:
-            for label, cfg in row_configs(row, {**base, **OWN.get(row, {})}):
+            for label, cfg in row_configs(row, {**base, **own(row)}):
                 if row == "gd":
                     cfg = {**cfg, "run-name": f"gd-{seed}"}
                 record(raw, federated(cfg, label))
         if "local" in wanted:
-            record(raw, local_only({**base, **OWN["local"]}))
+            record(raw, local_only({**base, **own("local")}))
     rows = [json.loads(x) for x in raw.read_text().splitlines()] if raw.exists() else []
     (out / "mh-pfedhn.md").write_text(render(rows))
 
