@@ -140,7 +140,7 @@ def local_only(cfg_dict: dict[str, Any], with_test: bool = True) -> dict[str, An
 
     row: dict[str, Any] = {
         "row": "local-only",
-        "flattened": flattened(list(curve)),
+        "flattened": flattened([float(v) for v in curve]),
         "seed": cfg.seed,
         "rounds": cfg.num_rounds,
         "participant_val_acc": float(np.mean(vals)),
