@@ -329,9 +329,7 @@ def test_base_lr_moves_each_group_base_by_its_clients_mean_delta(tmp_path):
     """mh-base-lr: a size group's shared base takes mh-base-lr × the mean delta of
     the round's clients of that group (1 = FedAvg's step), whatever the other groups
     sent; the rest of φ still takes its Adam step; 0 leaves the paper's one Adam."""
-    runner = build_runner(
-        mh_config(tmp_path, **{"num-rounds": 1, "mh-base-lr": 0.5})
-    )
+    runner = build_runner(mh_config(tmp_path, **{"num-rounds": 1, "mh-base-lr": 0.5}))
     strategy = runner.strategy
     by_group: dict[str, list[str]] = {}
     for cid in strategy.participants:
