@@ -1,8 +1,11 @@
 """MH-pFedHN table: the hetero presets and their reference rows on the same split.
 
-    python -m bench.mh_pfedhn --rounds 30 --seeds 42 [--out bench/results]
+    python -m bench.mh_pfedhn --rounds 100 --seeds 42,43,44 [--rows mh,gd,arch,local]
+    python -m bench.mh_pfedhn --tune ROW --grid KEY=V1,V2,V3 [--seeds 42]
+    python -m bench.mh_pfedhn --tune-novel RUN [RUN ...] --grid mh-novel-lr=V1,V2
 
-Rows, each on the hetero preset's split (Fashion-MNIST, 20 clients, 2 classes each):
+Rows, each on the hetero preset's split (Fashion-MNIST, 20 clients, Dirichlet 0.5,
+500 rows each), each at its own setting chosen on validation (``--tune``):
 - MH-pFedHN and MH-pFedHNGD (the presets, ``--rounds`` rounds);
 - a hypernetwork per architecture: MH-pFedHN restricted to one architecture's clients
   (``mh-group-rule=bounds`` accepting only its K; every other client is left out),
