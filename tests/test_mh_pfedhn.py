@@ -360,3 +360,22 @@ def test_base_lr_moves_each_group_base_by_its_clients_mean_delta(tmp_path):
         for g in off.optimizer.param_groups
         for p in g["params"]
     )
+
+
+def test_novel_lr_sweep_offline_scores_seen_new_clients_on_validation(tmp_path):
+    """``bench.mh_pfedhn --tune-novel`` refits a finished run's seen-size held-out
+    clients at each mh-novel-lr and chooses on their validation rows."""
+    from bench.mh_pfedhn import tune_novel
+
+    cfg = mh_config(tmp_path)
+    run_in_process(cfg)
+    folder = tmp_path / "outputs" / "test"
+    out = tmp_path / "results"
+    tune_novel(
+        ["--tune-novel", str(folder), "--grid", "mh-novel-lr=0.1,1", "--out", str(out)]
+    )
+    data = json.loads((out / "tune-mh-novel.json").read_text())
+    assert [r["point"] for r in data["rows"]] == ["mh-novel-lr=0.1", "mh-novel-lr=1"]
+    assert sum(bool(r.get("chosen")) for r in data["rows"]) == 1
+    assert data["score"] == "nonparticipant_val_acc"
+    assert all(run["clients"] and 0 <= run["val_acc"] <= 1 for run in data["runs"])
