@@ -44,10 +44,18 @@ def preset(path: Path, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def best_row(out: Path, best_round: int) -> dict[str, Any]:
-    """The metrics row of the best round."""
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return next(r for r in rows if r["round"] == best_round)
+def metrics_rows(folder: Path) -> list[dict[str, Any]]:
+    """A run's per-round metrics rows."""
+    return [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def val_curve(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(round, participants' validation accuracy) of every evaluated round."""
+    return [
+        (r["round"], r["participant-val-acc"])
+        for r in rows
+        if "participant-val-acc" in r
+    ]
 
 
 def federated(cfg: dict[str, Any], label: str) -> dict[str, Any]:
@@ -67,12 +75,11 @@ def read_run(folder: Path, label: str, wall: float = 0.0) -> dict[str, Any]:
     from bench.tune import flattened
 
     summary = json.loads((folder / "summary.json").read_text())
-    row = best_row(folder, summary["best_round"])
-    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    curve = [r["participant-val-acc"] for r in rows if "participant-val-acc" in r]
+    rows = metrics_rows(folder)
+    row = next(r for r in rows if r["round"] == summary["best_round"])
     return {
         "row": label,
-        "flattened": flattened(curve),
+        "flattened": flattened([v for _, v in val_curve(rows)]),
         "seed": summary["seed"],
         "rounds": summary["rounds"],
         "participant_acc": summary["participant_acc"],
@@ -228,6 +235,15 @@ def combined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def size_group(cfg: Any, arch: str) -> str | None:
+    """The size group a zoo architecture's parameter count falls in (None: none)."""
+    from common.models import build_model, count_params
+    from server.strategies.mh_pfedhn import group_for
+
+    found = group_for(cfg, count_params(build_model(arch, cfg.num_classes)))
+    return None if found is None else found[0]
+
+
 def coverage(cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
     """For each held-out client of a size group that participants train: its classes
     and whether that group's participants ever hold them. Fitting only an embedding
@@ -235,17 +251,12 @@ def coverage(cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
     client's "new: seen" accuracy measures the split, not the method."""
     from common.config import parse_run_config
     from common.methods.mh_pfedhn import arch_for
-    from common.models import build_model, count_params
     from common.partition import load_client_data, split_participants
-    from server.strategies.mh_pfedhn import group_for
 
     cfg = parse_run_config(cfg_dict)
     inside, held = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
     arch = {p: arch_for(cfg, p) for p in range(cfg.num_clients)}
-    group = {
-        p: group_for(cfg, count_params(build_model(a, cfg.num_classes)))
-        for p, a in arch.items()
-    }
+    group = {p: size_group(cfg, a) for p, a in arch.items()}
     classes = {  # each client's data read once
         p: set(load_client_data(cfg, p).y_train.tolist())
         for p in range(cfg.num_clients)
@@ -419,40 +430,91 @@ def tune_record(row: str, point: str, seed: int, cfg: dict[str, Any]) -> dict[st
             summary = run_in_process(run_cfg)
             assert summary is not None
             folder = Path(run_cfg["output-dir"]) / run_cfg["run-name"]
-            rows = [json.loads(x) for x in (folder / "metrics.jsonl").open()]
-            pairs = [
-                (r["round"], r["participant-val-acc"])
-                for r in rows
-                if "participant-val-acc" in r
-            ]
+            pairs = val_curve(metrics_rows(folder))
             rec_curve += pairs
             vals.append(summary["participant_val_acc"])
             rounds.append(summary["best_round"])
             flags.append(flattened([v for _, v in pairs]))
         val, best = float(np.mean(vals)), float(np.mean(rounds))
         done = None if None in flags else all(flags)
-    return {
+    return sweep_record(
+        point,
+        seed,
+        val,
+        start,
+        best_round=best,
+        rounds=cfg["num-rounds"],
+        val_curve=rec_curve,
+        flattened=done,
+        clients_per_round=cfg.get("clients-per-round"),
+    )
+
+
+def sweep_record(
+    point: str, seed: int, val: float, start: float, **extra: Any
+) -> dict[str, Any]:
+    """One (grid point, seed) of a sweep in ``bench.tune.run_record``'s shape."""
+    rec: dict[str, Any] = {
         "point": point,
         "seed": seed,
         "ok": True,
         "error": "",
         "val_acc": val,
-        "best_round": best,
-        "rounds": cfg["num-rounds"],
+        "best_round": None,
+        "rounds": None,
         "wall_s": time.time() - start,
-        "val_curve": rec_curve,
-        "flattened": done,
-        "clients_per_round": cfg.get("clients-per-round"),
+        "val_curve": [],
+        "flattened": None,
+        "clients_per_round": None,
     }
+    rec.update(extra)
+    return rec
+
+
+def write_sweep(
+    name: str,
+    what: str,
+    grid: dict[str, list[Any]],
+    sets: dict[str, Any],
+    runs: list[dict[str, Any]],
+    out: Path,
+    score: str = "participant_val_acc",
+    committed: dict[str, Any] | None = None,
+) -> None:
+    """Choose on validation by bench.tune's rules (widening a ``committed`` sweep)
+    and write ``tune-<name>.{json,md}``."""
+    from bench.harness import machine
+    from bench.report import write_results
+    from bench.tune import label, points, render, summarise, widened
+
+    data: dict[str, Any] = {
+        "name": name,
+        "target": name,
+        "what": what + ", ".join(grid),
+        "preset": HETERO.stem,
+        "overrides": {},
+        "grid": grid,
+        "sets": sets,
+        "seeds": sorted({r["seed"] for r in runs}),
+        "command": "python -m bench.mh_pfedhn " + shlex.join(sys.argv[1:]),
+        "rows": summarise(runs, [label(p) for p in points(grid)]),
+        "runs": runs,
+        "machine": machine(),
+        "score": score,
+    }
+    if committed is not None:
+        data = widened(committed, data)
+    write_results(f"tune-{name}", data, render(data), out)
+    rows: list[dict[str, Any]] = data["rows"]
+    chosen = next((r["point"] for r in rows if r.get("chosen")), None)
+    print(f"tune {name}: chosen on validation: {chosen}", file=sys.stderr)
 
 
 def tune(argv: list[str]) -> None:
     """``--tune ROW --grid KEY=V1,V2,... [--seeds 42,43] [--set K=V] [--widen]``:
     a validation sweep of one row of the table on the hetero preset's split, written
     as ``bench/results/tune-mh-<row>.{json,md}`` like ``python -m bench tune``."""
-    from bench.harness import machine
-    from bench.report import write_results
-    from bench.tune import _pairs, label, points, render, summarise, widened
+    from bench.tune import _pairs, incomparable, label, points
 
     parser = argparse.ArgumentParser(prog="python -m bench.mh_pfedhn --tune")
     parser.add_argument("--tune", required=True, choices=list(TUNED_ROWS))
@@ -469,10 +531,16 @@ def tune(argv: list[str]) -> None:
     name = f"mh-{args.tune}"
     path = Path(args.out) / f"tune-{name}.json"
     committed = json.loads(path.read_text()) if args.widen else None
-    planned = {"target": name, "sets": sets, "seeds": seeds}
+    planned = {
+        "target": name,
+        "preset": HETERO.stem,
+        "overrides": {},
+        "sets": sets,
+        "seeds": seeds,
+        "score": "participant_val_acc",
+    }
     if committed is not None and (
-        any(committed[k] != v for k, v in planned.items())
-        or list(committed["grid"]) != list(grid)
+        incomparable(committed, planned) or list(committed["grid"]) != list(grid)
     ):
         raise SystemExit("--widen: this sweep differs from the committed one")
     start = len(points(committed["grid"])) if committed else 0
@@ -488,28 +556,15 @@ def tune(argv: list[str]) -> None:
             )
             runs.append(tune_record(args.tune, label(point), seed, cfg))
             print(json.dumps(runs[-1]), flush=True)
-    data: dict[str, Any] = {
-        "name": name,
-        "target": name,
-        "what": f"{TUNED_ROWS[args.tune]} on the MH-pFedHN hetero split: "
-        + ", ".join(grid),
-        "preset": HETERO.stem,
-        "overrides": {},
-        "grid": grid,
-        "sets": sets,
-        "seeds": seeds,
-        "command": "python -m bench.mh_pfedhn " + shlex.join(sys.argv[1:]),
-        "rows": summarise(runs, [label(p) for p in points(grid)]),
-        "runs": runs,
-        "machine": machine(),
-        "score": "participant_val_acc",
-    }
-    if committed is not None:
-        data = widened(committed, data)
-    write_results(f"tune-{name}", data, render(data), Path(args.out))
-    rows: list[dict[str, Any]] = data["rows"]
-    chosen = next((r["point"] for r in rows if r.get("chosen")), None)
-    print(f"tune {name}: chosen on validation: {chosen}", file=sys.stderr)
+    write_sweep(
+        name,
+        f"{TUNED_ROWS[args.tune]} on the MH-pFedHN hetero split: ",
+        grid,
+        sets,
+        runs,
+        Path(args.out),
+        committed=committed,
+    )
 
 
 def tune_novel(argv: list[str]) -> None:
@@ -518,14 +573,10 @@ def tune_novel(argv: list[str]) -> None:
     new head trains at ``server-lr``) swept offline on finished runs, each point
     scored on those clients' own validation rows (docs/tuning.md: a key acting on
     held-out clients is scored on them). Written as ``tune-mh-novel``."""
-    from bench.harness import machine
-    from bench.report import write_results
-    from bench.tune import _pairs, label, points, render, summarise
+    from bench.tune import _pairs, label, points
     from common.methods.mh_pfedhn import arch_for
-    from common.models import build_model, count_params
     from common.partition import load_client_data, split_participants
     from server.personalize import Personalizer, evaluate_on, load_run, model_from
-    from server.strategies.mh_pfedhn import group_for
 
     parser = argparse.ArgumentParser(prog="python -m bench.mh_pfedhn --tune-novel")
     parser.add_argument("--tune-novel", nargs="+", required=True, dest="runs")
@@ -538,66 +589,43 @@ def tune_novel(argv: list[str]) -> None:
         run = load_run(Path(folder))
         cfg = run.cfg
         _, held = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
-        k_of = {
-            a: count_params(build_model(a, cfg.num_classes))
-            for a in str(cfg.mh_archs).split(",")
-        }
-        trained = {group_for(cfg, k) for k in k_of.values()}
-        seen = [
-            p
-            for p in sorted(held)
-            if group_for(cfg, count_params(build_model(arch_for(cfg, p), 10)))
-            in trained
-        ]
+
+        trained = {size_group(cfg, a) for a in str(cfg.mh_archs).split(",")}
+        seen = [p for p in sorted(held) if size_group(cfg, arch_for(cfg, p)) in trained]
+        data = {p: load_client_data(cfg, p) for p in seen}
+        personalizer = Personalizer(run, "cpu")
         for point in points(grid):
             start = time.time()
             vals = []
             for pid in seen:
-                mine = load_client_data(cfg, pid)
-                params, info = Personalizer(run, "cpu").params(
-                    mine, partition_id=pid, lr=point["mh-novel-lr"]
+                params, info = personalizer.params(
+                    data[pid], partition_id=pid, lr=point["mh-novel-lr"]
                 )
                 model = model_from(cfg, params, info.get("model"))
-                vals.append(evaluate_on(model, mine)["val-acc"])
+                vals.append(evaluate_on(model, data[pid])["val-acc"])
             runs.append(
-                {
-                    "point": label(point),
-                    "seed": cfg.seed,
-                    "ok": True,
-                    "error": "",
-                    "val_acc": float(np.mean(vals)),
-                    "best_round": None,
-                    "rounds": cfg.mh_novel_rounds,
-                    "wall_s": time.time() - start,
-                    "val_curve": [],
-                    "flattened": None,
-                    "clients_per_round": None,
-                    "clients": seen,
-                    "run": str(folder),
-                }
+                sweep_record(
+                    label(point),
+                    cfg.seed,
+                    float(np.mean(vals)),
+                    start,
+                    rounds=cfg.mh_novel_rounds,
+                    clients=seen,
+                    run=str(folder),
+                )
             )
             print(json.dumps(runs[-1]), flush=True)
-    data: dict[str, Any] = {
-        "name": "mh-novel",
-        "target": "mh-novel",
-        "what": "MH-pFedHN's held-out clients of a seen size group: the embedding "
-        "fit's Adam lr, offline on finished runs (`hyperflower personalize`'s "
-        "fit), scored on those clients' validation rows: " + ", ".join(grid),
-        "preset": HETERO.stem,
-        "overrides": {},
-        "grid": grid,
-        "sets": {"runs": args.runs},
-        "seeds": sorted({r["seed"] for r in runs}),
-        "command": "python -m bench.mh_pfedhn " + shlex.join(sys.argv[1:]),
-        "rows": summarise(runs, [label(p) for p in points(grid)]),
-        "runs": runs,
-        "machine": machine(),
-        "score": "nonparticipant_val_acc",
-    }
-    write_results("tune-mh-novel", data, render(data), Path(args.out))
-    rows: list[dict[str, Any]] = data["rows"]
-    chosen = next((r["point"] for r in rows if r.get("chosen")), None)
-    print(f"tune mh-novel: chosen on validation: {chosen}", file=sys.stderr)
+    write_sweep(
+        "mh-novel",
+        "MH-pFedHN's held-out clients of a seen size group: the embedding fit's Adam "
+        "lr, offline on finished runs (`hyperflower personalize`'s fit), scored on "
+        "those clients' validation rows: ",
+        grid,
+        {"runs": args.runs},
+        runs,
+        Path(args.out),
+        score="nonparticipant_val_acc",
+    )
 
 
 def main() -> None:
