@@ -116,9 +116,15 @@ def local_update(
     total_loss = total_pen = 0.0
     correct = seen = 0
     order, cursor = torch.randperm(len(x), generator=gen), 0
-    shifted = ShiftedBatches(data.y_train, cfg.hfz_shift_batches, gen)
+    # built only when used: its seed draw would otherwise move the default runs'
+    # random stream (and their committed figures)
+    shifted = (
+        ShiftedBatches(data.y_train, cfg.hfz_shift_batches, gen)
+        if cfg.hfz_shift_batches > 0
+        else None
+    )
     for _ in range(steps):
-        if cfg.hfz_shift_batches > 0:
+        if shifted is not None:
             batch = shifted.draw(cfg.batch_size)
         else:
             if cursor >= len(order):
