@@ -531,3 +531,30 @@ def test_mh_table_rows_are_tuned_on_validation_only(tmp_path):
         assert all(0 <= r["val_acc"] <= 1 for r in data["runs"])
         assert "test" not in json.dumps(data["runs"])
         assert (tmp_path / "results" / f"tune-mh-{row}.md").exists()
+
+
+def test_mh_local_only_stops_every_client_at_one_checkpoint(tmp_path):
+    """The MH table's local-only row is read at one checkpoint for all its clients,
+    the one of best mean validation (the federated rows' best-round rule); each
+    client's own best checkpoint is only recorded beside it."""
+    from bench.mh_pfedhn import local_only
+
+    row = local_only(
+        {
+            "method": "mh-pfedhn",
+            "dataset": "synthetic",
+            "num-clients": 8,
+            "holdout": 0.25,
+            "num-rounds": 6,
+            "clients-per-round": 2,
+            "local-steps": 3,
+            "output-dir": str(tmp_path),
+        }
+    )
+    curve = row["val_curve"]
+    assert len(curve) == 2  # 6 rounds x 2 clients / 6 participants: 2 visits
+    assert row["participant_val_acc"] == max(curve)
+    assert row["stop_steps"] == 3 * (curve.index(max(curve)) + 1)
+    assert 0 <= row["participant_acc"] <= 1
+    assert "participant_acc_own_best" in row
+    assert set(row["by_K"]) and all(0 <= v <= 1 for v in row["by_K"].values())

@@ -362,6 +362,36 @@ def test_base_lr_moves_each_group_base_by_its_clients_mean_delta(tmp_path):
     )
 
 
+def test_gd_global_deltas_leave_the_bases_to_the_groups_clients(tmp_path):
+    """GD with mh-base-lr: the global model's deltas move φ (trunk, head weights) and
+    v_g by Adam but not its size group's base, which only that group's clients move;
+    no base gradient is left over for the next step."""
+    cfg = mh_config(
+        tmp_path,
+        **{
+            "method": "mh-pfedhngd",
+            "num-rounds": 1,
+            "mh-base-lr": 1.0,
+            "mh-global-arch": "mlp-s",
+        },
+    )
+    strategy = build_runner(cfg).strategy
+    k = strategy.k_global
+    base = strategy.hnet.head(strategy.global_group).chunk_bias
+    before = base.detach().clone()
+    trunk = [p.detach().clone() for p in strategy.hnet.trunk.parameters()]
+    ids = strategy.participants[:2]
+    strategy.global_step(
+        [ClientUpdate(c, {"theta": torch.full((k,), 0.3)}, 10, {}) for c in ids]
+    )
+    assert torch.equal(base.detach(), before)
+    assert all(b.grad is None for b in strategy._bases())
+    assert not all(
+        torch.equal(x, y)
+        for x, y in zip(trunk, strategy.hnet.trunk.parameters(), strict=True)
+    )
+
+
 def test_novel_lr_sweep_offline_scores_seen_new_clients_on_validation(tmp_path):
     """``bench.mh_pfedhn --tune-novel`` refits a finished run's seen-size held-out
     clients at each mh-novel-lr and chooses on their validation rows."""
