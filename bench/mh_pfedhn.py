@@ -13,7 +13,8 @@ Rows, each on the hetero preset's split (Fashion-MNIST, 20 clients, Dirichlet 0.
   that architecture's share of the hetero run (one client a round);
 - local-only: each participant trains its own model from its own init for the mean
   number of local steps a participant gets in the federated runs, evaluated on
-  validation every ``local-steps`` steps, test accuracy at the best validation.
+  validation every ``local-steps`` steps; one checkpoint for all clients, the one of
+  best mean validation (as a federated row's best round).
 Every number is the test accuracy at the round (or step) of best mean validation
 accuracy. Writes ``mh-pfedhn.md`` and the raw rows ``mh-pfedhn-runs.jsonl``.
 """
