@@ -109,7 +109,8 @@ def local_only(cfg_dict: dict[str, Any], with_test: bool = True) -> dict[str, An
     federated rows' best round. Each client picking its own best checkpoint on its
     small validation set is recorded too (``participant_acc_own_best``) but is not the
     row: that choice, made per client on ~75 rows, reads several points above the
-    test rows. ``with_test=False`` (tuning) never evaluates the test rows."""
+    test rows (a different rule from the federated rows', and a noisier one).
+    ``with_test=False`` (tuning) never evaluates the test rows."""
     from client.training import evaluate, train_steps
     from common.config import parse_run_config
     from common.methods.mh_pfedhn import arch_for
@@ -379,7 +380,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         lines += [
             "",
             "Local-only with each client at its own best validation checkpoint "
-            "(chosen on its own small validation set, so optimistic; not a row): "
+            "(each chosen on its own ~75 validation rows, which then read several "
+            "points above its test rows; not a row): "
             f"{fmt([r['participant_acc_own_best'] for r in own_best])}.",
         ]
     lines += coverage_lines(seeds)
