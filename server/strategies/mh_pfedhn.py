@@ -383,7 +383,7 @@ class MHPFedHN(HyperflowerStrategy):
         global deltas to step it too, the global model's group base would jump twice
         a round between the global model and that group's personal models, each
         starting every round from the other's (seen: the global model at chance on
-        one seed, its group's clients 20 points below MH-pFedHN's)."""
+        one seed, its group's clients 18 points below MH-pFedHN's)."""
         updates = self._checked(updates, lambda c: self.k_global)
         if not updates:
             return 0.0
