@@ -115,6 +115,9 @@ MH_SETTINGS: dict[str, Setting] = {
         "the mean delta of the round's clients of that group, by plain SGD "
         "(1 = FedAvg's step; 0 = the paper: one Adam for the whole hypernetwork)",
         check=at_least(0.0),
+        # > 0 takes the bases out of the server's Adam, so a checkpoint's optimiser
+        # state fits only the value it was written with.
+        fingerprint=True,
     ),
     "mh-embed-lr": Setting(
         0.0, "server lr of the embeddings (0 = server-lr)", check=at_least(0.0)

@@ -31,6 +31,17 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, key, value, message):
         run_in_process(small_config(tmp_path, resume=True, **{key: value}))
 
 
+def test_mh_checkpoint_of_another_base_lr_is_refused(tmp_path):
+    """``mh-base-lr`` > 0 takes the shared bases out of the server's Adam, so the
+    checkpointed optimiser state fits only its own value: a resume that changes it
+    is refused by name instead of failing inside Adam's state loading."""
+    from tests.test_mh_pfedhn import mh_config
+
+    run_in_process(mh_config(tmp_path, **{"stop-after-round": 1, "mh-base-lr": 0.0}))
+    with pytest.raises(CheckpointError, match="mh-base-lr: saved 0.0 vs now 0.3"):
+        run_in_process(mh_config(tmp_path, resume=True, **{"mh-base-lr": 0.3}))
+
+
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     out = RunOutputs(tmp_path, "run")
     config = {"method": "pfedhn", "seed": 1}
