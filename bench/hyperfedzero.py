@@ -42,6 +42,13 @@ KEYS = (
 )
 
 
+def _order(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Variant names in table order: the known variants first, then any others."""
+    return [v for v in VARIANTS if v in results] + [
+        v for v in results if v not in VARIANTS
+    ]
+
+
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """Mean ± std over seeds per variant (Markdown)."""
 
@@ -56,10 +63,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         "| gACC | bytes/round (down+up) | CTWC | HS |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    order = [v for v in VARIANTS if v in results] + [
-        v for v in results if v not in VARIANTS
-    ]
-    for name in order:
+    for name in _order(results):
         rows = results[name]
         if not rows:
             continue
@@ -80,6 +84,34 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def paired(results: dict[str, list[dict[str, Any]]]) -> str:
+    """Each variant's zACC minus FedAvg's on the same seed (same split, same held-out
+    clients), in points: the seeds' splits differ far more than the methods do, so
+    the per-seed difference is the comparison the claim rests on ("" without a
+    FedAvg row)."""
+    base = {r["seed"]: r["nonparticipant_acc"] for r in results.get("fedavg", [])}
+    lines = []
+    for name in _order(results):
+        rows = sorted(results[name], key=lambda r: r["seed"])
+        diffs = [
+            100 * (r["nonparticipant_acc"] - base[r["seed"]])
+            for r in rows
+            if name != "fedavg" and r["seed"] in base
+        ]
+        if diffs:
+            each = ", ".join(f"{d:+.2f}" for d in diffs)
+            lines.append(
+                f"- {name}: {each} (mean {np.mean(diffs):+.2f}, "
+                f"{sum(d > 0 for d in diffs)} of {len(diffs)} above)"
+            )
+    if not lines:
+        return ""
+    return (
+        "\nzACC minus FedAvg's on the same seed (points, seeds in increasing "
+        "order):\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def render(data: dict[str, Any], tag: str = "digits") -> str:
     """The results page (Markdown) from the JSON this module writes."""
     overrides = {
@@ -94,6 +126,9 @@ def render(data: dict[str, Any], tag: str = "digits") -> str:
             "holdout",
             "dirichlet-alpha",
             "inner-lr",
+            "hfz-beta",
+            "hfz-penalty-clean",
+            "hfz-shift-batches",
         )
     }
     setting = ", ".join(f"{k}={v}" for k, v in overrides.items())
@@ -116,6 +151,7 @@ def render(data: dict[str, Any], tag: str = "digits") -> str:
         "participants' pooled test sets (`python -m bench.hyperfedzero`).\n\n"
         + table(data["results"])
         + "\n"
+        + paired(data["results"])
         + "".join(f"\n{note}\n" for note in data.get("notes", []))
     )
 

@@ -558,3 +558,23 @@ def test_mh_local_only_stops_every_client_at_one_checkpoint(tmp_path):
     assert 0 <= row["participant_acc"] <= 1
     assert "participant_acc_own_best" in row
     assert set(row["by_K"]) and all(0 <= v <= 1 for v in row["by_K"].values())
+
+
+def test_hyperfedzero_page_pairs_each_variant_with_fedavg_by_seed():
+    """The zero-shot claim rests on per-seed differences (same split, same held-out
+    clients): each variant is matched to FedAvg's run of its own seed, whatever the
+    order the rows were added in."""
+    from bench.hyperfedzero import paired
+
+    def row(seed: int, acc: float) -> dict:
+        return {"seed": seed, "nonparticipant_acc": acc}
+
+    results = {
+        "hyperfedzero": [row(44, 0.80), row(42, 0.91)],
+        "fedavg": [row(42, 0.90), row(44, 0.82)],
+        "option 1 (e as input)": [row(43, 0.99)],  # no FedAvg run of seed 43
+    }
+    text = paired(results)
+    assert "- hyperfedzero: +1.00, -2.00 (mean -0.50, 1 of 2 above)" in text
+    assert "option 1" not in text and "- fedavg" not in text
+    assert paired({"hyperfedzero": [row(42, 0.9)]}) == ""
