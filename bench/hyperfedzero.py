@@ -91,12 +91,12 @@ def paired(results: dict[str, list[dict[str, Any]]]) -> str:
     FedAvg row)."""
     base = {r["seed"]: r["nonparticipant_acc"] for r in results.get("fedavg", [])}
     lines = []
-    for name in _order(results):
+    for name in (n for n in _order(results) if n != "fedavg"):
         rows = sorted(results[name], key=lambda r: r["seed"])
         diffs = [
             100 * (r["nonparticipant_acc"] - base[r["seed"]])
             for r in rows
-            if name != "fedavg" and r["seed"] in base
+            if r["seed"] in base
         ]
         if diffs:
             each = ", ".join(f"{d:+.2f}" for d in diffs)
