@@ -3,8 +3,8 @@
 - :func:`error_replies` is a Flower mod around every handler: an exception becomes an
   error reply whose reason is ``"<ExceptionType>: <message>"`` on one line, so the
   server can name the real cause (and count the clients that share it) instead of a
-  runtime-specific wrapper with a traceback in it. ``HYPERFLOWER_DEBUG=1`` also logs
-  the traceback on the client.
+  runtime-specific wrapper with a traceback in it (:mod:`common.errors`).
+  ``HYPERFLOWER_DEBUG=1`` also logs the traceback on the client.
 - :func:`with_node_config` applies a SuperNode's own ``data-dir`` (node config) over
   the run config's: each host of a deployment may keep its data elsewhere.
 - :func:`data_identity` is what registration reports about the data the client
@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import traceback
 from collections.abc import Mapping
 from logging import ERROR
@@ -28,20 +27,10 @@ from flwr.common.logger import log
 
 from common.config import RunConfig
 from common.data import load_pooled
+from common.errors import debug_enabled, describe_exception
 
 #: Node-config keys a SuperNode may set for itself, over the run config.
 NODE_OVERRIDES = ("data-dir",)
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``"<ExceptionType>: <message>"`` on one line: an error reply's reason."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def debug_enabled() -> bool:
-    """Whether ``HYPERFLOWER_DEBUG`` asks for tracebacks."""
-    return os.environ.get("HYPERFLOWER_DEBUG", "") not in ("", "0", "false")
 
 
 def error_replies(msg: Message, context: Context, call_next: Any) -> Message:

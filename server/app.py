@@ -11,8 +11,8 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from client.checks import debug_enabled
 from common.config import ConfigError, parse_run_config
+from common.errors import debug_enabled
 from server.loop import Runner
 from server.registry import register_clients
 from server.runstate import check_data, end_run, fail_run, open_run, record_clients_data

@@ -18,8 +18,8 @@ from typing import Any
 
 from flwr.common.logger import log
 
-from client.checks import debug_enabled, describe_exception
 from common.config import RunConfig
+from common.errors import debug_enabled, describe_exception
 from common.runinfo import holds_run, read_json
 from server.datacheck import expected_fingerprint, local_data
 from server.outputs import RunOutputs
