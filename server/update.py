@@ -1,4 +1,4 @@
-"""The shared server update of the pFedHN family (METHODS.md, "Shared update rule").
+"""The shared server update of the pFedHN family (docs/pfedhn.md).
 
 A client returns Δ_i = θ̃_i − θ_i. The server treats −Δ_i as ∂L_i/∂θ_i and
 back-propagates it through θ_i = h(v_i; φ), which is exactly the gradient of

@@ -1,4 +1,4 @@
-"""MH-pFedHN and MH-pFedHNGD's settings (papers/mh-pfedhn.md): one hypernetwork for
+"""MH-pFedHN and MH-pFedHNGD's settings (docs/mh-pfedhn.md): one hypernetwork for
 clients whose models differ, known to the server only by their parameter counts K_i.
 
 The strategies are server/strategies/mh_pfedhn.py; the client handlers
