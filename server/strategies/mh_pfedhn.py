@@ -1,4 +1,4 @@
-"""MH-pFedHN and MH-pFedHNGD (papers/mh-pfedhn.md): one hypernetwork, many models.
+"""MH-pFedHN and MH-pFedHNGD (docs/mh-pfedhn.md): one hypernetwork, many models.
 
 The server knows a client only by the parameter count K_i it registered
 (``mh-param-count``); it never learns the architecture. K_i picks a size group
