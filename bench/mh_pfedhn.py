@@ -111,11 +111,11 @@ def local_only(cfg_dict: dict[str, Any], with_test: bool = True) -> dict[str, An
     row: that choice, made per client on ~75 rows, reads several points above the
     test rows (a different rule from the federated rows', and a noisier one).
     ``with_test=False`` (tuning) never evaluates the test rows."""
-    from client.training import evaluate, train_steps
     from common.config import parse_run_config
     from common.methods.mh_pfedhn import arch_for
     from common.models import build_model, count_params
     from common.partition import load_client_data, split_participants
+    from common.training import evaluate, train_steps
 
     cfg = parse_run_config(cfg_dict)
     inside, _ = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)

@@ -10,7 +10,6 @@ setup, seeding, identity, registration and reply tail they share live in
 from __future__ import annotations
 
 import client.handlers  # noqa: F401  (registers every method's handlers on app)
-from client.handlers.plain import local_update
 from client.runtime import app
 
-__all__ = ["app", "local_update"]
+__all__ = ["app"]

@@ -16,7 +16,6 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import (
     ConfigRecord,
@@ -28,14 +27,11 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from client.checks import data_identity, error_replies, with_node_config
-from client.faults import inject
-from client.privacy import clip_and_noise
-from client.training import TrainResult, evaluate, steps_for, train_steps
 from common.config import RunConfig, load_plugins, parse_run_config
-from common.faults import fault_for, parse_plan
 from common.models import build_model, count_params
 from common.partition import ClientData, class_indicator, load_client_data
-from common.records import as_int, config_of, to_record
+from common.records import config_of, to_record
+from common.training import evaluate
 
 app = ClientApp(mods=[error_replies])  # exceptions become one-line error replies
 torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
@@ -79,95 +75,6 @@ def setup(context: Context) -> tuple[RunConfig, str, int, ClientData]:
     cfg = with_node_config(parse_run_config(context.run_config), context.node_config)
     cid, pid = client_identity(context, cfg)
     return cfg, cid, pid, load_client_data(cfg, pid)
-
-
-def seed_for(
-    cfg: RunConfig, cid: str, msg_cfg: ConfigRecord, purpose: str = ""
-) -> torch.Generator:
-    """A generator fixed by (seed, client, round, phase): resumes replay exactly."""
-    phase = str(msg_cfg.get("phase", "")) + purpose
-    entropy = [
-        cfg.seed,
-        as_int(msg_cfg.get("round", 0)),
-        *[ord(c) for c in cid],
-        *[ord(c) for c in phase],
-    ]
-    state = np.random.SeedSequence(entropy).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def local_steps(cfg: RunConfig, msg_cfg: ConfigRecord, num_samples: int) -> int:
-    """Optimiser steps of one local update: the message's ``local-steps`` when the
-    server names them (e.g. pre-training epochs), else the run's ``local-epochs`` /
-    ``local-steps``."""
-    return as_int(
-        msg_cfg.get(
-            "local-steps",
-            steps_for(num_samples, cfg.batch_size, cfg.local_epochs, cfg.local_steps),
-        )
-    )
-
-
-def train_locally(
-    cfg: RunConfig,
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    steps: int,
-    generator: torch.Generator,
-    lr: float | None = None,
-) -> TrainResult:
-    """Local SGD with the run's inner settings (``lr`` overrides ``inner-lr``, e.g.
-    for LoRA adapters): the one training call every method's handler makes."""
-    return train_steps(
-        model,
-        x,
-        y,
-        steps,
-        cfg.batch_size,
-        cfg.inner_lr if lr is None else lr,
-        cfg.inner_momentum,
-        cfg.inner_weight_decay,
-        generator,
-        cfg.local_clip_norm,
-    )
-
-
-def update_metrics(num_examples: int, result: TrainResult) -> dict[str, Any]:
-    """The metrics a train reply carries about its local training."""
-    return {
-        "num-examples": num_examples,
-        "train-loss": result.loss,
-        "train-acc": result.accuracy,
-        "steps": result.steps,
-    }
-
-
-def finish_update(
-    cfg: RunConfig,
-    cid: str,
-    pid: int,
-    msg_cfg: ConfigRecord,
-    delta: dict[str, torch.Tensor],
-    metrics: dict[str, Any],
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tail every method's update goes through: client-side clipping and noise
-    of the delta (``dp-clip``, ``dp-noise``; its norm in ``delta-norm``), then the
-    run's fault-injection plan for this client and round, if any."""
-    delta, norm = clip_and_noise(
-        delta, cfg.dp_clip, cfg.dp_noise, seed_for(cfg, cid, msg_cfg, "dp")
-    )
-    metrics = {**metrics, "delta-norm": norm}
-    fault = (
-        fault_for(parse_plan(cfg.fault_injection), pid, as_int(msg_cfg.get("round", 0)))
-        if cfg.fault_injection
-        else None
-    )
-    if fault:
-        delta, metrics = inject(
-            fault, delta, metrics, cfg.round_timeout, cfg.max_reply_mb
-        )
-    return delta, metrics
 
 
 def train_reply(

@@ -9,12 +9,16 @@ assert that every injected fault was caught. Empty (the default) injects nothing
 Kinds: ``raise`` (the ClientApp raises), ``hang`` (replies after the round timeout),
 ``nan`` / ``inf`` (non-finite delta), ``shape``, ``keys``, ``dtype`` (malformed delta),
 ``norm`` (absurdly large delta), ``big`` (oversized record), ``badmetric`` (a metric
-of the wrong type).
+of the wrong type). :func:`inject` is what a picked client does to its reply.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 KINDS = (
     "raise",
@@ -71,3 +75,38 @@ def fault_for(plan: list[Fault], partition_id: int, server_round: int) -> str | 
         if fault.applies(partition_id, server_round):
             return fault.kind
     return None
+
+
+def inject(
+    kind: str,
+    delta: dict[str, torch.Tensor],
+    metrics: dict[str, Any],
+    round_timeout: float,
+    max_reply_mb: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Corrupt a train reply the way ``kind`` says (or raise, or stall)."""
+    delta = dict(delta)
+    first = next(iter(delta))
+    if kind == "raise":
+        raise RuntimeError("injected fault: this ClientApp raises")
+    if kind == "hang":
+        time.sleep(round_timeout + 2.0)  # the reply arrives after its round ended
+    elif kind == "nan":
+        delta[first] = torch.full_like(delta[first], float("nan"))
+    elif kind == "inf":
+        delta[first] = (
+            delta[first].clone().index_fill_(0, torch.tensor([0]), float("inf"))
+        )
+    elif kind == "shape":
+        delta[first] = delta[first].reshape(-1)[:-1]
+    elif kind == "keys":
+        delta["not-a-parameter"] = torch.zeros(3)
+    elif kind == "dtype":
+        delta[first] = delta[first].double()
+    elif kind == "norm":
+        delta = {k: v * 1e9 for k, v in delta.items()}
+    elif kind == "big":
+        delta["padding"] = torch.zeros(int(2 * max_reply_mb * 2**20) // 4)
+    elif kind == "badmetric":
+        metrics = {**metrics, "num-examples": float("nan")}
+    return delta, metrics

@@ -5,13 +5,17 @@ and ``checkpoint/state.pt``) and the new client's own labelled data are enough.
 
 - pFedHN: the hypernetwork is frozen; only a new embedding is fitted on the client's
   data, starting at the mean of the participants' embeddings, for ``novel-rounds``
-  steps of local training (the ClientApp's own :func:`client.app.local_update`, with
-  its seeded data order) and SGD (``novel-lr``) on the embedding. This is the very
-  function the run used to evaluate its held-out clients
-  (:func:`server.strategies.pfedhn.fit_new_embeddings`), so personalising a held-out
-  client of the run reproduces the run's number for it exactly. A participant that
-  trained gets its own embedding's model without any fitting.
+  steps of local training (the ClientApp's own
+  :func:`common.local_update.local_update`, with its seeded data order) and SGD
+  (``novel-lr``) on the embedding. This is the very function the run used to
+  evaluate its held-out clients (:func:`server.strategies.pfedhn.fit_new_embeddings`),
+  so personalising a held-out client of the run reproduces the run's number for it
+  exactly. A participant that trained gets its own embedding's model without any
+  fitting.
 - FedAvg: the global model of the best round (no data needed).
+
+Each method's personaliser lives in its strategy module and registers itself
+(:func:`server.personalizers.register_personalizer`).
 
 The state used is the strategy state at the best round (``best["state"]`` in the
 checkpoint), the state the run evaluated its held-out clients with.
@@ -24,44 +28,29 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord
 from torch import nn
 
-from client.training import evaluate
+import server.strategies  # noqa: F401  (each strategy module registers its personaliser)
 from common.config import RunConfig, defaults, parse_run_config
 from common.data import remember_num_classes
-from common.models import build_model, param_shapes
-from common.partition import ClientData, load_client_data, split_participants
-from common.records import from_record, to_record
+from common.models import build_model
+from common.partition import ClientData, load_client_data
 from common.settings import METHOD_SPECS
+from common.training import evaluate
+from server.personalizers import (
+    PERSONALIZERS,
+    FitFailedError,
+    PersonalizeError,
+    TrainedRun,
+)
 
 Params = dict[str, torch.Tensor]
 MODEL_FORMAT = "hyperflower-model/1"
-
-
-class PersonalizeError(ValueError):
-    """The run or the new client's inputs cannot give a personalised model."""
-
-
-class FitFailedError(PersonalizeError):
-    """The fit ran but gave no usable model (NaN or infinite weights or loss)."""
-
-
-@dataclass
-class TrainedRun:
-    """What offline personalisation needs from a finished run."""
-
-    dir: Path
-    cfg: RunConfig
-    state: dict[str, Any]
-    round: int
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def load_run(run_dir: str | Path) -> TrainedRun:
@@ -230,118 +219,11 @@ def model_from(cfg: RunConfig, params: Params, name: str | None = None) -> nn.Mo
     return model
 
 
-# ---- methods -----------------------------------------------------------------
-class _PFedHN:
-    """The frozen hypernetwork and embedding store of a pFedHN run, built once."""
-
-    def __init__(self, run: TrainedRun, device: torch.device) -> None:
-        from server.strategies.pfedhn import build_hypernet, build_store
-
-        cfg, state = run.cfg, run.state
-        shapes = param_shapes(build_model(cfg.model, cfg.num_classes, seed=cfg.seed))
-        self.cfg = cfg
-        self.hnet = build_hypernet(cfg, shapes)
-        self.hnet.load_state_dict(state["hnet"])
-        self.store = build_store(cfg)
-        self.store.load_state_dict(state["store"])
-        self.hnet, self.store = self.hnet.to(device), self.store.to(device)
-        self.participants = list(
-            state.get("participants") or _participants(cfg, self.store)
-        )
-
-    def __call__(
-        self,
-        client_id: str,
-        partition_id: int,
-        data: ClientData | None,
-        rounds: int | None,
-        lr: float | None,
-    ) -> tuple[Params, dict[str, Any]]:
-        from client.app import local_update
-        from server.strategies.pfedhn import (
-            fit_new_embeddings,
-            generate_one,
-            novel_phase,
-            novel_start,
-        )
-
-        cfg = self.cfg
-        if client_id in self.participants and data is None:
-            return (
-                generate_one(self.hnet, self.store([client_id])),
-                {"embedding": "own (trained participant)", "fit-rounds": 0},
-            )
-        if data is None:
-            raise PersonalizeError(
-                "pfedhn needs the new client's labelled data to fit "
-                "its embedding (a data file or a partition id)"
-            )
-        rounds = cfg.novel_rounds if rounds is None else rounds
-        lr = cfg.novel_lr if lr is None else lr
-
-        def train_locally(
-            step: int, ids: list[str], params: list[Params]
-        ) -> dict[str, Params]:
-            msg_cfg = ConfigRecord(
-                {"round": 0, "phase": novel_phase(step), "method": cfg.method}
-            )
-            out = {}
-            for cid, theta in zip(ids, params, strict=True):
-                delta, _ = local_update(
-                    cfg, cid, partition_id, data, msg_cfg, to_record(theta)
-                )
-                out[cid] = from_record(to_record(delta))  # as it would travel
-            return out
-
-        fitted = fit_new_embeddings(
-            self.hnet,
-            novel_start(self.store, self.participants),
-            [client_id],
-            rounds,
-            lr,
-            train_locally,
-        )
-        embedding = fitted[client_id]
-        return generate_one(self.hnet, embedding), {
-            "embedding": "fitted, hypernetwork frozen",
-            "fit-rounds": rounds,
-            "fit-lr": lr,
-            "embedding-values": embedding.cpu().flatten().tolist(),
-        }
-
-
-def _participants(cfg: RunConfig, store: Any) -> list[str]:
-    """Participants of a checkpoint written before they were saved in it."""
-    chosen = set(split_participants(cfg.num_clients, cfg.holdout, cfg.seed)[0])
-    rows = sorted(store.metadata.items(), key=lambda kv: kv[1]["partition-id"])
-    return [cid for cid, meta in rows if meta["partition-id"] in chosen]
-
-
-class _FedAvg:
-    """A FedAvg run gives every new client its global model."""
-
-    def __init__(self, run: TrainedRun, device: torch.device) -> None:
-        self.global_model = run.state["global"]
-
-    def __call__(self, *_: Any) -> tuple[Params, dict[str, Any]]:
-        return (
-            {k: v.clone() for k, v in self.global_model.items()},
-            {"embedding": None, "fit-rounds": 0},
-        )
-
-
-#: How each method that supports offline personalisation (its spec says so) builds
-#: a new client's model; another method's module adds its own entry.
-PERSONALIZERS: dict[str, type] = {"pfedhn": _PFedHN, "fedavg": _FedAvg}
-
-
 # ---- public API ----------------------------------------------------------------
 class Personalizer:
     """A loaded run ready to personalise many clients (the networks are built once)."""
 
     def __init__(self, run: TrainedRun, device: str = "cpu") -> None:
-        import server.strategies  # noqa: F401  (strategy modules add PERSONALIZERS)
-
         method = run.cfg.method
         spec = METHOD_SPECS[method]
         if not spec.personalizable or method not in PERSONALIZERS:

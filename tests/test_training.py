@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from client.training import train_steps
+from common.training import train_steps
 
 
 def _far_off_model() -> nn.Module:

@@ -18,16 +18,9 @@ import torch
 from flwr.app import ConfigRecord, Context, Message
 from torch import nn
 
-from client.runtime import (
-    app,
-    eval_reply,
-    finish_update,
-    local_steps,
-    seed_for,
-    setup,
-    train_reply,
-)
+from client.runtime import app, eval_reply, setup, train_reply
 from common.config import RunConfig
+from common.local_update import finish_update, local_steps, seed_for
 from common.models.hyperfedzero import (
     GLOBAL_EMBEDDING,
     NoUnlabelledDataError,
@@ -98,7 +91,7 @@ def local_update(
     Each step: e_x for the batch (with NoisyEmbed's noise), e = their mean, the
     classifier generated from e, loss = CE + α·balance + β·entropy (the penalty on
     the noisy rows, or on the noise-free ones with ``hfz-penalty-clean``). Plain SGD
-    with the run's inner optimiser settings, batches drawn as ``client.training``
+    with the run's inner optimiser settings, batches drawn as ``common.training``
     does, or label-shifted (:class:`ShiftedBatches`) with ``hfz-shift-batches``.
     """
     x = unlabelled(data)

@@ -24,21 +24,13 @@ import torch
 from flwr.app import ConfigRecord, Context, Message
 from torch import nn
 
-from client.runtime import (
-    app,
-    eval_reply,
-    finish_update,
-    seed_for,
-    setup,
-    train_locally,
-    train_reply,
-    update_metrics,
-)
-from client.training import steps_for
+from client.runtime import app, eval_reply, setup, train_reply
 from common.config import RunConfig
+from common.local_update import finish_update, seed_for, train_locally, update_metrics
 from common.models import build_model
 from common.models.lora import add_lora, generated_tensors, pack, unpack
 from common.records import arrays_of, as_int, config_of, from_record
+from common.training import steps_for
 
 BASE_KEY, BASE_META, COUNTERS = "lora-base", "lora-base-meta", "lora-counters"
 #: The record key of the packed generated tensors (server.strategies.hyperflora.RHO).

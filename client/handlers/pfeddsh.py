@@ -14,18 +14,15 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from torch import nn
 
-from client.runtime import (
-    app,
-    eval_reply,
+from client.runtime import app, eval_reply, setup, train_reply
+from common.config import RunConfig
+from common.local_update import (
     finish_update,
     local_steps,
     seed_for,
-    setup,
     train_locally,
-    train_reply,
     update_metrics,
 )
-from common.config import RunConfig
 from common.models import build_model
 from common.models.bn import bn_statistics, calibrate_bn
 from common.records import arrays_of, config_of, from_record

@@ -11,12 +11,14 @@ from collections.abc import Iterable, Sequence
 from logging import INFO
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from common.config import RunConfig
 from common.records import from_record, to_record
+from server.personalizers import TrainedRun, register_personalizer
 from server.strategies.base import HyperflowerStrategy, Params
 from server.strategies.pfedhn import novel_phase
 from server.validation import ClientUpdate
@@ -187,3 +189,17 @@ class LocalOnly(HyperflowerStrategy):
         self.models = {
             c: {k: v.clone() for k, v in m.items()} for c, m in state["models"].items()
         }
+
+
+@register_personalizer("fedavg")
+class FedAvgPersonalizer:
+    """A FedAvg run gives every new client its global model."""
+
+    def __init__(self, run: TrainedRun, device: torch.device) -> None:
+        self.global_model = run.state["global"]
+
+    def __call__(self, *_: Any) -> tuple[Params, dict[str, Any]]:
+        return (
+            {k: v.clone() for k, v in self.global_model.items()},
+            {"embedding": None, "fit-rounds": 0},
+        )

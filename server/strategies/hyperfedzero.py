@@ -31,7 +31,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from common.models.hyperfedzero import GLOBAL_EMBEDDING, build_net, net_from
 from common.records import arrays_of, from_record, metrics_of
-from server.personalize import PERSONALIZERS, PersonalizeError, TrainedRun
+from server.personalizers import PersonalizeError, TrainedRun, register_personalizer
 from server.registry import client_at
 from server.strategies.base import HyperflowerStrategy, Params
 from server.validation import ClientUpdate, ReplyExtra, extras_of
@@ -211,7 +211,8 @@ class HyperFedZero(HyperflowerStrategy):
         self.store = {c: v.clone() for c, v in state["store"].items()}
 
 
-class _Personalizer:
+@register_personalizer("hyperfedzero")
+class HyperFedZeroPersonalizer:
     """``hyperflower personalize`` for HyperFedZero: e from the new client's own
     unlabelled data, the classifier from h, no training; a participant without
     data gets the classifier for its stored embedding."""
@@ -248,6 +249,3 @@ class _Personalizer:
             "fit-rounds": 0,
             "embedding-values": [float(v) for v in e],
         }
-
-
-PERSONALIZERS["hyperfedzero"] = _Personalizer

@@ -44,11 +44,13 @@ from flwr.common.logger import log
 
 from common.config import RunConfig
 from common.hypernets.multihead import MultiHeadHyperNet, build_heads
+from common.local_update import THETA, mh_local_update, unflatten_for
 from common.methods.mh_pfedhn import arch_for, group_of
 from common.models import build_model, count_params
 from common.models.zoo import ZOO
 from common.records import to_record
 from server.messaging import Outgoing
+from server.personalizers import PersonalizeError, register_personalizer
 from server.registry import message_to
 from server.strategies.base import HyperflowerStrategy, Params
 from server.strategies.pfedhn import frozen, load_optimizer_state, make_optimizer
@@ -59,7 +61,6 @@ if TYPE_CHECKING:
     from server.ops import ServerOps
 
 #: The one key of an MH message's parameters and of its reply's delta.
-THETA = "theta"
 #: Global embedding's row name (GD).
 GLOBAL = "__global__"
 
@@ -751,6 +752,7 @@ class MHPFedHNGD(MHPFedHN):
         }
 
 
+@register_personalizer("mh-pfedhn", "mh-pfedhngd")
 class MHPersonalizer:
     """Offline personalisation of an MH run: a held-out client (by partition id, its
     architecture by the run's rule) fitted as the run fitted it, or a participant's
@@ -786,9 +788,6 @@ class MHPersonalizer:
         lr: float | None,
         arch: str | None = None,
     ) -> tuple[Params, dict[str, Any]]:
-        from client.handlers.mh import mh_local_update, unflatten_for
-        from server.personalize import PersonalizeError
-
         cfg = self.cfg
         if arch not in ZOO and (arch is not None or partition_id < 0):
             raise PersonalizeError(
@@ -847,13 +846,3 @@ class MHPersonalizer:
             "fit-rounds": rounds,
             "fit-lr": lr,
         }
-
-
-def _register_personalizer() -> None:
-    from server.personalize import PERSONALIZERS
-
-    PERSONALIZERS["mh-pfedhn"] = MHPersonalizer
-    PERSONALIZERS["mh-pfedhngd"] = MHPersonalizer
-
-
-_register_personalizer()

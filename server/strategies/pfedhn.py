@@ -17,7 +17,7 @@ why). Choices where the paper and the authors' code are silent, each a run-confi
   (SGD, ``novel-lr``), then its generated model is evaluated. This needs local
   training on the held-out client, so the number is flagged as such in summaries.
   :func:`fit_new_embeddings` is that procedure; the in-run evaluation and offline
-  personalisation (:mod:`server.personalize`) both call it, client by client (one
+  personalisation (:class:`PFedHNPersonalizer`) both call it, client by client (one
   embedding, one forward, one optimiser each), so both give bit-identical models.
 """
 
@@ -30,12 +30,17 @@ from logging import INFO
 from typing import TYPE_CHECKING, Any
 
 import torch
+from flwr.app import ConfigRecord
 from flwr.common.logger import log
 
 from common.config import RunConfig
 from common.hypernets.chunked import ChunkedHyperNet
 from common.hypernets.pertensor import PerTensorHyperNet, offset_constant_tensors
-from common.models import build_model
+from common.local_update import local_update
+from common.models import build_model, param_shapes
+from common.partition import ClientData, split_participants
+from common.records import from_record, to_record
+from server.personalizers import PersonalizeError, TrainedRun, register_personalizer
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
 from server.update import hypernet_step, round_weights, undiluted
@@ -302,3 +307,80 @@ class PFedHN(HyperflowerStrategy):
 
     def hypernet_params(self) -> int:
         return sum(p.numel() for p in self.hnet.parameters())
+
+
+@register_personalizer("pfedhn")
+class PFedHNPersonalizer:
+    """The frozen hypernetwork and embedding store of a pFedHN run, built once."""
+
+    def __init__(self, run: TrainedRun, device: torch.device) -> None:
+        cfg, state = run.cfg, run.state
+        shapes = param_shapes(build_model(cfg.model, cfg.num_classes, seed=cfg.seed))
+        self.cfg = cfg
+        self.hnet = build_hypernet(cfg, shapes)
+        self.hnet.load_state_dict(state["hnet"])
+        self.store = build_store(cfg)
+        self.store.load_state_dict(state["store"])
+        self.hnet, self.store = self.hnet.to(device), self.store.to(device)
+        self.participants = list(
+            state.get("participants") or _participants(cfg, self.store)
+        )
+
+    def __call__(
+        self,
+        client_id: str,
+        partition_id: int,
+        data: ClientData | None,
+        rounds: int | None,
+        lr: float | None,
+    ) -> tuple[Params, dict[str, Any]]:
+        cfg = self.cfg
+        if client_id in self.participants and data is None:
+            return (
+                generate_one(self.hnet, self.store([client_id])),
+                {"embedding": "own (trained participant)", "fit-rounds": 0},
+            )
+        if data is None:
+            raise PersonalizeError(
+                "pfedhn needs the new client's labelled data to fit "
+                "its embedding (a data file or a partition id)"
+            )
+        rounds = cfg.novel_rounds if rounds is None else rounds
+        lr = cfg.novel_lr if lr is None else lr
+
+        def train_locally(
+            step: int, ids: list[str], params: list[Params]
+        ) -> dict[str, Params]:
+            msg_cfg = ConfigRecord(
+                {"round": 0, "phase": novel_phase(step), "method": cfg.method}
+            )
+            out = {}
+            for cid, theta in zip(ids, params, strict=True):
+                delta, _ = local_update(
+                    cfg, cid, partition_id, data, msg_cfg, to_record(theta)
+                )
+                out[cid] = from_record(to_record(delta))  # as it would travel
+            return out
+
+        fitted = fit_new_embeddings(
+            self.hnet,
+            novel_start(self.store, self.participants),
+            [client_id],
+            rounds,
+            lr,
+            train_locally,
+        )
+        embedding = fitted[client_id]
+        return generate_one(self.hnet, embedding), {
+            "embedding": "fitted, hypernetwork frozen",
+            "fit-rounds": rounds,
+            "fit-lr": lr,
+            "embedding-values": embedding.cpu().flatten().tolist(),
+        }
+
+
+def _participants(cfg: RunConfig, store: Any) -> list[str]:
+    """Participants of a checkpoint written before they were saved in it."""
+    chosen = set(split_participants(cfg.num_clients, cfg.holdout, cfg.seed)[0])
+    rows = sorted(store.metadata.items(), key=lambda kv: kv[1]["partition-id"])
+    return [cid for cid, meta in rows if meta["partition-id"] in chosen]

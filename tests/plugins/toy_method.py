@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from flwr.app import ConfigRecord, Context, Message
 
-from client.handlers.plain import local_update
 from client.runtime import app, setup, train_reply
+from common.local_update import local_update
 from common.records import to_record
 from common.settings import MethodSpec, Setting, above, register_method
 from server.registry import message_to
