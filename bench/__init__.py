@@ -1,5 +1,5 @@
 """Benchmarks: one harness (``python -m bench <suite>``), recorded results in
-``bench/results/`` and the README's Results block generated from them.
+``bench/results/`` and docs/results.md's Benchmarks block generated from them.
 
 Suites (see ``python -m bench list``): accuracy, digits, overhead, server-cost,
 scale, comm, latency. Runs write to ``outputs/bench/`` (never committed); each

@@ -2,7 +2,7 @@
 ``python -m bench tune <target> ...`` (a validation-only grid search, docs/tuning.md).
 
 Each suite writes ``bench/results/<suite>.json``, ``<suite>.md`` and PNG plots;
-``readme`` rewrites the README's Results block from ``bench/results/*.md``.
+``readme`` rewrites docs/results.md's Benchmarks block from ``bench/results/*.md``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "list":
         for name, (what, _) in SUITES.items():
             print(f"{name:12s} {what}")
-        print(f"{'readme':12s} rewrite README.md's Results block from bench/results")
+        print(f"{'readme':12s} rewrite docs/results.md's block from bench/results")
         print(
             f"{'tune':12s} a validation-only grid search: python -m bench tune "
             "<target> --help"

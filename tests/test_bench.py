@@ -107,10 +107,12 @@ def test_readme_block_replaced_between_markers_only(tmp_path):
     (results / "accuracy.md").write_text("### A\n\n| x |\n")
     (results / "accuracy.png").write_bytes(b"png")
     (results / "accuracy-curves.png").write_bytes(b"png")
-    (results / "hyperflora-lenet.md").write_text("### H\n")
-    content = readme.block(results, tmp_path)
-    assert content.index("#### A") < content.index("#### H")  # demoted a level
-    assert "[accuracy-curves](bench/results/accuracy-curves.png)" in content
+    (results / "hyperflora-lenet.md").write_text("## H\n\n### H2\n")
+    content = readme.block(results, tmp_path / "docs")
+    # every page's title at one level (### under the page's "## Benchmarks")
+    assert content.index("### A") < content.index("### H\n") < content.index("#### H2")
+    # links resolve from the page's folder (docs/), not the repository root
+    assert "[accuracy-curves](../bench/results/accuracy-curves.png)" in content
     text = f"intro\n{readme.START}\nold\n{readme.END}\noutro\n"
     new = readme.replace_block(text, content)
     assert new.startswith("intro\n") and new.endswith("\noutro\n")
@@ -151,10 +153,12 @@ def test_committed_pages_match_their_json(suite):
     assert (RESULTS / f"{suite}.md").read_text() == page
 
 
-def test_readme_block_matches_committed_results():
+def test_results_page_block_matches_committed_results():
     assert committed_suites(), "bench/results holds no committed suite"
-    text = (ROOT / "README.md").read_text()
-    assert readme.replace_block(text, readme.block()) == text
+    text = readme.RESULTS_PAGE.read_text()
+    assert readme.replace_block(text, readme.block()) == text, (
+        "regenerate docs/results.md's block: python -m bench readme"
+    )
 
 
 def test_quick_results_never_go_to_the_committed_folder():

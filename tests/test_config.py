@@ -56,15 +56,15 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
         load_fashion_mnist(str(tmp_path / "nope"), download=False)
 
 
-def test_readme_key_table_is_generated_from_the_settings():
+def test_docs_key_table_is_generated_from_the_settings():
     from pathlib import Path
 
     from common.config import readme_table
 
-    text = (Path(__file__).parents[1] / "README.md").read_text()
+    text = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
     block = text.split("<!-- keys:begin")[1].split("<!-- keys:end -->")[0]
     assert block.split("-->\n", 1)[1].strip() == readme_table().strip(), (
-        "regenerate the README key table: python -m common.config"
+        "regenerate docs/config.md's key table: python -m common.config"
     )
 
 
