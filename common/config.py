@@ -502,7 +502,7 @@ def pyproject_block() -> str:
 
 
 def readme_table() -> str:
-    """The README's table of run-config keys, with the method that owns each."""
+    """docs/config.md's table of run-config keys, with the method that owns each."""
     from common.settings import key_table
 
     known = settings()

@@ -6,7 +6,8 @@ or done, the one-line ``error`` of a failed run) next to ``config.json`` and
 decides what a folder says about a run, so ``hyperflower run``, ``hyperflower report``
 and the deploy scripts never show a summary that an older run left behind.
 
-Exit codes (README): 0 done, 1 failed, 2 bad config or usage, 3 stopped for resume.
+Exit codes (docs/running.md): 0 done, 1 failed, 2 bad config or usage, 3 stopped
+for resume.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every key is a :class:`Setting`. The keys every run shares live in
 :mod:`common.config`; a method declares its own in a :class:`MethodSpec` (one module
 under ``common/methods/``), which both its server strategy and its client handlers
 import. Nothing else lists keys: the config parser, ``pyproject.toml``'s
-``[tool.flwr.app.config]`` (checked by a test), the README's key table, checkpoint
+``[tool.flwr.app.config]`` (checked by a test), docs/config.md's key table, checkpoint
 fingerprints, the summary's non-participant protocol and offline personalisation all
 read them from here, so adding a method touches no shared module.
 """
@@ -119,7 +119,7 @@ def all_settings(shared: Mapping[str, Setting]) -> dict[str, Setting]:
 
 
 def key_table(settings: Mapping[str, Setting], owners: Mapping[str, str]) -> str:
-    """A Markdown table of keys (key, default, meaning, used by) for the README."""
+    """A Markdown table of keys (key, default, meaning, used by) for docs/config.md."""
     lines = ["| key | default | meaning | used by |", "| --- | --- | --- | --- |"]
     for key, s in settings.items():
         allowed = f" ({', '.join(f'`{c}`' for c in s.choices)})" if s.choices else ""

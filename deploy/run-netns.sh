@@ -148,7 +148,7 @@ in_operator flwr run "$root" hf --stream \
   "${run_configs[@]}" 2>&1 | tee "$workdir/run.log" || true  # the record decides
 
 # The run's own record decides (never a summary an older run left): exit 0 done,
-# 1 failed, 3 stopped for resume (README, "Exit codes").
+# 1 failed, 3 stopped for resume (docs/running.md, "Exit codes").
 code=0
 (cd "$root" && python -m server.cli report "$workdir/outputs/$run_name") || code=$?
 if [ "$code" = 0 ]; then
