@@ -4,23 +4,46 @@ Not a deployment path: it exists so unit tests can drive the real server loop an
 client handlers without starting Ray or gRPC, and so the framework-overhead benchmark
 can compare `flwr run` with the same functions called directly. A per-node hook may
 replace a reply, which is how tests inject faulty clients.
+
+The ClientApp is the one the app's ``pyproject.toml`` names
+(``[tool.flwr.app.components] clientapp``), loaded by that reference as Flower's
+simulation loads it (:func:`project_client_app`): no server module imports the
+client package (docs/architecture.md, "Layering").
 """
 
 from __future__ import annotations
 
+import tomllib
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common import Error
 from flwr.serverapp import Grid
+from flwr.supercore.object_ref import load_app
 from flwr.supercore.task_identity import TaskIdentity
 
 #: A fault hook: (node_id, incoming message, normal reply) -> reply to deliver, or None
 #: for "never answers".
 FaultHook = Callable[[int, Message, Message], Message | None]
+
+#: The app's project folder (a checkout: its pyproject.toml names the components).
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def project_client_app(project_dir: Path = PROJECT_DIR) -> ClientApp:
+    """The ClientApp the project's ``pyproject.toml`` names (``clientapp``), loaded
+    by its reference as Flower's runtime loads it, so the server side names no client
+    module and a run in process uses exactly the app ``flwr run`` would."""
+    with (project_dir / "pyproject.toml").open("rb") as file:
+        components = tomllib.load(file)["tool"]["flwr"]["app"]["components"]
+    app = load_app(components["clientapp"], ValueError, project_dir)
+    if not isinstance(app, ClientApp):
+        raise TypeError(f"{components['clientapp']!r} is not a ClientApp")
+    return app
 
 
 class DirectGrid(Grid):
@@ -127,7 +150,6 @@ def build_runner(
     """The server loop (:class:`server.loop.Runner`) wired to a DirectGrid."""
     import torch
 
-    from client.app import app as client_app
     from common.config import parse_run_config
     from server.loop import Runner
     from server.registry import register_clients
@@ -135,7 +157,7 @@ def build_runner(
     from server.strategies import strategy_for
 
     cfg = parse_run_config(run_config)
-    grid = DirectGrid(client_app, run_config, cfg.num_clients, fault_hook)
+    grid = DirectGrid(project_client_app(), run_config, cfg.num_clients, fault_hook)
     outputs = open_run(cfg)
     method = strategy_for(cfg.method)
     registry = register_clients(
