@@ -4,9 +4,17 @@
 5-round Fashion-MNIST job (and the digits quick job) for pFedHN, HyperFLoRA, FedAvg
 and local, per machine signature (torch build, CPU capability, CPU model: float32
 rounding differs between instruction sets); this test re-runs the Fashion-MNIST
-jobs in process and compares bit for bit on a recorded machine kind, and within
-``figures.TOLERANCE`` of each recorded kind elsewhere (two machine kinds gave
-figures up to 1.1 points and 14 % apart after 5 rounds).
+jobs in process and compares:
+- on a recorded machine kind, every figure bit for bit (same kernels, same seed);
+- on any other kind, only the accuracies of the evaluated round
+  (``figures.CROSS_KIND_KEYS``), within ``figures.TOLERANCE`` = 0.03 of the
+  *nearest* recorded kind. The two recorded kinds differ by at most 0.0124 there
+  (HyperFLoRA; the others ≤ 0.0026), so 0.03 leaves room for a third kind's rounding
+  and still catches an algorithm change (points). Per-round training losses are
+  never compared across kinds: HyperFLoRA's jumps by ±1 between rounds, and an
+  Intel Xeon read 1.97 where the recorded kinds read 1.17 and 1.33 (issue 31).
+- A new machine kind is recorded only by the explicit command below, never by the
+  test.
 History: the figures were identical before and after the "one shape for every
 method" refactor (all eight jobs); the "pFedHN as the authors wrote it" change then
 moved pFedHN's and HyperFLoRA's on purpose (the authors' trunk, weight decay on
@@ -27,9 +35,10 @@ from pathlib import Path
 import pytest
 
 from common.data import DEBIAN_FMNIST_DIR
-from tests.regression.figures import METHODS, close, figures, signature
+from tests.regression.figures import METHODS, TOLERANCE, check, figures, signature
 
 EXPECTED = Path(__file__).parent / "regression" / "expected.json"
+UNRECORDED = "torch 0.0 / a machine kind nobody recorded / test"
 
 
 @pytest.mark.skipif(
@@ -41,9 +50,31 @@ def test_fmnist_figures_unchanged(tmp_path, method):
     recorded = json.loads(EXPECTED.read_text())
     key = f"fmnist-5/{method}"
     got = figures(tmp_path, jobs=("fmnist-5",), methods=(method,))[key]
-    here = signature()
-    if here in recorded:
-        assert got == recorded[here][key]
-    else:
-        misses = {kind: close(got, figs[key]) for kind, figs in recorded.items()}
-        assert all(not miss for miss in misses.values()), misses
+    assert check(got, recorded, signature(), key) == ""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unrecorded_kind_passes_rounding_and_fails_an_algorithm_change(method):
+    """The rule itself, on the recorded figures: what rounding moves passes, a
+    shift of the accuracies by points fails, on a kind the file does not hold."""
+    recorded = json.loads(EXPECTED.read_text())
+    key = f"fmnist-5/{method}"
+    kinds = list(recorded)
+    for kind in kinds:
+        same = dict(recorded[kind][key])
+        assert check(same, recorded, UNRECORDED, key) == ""
+        assert check(same, recorded, kind, key) == ""
+    # rounding: every accuracy halfway to the other kind, the per-round loss far off
+    a, b = (recorded[k][key] for k in kinds[:2])
+    noisy = {
+        k: (v + b[k]) / 2 if isinstance(v, float) and isinstance(b[k], float) else v
+        for k, v in a.items()
+    }
+    noisy["last-train-loss"] = a["last-train-loss"] + 1.0
+    assert check(noisy, recorded, UNRECORDED, key) == ""
+    # ... but on a recorded kind that is no longer bit for bit
+    assert "not bit for bit" in check(noisy, recorded, kinds[0], key)
+    # an algorithm change: the participants' accuracy moves by 2 tolerances
+    moved = dict(a)
+    moved["participant_acc"] = a["participant_acc"] + 2 * TOLERANCE
+    assert "far from every recorded kind" in check(moved, recorded, UNRECORDED, key)

@@ -7,8 +7,10 @@ signature (torch build, ATen CPU capability, CPU model). CPU float32 kernels are
 deterministic for a fixed seed on one machine kind, but another instruction set
 (AVX2 against AVX-512, another vendor's BLAS path) rounds differently and the
 difference grows over rounds: ``tests/test_regression.py`` compares bit for bit
-where the committed ``expected.json`` has this machine's signature, and within
-:data:`TOLERANCE` of every recorded machine elsewhere.
+where the committed ``expected.json`` has this machine's signature, and elsewhere
+only the accuracies (:data:`CROSS_KIND_KEYS`), within :data:`TOLERANCE` of the
+nearest recorded kind. Recording a new kind is this explicit command, never
+something a test does.
 """
 
 from __future__ import annotations
@@ -44,12 +46,26 @@ SUMMARY_KEYS = (
     "global_acc",
 )
 ROW_KEYS = ("train-loss", "train-acc", "participant-test-loss", "participant-test-acc")
-#: Cross-machine tolerance: accuracies in absolute points (fractions), losses
-#: relative. Measured spread between an AVX2 AMD EPYC and the machine of the first
-#: recording after 5 rounds: accuracies ≤ 0.011, losses ≤ 14 % (HyperFLoRA's
-#: relayed adapters amplify rounding most). A refactor that changes what is
-#: computed moves them far more (a dropped weight-decay term moved pFedHN by points).
-TOLERANCE = {"acc": 0.03, "loss": 0.25}
+#: The figures compared across machine kinds: accuracies of the evaluated (best)
+#: round, which float rounding moves by a few test images at most. Per-round
+#: training losses and accuracies (HyperFLoRA's jumps by ±1 between rounds, and
+#: the Intel Xeon of issue 31 read 1.97 where the recorded kinds read 1.17 and
+#: 1.33), standard deviations, losses and best rounds are compared only bit for bit
+#: on a recorded kind.
+CROSS_KIND_KEYS = (
+    "participant_val_acc",
+    "participant_acc",
+    "nonparticipant_acc",
+    "global_acc",
+    "last-participant-test-acc",
+)
+#: Cross-machine tolerance on those accuracies, in absolute points (fractions).
+#: Measured spread between the two recorded kinds (an AVX2 AMD EPYC and the machine
+#: of the first recording) after the 5-round Fashion-MNIST job: at most 0.0124
+#: (HyperFLoRA's relayed adapters amplify rounding most; pFedHN, FedAvg and local
+#: ≤ 0.0026). 0.03 is about 2.4 times that; a change of what is computed moves
+#: them far more (a dropped weight-decay term moved pFedHN by points).
+TOLERANCE = 0.03
 
 
 def job_config(job: str, method: str, out: Path) -> dict[str, Any]:
@@ -110,24 +126,47 @@ def signature() -> str:
 
 
 def close(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    """The keys of one job's figures outside :data:`TOLERANCE` (empty: close)."""
+    """The cross-kind figures of one job outside :data:`TOLERANCE` (empty: close)."""
     bad = []
-    for key, ref in want.items():
-        value = got.get(key)
-        if ref is None or value is None or isinstance(ref, int):
+    for key in CROSS_KIND_KEYS:
+        ref, value = want.get(key), got.get(key)
+        if ref is None or value is None:
             ok = value == ref
-        elif "loss" in key:
-            ok = abs(value - ref) <= TOLERANCE["loss"] * abs(ref)
         else:
-            ok = abs(value - ref) <= TOLERANCE["acc"]
+            ok = abs(value - ref) <= TOLERANCE
         if not ok:
             bad.append(f"{key}: {value} vs {ref}")
     return bad
 
 
+def check(got: dict[str, Any], recorded: dict[str, Any], here: str, key: str) -> str:
+    """Why one job's figures fail against the recorded ones ('' when they pass).
+
+    On a recorded machine kind every figure must be identical (the same float
+    kernels, the same seed); on any other kind the accuracies must be within
+    :data:`TOLERANCE` of the *nearest* recorded kind (not of all of them: the
+    recorded kinds differ from each other too).
+    """
+    if here in recorded:
+        want = recorded[here][key]
+        diff = [k for k in want if got.get(k) != want[k]]
+        return (
+            ""
+            if not diff
+            else f"{here}: not bit for bit: "
+            + ", ".join(f"{k}: {got.get(k)} vs {want[k]}" for k in diff)
+        )
+    misses = {kind: close(got, figs[key]) for kind, figs in recorded.items()}
+    if any(not miss for miss in misses.values()):
+        return ""
+    return f"{here} (unrecorded) is far from every recorded kind: {misses}"
+
+
 if __name__ == "__main__":
     import tempfile
 
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m tests.regression.figures OUT.json")
     out = Path(sys.argv[1])
     with tempfile.TemporaryDirectory() as tmp:
         got = figures(Path(tmp))
@@ -135,3 +174,4 @@ if __name__ == "__main__":
     recorded[signature()] = got
     out.write_text(json.dumps(recorded, indent=2) + "\n")
     print(json.dumps({signature(): got}, indent=2))
+    print(f"recorded this machine kind ({signature()}) in {out}", file=sys.stderr)
