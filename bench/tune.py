@@ -7,9 +7,16 @@ each run's best-validation round. Test accuracy is never read, written or shown
 here. Results go to ``bench/results/tune-<name>.json`` and ``.md`` with the command
 that produced them; ``--quick`` writes to ``outputs/bench/quick-results`` instead.
 
-Each run's validation curve is checked with :func:`flattened`: a point whose curve
-still rises at the end of the budget is flagged, and the protocol says to lengthen
-the runs (equally for every point) before choosing.
+Each run's validation curve is read with :func:`curve_state` (docs/tuning.md rule 7):
+still rising, flattened or unknown (too short to tell); a point whose curve still
+rises, or cannot be read, at the end of the budget is flagged, and the protocol says to
+lengthen the runs (equally for every point) before choosing. Tuning runs evaluate at
+least :data:`MIN_EVALS` times (``eval-every`` is set from ``num-rounds`` when a sweep
+does not set it). Points are chosen by their per-seed differences from the first grid
+point, the source's value (:func:`paired_choice`, rule 4).
+
+``python -m bench tune --render [NAME ...]`` re-renders committed sweep pages from
+their stored runs under the current rules, without running anything.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.harness import (
@@ -31,12 +39,25 @@ from bench.harness import (
     results_dir,
     run_or_reuse,
 )
+from bench.paired import Paired, compare
 from bench.report import divergence, fmt, mean_std, table, write_results
 
 #: Minimum improvement (absolute) of the best validation accuracy over the last
 #: ``FLAT_WINDOW`` evaluations that still counts as "rising".
 FLAT_TOL = 0.005
 FLAT_WINDOW = 3
+#: Fewer evaluations than this and a curve's state is "unknown" (rule 7).
+MIN_CURVE = FLAT_WINDOW + 1
+#: A tuning run evaluates validation at least this many times (rule 7).
+MIN_EVALS = 10
+
+#: The three readings of a validation curve (docs/tuning.md rule 7).
+RISING, FLATTENED, UNKNOWN = "rising", "flattened", "unknown"
+
+
+class TooFewEvaluations(ValueError):
+    """A sweep whose runs would evaluate validation fewer than :data:`MIN_EVALS`
+    times: rule 7 could not tell a rising curve from a flat one."""
 
 
 @dataclass(frozen=True)
@@ -181,16 +202,83 @@ TARGETS: dict[str, Target] = {
 }
 
 
-def flattened(
-    curve: Sequence[float], window: int = FLAT_WINDOW, tol: float = FLAT_TOL
-) -> bool | None:
-    """Whether a validation curve has flattened: the best of its last ``window``
-    evaluations beats the best before them by less than ``tol`` (None: too short to
-    tell, fewer than ``window`` + 1 evaluations)."""
+def curve_state(curve: Sequence[float | None]) -> str:
+    """Rule 7's reading of one validation curve: :data:`RISING` when its best is at
+    its last evaluation (above every earlier one) or the best of its last
+    ``FLAT_WINDOW`` evaluations beats the best before them by ``FLAT_TOL`` or more;
+    :data:`UNKNOWN` with fewer than :data:`MIN_CURVE` evaluations (too short to
+    tell, never "not rising"); :data:`FLATTENED` otherwise."""
     vals = [v for v in curve if v is not None]
-    if len(vals) <= window:
-        return None
-    return max(vals[-window:]) - max(vals[:-window]) < tol
+    if len(vals) < MIN_CURVE:
+        return UNKNOWN
+    if vals[-1] > max(vals[:-1]):
+        return RISING
+    rising = max(vals[-FLAT_WINDOW:]) - max(vals[:-FLAT_WINDOW]) >= FLAT_TOL
+    return RISING if rising else FLATTENED
+
+
+def flattened(curve: Sequence[float | None]) -> bool | None:
+    """Whether a validation curve has flattened by rule 7 (:func:`curve_state`):
+    True flattened, False still rising, None unknown (fewer than four
+    evaluations) — a None must be shown as unknown, never as "not rising"."""
+    return {FLATTENED: True, RISING: False, UNKNOWN: None}[curve_state(curve)]
+
+
+def run_curves(curve: Sequence[Sequence[float]]) -> list[list[float]]:
+    """A record's ``val_curve`` (``(round, acc)`` pairs) split into its runs' curves:
+    a row made of several runs (the MH table's per-architecture row) stores them one
+    after another, each starting again at an earlier round."""
+    runs: list[list[float]] = []
+    last = None
+    for rnd, acc in curve:
+        if last is None or rnd <= last:
+            runs.append([])
+        runs[-1].append(acc)
+        last = rnd
+    return runs
+
+
+def record_state(rec: dict[str, Any]) -> str | None:
+    """Rule 7's reading of one sweep record: from its stored validation curve(s)
+    when it has one (several runs: rising if any rises, else unknown if any is
+    unknown), else from its stored ``flattened`` flag; None for a record with
+    neither (an offline fit without a curve)."""
+    curves = run_curves(rec.get("val_curve") or [])
+    if curves:
+        states = {curve_state(c) for c in curves}
+        return next(s for s in (RISING, UNKNOWN, FLATTENED) if s in states)
+    flag = rec.get("flattened")
+    return None if flag is None else (FLATTENED if flag else RISING)
+
+
+def evaluations(num_rounds: int, eval_every: int) -> int:
+    """How many validation evaluations a run of ``num_rounds`` makes at
+    ``eval_every`` (every E rounds, plus the last round when E does not divide it)."""
+    every = max(1, eval_every)
+    return num_rounds // every + (num_rounds % every != 0)
+
+
+def eval_sizing(num_rounds: int, sets: dict[str, Any]) -> dict[str, Any]:
+    """``sets`` with an ``eval-every`` that gives at least :data:`MIN_EVALS`
+    evaluations (rule 7): set to ``num-rounds // 10`` when the sweep does not name
+    one; a named one that gives fewer raises :class:`TooFewEvaluations` (so a
+    rising curve can be seen)."""
+    rounds = int(sets.get("num-rounds", num_rounds))
+    if rounds < MIN_EVALS:
+        raise TooFewEvaluations(
+            f"num-rounds={rounds} cannot give {MIN_EVALS} validation evaluations "
+            "(docs/tuning.md rule 7)"
+        )
+    if "eval-every" not in sets:
+        return {**sets, "eval-every": rounds // MIN_EVALS}
+    got = evaluations(rounds, int(sets["eval-every"]))
+    if got < MIN_EVALS:
+        raise TooFewEvaluations(
+            f"num-rounds={rounds} at eval-every={sets['eval-every']} evaluates "
+            f"{got} times; tuning runs evaluate at least {MIN_EVALS} times "
+            f"(docs/tuning.md rule 7): use eval-every <= {rounds // MIN_EVALS}"
+        )
+    return sets
 
 
 def points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -258,35 +346,93 @@ def run_record(result: JobResult, score: str = "participant_val_acc") -> dict[st
     return rec
 
 
+def scored(run: dict[str, Any]) -> bool:
+    """Whether a sweep record has a score: it finished and did not diverge."""
+    return bool(run["ok"]) and not run.get("diverged")
+
+
+def seed_scores(runs: list[dict[str, Any]], point: str) -> dict[int, float | None]:
+    """``{seed: validation score}`` of one grid point (None where it failed or
+    diverged), for the paired comparison."""
+    return {
+        int(r["seed"]): (r["val_acc"] if scored(r) else None)
+        for r in runs
+        if r["point"] == point
+    }
+
+
+def paired_choice(
+    runs: list[dict[str, Any]], order: list[str]
+) -> tuple[int, dict[str, Paired]]:
+    """Rule 4 (docs/tuning.md): the index of the chosen point in ``order`` and each
+    later point's paired comparison with the first point (the source's value).
+
+    A point beats the first point when :func:`bench.paired.compare` says "holds"
+    on their per-seed differences (every seed above 0 with fewer than five seeds;
+    mean above 0 and 4 of 5 agreeing with five or more); among those the largest
+    mean difference wins (equal means: the earlier point); none: the first point is
+    kept (the sweep is flat, paired). Should the first point have scored on no
+    seed at all, there is nothing to pair with, and the best mean is chosen."""
+    if not order:
+        return 0, {}
+    source = seed_scores(runs, order[0])
+    pairs = {p: compare(seed_scores(runs, p), source) for p in order[1:]}
+    if all(v is None for v in source.values()):
+        means = [
+            mean_std(v for v in seed_scores(runs, p).values() if v is not None)[0]
+            for p in order
+        ]
+        best_i = max(
+            (i for i, m in enumerate(means) if m is not None),
+            key=lambda i: means[i] or 0.0,
+            default=0,
+        )
+        return best_i, pairs
+    best, best_mean = 0, 0.0
+    for i, point in enumerate(order[1:], 1):
+        got = pairs[point]
+        if got.holds and got.mean is not None and got.mean > best_mean:
+            best, best_mean = i, got.mean
+    return best, pairs
+
+
 def summarise(runs: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
-    """One row per grid point: mean ± std of the validation score over seeds."""
+    """One row per grid point: mean ± std of the validation score over seeds, the
+    paired differences from the first point, rule 7's curve counts and the choice
+    (rule 4: :func:`paired_choice`)."""
     rows = []
+    chosen, pairs = paired_choice(runs, order)
     for point in order:
         mine = [r for r in runs if r["point"] == point]
-        ok = [r for r in mine if r["ok"] and not r.get("diverged")]
+        ok = [r for r in mine if scored(r)]
         mean, std, n = mean_std(r["val_acc"] for r in ok)
-        rows.append(
-            {
-                "point": point,
-                "val_acc": mean,
-                "val_acc_std": std,
-                "n": n,
-                "runs": len(mine),
-                "diverged": sum(bool(r.get("diverged")) for r in mine),
-                "best_round": mean_std(r["best_round"] for r in ok)[0],
-                "still_rising": sum(r["flattened"] is False for r in ok),
-                "wall_s": mean_std(r["wall_s"] for r in ok)[0],
+        states = [record_state(r) for r in ok]
+        row: dict[str, Any] = {
+            "point": point,
+            "val_acc": mean,
+            "val_acc_std": std,
+            "n": n,
+            "runs": len(mine),
+            "diverged": sum(bool(r.get("diverged")) for r in mine),
+            "best_round": mean_std(r["best_round"] for r in ok)[0],
+            "still_rising": states.count(RISING),
+            "unknown": states.count(UNKNOWN),
+            "wall_s": mean_std(r["wall_s"] for r in ok)[0],
+        }
+        if point in pairs:
+            got = pairs[point]
+            row["paired"] = {
+                "diffs": {str(s): d for s, d in got.diffs.items()},
+                "mean": got.mean,
+                "agree": got.agree,
+                "n": got.n,
+                "verdict": got.verdict,
             }
-        )
-    scored = [r for r in rows if r["val_acc"] is not None and not r["diverged"]]
-    if scored:
-        # ties (within 0.1 point) go to the earlier point: the paper's value first
-        top = max(r["val_acc"] for r in scored)
-        chosen = next(r for r in scored if r["val_acc"] >= top - 1e-3)
-        if flat(rows):  # the key does not matter at this budget: keep the source's
-            chosen = rows[0]
-            chosen["flat"] = True
-        chosen["chosen"] = True
+        rows.append(row)
+    if rows and any(r["val_acc"] is not None for r in rows):
+        rows[chosen]["chosen"] = True
+        if len(rows) > 1 and chosen == 0:
+            rows[0]["flat"] = True  # flat (paired): no point beats the source's value
     return rows
 
 
@@ -318,17 +464,24 @@ def widened(committed: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def flat(rows: list[dict[str, Any]]) -> bool:
-    """Whether a sweep of three or more points found nothing: every point scored, and
-    the spread of their means is below their mean seed-to-seed std (docs/tuning.md
-    rule 4: then the first point, the source's value, is kept, not the noise's
-    favourite)."""
-    if len(rows) < 3 or any(
-        r["val_acc"] is None or r["val_acc_std"] is None or r["diverged"] for r in rows
-    ):
-        return False
-    means = [r["val_acc"] for r in rows]
-    return max(means) - min(means) < sum(r["val_acc_std"] for r in rows) / len(rows)
+def _paired_cell(row: dict[str, Any]) -> str:
+    """A row's per-seed differences from the first point, in points, with the
+    number of seeds above 0 and the verdict (the first point itself: "—")."""
+    got = row.get("paired")
+    if not got:
+        return "— (first point)"
+    diffs = ", ".join(
+        "NaN" if d is None else f"{100 * d:+.2f}" for d in got["diffs"].values()
+    )
+    word = "beats it" if got["verdict"] == "holds" else "no"
+    return f"{diffs} ({got['agree']}/{got['n']}; {word})"
+
+
+def _curves_cell(row: dict[str, Any]) -> str:
+    """Rule 7's counts of a row: rising, and unknown where any."""
+    rising = str(row["still_rising"])
+    unknown = row.get("unknown", 0)
+    return f"{rising}; {unknown} unknown" if unknown else rising
 
 
 def render(data: dict[str, Any]) -> str:
@@ -340,6 +493,7 @@ def render(data: dict[str, Any]) -> str:
             if data.get("score") == "nonparticipant_val_acc"
             else "participants' val acc % (mean ± std)",
             "seeds",
+            "paired diff. vs first point, per seed (points; seeds above 0)",
             "best round (mean)",
             "curves still rising",
             "diverged",
@@ -358,8 +512,9 @@ def render(data: dict[str, Any]) -> str:
                     f"{100 * (r['val_acc_std'] or 0):.2f}"
                 ),
                 f"{r['n']}/{r['runs']}",
+                _paired_cell(r) if len(data["rows"]) > 1 else "—",
                 fmt(r["best_round"], 3),
-                r["still_rising"],
+                _curves_cell(r),
                 r["diverged"],
                 fmt(r["wall_s"], 3),
                 "**yes**" if r.get("chosen") else "",
@@ -369,6 +524,7 @@ def render(data: dict[str, Any]) -> str:
     )
     sets = ", ".join(f"{k}={v}" for k, v in data["sets"].items()) or "none"
     fixed = ", ".join(f"{k}={v}" for k, v in data["overrides"].items()) or "none"
+    seeds = data["seeds"]
     notes = [
         f"### Tuning — {data['name']}",
         "",
@@ -377,19 +533,28 @@ def render(data: dict[str, Any]) -> str:
         f"Command: `{data['command']}`",
         "",
         f"Preset `{data['preset']}`; fixed overrides: {fixed}; sizing: {sets}; "
-        f"seeds {', '.join(map(str, data['seeds']))}.",
+        f"seeds {', '.join(map(str, seeds))}.",
         "",
         body,
         "",
         f"Score: {SCORES[data.get('score', 'participant_val_acc')]}, mean over "
         "seeds; test accuracy is not read (docs/tuning.md). "
-        f"A curve is 'still rising' when its last {FLAT_WINDOW} evaluations "
-        f"beat the best before them by {100 * FLAT_TOL:.1f} points or more.",
+        "Choice (rule 4, paired): a point replaces the first grid point (the "
+        "source's value) when its per-seed difference from it is above 0 on every "
+        "seed (fewer than 5 seeds), or its mean difference is above 0 with at "
+        "least 4 of 5 seeds agreeing (5 or more seeds); among such points the "
+        "largest mean difference is chosen. "
+        f"A curve is 'still rising' (rule 7) when its best is at its last "
+        f"evaluation or its last {FLAT_WINDOW} evaluations beat the best before "
+        f"them by {100 * FLAT_TOL:.1f} points or more; 'unknown' with fewer than "
+        f"{MIN_CURVE} evaluations.",
     ]
+    if len(seeds) < 2 and len(data["rows"]) > 1:
+        notes.append("One seed only: the paired test is that seed's difference alone.")
     if any(r.get("flat") for r in data["rows"]):
         notes.append(
-            "Flat: the points' means lie closer together than their seed-to-seed "
-            "spread, so the first grid point (the source's value) is kept "
+            "Flat (paired): no point beats the first grid point on its per-seed "
+            "differences, so the first grid point (the source's value) is kept "
             "(docs/tuning.md rule 4)."
         )
     rising = [r["point"] for r in data["rows"] if r["still_rising"]]
@@ -399,7 +564,35 @@ def render(data: dict[str, Any]) -> str:
             + "; ".join(rising)
             + " — the choice holds for this budget only."
         )
+    unknown = [r["point"] for r in data["rows"] if r.get("unknown")]
+    if unknown:
+        notes.append(
+            f"Unknown (fewer than {MIN_CURVE} evaluations, too short for rule 7 "
+            "to tell; not counted as flattened): "
+            + "; ".join(unknown)
+            + " — the choice holds for this budget only."
+        )
     return "\n".join(notes) + "\n"
+
+
+def rerender(names: Sequence[str] = (), results: Path | None = None) -> list[str]:
+    """Re-make each committed sweep's rows (choice and curve counts) from its stored
+    runs under the current rules and rewrite its ``tune-<name>.{json,md}``; nothing
+    is run. No names: every ``tune-*.json`` in ``results``. Returns the names."""
+    folder = results or results_dir(False)
+    paths = (
+        [folder / f"tune-{n}.json" for n in names]
+        if names
+        else sorted(folder.glob("tune-*.json"))
+    )
+    done = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        data["rows"] = summarise(data["runs"], [label(p) for p in points(data["grid"])])
+        name = path.stem.removeprefix("tune-")
+        write_results(f"tune-{name}", data, render(data), folder)
+        done.append(name)
+    return done
 
 
 def _value(text: str) -> Any:
@@ -422,7 +615,14 @@ def _pairs(items: Sequence[str], many: bool) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Parse ``tune`` arguments, run the sweep and write its results."""
+    """Parse ``tune`` arguments, run the sweep and write its results
+    (``--render [NAME ...]``: re-render committed sweeps from their runs instead)."""
+    if argv and argv[0] == "--render":
+        done = rerender(argv[1:])
+        print(
+            f"re-rendered {len(done)} sweep page(s): {', '.join(done)}", file=sys.stderr
+        )
+        return 0
     parser = argparse.ArgumentParser(
         prog="python -m bench tune",
         description=__doc__,
@@ -467,6 +667,15 @@ def main(argv: Sequence[str]) -> int:
             "novel-rounds": 1,
             **sets,
         }
+    else:
+        from bench.harness import load_preset
+        from common.config import parse_run_config
+
+        base = {**load_preset(target.preset), **target.overrides}
+        try:
+            sets = eval_sizing(parse_run_config(base).num_rounds, sets)
+        except TooFewEvaluations as err:
+            parser.error(f"{type(err).__name__}: {err}")
     seeds = [int(s) for s in args.seeds.split(",")]
     name = args.name or args.target
     committed = None
