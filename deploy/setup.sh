@@ -31,11 +31,11 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.hyperflower-installed
-digest=$(sha256sum pyproject.toml | cut -c1-16)
+digest=$(cat pyproject.toml deploy/constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "setup: installing hyperflower and its dependencies into .venv (a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -c deploy/constraints.txt -e ".[dev]"
   echo "$digest" > "$stamp"
 fi
 echo "setup: ready ($(.venv/bin/python -c 'import flwr, torch; print("flwr", flwr.__version__, "torch", torch.__version__)'))"
