@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 import torch
 
 from common.config import RunConfig
 from common.models.hyperfedzero import net_from
 from common.partition import load_client_data
+from server.plots import fit_title
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
 def project_2d(embeddings: torch.Tensor) -> torch.Tensor:
@@ -54,28 +57,39 @@ def plot_embedding_map(
         **{c: registry.clients[c].partition_id for c in registry.nonparticipants},
     }
     emb, dominant = client_embeddings(cfg, state, clients)
-    xy = project_2d(emb).numpy()
     held = set(registry.nonparticipants)
+    fig = embedding_map_figure(
+        project_2d(emb).numpy(), dominant, [cid in held for cid in clients]
+    )
+    path = out_dir / "embedding_map.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def embedding_map_figure(
+    xy: np.ndarray, dominant: list[int], held_out: list[bool]
+) -> Figure:
+    """The map itself: a point per client at ``xy`` (N, 2), coloured by its dominant
+    class, a cross where ``held_out``; the title wrapped to fit the figure."""
     fig, ax = plt.subplots(figsize=(6, 5))
     cmap = plt.get_cmap("tab10")
-    for i, cid in enumerate(clients):
+    for i, held in enumerate(held_out):
         ax.scatter(
             xy[i, 0],
             xy[i, 1],
             color=cmap(dominant[i] % 10),
-            marker="x" if cid in held else "o",
-            s=50 if cid in held else 30,
+            marker="x" if held else "o",
+            s=50 if held else 30,
         )
     for cls in sorted(set(dominant)):
         ax.scatter([], [], color=cmap(cls % 10), marker="s", label=f"class {cls}")
     ax.scatter([], [], color="grey", marker="o", label="participant")
     ax.scatter([], [], color="grey", marker="x", label="held out")
     ax.legend(fontsize=7, loc="best", ncol=2)
-    ax.set_title("HyperFedZero client embeddings (PCA), colour = dominant class")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    path = out_dir / "embedding_map.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fit_title(ax, "HyperFedZero client embeddings (PCA), colour = dominant class")
+    fig.tight_layout()
+    return fig

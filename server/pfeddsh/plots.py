@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from server.plots import fit_title  # noqa: E402
+
 
 def image_grid(
     path: Path, images: torch.Tensor, labels: torch.Tensor, title: str, limit: int = 64
@@ -73,10 +75,11 @@ def batch_accuracy_plot(
     ax.set(
         xlabel="round",
         ylabel="test accuracy (mean over the batch's clients)",
-        title=title,
-        ylim=(0, 1.02),
+        ylim=(0, 1),
     )
     ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fit_title(ax, title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
