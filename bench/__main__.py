@@ -91,7 +91,7 @@ SUITES: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run a suite (or the README generator)."""
+    """Parse the command line and run a suite (or the docs/results.md generator)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "tune":
         from bench.tune import main as tune_main
