@@ -85,30 +85,27 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def paired(results: dict[str, list[dict[str, Any]]]) -> str:
-    """Each variant's zACC minus FedAvg's on the same seed (same split, same held-out
-    clients), in points: the seeds' splits differ far more than the methods do, so
-    the per-seed difference is the comparison the claim rests on ("" without a
-    FedAvg row)."""
-    base = {r["seed"]: r["nonparticipant_acc"] for r in results.get("fedavg", [])}
-    lines = []
-    for name in (n for n in _order(results) if n != "fedavg"):
-        rows = sorted(results[name], key=lambda r: r["seed"])
-        diffs = [
-            100 * (r["nonparticipant_acc"] - base[r["seed"]])
-            for r in rows
-            if r["seed"] in base
-        ]
-        if diffs:
-            each = ", ".join(f"{d:+.2f}" for d in diffs)
-            lines.append(
-                f"- {name}: {each} (mean {np.mean(diffs):+.2f}, "
-                f"{sum(d > 0 for d in diffs)} of {len(diffs)} above)"
-            )
-    if not lines:
+    """Each variant's zACC against FedAvg's on the same seed (same split, same
+    held-out clients), read by :func:`bench.paired.compare` (docs/tuning.md rule 9):
+    the seeds' splits differ far more than the methods do, so the per-seed
+    difference is the comparison the claim rests on ("" without a FedAvg row)."""
+    from bench.paired import CLAIM_RULE, by_seed, claim_table, compare
+
+    base = by_seed(results.get("fedavg", []), "nonparticipant_acc")
+    if not base:
+        return ""
+    pairs = [
+        (f"{name} − FedAvg (zACC)", compare(mine, base))
+        for name in _order(results)
+        if name != "fedavg"
+        # a variant with no seed in common with FedAvg has nothing to compare
+        and set(mine := by_seed(results[name], "nonparticipant_acc")) & set(base)
+    ]
+    if not pairs:
         return ""
     return (
-        "\nzACC minus FedAvg's on the same seed (points, seeds in increasing "
-        "order):\n\n" + "\n".join(lines) + "\n"
+        "\nzACC against FedAvg's on the same seed (the same split and held-out "
+        "clients):\n\n" + claim_table(pairs) + "\n\n" + CLAIM_RULE + "\n"
     )
 
 

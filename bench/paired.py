@@ -117,3 +117,36 @@ def by_seed(rows: Iterable[Mapping[str, Any]], key: str) -> dict[int, float | No
             else None
         )
     return out
+
+
+def claim_table(pairs: Iterable[tuple[str, Paired]], scale: float = 100.0) -> str:
+    """A claim page's Markdown table of compared pairs (docs/tuning.md rule 9): for
+    each ``(name, comparison)`` its per-seed differences, mean, agreeing seeds and
+    the verdict in words, with the seed count said where fewer than five seeds
+    decide it. Every claim page writer renders its pairs with this one function, so
+    every page reads a claim the same way."""
+    lines = [
+        "| compared (row − reference) | per-seed differences (points, seeds "
+        "ascending) | mean | seeds above 0 | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for name, got in pairs:
+        mean = "—" if got.mean is None else f"{scale * got.mean:+.2f}"
+        few = (
+            f" ({got.n} seeds: every seed must agree)"
+            if got.n < MIN_SEEDS_FOR_MAJORITY
+            else ""
+        )
+        lines.append(
+            f"| {name} | {got.cells(scale)} | {mean} | {got.agree} of {got.n} | "
+            f"**{got.verdict}**{few} |"
+        )
+    return "\n".join(lines)
+
+
+#: One sentence a claim page prints under its table of pairs (rule 9).
+CLAIM_RULE = (
+    "A claim **holds** when the mean paired difference is above 0 and at least 4 "
+    "of 5 seeds agree; with fewer than 5 seeds only when every seed agrees; "
+    "otherwise it is a **tie** (docs/tuning.md rule 9)."
+)

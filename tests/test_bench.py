@@ -579,6 +579,9 @@ def test_hyperfedzero_page_pairs_each_variant_with_fedavg_by_seed():
         "option 1 (e as input)": [row(43, 0.99)],  # no FedAvg run of seed 43
     }
     text = paired(results)
-    assert "- hyperfedzero: +1.00, -2.00 (mean -0.50, 1 of 2 above)" in text
-    assert "option 1" not in text and "- fedavg" not in text
+    assert (
+        "| hyperfedzero − FedAvg (zACC) | +1.00, -2.00 | -0.50 | 1 of 2 | **tie**"
+        in text
+    )
+    assert "option 1" not in text and "| fedavg" not in text
     assert paired({"hyperfedzero": [row(42, 0.9)]}) == ""

@@ -221,3 +221,16 @@ def render(rows: list[dict[str, Any]], seeds: list[int]) -> str:
             "rows": rows,
         }
     )
+
+
+def test_a_claim_table_shows_each_pair_per_seed_with_its_verdict_in_words():
+    five = range(42, 47)
+    holds = paired.compare(
+        dict(zip(five, [0.9, 0.9, 0.9, 0.9, 0.7], strict=True)),
+        dict(zip(five, [0.8] * 5, strict=True)),
+    )
+    tie = paired.compare({42: 0.81, 43: 0.79}, {42: 0.80, 43: 0.80})
+    text = paired.claim_table([("A − B", holds), ("C − B", tie)])
+    assert "| A − B | +10.00, +10.00, +10.00, +10.00, -10.00 | +6.00 | 4 of 5 |" in text
+    assert "**holds** |" in text  # five seeds: no seed-count caveat
+    assert "| C − B | +1.00, -1.00 | +0.00 | 1 of 2 | **tie** (2 seeds" in text
