@@ -4,7 +4,9 @@
   simulation) that the data loads from where the config says and that the background
   local SuperLink was started with this shell's environment, then ``flwr run``; the
   run's own id is passed along, and only a summary carrying it is ever shown.
-- ``hyperflower report``: the table of finished runs (:mod:`common.report`).
+- ``hyperflower report``: the table of finished runs (:mod:`common.report`);
+  ``report --tensorboard`` links the runs' TensorBoard events into one log dir to
+  compare them (:func:`server.tensorboard_log.compare`).
 - ``hyperflower personalize``: a new client's model from a finished run
   (:mod:`server.personalize`).
 
@@ -123,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="print the accuracy table of finished runs")
     rep.add_argument("runs", nargs="+", help="outputs/<run-name> folders")
+    rep.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="instead of the table: link the runs' TensorBoard events into one "
+        "log dir to compare them, and print how to open it",
+    )
+    rep.add_argument(
+        "--logdir",
+        default=None,
+        help="the log dir --tensorboard fills (default: tensorboard-compare/ "
+        "beside the runs)",
+    )
     run = sub.add_parser("run", help="flwr run with presets and overrides merged")
     run.add_argument("overrides", nargs="*", help="run-config key=value pairs")
     run.add_argument(
@@ -153,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command."""
+    if args.command == "report" and args.tensorboard:
+        from server.tensorboard_log import compare
+
+        return compare(args.runs, args.logdir)
     if args.command == "report":
         return report.main(args.runs)
     if args.command == "run":

@@ -1,8 +1,9 @@
 """Everything a run leaves on disk: config, per-round metrics, summary, checkpoint.
 
 ``outputs/<run-name>/`` holds ``config.json``, ``metrics.jsonl`` (one line per
-round), ``summary.json``, ``status.json`` (which run, and how it ended), PNG plots and
-``checkpoint/state.pt``. Files are written
+round), ``summary.json``, ``status.json`` (which run, and how it ended), PNG plots,
+``tensorboard/`` (the same metrics and the config as TensorBoard events:
+:mod:`server.tensorboard_log`) and ``checkpoint/state.pt``. Files are written
 to a temporary name and renamed, so a kill during a save never leaves a torn file.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from common.config import fingerprint_keys
+from server.tensorboard_log import RunEvents
 
 CHECKPOINT_FORMAT = 1
 
@@ -54,6 +56,8 @@ class RunOutputs:
         #: The run's identity and data (``run`` in config.json; id, start time and
         #: data fingerprint in summary.json): see server/runstate.py.
         self.stamp: dict[str, Any] = dict(stamp or {})
+        #: The same metrics as TensorBoard events (``tensorboard/``), for every method.
+        self.events = RunEvents(self.dir)
 
     def write_config(self, config: dict[str, Any]) -> None:
         """The resolved run config, as the run used it, with the run's identity and
@@ -62,11 +66,13 @@ class RunOutputs:
             self.dir / "config.json",
             {**config, "run": self.stamp} if self.stamp else config,
         )
+        self.events.config = dict(config)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """All per-round rows so far (rewritten whole, so resume never duplicates)."""
         text = "".join(json.dumps(r) + "\n" for r in rows)
         atomic_write_bytes(self.metrics_path, text.encode())
+        self.events.rounds(rows)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """The run's headline numbers (summary.json), stamped with the run's id."""
@@ -81,6 +87,7 @@ class RunOutputs:
             else {}
         )
         atomic_write_json(self.dir / "summary.json", {**summary, **ident})
+        self.events.summary(summary)
 
     def write_status(self, state: str, **extra: Any) -> None:
         """``status.json``: this run's id and state (running, failed, stopped, done)."""
@@ -93,6 +100,8 @@ class RunOutputs:
                 **extra,
             },
         )
+        if state != "running":
+            self.events.close()
 
     def save_checkpoint(self, state: dict[str, Any], config: dict[str, Any]) -> None:
         """Save server state atomically, stamped with the config fingerprint."""
@@ -130,6 +139,7 @@ class RunOutputs:
                 f"checkpoint {self.checkpoint_path} was written by "
                 f"another configuration ({detail})"
             )
+        self.events.resumed(int(state.get("round", 0)))
         return state
 
 
