@@ -375,6 +375,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             else "–",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += claim_lines(rows)
     own_best = [r for r in rows if "participant_acc_own_best" in r]
     if own_best:
         lines += [
@@ -386,6 +387,41 @@ def render(rows: list[dict[str, Any]]) -> str:
         ]
     lines += coverage_lines(seeds)
     return "\n".join(lines) + "\n"
+
+
+#: The MH table's claims (row, reference): each read per seed on the mean
+#: participant test accuracy (docs/tuning.md rule 9).
+CLAIMS = (
+    ("MH-pFedHN", "local-only"),
+    ("MH-pFedHN", "hypernetwork per architecture (all)"),
+    ("MH-pFedHNGD", "MH-pFedHN"),
+)
+
+
+def claim_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The page's claims read per seed (:func:`bench.paired.compare`): each pair of
+    :data:`CLAIMS` present in ``rows`` with its per-seed differences and verdict."""
+    from bench.paired import CLAIM_RULE, by_seed, claim_table, compare
+
+    def seeds(label: str) -> dict[int, float | None]:
+        return by_seed([r for r in rows if r["row"] == label], "participant_acc")
+
+    pairs = [
+        (f"{row} − {ref}", compare(seeds(row), seeds(ref)))
+        for row, ref in CLAIMS
+        if seeds(row) and seeds(ref)
+    ]
+    if not pairs:
+        return []
+    return [
+        "",
+        "Claims, read per seed (mean participant test accuracy, same seed = same "
+        "split):",
+        "",
+        claim_table(pairs),
+        "",
+        CLAIM_RULE,
+    ]
 
 
 def own(row: str, results: Path = ROOT / "bench" / "results") -> dict[str, Any]:
