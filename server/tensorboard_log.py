@@ -132,6 +132,7 @@ class RunEvents:
         self._off = False
         self._resumed_at: int | None = None
         self._logged = 0  # last round written (this process, or before a resume)
+        self._started = False  # whether this process has opened the events yet
 
     def resumed(self, round_: int) -> None:
         """The run continues after checkpointed round ``round_``: keep the rounds
@@ -140,7 +141,8 @@ class RunEvents:
 
     def _open(self) -> Any:
         """The scalar writer, opened on first use: fresh runs start clean, resumed
-        ones append with ``purge_step`` after the last round logged."""
+        ones (or a reopen after :meth:`close`) append with ``purge_step`` after the
+        last round logged."""
         if self._writer is not None or self._off:
             return self._writer
         writer_class = summary_writer_class()
@@ -149,9 +151,11 @@ class RunEvents:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
         purge: int | None = None
-        if self._resumed_at is None:
-            for old in self.dir.glob("*tfevents*"):  # an earlier run of this name
-                old.unlink()
+        if self._started:
+            purge = self._logged + 1
+        elif self._resumed_at is None:
+            for old in [*self.dir.glob("*tfevents*"), self.dir / MARKER]:
+                old.unlink(missing_ok=True)  # an earlier run of this name
             self._logged = 0
         else:
             marker = self.dir / MARKER
@@ -159,6 +163,7 @@ class RunEvents:
             self._logged = min(logged, self._resumed_at)
             purge = self._logged + 1
         self._writer = writer_class(log_dir=str(self.dir), purge_step=purge)
+        self._started = True
         return self._writer
 
     def _guard(self, what: str, exc: Exception) -> None:

@@ -185,3 +185,20 @@ def test_report_tensorboard_links_two_runs(two_runs, tmp_path, capsys):
     assert main(again) == 0
     assert [p.name for p in logdir.iterdir()] == ["old-fedavg"]
     assert main(["report", "--tensorboard", str(tmp_path / "nothing")]) == 2
+
+
+def test_writing_after_close_appends(tmp_path):
+    """The event file is closed at every end of a run; a later write (same process)
+    appends instead of starting the events over."""
+    out = RunOutputs(tmp_path, "run")
+    out.write_config({"method": "fedavg"})
+    rows = [{"round": 1, "train-loss": 1.0}]
+    out.write_metrics(rows)
+    out.write_status("stopped")
+    out.write_metrics([*rows, {"round": 2, "train-loss": 0.5}])
+    out.write_status("done")
+    acc = events(tmp_path / "run" / "tensorboard", purge=False)
+    assert [(e.step, e.value) for e in acc.Scalars("train-loss")] == [
+        (1, 1.0),
+        (2, 0.5),
+    ]
