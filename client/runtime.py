@@ -30,14 +30,12 @@ from client.checks import data_identity, error_replies, with_node_config
 from common.config import RunConfig, load_plugins, parse_run_config
 from common.models import build_model, count_params
 from common.partition import ClientData, class_indicator, load_client_data
+from common.protocol import EXTRAS
 from common.records import config_of, to_record
 from common.training import evaluate
 
 app = ClientApp(mods=[error_replies])  # exceptions become one-line error replies
 torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
-
-#: The record holding a train reply's extra arrays (server.validation.EXTRAS).
-EXTRAS = "extras"
 
 
 @app.lifespan()

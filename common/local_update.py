@@ -9,7 +9,7 @@ same privacy and fault-injection tail), so the code both sides run lives here:
   :func:`train_locally`, :func:`update_metrics`, :func:`finish_update`;
 - the update of the methods that send whole models (pFedHN, FedAvg, local-only):
   :func:`local_update`;
-- MH-pFedHN's update of a flat parameter vector ``theta`` (:data:`THETA`) as the
+- MH-pFedHN's update of a flat parameter vector ``theta`` as the
   client's own architecture: :func:`mh_local_update`, :func:`unflatten_for`.
 """
 
@@ -28,11 +28,9 @@ from common.models import build_model
 from common.models.zoo import load_flat, to_flat
 from common.partition import ClientData
 from common.privacy import clip_and_noise
+from common.protocol import THETA
 from common.records import as_int, from_record
 from common.training import TrainResult, steps_for, train_steps
-
-#: The record key of MH-pFedHN's flat parameter vector (params, teacher, Δ).
-THETA = "theta"
 
 
 def seed_for(

@@ -263,8 +263,9 @@ class Runner:
             "exchange-s": ex.seconds,
         }
         t0 = time.monotonic()
-        _, metrics = self.strategy.aggregate_train(
-            rnd, [ex.replies[c] for c in ex.sent if c in valid]
+        sent_valid = [c for c in ex.sent if c in valid]
+        metrics = self.strategy.aggregate_updates(
+            rnd, [valid[c] for c in sent_valid], [ex.replies[c] for c in sent_valid]
         )
         row["server-update-s"] = time.monotonic() - t0
         n = np.array([u.num_examples for u in valid.values()], dtype=float)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
 
+from common.protocol import EXTRAS
 from common.records import content_bytes, from_record
 
 
@@ -43,10 +44,6 @@ class ReplyExtra:
 
     shape: tuple[int, ...] | None = None
     max_numel: int = 1_000_000
-
-
-#: The record holding a train reply's extra arrays.
-EXTRAS = "extras"
 
 
 def extras_of(reply: Message) -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ from common.models.hyperfedzero import (
     net_from,
 )
 from common.partition import ClientData
+from common.protocol import HYPERFEDZERO
 from common.records import arrays_of, config_of, from_record
 
 
@@ -153,7 +154,7 @@ def local_update(
     return delta, metrics, embedding
 
 
-@app.train("hyperfedzero")
+@app.train(HYPERFEDZERO)
 def train(msg: Message, context: Context) -> Message:
     """Train the received model; reply Δ and this client's embedding (the extra)."""
     cfg, cid, pid, data = setup(context)
@@ -163,7 +164,7 @@ def train(msg: Message, context: Context) -> Message:
     return train_reply(msg, delta, metrics, {"embedding": embedding})
 
 
-@app.evaluate("hyperfedzero")
+@app.evaluate(HYPERFEDZERO)
 def evaluate(msg: Message, context: Context) -> Message:
     """Zero-shot: e from this client's unlabelled data (or the server's mean
     embedding, for the global model), classifier from h, then evaluate."""

@@ -29,12 +29,11 @@ from common.config import RunConfig
 from common.local_update import finish_update, seed_for, train_locally, update_metrics
 from common.models import build_model
 from common.models.lora import add_lora, generated_tensors, pack, unpack
+from common.protocol import LORA, RHO
 from common.records import arrays_of, as_int, config_of, from_record
 from common.training import steps_for
 
 BASE_KEY, BASE_META, COUNTERS = "lora-base", "lora-base-meta", "lora-counters"
-#: The record key of the packed generated tensors (server.strategies.hyperflora.RHO).
-RHO = "rho"
 
 
 def cached_base(msg: Message, context: Context) -> dict[str, torch.Tensor]:
@@ -124,7 +123,7 @@ def _counted(context: Context, what: str) -> int:
     return as_int(record.get(what, 0)) if record is not None else 0
 
 
-@app.train("lora")
+@app.train(LORA)
 def train_lora(msg: Message, context: Context) -> Message:
     """Train the received adapters on θ_pret (frozen); return Δρ = ρ_fin − ρ_init."""
     cfg, cid, pid, data = setup(context)
@@ -160,7 +159,7 @@ def train_lora(msg: Message, context: Context) -> Message:
     return train_reply(msg, *finish_update(cfg, cid, pid, msg_cfg, delta, metrics))
 
 
-@app.evaluate("lora")
+@app.evaluate(LORA)
 def evaluate_lora(msg: Message, context: Context) -> Message:
     """Evaluate θ_pret + received tensors (optionally fine-tuned locally first)."""
     cfg, cid, _, data = setup(context)

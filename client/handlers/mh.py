@@ -18,13 +18,13 @@ from flwr.app import ArrayRecord, Context, Message
 from client.runtime import app, eval_reply, registration_field, setup, train_reply
 from common.config import RunConfig
 from common.local_update import (
-    THETA,
     mh_local_update,
     model_of,
 )
 from common.methods.mh_pfedhn import arch_for
 from common.models import build_model, count_params
 from common.partition import ClientData
+from common.protocol import MH, THETA
 from common.records import config_of, from_record
 
 
@@ -45,7 +45,7 @@ def _theta(record: ArrayRecord) -> torch.Tensor:
     return from_record(record)[THETA]
 
 
-@app.train("mh")
+@app.train(MH)
 def train_mh(msg: Message, context: Context) -> Message:
     """Train the received flat vector as this client's model (or, GD's first phase,
     as the global model) and return the flat Δ."""
@@ -61,7 +61,7 @@ def train_mh(msg: Message, context: Context) -> Message:
     return train_reply(msg, delta, metrics)
 
 
-@app.evaluate("mh")
+@app.evaluate(MH)
 def evaluate_mh(msg: Message, context: Context) -> Message:
     """Evaluate the received flat vector as this client's model (and the global
     model's accuracy on the same test split, when it is sent along)."""

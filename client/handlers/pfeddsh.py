@@ -25,6 +25,7 @@ from common.local_update import (
 )
 from common.models import build_model
 from common.models.bn import bn_statistics, calibrate_bn
+from common.protocol import DSH
 from common.records import arrays_of, config_of, from_record
 
 
@@ -42,7 +43,7 @@ def model_from(cfg: RunConfig, params: dict) -> nn.Module:
     return model
 
 
-@app.train("dsh")
+@app.train(DSH)
 def train_dsh(msg: Message, context: Context) -> Message:
     """Train the received model; return Δ and the received model's BN statistics."""
     cfg, cid, pid, data = setup(context)
@@ -62,7 +63,7 @@ def train_dsh(msg: Message, context: Context) -> Message:
     return train_reply(msg, delta, metrics, stats)
 
 
-@app.evaluate("dsh")
+@app.evaluate(DSH)
 def evaluate_dsh(msg: Message, context: Context) -> Message:
     """BN statistics on this client's training data, then validation and test."""
     cfg, _, _, data = setup(context)

@@ -29,6 +29,7 @@ from flwr.serverapp.strategy import Strategy
 
 from common.config import RunConfig
 from common.models import build_model, count_params, param_shapes
+from common.protocol import routed
 from common.records import (
     arrays_of,
     as_int,
@@ -195,11 +196,10 @@ class HyperflowerStrategy(Strategy):
         """One message per client, each with its own parameters (and ``extra``
         records), routed to the method's own handlers when it names an
         :attr:`action` (``train.<action>``, ``evaluate.<action>``)."""
-        routed = f"{kind}.{self.action}" if self.action else kind
         return [
             message_to(
                 self.registry.node_of(c),
-                routed,
+                routed(kind, self.action),
                 params=to_record(p),
                 config=config,
                 **extra,
@@ -214,10 +214,28 @@ class HyperflowerStrategy(Strategy):
         client_ids = self.sample(server_round)
         return self.messages("train", client_ids, self.generate(client_ids), config)
 
+    def aggregate_updates(
+        self,
+        server_round: int,
+        updates: list[ClientUpdate],
+        replies: list[Message],
+    ) -> dict[str, Any]:
+        """Apply a round's validated updates to the server state; what the strategy
+        reports of its update (e.g. ``grad-norm``).
+
+        The loop's call: ``updates`` are decoded once, by validation, and passed on;
+        ``replies`` are the same replies as Flower messages, in the same order, for
+        a strategy that aggregates them with Flower's own functions (FedAvg).
+        """
+        return dict(self.apply_updates(server_round, updates)) if updates else {}
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Apply validated train replies to the server state."""
+        """Flower's API over validated train replies: decode them into updates and
+        apply them (:meth:`aggregate_updates`; the loop calls that directly with the
+        updates validation decoded)."""
+        replies = list(replies)
         updates = [
             ClientUpdate(
                 client_at(self.registry, r.metadata.src_node_id),
@@ -228,8 +246,9 @@ class HyperflowerStrategy(Strategy):
             )
             for r in replies
         ]
-        metrics = self.apply_updates(server_round, updates) if updates else {}
-        return None, MetricRecord(dict(metrics))
+        return None, MetricRecord(
+            self.aggregate_updates(server_round, updates, replies)
+        )
 
     def evaluate_messages(
         self, client_ids: Sequence[str], config: ConfigRecord

@@ -75,6 +75,16 @@ class FedAvg(HyperflowerStrategy):
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         return [self.global_model] * len(client_ids)
 
+    def aggregate_updates(
+        self,
+        server_round: int,
+        updates: list[ClientUpdate],
+        replies: list[Message],
+    ) -> dict[str, Any]:
+        """Flower's own averaging over the replies (:meth:`aggregate_train`)."""
+        _, metrics = self.aggregate_train(server_round, replies)
+        return dict(metrics or {})
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -30,13 +30,12 @@ from flwr.common.logger import log
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from common.models.hyperfedzero import GLOBAL_EMBEDDING, build_net, net_from
+from common.protocol import HYPERFEDZERO
 from common.records import arrays_of, from_record, metrics_of
 from server.personalizers import PersonalizeError, TrainedRun, register_personalizer
 from server.registry import client_at
 from server.strategies.base import HyperflowerStrategy, Params
 from server.validation import ClientUpdate, ReplyExtra, extras_of
-
-ACTION = "hyperfedzero"
 
 
 def spread(embeddings: Sequence[torch.Tensor]) -> dict[str, float]:
@@ -60,7 +59,7 @@ class HyperFedZero(HyperflowerStrategy):
     """FedAvg of g, f, noisy and h; the store of participants' embeddings."""
 
     name = "hyperfedzero"
-    action = ACTION
+    action = HYPERFEDZERO
     accepts_joiners = True  # a joiner simply enters the sampling pool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -87,6 +86,16 @@ class HyperFedZero(HyperflowerStrategy):
         return {c: self.global_model for c in client_ids}
 
     # ---- aggregation ------------------------------------------------------------
+    def aggregate_updates(
+        self,
+        server_round: int,
+        updates: list[ClientUpdate],
+        replies: list[Message],
+    ) -> dict[str, Any]:
+        """Flower's own averaging over the replies (:meth:`aggregate_train`)."""
+        _, metrics = self.aggregate_train(server_round, replies)
+        return dict(metrics or {})
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -57,6 +57,7 @@ from flwr.common.logger import log
 
 from common.hypernets.lora import LoRAHyperNet
 from common.models.lora import add_lora, generated_tensors, head_name, pack, unpack
+from common.protocol import LORA, RHO, routed
 from common.records import to_record
 from server.messaging import Exchange, Outgoing
 from server.registry import message_to
@@ -84,9 +85,7 @@ PRETRAIN_FINGERPRINT = (
     "test-fraction",
     "seed",
 )
-KINDS = {"train": "train.lora", "evaluate": "evaluate.lora"}
-#: The record key of the packed generated tensors (see common.models.lora.pack).
-RHO = "rho"
+KINDS = {kind: routed(kind, LORA) for kind in ("train", "evaluate")}
 
 
 def pseudo_indicator(
@@ -394,7 +393,7 @@ class HyperFLoRA(HyperflowerStrategy):
         ids = self.registry.participants + self.registry.nonparticipants
         config = ConfigRecord({"round": 0, "phase": "base", "method": self.cfg.method})
         results, ex = ops.evaluate_clients(
-            [self.lora_message("evaluate.lora", c, {}, config) for c in ids],
+            [self.lora_message(KINDS["evaluate"], c, {}, config) for c in ids],
             "base broadcast",
         )
         self._forget_base([c for c in ids if c not in results])
@@ -460,7 +459,7 @@ class HyperFLoRA(HyperflowerStrategy):
                     Outgoing(
                         unit.key,
                         self.lora_message(
-                            "train.lora",
+                            KINDS["train"],
                             unit.hops[unit.step],
                             unit.rho,
                             config,
@@ -610,7 +609,7 @@ class HyperFLoRA(HyperflowerStrategy):
             results, ex = ops.evaluate_clients(
                 [
                     self.lora_message(
-                        "evaluate.lora",
+                        KINDS["evaluate"],
                         c,
                         p,
                         config,

@@ -44,10 +44,11 @@ from flwr.common.logger import log
 
 from common.config import RunConfig
 from common.hypernets.multihead import MultiHeadHyperNet, build_heads
-from common.local_update import THETA, mh_local_update, unflatten_for
+from common.local_update import mh_local_update, unflatten_for
 from common.methods.mh_pfedhn import arch_for, group_of
 from common.models import build_model, count_params
 from common.models.zoo import ZOO
+from common.protocol import MH, THETA, routed
 from common.records import to_record
 from server.messaging import Outgoing
 from server.personalizers import PersonalizeError, register_personalizer
@@ -60,7 +61,6 @@ from server.validation import ClientUpdate
 if TYPE_CHECKING:
     from server.ops import ServerOps
 
-#: The one key of an MH message's parameters and of its reply's delta.
 #: Global embedding's row name (GD).
 GLOBAL = "__global__"
 
@@ -166,7 +166,7 @@ class MHPFedHN(HyperflowerStrategy):
     """One multi-head hypernetwork generating flat models of per-client sizes."""
 
     name = "mh-pfedhn"
-    action = "mh"
+    action = MH
     shared_model = False
     registration_fields: ClassVar[dict[str, tuple[str, ...]]] = {
         role: ("num-train", "num-val", "num-test", "mh-param-count")
@@ -640,7 +640,7 @@ class MHPFedHNGD(MHPFedHN):
                 c,
                 message_to(
                     self.registry.node_of(c),
-                    "train.mh",
+                    routed("train", MH),
                     params=to_record(p),
                     config=cfg,
                     **extra,

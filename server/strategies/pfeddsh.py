@@ -42,6 +42,7 @@ from common.data import IMAGE_SHAPE
 from common.hypernets.masked import MaskBank, MaskedHyperNet
 from common.methods.pfeddsh import batch_partitions
 from common.models.bn import bn_stat_shapes
+from common.protocol import DSH
 from server.ops import RoundFailedError
 from server.pfeddsh.deepinversion import InversionWeights
 from server.pfeddsh.plots import batch_accuracy_plot, image_grid
@@ -55,8 +56,6 @@ from server.validation import ClientUpdate, ReplyExtra
 if TYPE_CHECKING:
     from server.ops import ServerOps
 
-#: Flower actions of pFedDSH's client handlers (client/handlers/pfeddsh.py).
-
 
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
@@ -66,7 +65,7 @@ class PFedDSH(HyperflowerStrategy):
     """Progressive client batches over one masked hypernetwork, with replay."""
 
     name = "pfeddsh"
-    action = "dsh"
+    action = DSH
     accepts_joiners = True
     best_by_validation = False  # the run's result is its last state, every batch in
 
