@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.flwr_cli import free_ports
+from common.flwr_cli import flwr_env, free_ports
+from server.localsim import local_superlink_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -117,9 +118,9 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 # ---- an isolated Flower environment -------------------------------------------
-def flwr_env(home: Path) -> dict[str, str]:
+def isolated_env(home: Path) -> dict[str, str]:
     """Environment for one `flwr run`: own FLWR_HOME and ports, no installs,
-    no telemetry (deploy/flwr-env.sh, sourced into a copy of this environment)."""
+    no telemetry (:func:`common.flwr_cli.flwr_env` over a copy of this one)."""
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     link, http, control = free_ports(3)
@@ -132,25 +133,12 @@ def flwr_env(home: Path) -> dict[str, str]:
             "PATH": f"{Path(PYTHON).parent}:{env['PATH']}",
         }
     )
-    out = subprocess.run(
-        ["bash", "-c", f"source {ROOT}/deploy/flwr-env.sh && env -0"],
-        env=env,
-        check=True,
-        capture_output=True,
-    ).stdout
-    env.update(dict(kv.split("=", 1) for kv in out.decode().split("\0") if "=" in kv))
-    return env
+    return flwr_env(env)
 
 
 def superlink_pids(env: Mapping[str, str]) -> list[int]:
     """PIDs of the local SuperLink started for this environment (by its port)."""
-    port = env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
-    found = subprocess.run(
-        ["pgrep", "-f", f"flower-superlink.*--port {port}"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return [int(p) for p in found]
+    return local_superlink_pids(env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"])
 
 
 def descendants(pid: int) -> list[int]:
@@ -385,7 +373,7 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
                 def tree() -> list[int]:
                     return [proc.pid, *descendants(proc.pid)]
             else:
-                env = flwr_env(out_root / f".flwr-{job.name}")
+                env = isolated_env(out_root / f".flwr-{job.name}")
                 env.update(
                     {
                         "HYPERFLOWER_CLIENT_THREADS": "1",
@@ -424,7 +412,7 @@ def run_job(job: Job, out_root: Path, sample_rss: bool = False) -> JobResult:
                 links: list[int] = []
 
                 def superlinks() -> list[int]:
-                    if not links:  # found once (pgrep is a process per call)
+                    if not links:  # found once (a scan of /proc per call)
                         links.extend(superlink_pids(sim_env))
                     return links
 
