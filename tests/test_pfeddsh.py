@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from torch.func import functional_call
 
 import server.registry
 from common.config import ConfigError, parse_run_config
@@ -18,7 +19,7 @@ from common.methods.pfeddsh import batch_partitions
 from common.models import build_model
 from common.models.bn import bn_statistics, calibrate_bn
 from server.direct_grid import build_runner
-from server.pfeddsh.deepinversion import InversionWeights, bn_distance, invert
+from server.pfeddsh.deepinversion import BNMatcher, InversionWeights, invert
 from server.update import hypernet_step
 from tests.conftest import small_config
 
@@ -115,6 +116,19 @@ def test_later_batch_leaves_earlier_generated_parameters_bit_for_bit(masks):
     if bank:
         report = bank.fix()
         assert 0 < report["weights-reused"] < report["weights-used"]
+
+
+def bn_distance(model, params, stats, x):
+    """Σ_l distance between the BN-input statistics of ``x`` and ``stats`` (the
+    matcher DeepInversion's loss uses)."""
+    matcher = BNMatcher(model, stats)
+    try:
+        model.eval()
+        with torch.no_grad():
+            functional_call(model, {**params, **stats}, (x,))
+        return float(matcher.take())
+    finally:
+        matcher.close()
 
 
 def test_deepinversion_moves_bn_statistics_towards_the_targets():

@@ -11,7 +11,6 @@ a client's layers, so every generated value starts at one scale (``init_std``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -111,13 +110,3 @@ def build_heads(hnet: MultiHeadHyperNet, capacities: dict[str, int]) -> None:
     for group, cap in capacities.items():
         if not hnet.has_head(group):
             hnet.add_head(group, cap)
-
-
-def head_params(head: nn.Module) -> int:
-    """Weights of one head."""
-    return sum(p.numel() for p in head.parameters())
-
-
-def chunks_for(k: int, chunk_size: int) -> int:
-    """τ_i = ceil(K_i / chunk)."""
-    return math.ceil(k / chunk_size)

@@ -257,10 +257,6 @@ class HyperFedZeroNet(nn.Module):
         model.load_state_dict(self.personalised(embedding), strict=True)
         return model
 
-    def classifier_size(self) -> int:
-        """|θ_c|: the generated classifier's weights."""
-        return (self.feature_dim + 1) * self.num_classes
-
 
 #: A Linear without weights of its own: the generated classifier's functional shell.
 _LINEAR = nn.Linear(1, 1).to("meta")

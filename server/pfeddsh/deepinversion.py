@@ -77,23 +77,6 @@ class BNMatcher:
             handle.remove()
 
 
-def bn_distance(
-    model: nn.Module,
-    params: Mapping[str, torch.Tensor],
-    stats: Mapping[str, torch.Tensor],
-    x: torch.Tensor,
-) -> float:
-    """Σ_l distance between the BN-input statistics of ``x`` and ``stats``."""
-    matcher = BNMatcher(model, stats)
-    try:
-        model.eval()
-        with torch.no_grad():
-            functional_call(model, {**params, **stats}, (x,))
-        return float(matcher.take())
-    finally:
-        matcher.close()
-
-
 def invert(
     model: nn.Module,
     params: Mapping[str, torch.Tensor],
