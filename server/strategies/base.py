@@ -74,6 +74,10 @@ class HyperflowerStrategy(Strategy):
     #: The Flower action of the method's client handlers (``@app.train(action)``);
     #: empty: the plain ``train`` / ``evaluate`` handlers.
     action: ClassVar[str] = ""
+    #: Whether the strategy averages a round's replies with Flower's own functions
+    #: (it overrides :meth:`aggregate_train`, which takes the messages) instead of
+    #: applying the decoded updates (:meth:`apply_updates`).
+    averages_replies: ClassVar[bool] = False
     #: Metrics every train reply must carry besides ``num-examples``.
     reply_metrics: ClassVar[tuple[str, ...]] = ()
     #: Registration metadata each role may send (the client sends nothing else).
@@ -225,8 +229,12 @@ class HyperflowerStrategy(Strategy):
 
         The loop's call: ``updates`` are decoded once, by validation, and passed on;
         ``replies`` are the same replies as Flower messages, in the same order, for
-        a strategy that aggregates them with Flower's own functions (FedAvg).
+        a strategy that aggregates them with Flower's own functions
+        (:attr:`averages_replies`: its :meth:`aggregate_train` over the messages).
         """
+        if self.averages_replies:
+            _, metrics = self.aggregate_train(server_round, replies)
+            return dict(metrics or {})
         return dict(self.apply_updates(server_round, updates)) if updates else {}
 
     def aggregate_train(

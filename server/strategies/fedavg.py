@@ -62,6 +62,7 @@ class FedAvg(HyperflowerStrategy):
     """McMahan et al. (2017): sampled clients train one model; deltas averaged."""
 
     name = "fedavg"
+    averages_replies = True  # Flower's own weighted average of the replies
     has_global_model = True
     accepts_joiners = True  # a joiner simply enters the sampling pool
 
@@ -74,16 +75,6 @@ class FedAvg(HyperflowerStrategy):
 
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
         return [self.global_model] * len(client_ids)
-
-    def aggregate_updates(
-        self,
-        server_round: int,
-        updates: list[ClientUpdate],
-        replies: list[Message],
-    ) -> dict[str, Any]:
-        """Flower's own averaging over the replies (:meth:`aggregate_train`)."""
-        _, metrics = self.aggregate_train(server_round, replies)
-        return dict(metrics or {})
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -59,6 +59,7 @@ class HyperFedZero(HyperflowerStrategy):
     """FedAvg of g, f, noisy and h; the store of participants' embeddings."""
 
     name = "hyperfedzero"
+    averages_replies = True  # Flower's own weighted average of the replies
     action = HYPERFEDZERO
     accepts_joiners = True  # a joiner simply enters the sampling pool
 
@@ -86,16 +87,6 @@ class HyperFedZero(HyperflowerStrategy):
         return {c: self.global_model for c in client_ids}
 
     # ---- aggregation ------------------------------------------------------------
-    def aggregate_updates(
-        self,
-        server_round: int,
-        updates: list[ClientUpdate],
-        replies: list[Message],
-    ) -> dict[str, Any]:
-        """Flower's own averaging over the replies (:meth:`aggregate_train`)."""
-        _, metrics = self.aggregate_train(server_round, replies)
-        return dict(metrics or {})
-
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
