@@ -46,6 +46,7 @@ from bench.harness import (
     machine,
     run_or_reuse,
 )
+from bench.paired import Paired, by_seed, claim_section, compare
 from bench.report import (
     aggregate,
     bar_with_errors,
@@ -360,9 +361,56 @@ def broken(row: dict[str, Any] | None, num_classes: int = 10) -> bool:
     return acc is not None and acc <= CHANCE_FACTOR / num_classes
 
 
-def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets: bystander accuracy against each baseline, and bytes per
-    round. A comparison with a broken baseline is ``None`` (not assessed)."""
+#: The paper's claims on this table (docs/hyperflora.md), each read per seed
+#: (docs/tuning.md rule 9): (target key, reference row, score, what is compared).
+#: The row is always HyperFLoRA (the paired variant); pFedHN's bystander number is
+#: its novel-client fit, which trains on the bystander (the others are zero-shot).
+CLAIMS: tuple[tuple[str, str, str, str], ...] = (
+    ("bystander_above_pretrain", "Pretrain (FedAvg)", "bystander_acc", "bystanders"),
+    (
+        "bystander_above_fedavg_same_budget",
+        "FedAvg (same budget)",
+        "bystander_acc",
+        "bystanders",
+    ),
+    (
+        "bystander_above_pfedhn",
+        "pFedHN",
+        "bystander_acc",
+        "bystanders; pFedHN's novel-client fit",
+    ),
+    ("participant_above_pfedhn", "pFedHN", "participant_acc", "participants"),
+)
+
+
+def paired_claims(
+    rows: list[dict[str, Any]], runs: list[dict[str, Any]]
+) -> list[tuple[str, str, Paired | None]]:
+    """Each claim of :data:`CLAIMS` whose rows both ran: (target key, table name,
+    HyperFLoRA's per-seed comparison with the reference, by
+    :func:`bench.paired.compare`), None where the reference is broken (near chance:
+    not assessed)."""
+    by = {r["row"]: r for r in rows}
+
+    def seeds(label: str, score: str) -> dict[int, float | None]:
+        return by_seed([r for r in runs if r["row"] == label], score)
+
+    out: list[tuple[str, str, Paired | None]] = []
+    for key, ref, score, words in CLAIMS:
+        mine, theirs = seeds("HyperFLoRA", score), seeds(ref, score)
+        if not (mine and theirs and ref in by):
+            continue
+        name = f"HyperFLoRA − {ref} ({words})"
+        out.append((key, name, None if broken(by[ref]) else compare(mine, theirs)))
+    return out
+
+
+def checks(
+    rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The issue's targets: HyperFLoRA against each baseline, read per seed on
+    ``runs`` (True: the claim holds, False: a tie, None: a broken baseline, not
+    assessed), and bytes per round."""
     by = {r["row"]: r for r in rows}
     hf, pf, pre = by.get("HyperFLoRA"), by.get("pFedHN"), by.get("Pretrain (FedAvg)")
     if not (hf and pf and pre) or hf["bystander_acc"] is None:
@@ -370,16 +418,11 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ratio = (
         pf["bytes_per_round"] / hf["bytes_per_round"] if hf["bytes_per_round"] else None
     )
-
-    def above(other: dict[str, Any] | None) -> bool | None:
-        if other is None or broken(other) or other.get("bystander_acc") is None:
-            return None
-        return bool(hf["bystander_acc"] > other["bystander_acc"])
-
     return {
-        "bystander_above_pfedhn": above(pf),
-        "bystander_above_pretrain": above(pre),
-        "bystander_above_fedavg_same_budget": above(by.get("FedAvg (same budget)")),
+        **{
+            key: None if got is None else got.holds
+            for key, _, got in paired_claims(rows, runs or [])
+        },
         "broken_baselines": [r["row"] for r in rows if broken(r)],
         "bytes_ratio_pfedhn_over_hyperflora": ratio,
         "bytes_10x_below_pfedhn": ratio is not None and ratio >= 10,
@@ -387,26 +430,37 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def verdict_line(verdict: dict[str, Any]) -> str:
-    """The targets as one sentence; a broken baseline's comparison is not counted."""
+    """The targets as one sentence, each comparison in the words of the per-seed
+    claim table (holds / tie); a broken baseline's comparison is not counted."""
 
     def word(value: bool | None) -> str:
-        return {True: "met", False: "NOT met", None: "not assessed (broken baseline)"}[
+        return {True: "holds", False: "tie", None: "not assessed (broken baseline)"}[
             value
         ]
 
-    line = (
-        "Targets: HyperFLoRA's bystander accuracy above pFedHN's novel-client "
-        f"accuracy — {word(verdict['bystander_above_pfedhn'])}; above the "
-        f"pre-trained global model's — {word(verdict['bystander_above_pretrain'])}"
-    )
-    if "bystander_above_fedavg_same_budget" in verdict:
-        line += (
-            "; above FedAvg's global model at the same budget — "
-            f"{word(verdict['bystander_above_fedavg_same_budget'])}"
+    said = [
+        f"{text} — {word(verdict[key])}"
+        for key, text in (
+            (
+                "bystander_above_pfedhn",
+                "bystander accuracy above pFedHN's novel-client accuracy",
+            ),
+            ("bystander_above_pretrain", "above the pre-trained global model's"),
+            (
+                "bystander_above_fedavg_same_budget",
+                "above FedAvg's global model at the same budget",
+            ),
+            ("participant_above_pfedhn", "participant accuracy above pFedHN's"),
         )
+        if key in verdict
+    ]
+    line = "Targets: " + (
+        "HyperFLoRA's " + "; ".join(said) + " (per seed, table above); " if said else ""
+    )
     line += (
-        f"; bytes per round {verdict['bytes_ratio_pfedhn_over_hyperflora']:.1f}× "
-        f"below pFedHN's — {word(verdict['bytes_10x_below_pfedhn'])} (target ≥ 10×)."
+        f"bytes per round {verdict['bytes_ratio_pfedhn_over_hyperflora']:.1f}× "
+        f"below pFedHN's — {'met' if verdict['bytes_10x_below_pfedhn'] else 'NOT met'}"
+        " (target ≥ 10×)."
     )
     if verdict.get("broken_baselines"):
         line += (
@@ -416,6 +470,16 @@ def verdict_line(verdict: dict[str, Any]) -> str:
             + "."
         )
     return line
+
+
+def claim_lines(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
+    """The page's claims read per seed (:func:`bench.paired.claim_section`), each
+    pair of :func:`paired_claims` but those against a broken baseline."""
+    return claim_section(
+        "Claims, read per seed (HyperFLoRA against each baseline on the same seed: "
+        "the same split, participants and bystanders):",
+        [(name, got) for _, name, got in paired_claims(rows, runs) if got is not None],
+    )
 
 
 def markdown(
@@ -454,7 +518,7 @@ def markdown(
             for r in rows
         ],
     )
-    verdict = checks(rows)
+    verdict = checks(rows, runs)
     seeds = sorted({r["seed"] for r in runs})
     lines = [
         f"### HyperFLoRA — {preset.title}",
@@ -494,6 +558,9 @@ def markdown(
         "once at registration.",
         "",
     ]
+    claims = claim_lines(rows, runs)
+    if claims:
+        lines += [*claims[1:], ""]
     if verdict:
         lines.append(verdict_line(verdict))
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
@@ -584,7 +651,7 @@ def run(
             },
             "rows": rows,
             "runs": runs,
-            "targets": checks(rows),
+            "targets": checks(rows, runs),
             **meta,
         }
         write_results(

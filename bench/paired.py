@@ -150,3 +150,27 @@ CLAIM_RULE = (
     "of 5 seeds agree; with fewer than 5 seeds only when every seed agrees; "
     "otherwise it is a **tie** (docs/tuning.md rule 9)."
 )
+
+
+def against_zero(values: Mapping[int, float | None], below: bool = False) -> Paired:
+    """A claim about the sign of a per-seed value (pFedDSH's "RI > 0", "PA > 0"; a
+    variant's "RI below 0") read as a pair: the value against 0 on each seed, or
+    with ``below`` 0 − value, so that "holds" reads "below 0". The same test as any
+    pair (:func:`compare`); a seed whose value is missing counts against the
+    claim."""
+    sign = -1.0 if below else 1.0
+    row: dict[int, float | None] = {}
+    for seed, value in values.items():
+        got = _score(value)
+        row[seed] = None if got is None else sign * got + 0.0  # never "-0.00"
+    return compare(row, dict.fromkeys(values, 0.0))
+
+
+def claim_section(intro: str, pairs: Iterable[tuple[str, Paired]]) -> list[str]:
+    """A claim page's block of lines: ``intro``, the :func:`claim_table` of
+    ``pairs`` and :data:`CLAIM_RULE` (no lines without a pair), so every writer
+    lays its claims out alike."""
+    pairs = list(pairs)
+    if not pairs:
+        return []
+    return ["", intro, "", claim_table(pairs), "", CLAIM_RULE]

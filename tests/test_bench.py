@@ -389,36 +389,77 @@ def test_hyperflora_baselines_get_its_budget_and_their_own_settings():
     assert jobs["FedAvg (same budget)"].overrides["method"] == "fedavg"
 
 
+def hyperflora_rows(
+    accs: dict[str, list[float]], nbytes: dict[str, float]
+) -> tuple[list[dict], list[dict]]:
+    """Made-up HyperFLoRA table: per-seed runs (seeds 1, 2, ... in order; the same
+    number for bystanders and participants) and the rows aggregated from them."""
+    runs = [
+        {
+            "row": name,
+            "seed": seed,
+            "ok": True,
+            "bystander_acc": acc,
+            "participant_acc": acc,
+            "bytes_per_round": nbytes[name],
+        }
+        for name, values in accs.items()
+        for seed, acc in enumerate(values, start=1)
+    ]
+    rows = aggregate(runs, "row", ["bystander_acc", "participant_acc"])
+    for r in rows:
+        r["bytes_per_round"] = nbytes[r["row"]]
+    return rows, runs
+
+
 def test_a_baseline_at_chance_is_named_broken_and_no_target_is_met_against_it():
     from bench import hyperflora as hfl
 
-    def row(name: str, acc: float, nbytes: float) -> dict:
-        return {
-            "row": name,
-            "bystander_acc": acc,
-            "participant_acc": acc,
-            "bytes_per_round": nbytes,
-        }
-
-    rows = [
-        row("Pretrain (FedAvg)", 0.85, 4e6),
-        row("pFedHN", 0.14, 4e6),  # 10 classes: at chance
-        row("FedAvg (same budget)", 0.88, 4e6),
-        row("HyperFLoRA", 0.86, 2e5),
-    ]
-    verdict = hfl.checks(rows)
+    nbytes = {
+        "Pretrain (FedAvg)": 4e6,
+        "pFedHN": 4e6,
+        "FedAvg (same budget)": 4e6,
+        "HyperFLoRA": 2e5,
+    }
+    accs = {
+        "Pretrain (FedAvg)": [0.85, 0.80, 0.82],
+        "pFedHN": [0.14, 0.12, 0.15],  # 10 classes: at chance
+        "FedAvg (same budget)": [0.88, 0.79, 0.90],
+        "HyperFLoRA": [0.86, 0.81, 0.83],
+    }
+    rows, runs = hyperflora_rows(accs, nbytes)
+    verdict = hfl.checks(rows, runs)
     assert verdict["bystander_above_pfedhn"] is None
+    assert verdict["participant_above_pfedhn"] is None
     assert verdict["broken_baselines"] == ["pFedHN"]
-    assert verdict["bystander_above_pretrain"] is True
+    assert verdict["bystander_above_pretrain"] is True  # above on every seed
+    # above FedAvg's mean on no seed but one: a tie, whatever the means say
     assert verdict["bystander_above_fedavg_same_budget"] is False
     line = hfl.verdict_line(verdict)
     assert "above pFedHN's novel-client accuracy — not assessed" in line
     assert "Broken" in line and "pFedHN" in line.split("Broken")[1]
-    assert "same budget — NOT met" in line
-    # a learning baseline is compared as usual
-    rows[1] = row("pFedHN", 0.80, 4e6)
-    assert hfl.checks(rows)["bystander_above_pfedhn"] is True
-    assert hfl.checks(rows)["broken_baselines"] == []
+    assert "same budget — tie" in line and "pre-trained global model's — holds" in line
+    assert "bytes per round 20.0× below pFedHN's — met" in line
+    # the page's claim table leaves the broken baseline out
+    claims = "\n".join(hfl.claim_lines(rows, runs))
+    assert "| HyperFLoRA − pFedHN" not in claims
+    assert (
+        "| HyperFLoRA − Pretrain (FedAvg) (bystanders) | +1.00, +1.00, +1.00 | "
+        "+1.00 | 3 of 3 | **holds** (3 seeds: every seed must agree) |" in claims
+    )
+    assert (
+        "| HyperFLoRA − FedAvg (same budget) (bystanders) | -2.00, +2.00, -7.00 | "
+        "-2.33 | 1 of 3 | **tie** (3 seeds: every seed must agree) |" in claims
+    )
+    assert hfl.CLAIMS and "docs/tuning.md rule 9" in claims
+    # a learning baseline is compared as usual, per seed
+    accs["pFedHN"] = [0.80, 0.78, 0.84]
+    rows, runs = hyperflora_rows(accs, nbytes)
+    assert hfl.checks(rows, runs)["bystander_above_pfedhn"] is False  # 2 of 3
+    assert hfl.checks(rows, runs)["broken_baselines"] == []
+    assert "| HyperFLoRA − pFedHN (participants) | +6.00, +3.00, -1.00 | +2.67 | " in (
+        "\n".join(hfl.claim_lines(rows, runs))
+    )
 
 
 def test_a_key_acting_on_held_out_clients_is_scored_on_their_validation():
