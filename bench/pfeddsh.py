@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.harness import RESULTS, ROOT
+from bench.paired import Paired, against_zero, by_seed, claim_section, compare
 from common.flwr_cli import merge_presets
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -88,6 +89,41 @@ def _stat(values: list[float | None], scale: float = 100.0) -> str:
     return f"{scale * np.mean(vals):+.2f} ± {scale * np.std(vals):.2f}"
 
 
+def claims(runs: list[dict[str, Any]]) -> list[tuple[str, Paired]]:
+    """The paper's claims on this table, each read per seed
+    (:mod:`bench.paired`, docs/tuning.md rule 9), those whose variants ran: the
+    full variant's PA and RI above 0 (each a per-seed value against 0), replay's RI
+    above no replay's, masks' RI above no masks' (same seed, same batches), and the
+    plain shared hypernetwork's RI below 0 (forgetting without masks)."""
+
+    def seeds(variant: str, key: str) -> dict[int, float | None]:
+        return by_seed([r for r in runs if r["variant"] == variant], key)
+
+    full, no_replay = seeds("full", "ri"), seeds("no-replay", "ri")
+    no_masks = seeds("no-masks", "ri")
+    pa = seeds("full", "pa")  # None on every seed: run without its PA reference
+    pairs: list[tuple[str, Paired | None]] = [
+        (
+            "PA of pFedDSH (masks + replay) − 0",
+            against_zero(pa) if any(v is not None for v in pa.values()) else None,
+        ),
+        ("RI of pFedDSH (masks + replay) − 0", against_zero(full) if full else None),
+        (
+            "RI: pFedDSH (masks + replay) − masks, no replay",
+            compare(full, no_replay) if full and no_replay else None,
+        ),
+        (
+            "RI: masks, no replay − no masks",
+            compare(no_replay, no_masks) if no_replay and no_masks else None,
+        ),
+        (
+            "0 − RI of no masks (RI below 0)",
+            against_zero(no_masks, below=True) if no_masks else None,
+        ),
+    ]
+    return [(name, got) for name, got in pairs if got is not None]
+
+
 def render(data: dict[str, Any]) -> str:
     """The page: RI / PA / final accuracy per variant over seeds, and per batch."""
     runs = data["runs"]
@@ -143,6 +179,12 @@ def render(data: dict[str, Any]) -> str:
             f"{np.mean([x['weights_reused'] for x in rows]):,.0f} of "
             f"{rows[0]['weights_total']:,} |"
         )
+    lines += claim_section(
+        "Claims, read per seed (percentage points; a pair of variants on the same "
+        "seed sees the same split and batches; PA > 0 and RI > 0 are each seed's "
+        "value against 0):",
+        claims(runs),
+    )
     lines += ["", data.get("notes", "")]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -174,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     preset = Path(args.preset)
     path = RESULTS / f"{preset.stem}.json"
-    data = (
+    data: dict[str, Any] = (
         json.loads(path.read_text())
         if path.exists()
         else {"preset": str(preset), "runs": [], **describe(preset)}

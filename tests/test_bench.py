@@ -626,3 +626,67 @@ def test_hyperfedzero_page_pairs_each_variant_with_fedavg_by_seed():
     )
     assert "option 1" not in text and "| fedavg" not in text
     assert paired({"hyperfedzero": [row(42, 0.9)]}) == ""
+
+
+def test_pfeddsh_page_reads_its_claims_per_seed():
+    """PA > 0 and RI > 0 are each seed's value against 0, replay and masks are
+    paired with the variant without them on the same seed, and the plain shared
+    hypernetwork's RI must be below 0 on every seed (3 seeds: all must agree)."""
+    from bench import pfeddsh
+
+    def run(variant: str, seed: int, ri: float, pa: float | None) -> dict:
+        batch = {"batch": 0, "acc": 0.7, "weights_used": 5, "weights_reused": 0}
+        batch |= {"weights_total": 10, "replay_accepted": None}
+        return {"variant": variant, "seed": seed, "ri": ri, "pa": pa} | {
+            "final_acc": 0.7,
+            "batches": [batch],
+        }
+
+    runs = [
+        run("full", 1, 0.02, -0.05),
+        run("full", 2, 0.01, 0.10),
+        run("full", 3, 0.03, 0.02),
+        *(run("no-replay", s, 0.0, None) for s in (1, 2, 3)),
+        run("no-masks", 1, -0.20, None),
+        run("no-masks", 2, 0.01, None),  # forgot nothing on this seed
+        run("no-masks", 3, -0.30, None),
+    ]
+    page = pfeddsh.render(
+        {"title": "t", "preset": "p.toml", "setting": "s.", "runs": runs}
+    )
+    tie, holds = "**tie** (3 seeds: every seed must agree)", "**holds** (3 seeds: "
+    assert (
+        "| PA of pFedDSH (masks + replay) − 0 | -5.00, +10.00, +2.00 | +2.33 | "
+        f"2 of 3 | {tie} |" in page
+    )
+    assert (
+        "| RI of pFedDSH (masks + replay) − 0 | +2.00, +1.00, +3.00 | +2.00 | 3 of 3 | "
+        + holds
+        in page
+    )
+    assert (
+        "| RI: pFedDSH (masks + replay) − masks, no replay | +2.00, +1.00, +3.00 |"
+        in page
+    )
+    assert (
+        f"| RI: masks, no replay − no masks | +20.00, -1.00, +30.00 | +16.33 | "
+        f"2 of 3 | {tie} |" in page
+    )
+    assert (
+        f"| 0 − RI of no masks (RI below 0) | +20.00, -1.00, +30.00 | +16.33 | "
+        f"2 of 3 | {tie} |" in page
+    )
+    assert "docs/tuning.md rule 9" in page
+    # a variant that did not run has no claim; no PA reference, no PA claim
+    only = [r | {"pa": None} for r in runs if r["variant"] == "full"]
+    page = pfeddsh.render({"title": "t", "preset": "p", "setting": "s.", "runs": only})
+    assert "| RI of pFedDSH (masks + replay) − 0 |" in page
+    assert "PA of" not in page and "no masks" not in page.split("Claims")[1]
+
+
+@pytest.mark.parametrize("suite", ["pfeddsh-fmnist", "pfeddsh-fmnist-long"])
+def test_committed_pfeddsh_pages_are_their_json_rendered(suite):
+    from bench import pfeddsh
+
+    data = json.loads((RESULTS / f"{suite}.json").read_text())
+    assert (RESULTS / f"{suite}.md").read_text() == pfeddsh.render(data)
