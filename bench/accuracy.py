@@ -25,6 +25,7 @@ from bench.harness import (
     results_dir,
     run_or_reuse,
 )
+from bench.paired import by_seed, claim_section, compare
 from bench.report import (
     aggregate,
     bar_with_errors,
@@ -163,6 +164,65 @@ LOW_DATA = [
 #: client updates) instead of 20, participants only (``novel-rounds`` 0).
 CHUNKED_VS_PERTENSOR = FMNIST[:2]
 CHUNKED_SIZING = {"num-rounds": 120, "eval-every": 10, "novel-rounds": 0}
+
+#: What a claim compares, in words, by the score it reads.
+SCORES = {"participant_acc": "participants", "nonparticipant_acc": "held-out clients"}
+
+
+Claim = tuple[str, str, str]
+
+
+def _vs_baselines(pfedhn: str, held_out: bool = False) -> tuple[Claim, ...]:
+    """pFedHN's row against FedAvg and local-only on participants (and on held-out
+    clients where they are compared like with like: each trains on its own data)."""
+    keys = (
+        ("participant_acc", "nonparticipant_acc") if held_out else ("participant_acc",)
+    )
+    return tuple((pfedhn, ref, key) for key in keys for ref in ("FedAvg", "Local only"))
+
+
+#: The comparisons each page states, each read per seed (docs/tuning.md rule 9):
+#: (row, reference, score). pFedHN against FedAvg and local-only on every table
+#: that has them; held-out clients only on the low-data split, where each method's
+#: held-out clients train alike (elsewhere pFedHN's fit local steps that FedAvg's
+#: global model does not get); the chunked page compares the two generators. The
+#: chunked-lr page is a one-seed sweep, not a claim.
+CLAIMS: dict[str, tuple[Claim, ...]] = {
+    "accuracy": _vs_baselines(FMNIST[0].label),
+    "digits": _vs_baselines(DIGITS[0].label),
+    "converged": _vs_baselines(CONVERGED[0].label),
+    "low-data": _vs_baselines(LOW_DATA[0].label, held_out=True),
+    "chunked": (
+        (
+            CHUNKED_VS_PERTENSOR[1].label,
+            CHUNKED_VS_PERTENSOR[0].label,
+            "participant_acc",
+        ),
+    ),
+}
+
+
+def claim_lines(suite: str, runs: list[dict[str, Any]]) -> list[str]:
+    """The page's claims of :data:`CLAIMS` read per seed
+    (:func:`bench.paired.compare`), those whose two rows ran: each pair's per-seed
+    differences and its verdict in words. A failed or diverged run counts against
+    its row on its seed."""
+
+    def seeds(label: str, key: str) -> dict[int, float | None]:
+        return by_seed([r for r in runs if r["method"] == label], key)
+
+    pairs = [
+        (f"{row} − {ref} ({SCORES[key]})", compare(seeds(row, key), seeds(ref, key)))
+        for row, ref, key in CLAIMS.get(suite, ())
+        # a reference with no score (local-only has no held-out model) is no pair
+        if seeds(row, key) and any(v is not None for v in seeds(ref, key).values())
+    ]
+    return claim_section(
+        "Claims, read per seed (test accuracy at the round chosen on validation; "
+        "the same seed is the same split):",
+        pairs,
+    )
+
 
 #: Fractions of the final participants' accuracy for the time-to-accuracy columns.
 TTA_FRACTIONS = (0.90, 0.97)
@@ -475,6 +535,7 @@ def markdown(
         "non-participants evaluated once, with the state of that round.",
         "",
         body,
+        *claim_lines(spec.name, runs),
         "",
         "Non-participants get: "
         + "; ".join(
@@ -615,7 +676,7 @@ def plots(
             first = next(r for r in runs if r["method"] == label and r["ok"])
             # pages from before these were recorded: the config's default
             per, pre = first.get("updates_per_round"), first.get("pretrain_updates")
-            if per is None:
+            if per is None or pre is None:
                 per, pre = updates_per_round({})
             ax.plot(
                 [pre + x * per for x in rounds], vals, marker="o", ms=3, label=label

@@ -101,6 +101,58 @@ def test_accuracy_page_from_json_alone():
     assert "other work shared the CPUs" in page
 
 
+def test_accuracy_page_reads_pfedhn_against_baselines_per_seed():
+    """A made-up stored result: pFedHN above FedAvg on every seed holds, above
+    local-only on one seed of three is a tie, and a diverged pFedHN run (NaN) counts
+    against it on its seed; pages without the rows (chunked-lr) have no claims."""
+    data = fake_accuracy_data()
+    accs = {
+        "pFedHN (per-tensor)": {1: 0.82, 2: 0.95, 3: 0.70},
+        "FedAvg": {1: 0.80, 2: 0.90, 3: 0.60},
+        "Local only": {1: 0.90, 2: 0.93, 3: 0.80},
+    }
+    runs = []
+    for run in {r["method"]: r for r in data["runs"]}.values():  # one per method
+        for seed in (1, 2, 3):
+            acc = accs.get(run["method"], {}).get(seed, 0.5)
+            runs.append(run | {"seed": seed, "participant_acc": acc})
+    data["runs"], data["seeds"] = runs, [1, 2, 3]
+    data["rows"] = aggregate(runs, "method", accuracy.SUMMARY_KEYS)
+    page = accuracy.render(json.loads(json.dumps(data)))
+    assert (
+        "| pFedHN (per-tensor) − FedAvg (participants) | +2.00, +5.00, +10.00 | "
+        "+5.67 | 3 of 3 | **holds** (3 seeds: every seed must agree) |" in page
+    )
+    assert (
+        "| pFedHN (per-tensor) − Local only (participants) | -8.00, +2.00, -10.00 | "
+        "-5.33 | 1 of 3 | **tie** (3 seeds: every seed must agree) |" in page
+    )
+    assert "held-out clients)" not in page  # compared on the low-data page only
+    assert "docs/tuning.md rule 9" in page
+    # a diverged run is NaN: it counts against pFedHN on its seed
+    nan = next(r for r in runs if r["method"] == "pFedHN (per-tensor)")
+    nan["participant_acc"] = float("nan")
+    lines = accuracy.claim_lines("accuracy", runs)
+    assert any(
+        "| pFedHN (per-tensor) − FedAvg (participants) | NaN, +5.00, +10.00 | +7.50 "
+        "| 2 of 3 | **tie**" in line
+        for line in lines
+    )
+    assert accuracy.claim_lines("chunked-lr", runs) == []
+    # held-out clients where they train alike (the low-data page); local-only
+    # without a held-out model is no pair
+    pfedhn = accuracy.LOW_DATA[0].label
+    low = [
+        r | {"method": pfedhn, "nonparticipant_acc": 0.6}
+        if r["method"] == "pFedHN (per-tensor)"
+        else r | {"nonparticipant_acc": 0.5 if r["method"] == "FedAvg" else None}
+        for r in runs
+    ]
+    text = "\n".join(accuracy.claim_lines("low-data", low))
+    assert f"| {pfedhn} − FedAvg (held-out clients) | +10.00, +10.00, +10.00 |" in text
+    assert "Local only (held-out clients)" not in text
+
+
 def test_readme_block_replaced_between_markers_only(tmp_path):
     results = tmp_path / "bench" / "results"
     results.mkdir(parents=True)
