@@ -141,6 +141,28 @@ TARGETS: dict[str, Target] = {
         {"inner-lr": [0.005, 0.02]},
         "local training on the quickstart split: local lr",
     ),
+    # The hard split (issue 23): the local lr, the one key all three rows share,
+    # on the same three points for each; each row's first point is its source's
+    # value (pFedHN: the authors' 0.005; FedAvg and local: their quickstart
+    # choice 0.02).
+    "hard-pfedhn": Target(
+        "hard-fmnist",
+        {"method": "pfedhn"},
+        {"inner-lr": [0.005, 0.02, 0.05]},
+        "pFedHN on the hard split: local lr",
+    ),
+    "hard-fedavg": Target(
+        "hard-fmnist",
+        {"method": "fedavg"},
+        {"inner-lr": [0.02, 0.005, 0.05]},
+        "FedAvg on the hard split: local lr",
+    ),
+    "hard-local": Target(
+        "hard-fmnist",
+        {"method": "local"},
+        {"inner-lr": [0.02, 0.005, 0.05]},
+        "local-only on the hard split: local lr",
+    ),
     # HyperFedZero and the FedAvg it is compared with, on HyperFedZero's split
     # (the paper's MNIST-MLP setting on Fashion-MNIST): the same grid of the key
     # both share and are most sensitive to, the local lr (equal effort).
