@@ -231,6 +231,21 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def command_args(argv: list[str]) -> list[str]:
+    """The command's arguments less its ``--note`` sentences (kept on the page)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--note":
+            skip = True
+            continue
+        if not arg.startswith("--note="):
+            out.append(arg)
+    return out
+
+
 def main() -> None:
     """Run (or reuse) the rows on the seeds, then write the page."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -260,7 +275,8 @@ def main() -> None:
         or math.isnan(r["participant_val_acc"])
     ]
     data = {
-        "command": "python -m bench.hard_split " + shlex.join(sys.argv[1:]),
+        "command": "python -m bench.hard_split "
+        + shlex.join(command_args(sys.argv[1:])),
         "settings": {row: {**ROWS[row], **sets.get(row, {})} for row in args.rows},
         "runs": runs,
         "notes": args.note + [f"Failed or diverged runs: {len(bad)}."],
