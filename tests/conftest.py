@@ -81,3 +81,22 @@ def stop_local_superlink(env: dict) -> None:
             os.kill(int(pid), signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+#: Test files that take the longest (Flower start-up, deployments, whole runs) go
+#: first, so that pytest-xdist's workers end together instead of one finishing a
+#: long end-to-end test alone after the quick ones are done.
+SLOW_FIRST = ("tests/e2e/", "tests/faults/", "tests/test_regression.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the collected tests slowest kind first (stable within a kind)."""
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.fspath)).relative_to(ROOT).as_posix()
+        for i, prefix in enumerate(SLOW_FIRST):
+            if path.startswith(prefix):
+                return i
+        return len(SLOW_FIRST)
+
+    items.sort(key=rank)

@@ -1,4 +1,7 @@
-"""Real deployment on loopback: a SuperLink and 2 SuperNodes as separate processes."""
+"""Real deployment on loopback: deploy/run-loopback.sh starts a SuperLink and 3
+SuperNodes as separate processes and runs HyperFedZero on them (2 participants, 1
+held out that never trains: it computes its embedding from its own unlabelled data
+when the run ends and reports only metrics)."""
 
 from __future__ import annotations
 
@@ -12,23 +15,27 @@ from common.flwr_cli import ROOT, run_config_arg
 pytestmark = pytest.mark.e2e
 
 
-def test_loopback_deployment_completes_two_rounds(tmp_path, flwr_env):
+def test_loopback_deployment_completes_zero_shot_rounds(tmp_path, flwr_env):
     work = tmp_path / "loopback"
     cfg = {
+        "method": "hyperfedzero",
+        "hfz-chunk-size": 256,
         "dataset": "synthetic",
         "model": "mlp",
         "num-rounds": 2,
         "eval-every": 1,
         "local-steps": 5,
-        "holdout": 0.0,
-        "round-timeout": 120.0,
+        "holdout": 0.34,
+        "clients-per-round": 2,
+        "min-clients": 2,
+        "round-timeout": 300.0,
     }
     proc = subprocess.run(
         [
             "bash",
             str(ROOT / "deploy" / "run-loopback.sh"),
             "--nodes",
-            "2",
+            "3",
             "--workdir",
             str(work),
             "--run-config",
@@ -37,13 +44,19 @@ def test_loopback_deployment_completes_two_rounds(tmp_path, flwr_env):
         env=flwr_env,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((work / "outputs" / "loopback" / "summary.json").read_text())
-    assert summary["num_clients"] == 2 and summary["rounds"] == 2
-    rows = (work / "outputs" / "loopback" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(r)["valid"] for r in rows] == [2, 2]
+    out = work / "outputs" / "loopback"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_clients"] == 3 and summary["num_participants"] == 2
+    assert summary["rounds"] == 2
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["valid"] for r in rows] == [2, 2]
+    assert all("embedding-spread" in r for r in rows)
+    assert len(summary["embedding_store"]) == 2  # the held-out node never trained
+    assert summary["nonparticipant_acc"] is not None
+    assert summary["global_acc"] is not None
     # every process the script started is gone
     pattern = f"--superlink 127.0.0.1:{flwr_env['HYPERFLOWER_LINK_PORT']}"
     left = subprocess.run(

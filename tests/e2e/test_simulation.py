@@ -1,4 +1,8 @@
-"""End to end through `flwr run` (Ray simulation): pFedHN and FedAvg on small data."""
+"""End to end through `flwr run` (Ray simulation): pFedHN and FedAvg on small data.
+
+Resuming through `flwr run` is tests/faults/test_sim_faults.py (a ServerApp killed
+mid-run, resumed to the uninterrupted run's exact figures); `stop-after-round` and
+resume are tested in process (tests/test_loop.py)."""
 
 from __future__ import annotations
 
@@ -75,23 +79,3 @@ def test_pfedhn_and_fedavg_learn_in_simulation(tmp_path, flwr_env):
         "checkpoint/state.pt",
     ):
         assert (tmp_path / "outputs" / "pfedhn" / name).exists(), name
-
-
-def test_resume_through_flwr_run_matches_uninterrupted(tmp_path, flwr_env):
-    base = {"num-rounds": 4, "eval-every": 2}
-    whole = run_and_read(tmp_path, flwr_env, **base, **{"run-name": "whole"})
-    cfg = small_config(tmp_path, **base, **{"run-name": "parts", "stop-after-round": 2})
-    flwr_run(cfg, flwr_env, num_supernodes=cfg["num-clients"])
-    partial = tmp_path / "outputs" / "parts"
-    assert not (partial / "summary.json").exists()
-    assert len((partial / "metrics.jsonl").read_text().splitlines()) == 2
-    resumed = run_and_read(
-        tmp_path, flwr_env, **base, **{"run-name": "parts", "resume": True}
-    )
-    for key in (
-        "participant_acc",
-        "nonparticipant_acc",
-        "best_round",
-        "bytes_up_per_round",
-    ):
-        assert resumed[key] == whole[key], key

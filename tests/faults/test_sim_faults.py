@@ -72,13 +72,14 @@ def test_too_few_valid_replies_stops_with_a_clear_message(tmp_path, flwr_env):
 
 
 def test_server_killed_mid_run_resumes_to_identical_result(tmp_path, flwr_env):
+    """The uninterrupted run is made in process (server.direct_grid): the resumed
+    `flwr run` must match it exactly, which also checks that the same seed gives
+    the same figures whichever way a job runs."""
+    from server.direct_grid import run_in_process
+
     base = {"num-rounds": 6, "eval-every": 2}
-    proc = flwr_run(
-        small_config(tmp_path, **base, **{"run-name": "whole"}),
-        flwr_env,
-        num_supernodes=10,
-    )
-    whole, _ = read(tmp_path, "whole", proc)
+    run_in_process(small_config(tmp_path, **base, **{"run-name": "whole"}))
+    whole, _ = read(tmp_path, "whole")
 
     from common.flwr_cli import ROOT, run_config_arg
 
