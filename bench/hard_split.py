@@ -194,7 +194,6 @@ def render(data: dict[str, Any]) -> str:
                 for r in sorted(fed, key=lambda r: r["seed"])
             )
             + f" ({gap.summary()}).",
-            "",
         ]
     pairs = []
     for row, ref, what in CLAIMS:
