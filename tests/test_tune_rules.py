@@ -10,6 +10,7 @@ import pytest
 
 from bench import paired, tune
 from bench.harness import RESULTS
+from tests.test_bench import tune_page
 
 
 def sweep_runs(scores: dict[str, list[float | None]]) -> list[dict[str, Any]]:
@@ -50,7 +51,7 @@ def test_a_point_that_wins_on_every_seed_under_a_large_split_spread_is_chosen():
     win = rows[2]["paired"]
     assert win["verdict"] == "holds" and win["agree"] == 2 and win["n"] == 2
     assert [round(100 * d, 2) for d in win["diffs"].values()] == [0.7, 0.7]
-    page = render(rows, [42, 43])
+    page = tune_page(rows, [42, 43])
     assert "+0.70, +0.70 (2/2; beats it)" in page
     assert "Flat (paired)" not in page
 
@@ -64,7 +65,7 @@ def test_mixed_wins_are_flat_and_keep_the_source_value():
     rows = tune.summarise(sweep_runs(scores), list(scores))
     assert chosen(rows) == ["k=source"]
     assert rows[0]["flat"]
-    assert "Flat (paired)" in render(rows, [42, 43, 44])
+    assert "Flat (paired)" in tune_page(rows, [42, 43, 44])
 
 
 def test_among_winners_the_largest_mean_difference_and_a_diverged_seed_loses():
@@ -125,7 +126,7 @@ def test_short_curves_are_shown_unknown_never_not_rising():
         run["flattened"] = None
     rows = tune.summarise(runs, ["p"])
     assert rows[0]["still_rising"] == 0 and rows[0]["unknown"] == 2
-    page = render(rows, [42, 43])
+    page = tune_page(rows, [42, 43])
     assert "| 0; 2 unknown |" in page
     assert "Unknown (fewer than 4 evaluations" in page
 
@@ -205,22 +206,6 @@ def test_committed_sweep_pages_are_their_runs_under_the_current_rules(path):
     )
     assert json.loads(json.dumps(rows)) == data["rows"]
     assert path.with_suffix(".md").read_text() == tune.render(data).rstrip() + "\n"
-
-
-def render(rows: list[dict[str, Any]], seeds: list[int]) -> str:
-    """A sweep page rendered from rows alone (the rest of its JSON minimal)."""
-    return tune.render(
-        {
-            "name": "x",
-            "what": "",
-            "command": "python -m bench tune x",
-            "preset": "quickstart",
-            "overrides": {},
-            "sets": {},
-            "seeds": seeds,
-            "rows": rows,
-        }
-    )
 
 
 def test_a_claim_table_shows_each_pair_per_seed_with_its_verdict_in_words():
