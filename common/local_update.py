@@ -142,16 +142,40 @@ def local_update(
     Shared by the train handler and offline personalisation, so a new client fitted
     without a server trains exactly as it would in a run.
     """
-    received = from_record(params)
     model = model_from_record(cfg, params)
+    delta, metrics = train_and_diff(cfg, model, from_record(params), data, cid, msg_cfg)
+    return finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
+
+
+def train_and_diff(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    received: dict[str, torch.Tensor],
+    data: ClientData,
+    cid: str,
+    msg_cfg: ConfigRecord,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train ``model`` (built from ``received``) on the client's training rows for
+    the round's local steps; return Δ = trained − received and the update's
+    metrics, before clipping/noise (:func:`finish_update`)."""
     steps = local_steps(cfg, msg_cfg, len(data.y_train))
     result = train_locally(
         cfg, model, data.x_train, data.y_train, steps, seed_for(cfg, cid, msg_cfg)
     )
     trained = dict(model.named_parameters())
     delta = {k: trained[k].detach() - v for k, v in received.items()}
-    metrics = update_metrics(len(data.y_train), result)
-    return finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
+    return delta, update_metrics(len(data.y_train), result)
+
+
+def inner_sgd(params: list[torch.nn.Parameter], cfg: RunConfig) -> torch.optim.SGD:
+    """SGD with the run's inner (client-side) lr, momentum and weight decay, for
+    the methods whose local loss is their own (HyperFedZero's, MH's distillation)."""
+    return torch.optim.SGD(
+        params,
+        lr=cfg.inner_lr,
+        momentum=cfg.inner_momentum,
+        weight_decay=cfg.inner_weight_decay,
+    )
 
 
 def model_of(arch: str, num_classes: int, theta: torch.Tensor) -> nn.Module:
@@ -179,12 +203,7 @@ def train_kd(
     """SGD on (1−λ)·CE + λ·T²·KL(softmax(z_g/T) ‖ softmax(z_i/T)), the teacher fixed."""
     lam, temp = float(cfg.mh_kd_lambda), float(cfg.mh_kd_temperature)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(
-        params,
-        lr=cfg.inner_lr,
-        momentum=cfg.inner_momentum,
-        weight_decay=cfg.inner_weight_decay,
-    )
+    opt = inner_sgd(params, cfg)
     model.train()
     teacher.eval()
     total, correct, seen = 0.0, 0, 0

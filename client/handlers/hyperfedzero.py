@@ -20,7 +20,7 @@ from torch import nn
 
 from client.runtime import app, eval_reply, setup, train_reply
 from common.config import RunConfig
-from common.local_update import finish_update, local_steps, seed_for
+from common.local_update import finish_update, inner_sgd, local_steps, seed_for
 from common.models.hyperfedzero import (
     GLOBAL_EMBEDDING,
     NoUnlabelledDataError,
@@ -100,12 +100,7 @@ def local_update(
     gen = seed_for(cfg, cid, msg_cfg)
     steps = local_steps(cfg, msg_cfg, len(data.y_train))
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(
-        params,
-        lr=cfg.inner_lr,
-        momentum=cfg.inner_momentum,
-        weight_decay=cfg.inner_weight_decay,
-    )
+    opt = inner_sgd(params, cfg)
     net.train()
     total_loss = total_pen = 0.0
     correct = seen = 0

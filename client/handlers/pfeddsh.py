@@ -16,13 +16,7 @@ from torch import nn
 
 from client.runtime import app, eval_reply, setup, train_reply
 from common.config import RunConfig
-from common.local_update import (
-    finish_update,
-    local_steps,
-    seed_for,
-    train_locally,
-    update_metrics,
-)
+from common.local_update import finish_update, train_and_diff
 from common.models import build_model
 from common.models.bn import bn_statistics, calibrate_bn
 from common.protocol import DSH
@@ -52,13 +46,7 @@ def train_dsh(msg: Message, context: Context) -> Message:
     model = model_from(cfg, received)
     calibrate_bn(model, data.x_train)
     stats = bn_statistics(model)
-    steps = local_steps(cfg, msg_cfg, len(data.y_train))
-    result = train_locally(
-        cfg, model, data.x_train, data.y_train, steps, seed_for(cfg, cid, msg_cfg)
-    )
-    trained = dict(model.named_parameters())
-    delta = {k: trained[k].detach() - v for k, v in received.items()}
-    metrics = update_metrics(len(data.y_train), result)
+    delta, metrics = train_and_diff(cfg, model, received, data, cid, msg_cfg)
     delta, metrics = finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
     return train_reply(msg, delta, metrics, stats)
 
