@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.hard_split import headroom, parse_sets, render
+from bench.hard_split import headroom, parse_sets, render, time_to_target, to_target
 from common.config import parse_run_config
 from common.data import DEBIAN_FMNIST_DIR
 from common.partition import load_client_data
@@ -107,3 +107,18 @@ def test_headroom_reads_a_fedavg_run_and_refuses_another(tmp_path):
     (other / "config.json").write_text(json.dumps({"method": "pfedhn"}))
     with pytest.raises(ValueError, match="FedAvg run, not pfedhn"):
         headroom(other)
+
+
+def test_time_to_accuracy_is_the_first_round_at_the_target():
+    """Time to accuracy reads the validation curve: the first evaluated round at or
+    above the target, seconds pro-rated; a row that never gets there says so."""
+    fast = {
+        "val_curve": [(60, 0.80), (120, 0.86), (180, 0.84)],
+        "rounds": 600,
+        "wall_s": 600.0,
+    }
+    slow = {"val_curve": [(60, 0.70), (120, 0.84)], "rounds": 600, "wall_s": 300.0}
+    assert to_target(fast["val_curve"], 600, 600.0) == {"round": 120, "seconds": 120.0}
+    assert to_target(slow["val_curve"], 600, 300.0) is None
+    assert time_to_target([fast, slow]) == "round 120, 120 s (1 of 2)"
+    assert time_to_target([slow]) == "not reached (0 of 1)"
