@@ -30,7 +30,7 @@ from common.partition import ClientData
 from common.privacy import clip_and_noise
 from common.protocol import THETA
 from common.records import as_int, from_record
-from common.training import TrainResult, steps_for, train_steps
+from common.training import ClientSGD, TrainResult, steps_for, train_steps
 
 
 def seed_for(
@@ -167,10 +167,10 @@ def train_and_diff(
     return delta, update_metrics(len(data.y_train), result)
 
 
-def inner_sgd(params: list[torch.nn.Parameter], cfg: RunConfig) -> torch.optim.SGD:
+def inner_sgd(params: list[torch.nn.Parameter], cfg: RunConfig) -> ClientSGD:
     """SGD with the run's inner (client-side) lr, momentum and weight decay, for
     the methods whose local loss is their own (HyperFedZero's, MH's distillation)."""
-    return torch.optim.SGD(
+    return ClientSGD(
         params,
         lr=cfg.inner_lr,
         momentum=cfg.inner_momentum,
