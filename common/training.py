@@ -50,11 +50,12 @@ class ClientSGD:
     @torch.no_grad()
     def step(self) -> None:
         """One SGD step on the parameters that have a gradient."""
-        live = [p for p in self.params if p.grad is not None]
+        live: list[torch.Tensor] = [p for p in self.params if p.grad is not None]
+        grads: list[torch.Tensor] = [p.grad for p in live if p.grad is not None]
         buffers = [self.buffers.get(id(p)) for p in live]
         sgd(
             live,
-            [p.grad for p in live],
+            grads,
             buffers if self.momentum != 0 else [],
             weight_decay=self.weight_decay,
             momentum=self.momentum,
