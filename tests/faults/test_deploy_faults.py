@@ -26,7 +26,7 @@ def test_dead_node_and_killed_server_do_not_lose_the_run(tmp_path, flwr_env):
             "clients-per-round": 3,
             "num-rounds": 4,
             "eval-every": 2,
-            "round-timeout": 60.0,
+            "round-timeout": 30.0,
         }
         run = cluster.flwr_run(cfg, "faults")
         wait_for(lambda: len(cluster.metrics("faults")) >= 1, 300, "round 1")
