@@ -68,13 +68,10 @@ def data_identity(cfg: RunConfig) -> dict[str, Any]:
     It describes the whole dataset every client of the run holds (its content hash,
     scaling, normalisation and class count), nothing of this client's partition.
     """
-    pooled = load_pooled(cfg.dataset, cfg.data_dir)
+    pooled = load_pooled(cfg.dataset, cfg.data_dir, cfg.download)
     return {
         "data-fingerprint": pooled.fingerprint,
-        "data-norm": [
-            float(pooled.scale),
-            float(pooled.mean),
-            float(pooled.std),
-            float(pooled.num_classes),
-        ],
+        # scale, mean(s), std(s), classes: one mean and std per channel for colour
+        "data-norm": [*pooled.norm_values(), float(pooled.num_classes)],
+        "data-shape": list(pooled.image_shape),
     }

@@ -121,7 +121,7 @@ REGISTRATION_FIELDS: dict[str, RegistrationField] = {
     "num-val": lambda cfg, data, ctx: len(data.y_val),
     "num-test": lambda cfg, data, ctx: len(data.y_test),
     "param-count": lambda cfg, data, ctx: count_params(
-        build_model(cfg.model, cfg.num_classes)
+        build_model(cfg.model, cfg.num_classes, image_shape=cfg.image_shape)
     ),
     "classes": lambda cfg, data, ctx: class_indicator(data.y_train, cfg.num_classes),
 }

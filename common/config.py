@@ -28,7 +28,20 @@ from common.settings import (
     open_range,
 )
 
-DATASETS = ("fashion-mnist", "digits", "synthetic", "idx", "npz")
+DATASETS = (
+    "fashion-mnist",
+    "digits",
+    "synthetic",
+    "idx",
+    "npz",
+    "mnist",
+    "emnist-letters",
+    "emnist-balanced",
+    "cifar10",
+    "cifar100",
+    "tiny-imagenet",
+    "folder",
+)
 MODELS = ("mlp", "lenet5", "cnn", "vit-tiny", "cnn-bn")
 
 
@@ -88,16 +101,24 @@ SHARED: dict[str, Setting] = {
     ),
     "dataset": _s(
         "fashion-mnist",
-        "the dataset ('idx': any MNIST-format folder, "
-        "'npz': arrays x, y; both in data-dir)",
+        "the dataset ('idx': any MNIST-format folder, 'npz': arrays x, y; "
+        "mnist, emnist-*, cifar10/100, tiny-imagenet: their official files, "
+        "'folder': an ImageFolder tree; all in data-dir)",
         choices=DATASETS,
         fingerprint=True,
     ),
     "data-dir": _s(
         "",
         "where the data is: a folder of IDX files (fashion-mnist, "
-        "idx), an .npz file or a folder holding one (npz); '' = the usual "
-        "places. A SuperNode may set its own in its node config",
+        "idx), an .npz file or a folder holding one (npz), the folder "
+        "torchvision's layout is in (mnist, emnist-*, cifar10/100, "
+        "tiny-imagenet, folder); '' = the usual places (fashion-mnist). A "
+        "SuperNode may set its own in its node config",
+    ),
+    "download": _s(
+        False,
+        "let torchvision download a missing mnist, emnist-* or cifar10/100 into "
+        "data-dir (never by default: runs read the files that are there)",
     ),
     "data-fingerprint": _s(
         "",
@@ -274,6 +295,7 @@ class RunConfig:
     plugin_config: str
     dataset: str
     data_dir: str
+    download: bool
     data_fingerprint: str
     model: str
     num_clients: int
@@ -333,6 +355,13 @@ class RunConfig:
         from common.data import num_classes_of
 
         return num_classes_of(self.dataset, self.data_dir)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, H, W) of the configured dataset's images (the models' input)."""
+        from common.data import image_shape_of
+
+        return image_shape_of(self.dataset, self.data_dir)
 
     @property
     def participants_count(self) -> int:
@@ -465,13 +494,20 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("local-steps", "one of local-epochs, local-steps must be > 0")
     if cfg.participants_count < 1:
         raise ConfigError("holdout", "leaves no participating client")
-    from common.data import classes_bound
+    from common.data import classes_bound, shape_bound
 
     bound = classes_bound(cfg.dataset, cfg.data_dir)  # None: data not on this host
     if bound is not None and cfg.classes_per_client > bound:
         raise ConfigError(
             "classes-per-client", f"must be <= {bound} (classes in {cfg.dataset})"
         )
+    shape = shape_bound(cfg.dataset, cfg.data_dir)
+    if shape is not None:
+        from common.models import model_shape_problem
+
+        problem = model_shape_problem(cfg.model, shape)
+        if problem:
+            raise ConfigError("model", f"{cfg.model!r} {problem} ({cfg.dataset})")
     if (
         cfg.partitioner == "class-shares"
         and (cfg.num_clients * cfg.classes_per_client) % cfg.num_classes

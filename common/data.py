@@ -1,17 +1,21 @@
 """Datasets in memory: Fashion-MNIST, any MNIST-format IDX folder, an ``.npz`` file,
-scikit-learn digits and a synthetic set.
+scikit-learn digits, a synthetic set, and the papers' own sets from their official
+files through torchvision's dataset classes (MNIST, EMNIST letters / balanced,
+CIFAR-10, CIFAR-100, Tiny ImageNet, any ImageFolder tree).
 
-Every dataset is returned pooled (train and test files together, 28 x 28 images,
-float32 and normalised when rows are read) because each client gets train/val/test
-splits drawn from its own distribution (see :mod:`common.partition`). Images are
-tensors from the start: no per-image PIL transform runs in the training loop.
+Every dataset is returned pooled (train and test files together, float32 and
+normalised when rows are read) because each client gets train/val/test splits drawn
+from its own distribution (see :mod:`common.partition`). Single-channel images are
+stored (N, H, W), colour images (N, C, H, W); :attr:`Pooled.image_shape` is the
+(channels, H, W) the models are built for. Images are tensors from the start: no
+per-image PIL transform runs in the training loop.
 
-Files read from disk (``fashion-mnist``, ``idx``, ``npz``) are decoded once into a
-cache of ``.npy`` files that is *keyed by its source*: the absolute paths, sizes and
-modification times of the files it came from. Another folder, a changed file or a
-cache left half-written by a killed process is never answered from an old cache. Each
-loaded dataset carries a fingerprint of its content (images, labels, scaling and
-normalisation) that clients report at registration (see ``client/checks.py``).
+Files read from disk (every set but ``digits`` and ``synthetic``) are decoded once into
+a cache of ``.npy`` files that is *keyed by its source*: the absolute paths, sizes and
+modification times of the files it came from. Another folder, a changed file or a cache
+left half-written by a killed process is never answered from an old cache. Each loaded
+dataset carries a fingerprint of its content (images, labels, scaling and normalisation)
+that clients report at registration (see ``client/checks.py``).
 """
 
 from __future__ import annotations
@@ -38,12 +42,47 @@ FMNIST_FILES = {
     "test-labels": "t10k-labels-idx1-ubyte",
 }
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+#: The (channels, H, W) of Fashion-MNIST, digits and synthetic (the default shape).
 IMAGE_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
-#: Datasets whose class count is fixed; ``idx`` and ``npz`` take theirs from the labels.
-FIXED_CLASSES = {"fashion-mnist": 10, "digits": 10, "synthetic": 10}
-DATASETS = ("fashion-mnist", "digits", "synthetic", "idx", "npz")
+#: Datasets whose class count is fixed; the others take theirs from the labels.
+FIXED_CLASSES = {
+    "fashion-mnist": 10,
+    "digits": 10,
+    "synthetic": 10,
+    "mnist": 10,
+    "emnist-letters": 26,
+    "emnist-balanced": 47,
+    "cifar10": 10,
+    "cifar100": 100,
+}
+#: Datasets whose image shape (channels, H, W) is fixed by their format.
+FIXED_SHAPES: dict[str, tuple[int, int, int]] = {
+    "fashion-mnist": IMAGE_SHAPE,
+    "digits": IMAGE_SHAPE,
+    "synthetic": IMAGE_SHAPE,
+    "mnist": IMAGE_SHAPE,
+    "emnist-letters": IMAGE_SHAPE,
+    "emnist-balanced": IMAGE_SHAPE,
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+}
+#: Datasets read through torchvision's dataset classes from their official files.
+TORCHVISION_SETS = (
+    "mnist",
+    "emnist-letters",
+    "emnist-balanced",
+    "cifar10",
+    "cifar100",
+    "tiny-imagenet",
+    "folder",
+)
+DATASETS = ("fashion-mnist", "digits", "synthetic", "idx", "npz", *TORCHVISION_SETS)
+#: Datasets read from files (``data-dir`` is resolved to an absolute path for them).
+FILE_SETS = ("fashion-mnist", "idx", "npz", *TORCHVISION_SETS)
 _CACHE_FORMAT = 2
+#: Normalisation constants: one for single-channel images, one per channel otherwise.
+Norm = float | tuple[float, ...]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -58,9 +97,16 @@ class DataError(ValueError):
     key = "data-dir"
 
 
+class DataFormatError(DataError):
+    """``data-dir`` holds another dataset format than the ``dataset`` asked for (e.g.
+    IDX files where CIFAR-10's batches were expected); the message names what it
+    holds and which ``dataset`` value reads it."""
+
+
 @dataclass(frozen=True, eq=False)
 class Pooled:
-    """A whole dataset: raw images (N, 28, 28), labels (N,) and how to normalise them.
+    """A whole dataset: raw images (N, H, W), or (N, C, H, W) for colour, labels (N,)
+    and how to normalise them (``mean``/``std``: one float, or one per channel).
 
     Images stay raw (uint8 for IDX files, memory-mapped from a cache) until a client
     asks for its rows, so a process that serves one client never converts the whole
@@ -71,8 +117,8 @@ class Pooled:
     images: np.ndarray
     labels: np.ndarray
     scale: float = 1.0
-    mean: float = 0.0
-    std: float = 1.0
+    mean: Norm = 0.0
+    std: Norm = 1.0
     num_classes: int = NUM_CLASSES
     fingerprint: str = ""
     source: dict[str, Any] = field(default_factory=dict)
@@ -80,19 +126,41 @@ class Pooled:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, H, W) of one image as the models see it."""
+        shape = tuple(int(d) for d in self.images.shape[1:])
+        return (1, shape[0], shape[1]) if len(shape) == 2 else shape  # type: ignore[return-value]
+
     def normalise(self, raw: np.ndarray) -> torch.Tensor:
-        """Raw images (n, 28, 28), as stored, to the float tensor the models see."""
+        """Raw images (n, H, W) or (n, C, H, W), as stored, to the float tensor the
+        models see (per-channel constants for colour images)."""
         x = torch.from_numpy(np.asarray(raw, dtype=np.float32))
+        if isinstance(self.mean, tuple) or isinstance(self.std, tuple):
+            mean = torch.tensor(_per_channel(self.mean), dtype=torch.float32)
+            std = torch.tensor(_per_channel(self.std), dtype=torch.float32)
+            return (x / self.scale - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         return (x / self.scale - self.mean) / self.std
 
     def rows(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised float images (n, 1, 28, 28) and int64 labels for given rows."""
+        """Normalised float images (n, C, H, W) and int64 labels for given rows."""
         idx = np.asarray(idx, dtype=np.int64)
         perm = np.argsort(idx, kind="stable")  # read a memory map in order
         inverse = torch.from_numpy(np.argsort(perm))
         x = self.normalise(self.images[idx[perm]])
         y = torch.from_numpy(np.asarray(self.labels[idx[perm]], dtype=np.int64))
-        return x.unsqueeze(1)[inverse].contiguous(), y[inverse]
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        return x[inverse].contiguous(), y[inverse]
+
+    def norm_values(self) -> list[float]:
+        """``[scale, *mean, *std]``: the preprocessing as one flat list (what a
+        client reports at registration; one mean and std per channel for colour)."""
+        return [
+            float(self.scale),
+            *(float(v) for v in _per_channel(self.mean)),
+            *(float(v) for v in _per_channel(self.std)),
+        ]
 
     def describe(self) -> dict[str, Any]:
         """What a run records about its data: identity, preprocessing, files, cache."""
@@ -100,7 +168,7 @@ class Pooled:
             "fingerprint": self.fingerprint,
             "num-classes": self.num_classes,
             "num-samples": len(self),
-            "image-shape": list(IMAGE_SHAPE),
+            "image-shape": list(self.image_shape),
             "raw-dtype": str(self.images.dtype),
             "scale": self.scale,
             "mean": self.mean,
@@ -109,13 +177,17 @@ class Pooled:
         }
 
 
+def _per_channel(value: Norm) -> tuple[float, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
 def content_fingerprint(
     name: str,
     images: np.ndarray,
     labels: np.ndarray,
     scale: float,
-    mean: float,
-    std: float,
+    mean: Norm,
+    std: Norm,
 ) -> str:
     """``<name>:<16 hex digits>`` over the images, labels and their preprocessing."""
     digest = hashlib.blake2b(digest_size=8)
@@ -129,8 +201,11 @@ def content_fingerprint(
     return f"{name}:{digest.hexdigest()}"
 
 
-def _stats(images: np.ndarray, scale: float) -> tuple[float, float]:
-    """Mean and std of all pixels after dividing by ``scale`` (float64, in chunks)."""
+def _stats(images: np.ndarray, scale: float) -> tuple[Norm, Norm]:
+    """Mean and std of all pixels after dividing by ``scale`` (float64, in chunks);
+    for colour images (n, C, H, W) one mean and std per channel."""
+    if images.ndim == 4:
+        return _channel_stats(images, scale)
     total = total_sq = 0.0
     count = 0
     for start in range(0, len(images), 4096):
@@ -143,15 +218,54 @@ def _stats(images: np.ndarray, scale: float) -> tuple[float, float]:
     return round(mean, 6), round(std if std > 0 else 1.0, 6)
 
 
+def _channel_stats(
+    images: np.ndarray, scale: float
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of images (n, C, H, W) after dividing by ``scale``."""
+    channels = images.shape[1]
+    total, total_sq = np.zeros(channels), np.zeros(channels)
+    count = 0
+    for start in range(0, len(images), 4096):
+        chunk = np.asarray(images[start : start + 4096], dtype=np.float64) / scale
+        total += chunk.sum(axis=(0, 2, 3))
+        total_sq += np.square(chunk).sum(axis=(0, 2, 3))
+        count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    return (
+        tuple(round(float(m), 6) for m in mean),
+        tuple(round(float(s), 6) if s > 0 else 1.0 for s in std),
+    )
+
+
+def channels_first(x: np.ndarray, where: str) -> np.ndarray:
+    """Images (n, H, W), (n, H, W, C) or (n, C, H, W) as stored here: (n, H, W) for
+    one channel, (n, C, H, W) otherwise. The channel axis is the short one (at most
+    4: grey, RGB, RGBA); an array where both ends could be channels is refused."""
+    if x.ndim == 4:
+        first, last = x.shape[1] <= 4, x.shape[3] <= 4
+        if first == last:
+            raise DataError(
+                f"{where}: cannot tell the channel axis of images shaped "
+                f"{tuple(x.shape)}; give (n, H, W), (n, H, W, C) or (n, C, H, W) "
+                "with C at most 4"
+            )
+        if last:
+            x = np.moveaxis(x, 3, 1)
+        if x.shape[1] == 1:
+            x = x[:, 0]
+        return np.ascontiguousarray(x)
+    return x
+
+
 def _checked(images: np.ndarray, labels: np.ndarray, where: str) -> np.ndarray:
-    """Validate images (n, 28, 28) and integer labels >= 0; return labels as int64."""
-    if images.ndim == 4 and images.shape[1] == 1:
-        raise DataError(f"{where}: images must be (n, 28, 28) here")
-    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE[1:]:
+    """Validate images (n, H, W) or (n, C, H, W) and integer labels >= 0; return the
+    labels as int64."""
+    if images.ndim not in (3, 4) or min(images.shape[1:], default=0) < 1:
         got = "x".join(str(d) for d in images.shape[1:]) or "scalars"
         raise DataError(
-            f"{where}: expected 28×28 images, got {got} (the models "
-            "take 28×28 single-channel images)"
+            f"{where}: expected images (n, H, W), (n, H, W, C) or (n, C, H, W), "
+            f"got {got} per sample"
         )
     if len(images) != len(labels) or labels.ndim != 1:
         raise DataError(
@@ -286,45 +400,71 @@ def _read_cache(folder: Path, key: str) -> Pooled | None:
         labels = np.load(folder / "labels.npy")
     except (OSError, ValueError):  # absent, partial or torn: rebuild
         return None
-    if images.shape != (meta["num-samples"], *IMAGE_SHAPE[1:]) or labels.shape != (
-        meta["num-samples"],
+    shape = tuple(meta.get("image-shape", images.shape[1:]))
+    if (
+        images.ndim not in (3, 4)
+        or images.shape != (meta["num-samples"], *shape)
+        or labels.shape != (meta["num-samples"],)
     ):
         return None
     return Pooled(
         images,
         labels,
         meta["scale"],
-        meta["mean"],
-        meta["std"],
+        _norm(meta["mean"]),
+        _norm(meta["std"]),
         meta["num-classes"],
         meta["fingerprint"],
         {"files": meta["files"], "cache": str(folder)},
     )
 
 
+def _norm(value: Any) -> Norm:
+    """A normalisation constant as JSON holds it (a number, or a list per channel)."""
+    return tuple(float(v) for v in value) if isinstance(value, list) else value
+
+
+#: What ``build`` returns: images, labels, scale, and optionally how many leading rows
+#: are the training files' (normalisation statistics are computed on those only).
+Decoded = (
+    tuple[np.ndarray, np.ndarray, float] | tuple[np.ndarray, np.ndarray, float, int]
+)
+
+
 def cached_dataset(
     name: str,
     files: list[Path],
-    build: Callable[[], tuple[np.ndarray, np.ndarray, float]],
+    build: Callable[[], Decoded],
     fixed_norm: tuple[float, float] | None = None,
+    *,
+    num_classes: int | None = None,
+    record: list[dict[str, Any]] | None = None,
 ) -> Pooled:
-    """Decode ``files`` once with ``build`` (images, labels, scale) and memory-map the
-    result after; the cache folder's name and its ``meta.json`` carry the source key,
-    and ``meta.json`` is written last, so only a complete cache is ever used."""
+    """Decode ``files`` once with ``build`` (images, labels, scale[, training rows])
+    and memory-map the result after; the cache folder's name and its ``meta.json``
+    carry the source key, and ``meta.json`` is written last, so only a complete cache
+    is ever used. ``num_classes`` is the format's class count (else from the labels);
+    ``record`` replaces the per-file list in the record (a tree of many images)."""
     key = source_key(name, files)
     folder = default_data_dir() / "cache" / f"{name}-{key}"
     cached = _read_cache(folder, key)
     if cached is not None:
         return cached
-    images, labels, scale = build()
-    mean, std = fixed_norm if fixed_norm else _stats(images, scale)
-    num_classes = int(labels.max()) + 1
+    images, labels, scale, *train = build()
+    stats_rows = images[: train[0]] if train else images
+    mean, std = fixed_norm if fixed_norm else _stats(stats_rows, scale)
+    if num_classes is not None and int(labels.max()) >= num_classes:
+        raise DataError(
+            f"{name}: label {int(labels.max())} outside its {num_classes} classes"
+        )
+    num_classes = num_classes or int(labels.max()) + 1
     fingerprint = content_fingerprint(name, images, labels, scale, mean, std)
     meta = {
         "format": _CACHE_FORMAT,
         "source-key": key,
-        "files": _file_list(files),
+        "files": record if record is not None else _file_list(files),
         "num-samples": len(labels),
+        "image-shape": list(images.shape[1:]),
         "scale": scale,
         "mean": mean,
         "std": std,
@@ -507,8 +647,8 @@ def npz_file(data_dir: str) -> Path:
 
 
 def load_npz(data_dir: str) -> Pooled:
-    """Arrays ``x`` (n, 28, 28) or (n, 1, 28, 28), uint8 0-255 or floats, and ``y``
-    (integer labels); normalisation and class count from the data."""
+    """Arrays ``x`` (n, H, W), (n, H, W, C) or (n, C, H, W), uint8 0-255 or floats,
+    and ``y`` (integer labels); normalisation and class count from the data."""
     path = npz_file(data_dir)
 
     def build() -> tuple[np.ndarray, np.ndarray, float]:
@@ -526,8 +666,7 @@ def load_npz(data_dir: str) -> Pooled:
             raise DataError(
                 f"data-dir '{path}' is not a readable .npz file ({exc})"
             ) from None
-        if x.ndim == 4 and x.shape[1] == 1:
-            x = x[:, 0]
+        x = channels_first(x, f"data-dir '{path}'")
         scale = 255.0 if x.dtype == np.uint8 else 1.0
         if x.dtype != np.uint8:
             x = x.astype(np.float32)
@@ -584,8 +723,15 @@ def make_synthetic(num_samples: int = 6000, seed: int = 0) -> Pooled:
 
 
 @lru_cache(maxsize=4)
-def load_pooled(dataset: str, data_dir: str = "") -> Pooled:
-    """Load a dataset by its run-config name, cached once per process."""
+def load_pooled(dataset: str, data_dir: str = "", download: bool = False) -> Pooled:
+    """Load a dataset by its run-config name, cached once per process. ``download``
+    (run-config ``download``) lets torchvision fetch a missing official set into
+    ``data-dir``; Fashion-MNIST keeps its own fallbacks (see
+    :func:`find_fashion_mnist`)."""
+    if dataset in TORCHVISION_SETS:
+        from common.image_sets import load_torchvision_set
+
+        return load_torchvision_set(dataset, data_dir, download)
     if dataset == "fashion-mnist":
         return load_fashion_mnist(data_dir)
     if dataset == "idx":
@@ -601,6 +747,35 @@ def load_pooled(dataset: str, data_dir: str = "") -> Pooled:
 
 #: Class counts learnt from a run's record (offline tools that have no data).
 _KNOWN_CLASSES: dict[tuple[str, str], int] = {}
+#: Image shapes learnt from a run's record or the clients' registration.
+_KNOWN_SHAPES: dict[tuple[str, str], tuple[int, int, int]] = {}
+
+
+def remember_image_shape(dataset: str, data_dir: str, shape: Any) -> None:
+    """Record a dataset's image shape (channels, H, W), from a run's ``config.json``
+    or the clients' registration, so a host without the data builds the right
+    models."""
+    c, h, w = (int(v) for v in shape)
+    _KNOWN_SHAPES[(dataset, data_dir)] = (c, h, w)
+
+
+def image_shape_of(dataset: str, data_dir: str = "") -> tuple[int, int, int]:
+    """(channels, H, W) of a dataset's images: fixed by the format where it is, else
+    known from a record, else from the data (loading it, through the cache)."""
+    if dataset in FIXED_SHAPES:
+        return FIXED_SHAPES[dataset]
+    if (dataset, data_dir) in _KNOWN_SHAPES:
+        return _KNOWN_SHAPES[(dataset, data_dir)]
+    return load_pooled(dataset, data_dir).image_shape
+
+
+def shape_bound(dataset: str, data_dir: str = "") -> tuple[int, int, int] | None:
+    """The image shape when it can be known on this host, None when the data is not
+    here (as :func:`classes_bound`)."""
+    try:
+        return image_shape_of(dataset, data_dir)
+    except (DatasetNotFoundError, DataError):
+        return None
 
 
 def remember_num_classes(dataset: str, data_dir: str, num_classes: int) -> None:
@@ -625,7 +800,7 @@ def resolved_data_dir(dataset: str, data_dir: str) -> str:
     depend on their environment to find it)."""
     if dataset == "fashion-mnist" and not data_dir:
         return str(find_fashion_mnist("", download=False).resolve())
-    if dataset in ("fashion-mnist", "idx", "npz") and data_dir:
+    if dataset in FILE_SETS and data_dir:
         return str(Path(data_dir).expanduser().resolve())
     return data_dir
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from common.config import RunConfig
 from common.faults import fault_for, inject, parse_plan
-from common.models import build_model
+from common.models import DEFAULT_SHAPE, build_model
 from common.models.zoo import load_flat, to_flat
 from common.partition import ClientData
 from common.privacy import clip_and_noise
@@ -124,7 +124,7 @@ def finish_update(
 
 def model_from_record(cfg: RunConfig, params: ArrayRecord) -> torch.nn.Module:
     """The run's target model holding the received parameters."""
-    model = build_model(cfg.model, cfg.num_classes)
+    model = build_model(cfg.model, cfg.num_classes, image_shape=cfg.image_shape)
     model.load_state_dict(from_record(params), strict=True)
     return model
 
@@ -178,16 +178,25 @@ def inner_sgd(params: list[torch.nn.Parameter], cfg: RunConfig) -> ClientSGD:
     )
 
 
-def model_of(arch: str, num_classes: int, theta: torch.Tensor) -> nn.Module:
-    """The zoo model ``arch`` holding the flat parameters ``theta``."""
-    return load_flat(build_model(arch, num_classes), theta)
+def model_of(
+    arch: str,
+    num_classes: int,
+    theta: torch.Tensor,
+    image_shape: tuple[int, int, int] = DEFAULT_SHAPE,
+) -> nn.Module:
+    """The zoo model ``arch`` (for images of ``image_shape``) holding the flat
+    parameters ``theta``."""
+    return load_flat(build_model(arch, num_classes, image_shape=image_shape), theta)
 
 
 def unflatten_for(
-    arch: str, num_classes: int, theta: torch.Tensor
+    arch: str,
+    num_classes: int,
+    theta: torch.Tensor,
+    image_shape: tuple[int, int, int] = DEFAULT_SHAPE,
 ) -> dict[str, torch.Tensor]:
     """Named parameters of ``arch`` from its flat vector (offline model files)."""
-    model = model_of(arch, num_classes, theta)
+    model = model_of(arch, num_classes, theta, image_shape)
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
@@ -246,13 +255,13 @@ def mh_local_update(
     """(flat Δ, metrics) after training ``theta`` as ``arch`` on ``data`` (with
     distillation from ``teacher`` when given). Shared by the train handler and offline
     personalisation, so a new client fitted offline trains exactly as in a run."""
-    model = model_of(arch, cfg.num_classes, theta)
+    model = model_of(arch, cfg.num_classes, theta, cfg.image_shape)
     steps = local_steps(cfg, msg_cfg, len(data.y_train))
     gen = seed_for(cfg, cid, msg_cfg)
     if teacher is not None and float(cfg.mh_kd_lambda) > 0:
         result = train_kd(
             model,
-            model_of(cfg.mh_global_arch, cfg.num_classes, teacher),
+            model_of(cfg.mh_global_arch, cfg.num_classes, teacher, cfg.image_shape),
             data.x_train,
             data.y_train,
             steps,

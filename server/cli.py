@@ -27,7 +27,13 @@ from typing import Any
 
 from common import report
 from common.config import ConfigError, parse_run_config
-from common.data import DataError, DatasetNotFoundError, load_pooled, resolved_data_dir
+from common.data import (
+    FILE_SETS,
+    DataError,
+    DatasetNotFoundError,
+    load_pooled,
+    resolved_data_dir,
+)
 from common.flwr_cli import ROOT, flwr_command, flwr_env, merge_presets, parse_overrides
 from common.runinfo import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, EXIT_USAGE, verdict
 
@@ -61,13 +67,13 @@ def check_local_data(config: dict[str, Any]) -> str:
     the run config (absolute ``data-dir``, ``data-fingerprint``) so every ClientApp
     reads exactly it, whatever its environment. Returns a line describing it."""
     cfg = parse_run_config(config)
-    pooled = load_pooled(cfg.dataset, cfg.data_dir)
+    pooled = load_pooled(cfg.dataset, cfg.data_dir, cfg.download)
     if cfg.data_fingerprint and cfg.data_fingerprint != pooled.fingerprint:
         raise ConfigError(
             "data-fingerprint",
             f"names {cfg.data_fingerprint}, but the data found is {pooled.fingerprint}",
         )
-    if cfg.dataset in ("fashion-mnist", "idx", "npz"):
+    if cfg.dataset in FILE_SETS:
         config["data-dir"] = resolved_data_dir(cfg.dataset, cfg.data_dir)
     config["data-fingerprint"] = pooled.fingerprint
     where = config.get("data-dir") or pooled.source.get("origin", cfg.dataset)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.config import RunConfig
-from common.data import load_pooled, remember_num_classes
+from common.data import load_pooled, remember_image_shape, remember_num_classes
 from server.failures import NAMED
 
 
@@ -29,7 +29,7 @@ def local_data(cfg: RunConfig) -> dict[str, Any]:
     Raises :class:`common.data.DatasetNotFoundError` or :class:`common.data.DataError`
     (one line, naming ``data-dir``) when it cannot be loaded.
     """
-    return load_pooled(cfg.dataset, cfg.data_dir).describe()
+    return load_pooled(cfg.dataset, cfg.data_dir, cfg.download).describe()
 
 
 def expected_fingerprint(cfg: RunConfig, local: dict[str, Any] | None) -> str:
@@ -76,11 +76,23 @@ def agree_on_data(
         )
     norm = clients[ids[0]].get("data-norm")
     agreed: dict[str, Any] = {"fingerprint": fingerprint, "clients": len(ids)}
-    if norm is not None and len(norm) == 4:
-        scale, mean, std, classes = (float(v) for v in norm)
+    if norm is not None and len(norm) >= 4 and len(norm) % 2 == 0:
+        values = [float(v) for v in norm]
+        channels = (len(values) - 2) // 2  # scale, C means, C stds, classes
+        means, stds = values[1 : 1 + channels], values[1 + channels : -1]
+        classes = int(values[-1])
         agreed.update(
-            {"scale": scale, "mean": mean, "std": std, "num-classes": int(classes)}
+            {
+                "scale": values[0],
+                "mean": means[0] if channels == 1 else means,
+                "std": stds[0] if channels == 1 else stds,
+                "num-classes": classes,
+            }
         )
         # a server without the data (deployment) learns the class count here
-        remember_num_classes(cfg.dataset, cfg.data_dir, int(classes))
+        remember_num_classes(cfg.dataset, cfg.data_dir, classes)
+    shape = clients[ids[0]].get("data-shape")
+    if shape is not None and len(shape) == 3:
+        agreed["image-shape"] = [int(v) for v in shape]
+        remember_image_shape(cfg.dataset, cfg.data_dir, shape)
     return agreed

@@ -37,7 +37,14 @@ from torch import nn
 
 import server.strategies  # noqa: F401  (each strategy module registers its personaliser)
 from common.config import RunConfig, defaults, parse_run_config
-from common.data import remember_num_classes
+from common.data import (
+    IMAGE_SHAPE,
+    DataError,
+    Norm,
+    channels_first,
+    remember_image_shape,
+    remember_num_classes,
+)
 from common.models import build_model
 from common.partition import ClientData, load_client_data
 from common.settings import METHOD_SPECS
@@ -69,6 +76,10 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         remember_num_classes(
             raw.get("dataset", ""), raw.get("data-dir", ""), int(data["num-classes"])
         )
+    if len(data.get("image-shape") or ()) == 3:  # and its image shape
+        remember_image_shape(
+            raw.get("dataset", ""), raw.get("data-dir", ""), data["image-shape"]
+        )
     known = defaults()
     cfg = parse_run_config({k: v for k, v in raw.items() if k in known})
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -93,9 +104,10 @@ def read_client_file(
     """A new client's data from an ``.npz`` file, preprocessed as the run's data.
 
     Keys: ``x_train``/``y_train`` (or ``x``/``y``), and optionally ``x_val``/``y_val``
-    and ``x_test``/``y_test`` for reporting. Images are (n, 28, 28) or (n, 1, 28, 28),
-    as images are usually stored (uint8, 0-255) or as floats in [0, 1]; the run's
-    own scaling and normalisation are applied (see :func:`preprocess`).
+    and ``x_test``/``y_test`` for reporting. Images are the run's size, (n, H, W),
+    (n, H, W, C) or (n, C, H, W), as images are usually stored (uint8, 0-255) or as
+    floats in [0, 1]; the run's own scaling and normalisation are applied (see
+    :func:`preprocess`).
     ``normalized`` takes images already normalised like the run's data, unchanged.
     Without ``run`` images are taken as already normalised (the old behaviour).
     Labels must be the run's classes. Returns the data and, in words, what the
@@ -113,20 +125,25 @@ def read_client_file(
             f"({' '.join(str(exc).split())})"
         ) from None
     classes = run.cfg.num_classes if run is not None else None
+    shape = run.cfg.image_shape if run is not None else IMAGE_SHAPE
+    stored = shape[1:] if shape[0] == 1 else shape  # as common.data stores images
     hows: set[str] = set()
 
     def pair(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         x = found.get(f"x_{split}", found.get("x") if split == "train" else None)
         y = found.get(f"y_{split}", found.get("y") if split == "train" else None)
         if x is None or y is None:
-            return torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long)
+            return torch.zeros(0, *shape), torch.zeros(0, dtype=torch.long)
         x, y = np.asarray(x), np.asarray(y)
-        if x.ndim == 4 and x.shape[1] == 1:
-            x = x[:, 0]
-        if x.ndim != 3 or x.shape[1:] != (28, 28):
+        try:
+            x = channels_first(x, f"{path}: x_{split}")
+        except DataError as exc:
+            raise PersonalizeError(str(exc)) from None
+        if x.shape[1:] != stored:
+            want = "×".join(str(d) for d in stored)
             got = "×".join(str(d) for d in x.shape[1:]) or "scalars"
             raise PersonalizeError(
-                f"{path}: expected 28×28 images in x_{split}, got {got}"
+                f"{path}: expected {want} images in x_{split}, got {got}"
             )
         if len(x) != len(y):
             raise PersonalizeError(
@@ -149,7 +166,9 @@ def read_client_file(
         else:
             xt, how = preprocess(x, run, str(path))
         hows.add(how)
-        return xt.unsqueeze(1), torch.as_tensor(y.astype(np.int64))
+        return xt.unsqueeze(1) if xt.dim() == 3 else xt, torch.as_tensor(
+            y.astype(np.int64)
+        )
 
     (xt, yt), (xv, yv), (xs, ys) = pair("train"), pair("val"), pair("test")
     if len(yt) == 0:
@@ -157,13 +176,14 @@ def read_client_file(
     return ClientData(xt, yt, xv, yv, xs, ys), "; ".join(sorted(hows))
 
 
-def run_preprocessing(run: TrainedRun) -> tuple[float, float, float]:
-    """(scale, mean, std) of the run's dataset: as the run recorded them, else (runs
-    made before they were recorded) from the dataset itself, where it is here."""
+def run_preprocessing(run: TrainedRun) -> tuple[float, Norm, Norm]:
+    """(scale, mean, std) of the run's dataset (one mean and std per channel for
+    colour): as the run recorded them, else (runs made before they were recorded)
+    from the dataset itself, where it is here."""
     data = run.info.get("data") or {}
     if all(k in data for k in ("scale", "mean", "std")):
-        return float(data["scale"]), float(data["mean"]), float(data["std"])
-    from common.data import DataError, DatasetNotFoundError, load_pooled
+        return float(data["scale"]), _norm(data["mean"]), _norm(data["std"])
+    from common.data import DatasetNotFoundError, load_pooled
 
     try:
         pooled = load_pooled(run.cfg.dataset, run.cfg.data_dir)
@@ -207,14 +227,33 @@ def preprocess(
         raise PersonalizeError(
             f"{where}: images must be uint8 (0-255) or floats in [0, 1], got {x.dtype}"
         )
-    tensor = (torch.from_numpy(np.asarray(raw, dtype=np.float32)) / scale - mean) / std
-    return tensor, f"{how}, normalised as the run's data (mean {mean:g}, std {std:g})"
+    tensor = torch.from_numpy(np.asarray(raw, dtype=np.float32)) / scale
+    if isinstance(mean, tuple) or isinstance(std, tuple):
+        m = torch.tensor(_channels(mean), dtype=torch.float32).view(-1, 1, 1)
+        s = torch.tensor(_channels(std), dtype=torch.float32).view(-1, 1, 1)
+        tensor = (tensor - m) / s
+        said = f"mean {list(_channels(mean))}, std {list(_channels(std))}"
+    else:
+        tensor = (tensor - mean) / std
+        said = f"mean {mean:g}, std {std:g}"
+    return tensor, f"{how}, normalised as the run's data ({said})"
+
+
+def _norm(value: Any) -> Norm:
+    """A recorded mean or std: a number, or one per channel (a list in JSON)."""
+    if isinstance(value, list | tuple):
+        return tuple(float(v) for v in value)
+    return float(value)
+
+
+def _channels(value: Norm) -> tuple[float, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def model_from(cfg: RunConfig, params: Params, name: str | None = None) -> nn.Module:
     """The target network filled with ``params`` (as the ClientApp builds it); ``name``
     is a client's own architecture where clients differ (MH-pFedHN)."""
-    model = build_model(name or cfg.model, cfg.num_classes)
+    model = build_model(name or cfg.model, cfg.num_classes, image_shape=cfg.image_shape)
     model.load_state_dict(params, strict=True)
     return model
 
@@ -363,6 +402,7 @@ def save_model(
             "model": dict(info or {}).get("model")
             or getattr(model, "personalization", {}).get("model", cfg.model),
             "num-classes": cfg.num_classes,
+            "image-shape": list(cfg.image_shape),
             "state-dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "personalization": dict(info or getattr(model, "personalization", {})),
         },
@@ -376,7 +416,11 @@ def load_model(path: str | Path) -> nn.Module:
     saved = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise PersonalizeError(f"{path} is not a hyperflower model file")
-    model = build_model(saved["model"], saved["num-classes"])
+    model = build_model(
+        saved["model"],
+        saved["num-classes"],
+        image_shape=tuple(saved.get("image-shape", IMAGE_SHAPE)),
+    )
     model.load_state_dict(saved["state-dict"])
     model.personalization = saved["personalization"]
     return model.eval()
@@ -403,7 +447,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--data",
         help="the new client's data (.npz: x_train, y_train"
-        "[, x_test, y_test]); images (n, 28, 28) as uint8 0-255 or "
+        "[, x_test, y_test]); images of the run's size, (n, H, W[, C]) or "
+        "(n, C, H, W), as uint8 0-255 or "
         "floats in [0, 1]: the run's own normalisation is applied",
     )
     source.add_argument(

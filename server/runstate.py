@@ -97,7 +97,7 @@ def record_clients_data(outputs: RunOutputs, agreed: dict[str, Any]) -> None:
     """Add what the registered clients reported about their data to the record."""
     data = outputs.stamp.setdefault("data", {})
     data["clients"] = agreed
-    for key in ("fingerprint", "scale", "mean", "std", "num-classes"):
+    for key in ("fingerprint", "scale", "mean", "std", "num-classes", "image-shape"):
         if key in agreed:
             data.setdefault(key, agreed[key])
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from common.config import parse_run_config
+from common.config import ConfigError, parse_run_config
 from common.data import (
     FMNIST_MEAN,
     DataError,
@@ -116,9 +116,13 @@ def test_unusable_sources_name_data_dir(tmp_path):
         load_idx("/nonexistent")
     with pytest.raises(DatasetNotFoundError, match="needs data-dir"):
         load_idx("")
+    # other sizes load (the models follow the data); a model that cannot take them
+    # is a config error naming 'model', before anything starts
     small = idx_folder(tmp_path / "small", size=20)
-    with pytest.raises(DataError, match="expected 28×28 images, got 20x20"):
-        load_idx(str(small))
+    assert load_idx(str(small)).image_shape == (1, 20, 20)
+    tiny = idx_folder(tmp_path / "tiny", size=8)
+    with pytest.raises(ConfigError, match="'model': 'lenet5' cannot take 1×8×8"):
+        parse_run_config({"dataset": "idx", "data-dir": str(tiny)})
     two = idx_folder(tmp_path / "emnist", prefix="emnist-letters-")
     idx_folder(two, prefix="emnist-digits-")
     with pytest.raises(DataError, match="several IDX sets"):

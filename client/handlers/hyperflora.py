@@ -66,7 +66,7 @@ def lora_model(
     adapters, or for "+θ_hd" the encoder adapters and the head); adapters not
     received stay at B = 0 (no effect). No ``rho``: θ_pret alone.
     """
-    model = build_model(cfg.model, cfg.num_classes)
+    model = build_model(cfg.model, cfg.num_classes, image_shape=cfg.image_shape)
     model.load_state_dict(base, strict=True)
     add_lora(model, cfg.lora_targets, cfg.lora_rank, cfg.lora_alpha)
     spec = {

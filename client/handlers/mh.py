@@ -38,7 +38,11 @@ def mh_param_count(cfg: RunConfig, data: ClientData, context: Context) -> int:
     """K_i, the only thing the server learns of this client's model."""
     node = context.node_config
     pid = int(node.get("partition-id", 0))
-    return count_params(build_model(own_arch(cfg, pid, context), cfg.num_classes))
+    return count_params(
+        build_model(
+            own_arch(cfg, pid, context), cfg.num_classes, image_shape=cfg.image_shape
+        )
+    )
 
 
 def _theta(record: ArrayRecord) -> torch.Tensor:
@@ -68,12 +72,20 @@ def evaluate_mh(msg: Message, context: Context) -> Message:
     cfg, _, pid, data = setup(context)
     records = msg.content.array_records
     model = model_of(
-        own_arch(cfg, pid, context), cfg.num_classes, _theta(records["params"])
+        own_arch(cfg, pid, context),
+        cfg.num_classes,
+        _theta(records["params"]),
+        cfg.image_shape,
     )
     extra: dict[str, float] = {}
     if "teacher" in records:
         from common.training import evaluate
 
-        glob = model_of(cfg.mh_global_arch, cfg.num_classes, _theta(records["teacher"]))
+        glob = model_of(
+            cfg.mh_global_arch,
+            cfg.num_classes,
+            _theta(records["teacher"]),
+            cfg.image_shape,
+        )
         _, extra["global-test-acc"], _ = evaluate(glob, data.x_test, data.y_test)
     return eval_reply(msg, model, data, **extra)

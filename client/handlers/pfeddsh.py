@@ -26,7 +26,7 @@ from common.records import arrays_of, config_of, from_record
 def model_from(cfg: RunConfig, params: dict) -> nn.Module:
     """The target model holding the received parameters (every trainable tensor,
     nothing else: the BN buffers are the client's own to compute)."""
-    model = build_model(cfg.model, cfg.num_classes)
+    model = build_model(cfg.model, cfg.num_classes, image_shape=cfg.image_shape)
     expected = {k for k, _ in model.named_parameters()}
     if set(params) != expected:
         raise ValueError(

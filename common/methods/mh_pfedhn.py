@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from common.config import RunConfig
+from common.config import ConfigError, RunConfig
 from common.methods._hypernet import HYPERNET_SETTINGS
 from common.models.zoo import ZOO
 from common.partition import split_participants
@@ -163,6 +163,22 @@ def _validate(cfg: RunConfig) -> None:
         and len([b for b in str(cfg.mh_group_bounds).split(",") if b]) < 2
     ):
         raise ValueError("mh-group-rule=bounds needs at least two mh-group-bounds")
+    _check_shapes(cfg)
+
+
+def _check_shapes(cfg: RunConfig) -> None:
+    """Every architecture a client may hold must take the data's images."""
+    from common.data import shape_bound
+    from common.models import model_shape_problem
+
+    shape = shape_bound(cfg.dataset, cfg.data_dir)  # None: data not on this host
+    if shape is None:
+        return
+    for key in ("mh-archs", "mh-unseen-archs", "mh-global-arch"):
+        for name in [n for n in str(cfg.get(key)).split(",") if n]:
+            problem = model_shape_problem(name, shape)
+            if problem:
+                raise ConfigError(key, f"{name!r} {problem} ({cfg.dataset})")
 
 
 NONPARTICIPANT = (

@@ -1,4 +1,11 @@
-"""Target networks by name: the registry every method builds client models from."""
+"""Target networks by name: the registry every method builds client models from.
+
+Every factory takes the class count and the data's image shape (channels, H, W), so
+a model's input layer and flatten sizes follow the data. A shape a model cannot take
+raises :class:`ShapeError` while its sizes are computed, before any weight exists;
+:func:`model_shape_problem` asks that on the ``meta`` device (no memory), which is how
+the run config refuses such a model before anything starts.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +17,76 @@ from torch import nn
 from common.models.bn import BNCNN
 from common.models.convnets import LeNet5, PFedHNCNN
 from common.models.mlp import MLP
-from common.models.vit import TinyViT
+from common.models.shapes import ShapeError
+from common.models.vit import TinyViT, vit_patch
 
-MODEL_REGISTRY: dict[str, Callable[[int], nn.Module]] = {
-    "mlp": lambda num_classes: MLP(num_classes=num_classes),
-    "lenet5": lambda num_classes: LeNet5(num_classes=num_classes),
-    "cnn": lambda num_classes: PFedHNCNN(num_classes=num_classes),
-    "vit-tiny": lambda num_classes: TinyViT(num_classes=num_classes),
-    "cnn-bn": lambda num_classes: BNCNN(num_classes=num_classes),
+#: The default image shape (Fashion-MNIST's), as common.data.IMAGE_SHAPE.
+DEFAULT_SHAPE = (1, 28, 28)
+Shape = tuple[int, int, int]
+ModelFactory = Callable[[int, Shape], nn.Module]
+
+MODEL_REGISTRY: dict[str, ModelFactory] = {
+    "mlp": lambda num_classes, shape: MLP(
+        in_features=shape[0] * shape[1] * shape[2], num_classes=num_classes
+    ),
+    "lenet5": lambda num_classes, shape: LeNet5(
+        shape[0], num_classes, image_size=shape[1:]
+    ),
+    "cnn": lambda num_classes, shape: PFedHNCNN(
+        shape[0], num_classes, image_size=shape[1:]
+    ),
+    "vit-tiny": lambda num_classes, shape: TinyViT(
+        image_size=shape[1] if shape[1] == shape[2] else shape[1:],
+        patch=vit_patch(shape[1:]),
+        in_channels=shape[0],
+        num_classes=num_classes,
+    ),
+    "cnn-bn": lambda num_classes, shape: BNCNN(
+        shape[0], num_classes, image_size=shape[1:]
+    ),
 }
 
 
-def build_model(name: str, num_classes: int = 10, seed: int | None = None) -> nn.Module:
-    """Build a target network by registry name; ``seed`` fixes its initial weights."""
+def build_model(
+    name: str,
+    num_classes: int = 10,
+    seed: int | None = None,
+    image_shape: Shape = DEFAULT_SHAPE,
+) -> nn.Module:
+    """Build a target network by registry name for images of ``image_shape``
+    (channels, H, W); ``seed`` fixes its initial weights."""
     if name not in MODEL_REGISTRY:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_REGISTRY)}")
+    shape = (int(image_shape[0]), int(image_shape[1]), int(image_shape[2]))
     if seed is None:
-        return MODEL_REGISTRY[name](num_classes)
+        return MODEL_REGISTRY[name](num_classes, shape)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return MODEL_REGISTRY[name](num_classes)
+        return MODEL_REGISTRY[name](num_classes, shape)
+
+
+def model_shape_problem(
+    name: str, image_shape: Shape, num_classes: int = 10
+) -> str | None:
+    """Why model ``name`` cannot take images of ``image_shape``, or None when it can.
+
+    The model is built on the ``meta`` device (shapes only, no memory) and one input
+    of that shape is run through it there, so flatten sizes are checked as torch
+    would check them, without a weight being allocated."""
+    if name not in MODEL_REGISTRY:
+        return f"is not a known model ({', '.join(MODEL_REGISTRY)})"
+    c, h, w = image_shape
+    try:
+        with torch.device("meta"):
+            model = build_model(name, num_classes, image_shape=image_shape)
+            out = model(torch.empty(2, c, h, w))
+    except ShapeError as exc:
+        return f"cannot take {c}×{h}×{w} images: {exc}"
+    except RuntimeError as exc:
+        return f"cannot take {c}×{h}×{w} images: {' '.join(str(exc).split())}"
+    if tuple(out.shape) != (2, num_classes):
+        return f"gives outputs {tuple(out.shape)} for {c}×{h}×{w} images"
+    return None
 
 
 def param_shapes(model: nn.Module) -> dict[str, torch.Size]:

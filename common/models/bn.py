@@ -11,20 +11,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.models.shapes import need, pooled
+
 
 class BNCNN(nn.Module):
     """conv-BN-ReLU-pool twice, then a linear head: about 9k weights for 28x28
-    (width 8), sized so a 2-core CPU runs many clients and DeepInversion."""
+    (width 8), sized so a 2-core CPU runs many clients and DeepInversion; the head's
+    input follows the image size."""
 
     def __init__(
-        self, in_channels: int = 1, num_classes: int = 10, width: int = 8
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        width: int = 8,
+        image_size: tuple[int, int] = (28, 28),
     ) -> None:
         super().__init__()
+        image = tuple(image_size)
+        h, w = (need(pooled(pooled(n)), "two 2×2 poolings", image) for n in image)
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(2 * width)
-        self.fc = nn.Linear(2 * width * 7 * 7, num_classes)
+        self.fc = nn.Linear(2 * width * h * w, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)

@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from common.hypernets.chunked import ChunkedHyperNet
-from common.models import build_model
+from common.models import DEFAULT_SHAPE, build_model
 
 if TYPE_CHECKING:
     from common.config import RunConfig
@@ -114,6 +114,7 @@ class HyperFedZeroNet(nn.Module):
         chunk_size: int = 576,
         chunk_embed_dim: int = 16,
         scale_in_weights: bool = False,
+        image_shape: tuple[int, int, int] = DEFAULT_SHAPE,
     ) -> None:
         super().__init__()
         if backbone not in CLASSIFIER_OF:
@@ -125,7 +126,8 @@ class HyperFedZeroNet(nn.Module):
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}")
         self.backbone_name, self.conditioning = backbone, conditioning
         self.embed_dim, self.num_classes = embed_dim, num_classes
-        self.g = build_model(backbone, num_classes)
+        self.image_shape = image_shape
+        self.g = build_model(backbone, num_classes, image_shape=image_shape)
         owner, _, attr = CLASSIFIER_OF[backbone].rpartition(".")
         last = self.g.get_submodule(CLASSIFIER_OF[backbone])
         assert isinstance(last, nn.Linear)
@@ -253,7 +255,9 @@ class HyperFedZeroNet(nn.Module):
 
     def personalised_model(self, embedding: torch.Tensor) -> nn.Module:
         """The plain target network for this embedding, ready to evaluate."""
-        model = build_model(self.backbone_name, self.num_classes)
+        model = build_model(
+            self.backbone_name, self.num_classes, image_shape=self.image_shape
+        )
         model.load_state_dict(self.personalised(embedding), strict=True)
         return model
 
@@ -265,6 +269,8 @@ _LINEAR = nn.Linear(1, 1).to("meta")
 def build_net(cfg: RunConfig, seed: int | None = None) -> HyperFedZeroNet:
     """The run's HyperFedZero model (g from ``model``, f, noisy, h), seeded if asked:
     the server's initial global model and every client's shell for received weights."""
+
+    shape = cfg.image_shape
 
     def make() -> HyperFedZeroNet:
         return HyperFedZeroNet(
@@ -278,6 +284,7 @@ def build_net(cfg: RunConfig, seed: int | None = None) -> HyperFedZeroNet:
             cfg.hfz_chunk_size,
             cfg.hfz_chunk_embed_dim,
             cfg.hfz_scale_in_weights,
+            shape,
         )
 
     if seed is None:

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.models.shapes import ShapeError
+
 
 class Attention(nn.Module):
     """Multi-head self-attention with separate q, k, v and output projections."""
@@ -66,13 +68,29 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    return int(value[0]), int(value[1])
+
+
+def vit_patch(image_size: tuple[int, ...]) -> int | tuple[int, int]:
+    """The patch that cuts an image into 4 × 4 = 16 patches (7 for 28×28, 8 for
+    CIFAR's 32×32); :class:`ShapeError` when a side is not a multiple of 4."""
+    h, w = _pair(tuple(image_size))
+    if h % 4 or w % 4:
+        raise ShapeError(f"vit-tiny needs sides that are multiples of 4, got {h}×{w}")
+    return h // 4 if h == w else (h // 4, w // 4)
+
+
 class TinyViT(nn.Module):
-    """ViT (Dosovitskiy et al., 2021) sized for 28x28 single-channel images."""
+    """ViT (Dosovitskiy et al., 2021) sized for 28x28 single-channel images (16
+    patches of 7×7; other sizes keep 16 patches)."""
 
     def __init__(
         self,
-        image_size: int = 28,
-        patch: int = 7,
+        image_size: int | tuple[int, int] = 28,
+        patch: int | tuple[int, int] = 7,
         in_channels: int = 1,
         num_classes: int = 10,
         dim: int = 64,
@@ -81,9 +99,13 @@ class TinyViT(nn.Module):
         mlp_ratio: int = 4,
     ) -> None:
         super().__init__()
-        if image_size % patch:
-            raise ValueError(f"image size {image_size} is not a multiple of {patch}")
-        tokens = (image_size // patch) ** 2
+        sides = _pair(image_size)
+        patches = _pair(patch)
+        if any(s % p for s, p in zip(sides, patches, strict=True)):
+            raise ShapeError(
+                f"image size {image_size} is not a multiple of the patch {patch}"
+            )
+        tokens = (sides[0] // patches[0]) * (sides[1] // patches[1])
         self.patch_embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens + 1, dim))

@@ -1,6 +1,7 @@
 """MH-pFedHN's model zoo: architectures of clearly different sizes, and their flat view.
 
-Every zoo model trains fast on a CPU with 28×28 single-channel inputs. A client of
+Every zoo model trains fast on a CPU with 28×28 single-channel inputs and takes the
+data's own shape (each factory gets the class count and (channels, H, W)). A client of
 MH-pFedHN holds one of them; the server knows it only by its parameter count K_i and
 sends/receives one flat vector of K_i values, which :func:`to_flat` and
 :func:`load_flat` map to and from the model's parameters (in ``named_parameters``
@@ -20,6 +21,7 @@ from torch import nn
 
 from common.models.convnets import LeNet5, PFedHNCNN
 from common.models.mlp import MLP
+from common.models.shapes import need, pooled
 
 
 class BNCNN(nn.Module):
@@ -27,9 +29,15 @@ class BNCNN(nn.Module):
     classifier (about 12k weights)."""
 
     def __init__(
-        self, in_channels: int = 1, num_classes: int = 10, width: int = 16
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        width: int = 16,
+        image_size: tuple[int, int] = (28, 28),
     ) -> None:
         super().__init__()
+        for n in image_size:
+            need(pooled(pooled(n)), "two 2×2 poolings", tuple(image_size))
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.BatchNorm2d(width, track_running_stats=False),
@@ -48,12 +56,22 @@ class BNCNN(nn.Module):
 
 
 #: Zoo architectures by name (registered in :data:`common.models.MODEL_REGISTRY`).
-ZOO: dict[str, Callable[[int], nn.Module]] = {
-    "mlp-s": lambda num_classes: MLP(num_classes=num_classes, hidden=(32,)),
-    "bncnn": lambda num_classes: BNCNN(num_classes=num_classes),
-    "lenet5": lambda num_classes: LeNet5(num_classes=num_classes),
-    "cnn": lambda num_classes: PFedHNCNN(num_classes=num_classes),
-    "mlp-l": lambda num_classes: MLP(num_classes=num_classes, hidden=(200, 100)),
+ZOO: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
+    "mlp-s": lambda num_classes, shape: MLP(
+        shape[0] * shape[1] * shape[2], num_classes, hidden=(32,)
+    ),
+    "bncnn": lambda num_classes, shape: BNCNN(
+        shape[0], num_classes, image_size=shape[1:]
+    ),
+    "lenet5": lambda num_classes, shape: LeNet5(
+        shape[0], num_classes, image_size=shape[1:]
+    ),
+    "cnn": lambda num_classes, shape: PFedHNCNN(
+        shape[0], num_classes, image_size=shape[1:]
+    ),
+    "mlp-l": lambda num_classes, shape: MLP(
+        shape[0] * shape[1] * shape[2], num_classes, hidden=(200, 100)
+    ),
 }
 
 

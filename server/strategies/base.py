@@ -93,7 +93,9 @@ class HyperflowerStrategy(Strategy):
         self.registry = registry
         self.device = device
         if self.shared_model:
-            self.template = build_model(cfg.model, cfg.num_classes, seed=cfg.seed)
+            self.template = build_model(
+                cfg.model, cfg.num_classes, seed=cfg.seed, image_shape=cfg.image_shape
+            )
             self.shapes = param_shapes(self.template)
         self.rng = np.random.default_rng([cfg.seed, 1])
 

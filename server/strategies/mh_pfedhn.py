@@ -188,7 +188,9 @@ class MHPFedHN(HyperflowerStrategy):
         self.k_global = 0
         if self.gd:
             self.k_global = count_params(
-                build_model(cfg.mh_global_arch, cfg.num_classes)
+                build_model(
+                    cfg.mh_global_arch, cfg.num_classes, image_shape=cfg.image_shape
+                )
             )
             found = group_for(cfg, self.k_global)
             if found is None:
@@ -796,14 +798,16 @@ class MHPersonalizer:
                 "--partition-id (the run's rule picks it)"
             )
         arch = arch_for(cfg, partition_id, {"arch": arch} if arch else None)
-        k = count_params(build_model(arch, cfg.num_classes))
+        k = count_params(
+            build_model(arch, cfg.num_classes, image_shape=cfg.image_shape)
+        )
         info: dict[str, Any] = {"model": arch, "param-count": k}
         if client_id in self.participants and client_id in self.k:
             with torch.no_grad():
                 theta = self.hnet.generate(
                     self._rows([client_id]), [self.group[client_id]], [k]
                 )[0]
-            return unflatten_for(arch, cfg.num_classes, theta), {
+            return unflatten_for(arch, cfg.num_classes, theta, cfg.image_shape), {
                 **info,
                 "embedding": "own (trained participant)",
                 "fit-rounds": 0,
@@ -840,7 +844,7 @@ class MHPersonalizer:
             kind == "unseen" and cfg.mh_novel_head,
             cfg.server_lr,
         )
-        return unflatten_for(arch, cfg.num_classes, theta), {
+        return unflatten_for(arch, cfg.num_classes, theta, cfg.image_shape), {
             **info,
             "embedding": f"fitted ({kind} size group)",
             "fit-rounds": rounds,

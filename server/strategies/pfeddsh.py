@@ -38,7 +38,6 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.common.logger import log
 
-from common.data import IMAGE_SHAPE
 from common.hypernets.masked import MaskBank, MaskedHyperNet
 from common.methods.pfeddsh import batch_partitions
 from common.models.bn import bn_stat_shapes
@@ -406,7 +405,7 @@ class PFedDSH(HyperflowerStrategy):
             self.template,
             sources,
             cfg.di_images,
-            IMAGE_SHAPE,
+            cfg.image_shape,
             weights,
             cfg.seed * 31 + batch,
         )

@@ -101,7 +101,9 @@ def build_hypernet(cfg: RunConfig, shapes: dict[str, torch.Size]) -> torch.nn.Mo
     # the target's own initialisation: a LayerNorm gain is generated around 1 (and,
     # for the chunked generator, every tensor at its default init scale)
     reference = dict(
-        build_model(cfg.model, cfg.num_classes, seed=cfg.seed).named_parameters()
+        build_model(
+            cfg.model, cfg.num_classes, seed=cfg.seed, image_shape=cfg.image_shape
+        ).named_parameters()
     )
     if cfg.hypernet == "chunked":
         return ChunkedHyperNet(
@@ -315,7 +317,11 @@ class PFedHNPersonalizer:
 
     def __init__(self, run: TrainedRun, device: torch.device) -> None:
         cfg, state = run.cfg, run.state
-        shapes = param_shapes(build_model(cfg.model, cfg.num_classes, seed=cfg.seed))
+        shapes = param_shapes(
+            build_model(
+                cfg.model, cfg.num_classes, seed=cfg.seed, image_shape=cfg.image_shape
+            )
+        )
         self.cfg = cfg
         self.hnet = build_hypernet(cfg, shapes)
         self.hnet.load_state_dict(state["hnet"])

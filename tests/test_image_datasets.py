@@ -1,0 +1,333 @@
+"""The papers' datasets from their official file formats (issue 28's foundation).
+
+Small files in each official format are written into ``tmp_path`` (random pixels in
+CIFAR's python pickle batches, IDX files in torchvision's MNIST / EMNIST folders, an
+ImageFolder tree of tiny PNGs) and loaded through the same code path a user's files
+take (``load_pooled``, the run config); each wrong layout fails with its named error.
+A 2-round in-process run on a 3-channel 32×32 set checks that shapes reach the models.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common.config import ConfigError, parse_run_config
+from common.data import (
+    DataError,
+    DataFormatError,
+    DatasetNotFoundError,
+    load_npz,
+    load_pooled,
+)
+from common.models import build_model, model_shape_problem
+from tests.byo_data import write_idx
+from tests.conftest import small_config
+
+
+@pytest.fixture(autouse=True)
+def _fresh_loads():
+    load_pooled.cache_clear()
+    yield
+    load_pooled.cache_clear()
+
+
+# ---- writers of the official formats ---------------------------------------------
+def cifar_folder(
+    root: Path, hundred: bool = False, per_batch: int = 40, seed: int = 0
+) -> tuple[Path, np.ndarray, np.ndarray]:
+    """CIFAR-10's (or CIFAR-100's) python pickle files with random pixels; returns
+    the folder and all images (N, 3, 32, 32) and labels in the pooled order."""
+    rng = np.random.default_rng(seed)
+    classes = 100 if hundred else 10
+    key = "fine_labels" if hundred else "labels"
+    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = (
+        ["train", "test"]
+        if hundred
+        else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    )
+    images, labels = [], []
+    for name in names:
+        n = per_batch * (5 if hundred and name == "train" else 1)
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        y = [int(v) for v in rng.integers(0, classes, n)]
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": data, key: y}, fh)
+        images.append(data.reshape(n, 3, 32, 32))
+        labels += y
+    meta_name, meta_key = (
+        ("meta", "fine_label_names") if hundred else ("batches.meta", "label_names")
+    )
+    with open(folder / meta_name, "wb") as fh:
+        pickle.dump({meta_key: [f"class{i}" for i in range(classes)]}, fh)
+    return root, np.concatenate(images), np.asarray(labels)
+
+
+def mnist_folder(
+    root: Path, split: str | None = None, n: int = 60, seed: int = 1
+) -> tuple[Path, np.ndarray, np.ndarray]:
+    """torchvision's MNIST (``split`` None) or EMNIST ``split`` raw folder; returns
+    the images (as stored in the files) and labels in the pooled order."""
+    rng = np.random.default_rng(seed)
+    if split is None:
+        raw, parts, low, high = root / "MNIST" / "raw", ("train", "t10k"), 0, 10
+    else:
+        raw, parts = root / "EMNIST" / "raw", ("train", "test")
+        low, high = (1, 27) if split == "letters" else (0, 47)
+    raw.mkdir(parents=True, exist_ok=True)
+    xs, ys = [], []
+    for part in parts:
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = rng.integers(low, high, n).astype(np.uint8)
+        prefix = "" if split is None else f"emnist-{split}-"
+        write_idx(raw / f"{prefix}{part}-images-idx3-ubyte", x)
+        write_idx(raw / f"{prefix}{part}-labels-idx1-ubyte", y)
+        xs.append(x)
+        ys.append(y)
+    return root, np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+
+def image_tree(
+    root: Path, classes: int = 3, per_class: int = 4, size: int = 8, suffix=".png"
+) -> Path:
+    """An ImageFolder tree ``<class>/<image>`` of tiny RGB images."""
+    rng = np.random.default_rng(2)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}{suffix}")
+    return root
+
+
+# ---- each format through the user's code path -------------------------------------
+@pytest.mark.parametrize("hundred", [False, True])
+def test_cifar_pickles_pooled_with_per_channel_statistics_of_the_training_files(
+    tmp_path, hundred
+):
+    name = "cifar100" if hundred else "cifar10"
+    root, images, labels = cifar_folder(tmp_path / name, hundred)
+    pooled = load_pooled(name, str(root))
+    assert pooled.image_shape == (3, 32, 32) and len(pooled) == len(labels)
+    assert pooled.num_classes == (100 if hundred else 10)
+    np.testing.assert_array_equal(pooled.images, images)  # CHW, as in the pickles
+    np.testing.assert_array_equal(pooled.labels, labels)
+    train = images[:200].astype(np.float64) / 255.0  # 5 × 40 training rows
+    mean, std = train.mean(axis=(0, 2, 3)), train.std(axis=(0, 2, 3))
+    np.testing.assert_allclose(pooled.mean, mean, atol=1e-6)
+    np.testing.assert_allclose(pooled.std, std, atol=1e-6)
+    x, y = pooled.rows(np.array([3, 0, 201]))
+    assert x.shape == (3, 3, 32, 32) and y.tolist() == labels[[3, 0, 201]].tolist()
+    want = (images[[3, 0, 201]] / 255.0 - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(x.numpy(), want, atol=1e-5)
+    record = pooled.describe()
+    assert record["image-shape"] == [3, 32, 32] and len(record["mean"]) == 3
+    json.dumps(record)  # what config.json records
+    cfg = parse_run_config({"dataset": name, "data-dir": str(root)})
+    assert cfg.image_shape == (3, 32, 32) and cfg.num_classes == pooled.num_classes
+    again = load_pooled.__wrapped__(name, str(root))  # from the .npy cache
+    assert again.fingerprint == pooled.fingerprint and again.mean == pooled.mean
+    assert again.source["cache"] and isinstance(again.mean, tuple)
+
+
+def test_mnist_and_emnist_from_torchvisions_folders(tmp_path):
+    root, images, labels = mnist_folder(tmp_path / "mnist")
+    pooled = load_pooled("mnist", str(root))
+    assert pooled.image_shape == (1, 28, 28) and pooled.num_classes == 10
+    np.testing.assert_array_equal(pooled.images, images)
+    np.testing.assert_array_equal(pooled.labels, labels)
+    assert pooled.mean == round(float(images[:60].mean() / 255.0), 6)  # train only
+
+    root, images, labels = mnist_folder(tmp_path / "emnist", "letters")
+    letters = load_pooled("emnist-letters", str(root))
+    assert letters.num_classes == 26
+    np.testing.assert_array_equal(letters.labels, labels - 1)  # 1..26 -> 0..25
+    np.testing.assert_array_equal(letters.images, images.transpose(0, 2, 1))  # upright
+
+    root, images, labels = mnist_folder(tmp_path / "balanced", "balanced")
+    balanced = load_pooled("emnist-balanced", str(root))
+    assert balanced.num_classes == 47
+    np.testing.assert_array_equal(balanced.labels, labels)
+    x, _ = balanced.rows(np.arange(4))
+    assert x.shape == (4, 1, 28, 28)
+
+
+def test_image_folder_trees_and_tiny_imagenet(tmp_path):
+    tree = image_tree(tmp_path / "tree", classes=3, per_class=4, size=8)
+    pooled = load_pooled("folder", str(tree))
+    assert pooled.image_shape == (3, 8, 8) and pooled.num_classes == 3
+    assert sorted(np.bincount(pooled.labels).tolist()) == [4, 4, 4]
+    first = np.asarray(Image.open(tree / "class0" / "0.png"))
+    np.testing.assert_array_equal(pooled.images[0], first.transpose(2, 0, 1))
+    assert pooled.source["files"][0]["images"] == 12  # the tree, not each file
+
+    splits = tmp_path / "splits"
+    image_tree(splits / "train", per_class=4)
+    image_tree(splits / "test", per_class=2)
+    both = load_pooled("folder", str(splits))
+    assert len(both) == 18 and both.num_classes == 3
+    train = both.images[:12].astype(np.float64) / 255.0
+    np.testing.assert_allclose(both.mean, train.mean(axis=(0, 2, 3)), atol=1e-6)
+
+    tiny = tmp_path / "tiny-imagenet-200"
+    for wnid in ("n01443537", "n01629819"):
+        image_tree(tiny / "train" / wnid / "images", classes=1, size=16, suffix=".JPEG")
+    (tiny / "wnids.txt").write_text("n01443537\nn01629819\n")
+    imagenet = load_pooled("tiny-imagenet", str(tiny))
+    assert imagenet.image_shape == (3, 16, 16) and imagenet.num_classes == 2
+    assert np.bincount(imagenet.labels).tolist() == [4, 4]
+
+
+def test_npz_takes_channels_last_first_and_grey(tmp_path):
+    rng = np.random.default_rng(3)
+    hwc = rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8)
+    y = rng.integers(0, 4, 30)
+    np.savez(tmp_path / "hwc.npz", x=hwc, y=y)
+    np.savez(tmp_path / "chw.npz", x=hwc.transpose(0, 3, 1, 2), y=y)
+    np.savez(tmp_path / "grey.npz", x=hwc[..., 0], y=y)
+    a, b = load_npz(str(tmp_path / "hwc.npz")), load_npz(str(tmp_path / "chw.npz"))
+    assert a.image_shape == b.image_shape == (3, 16, 16)
+    assert a.fingerprint.split(":")[1] == b.fingerprint.split(":")[1]
+    grey = load_npz(str(tmp_path / "grey.npz"))
+    assert grey.image_shape == (1, 16, 16) and isinstance(grey.mean, float)
+    np.savez(tmp_path / "odd.npz", x=np.zeros((5, 3, 8, 3), np.uint8), y=y[:5])
+    with pytest.raises(DataError, match="cannot tell the channel axis"):
+        load_npz(str(tmp_path / "odd.npz"))
+
+
+# ---- named errors ------------------------------------------------------------------
+def test_wrong_or_missing_files_fail_with_named_errors(tmp_path):
+    idx_only = tmp_path / "idx"
+    idx_only.mkdir()
+    write_idx(idx_only / "train-images-idx3-ubyte", np.zeros((2, 28, 28)))
+    write_idx(idx_only / "train-labels-idx1-ubyte", np.zeros(2))
+    with pytest.raises(DataFormatError, match="holds IDX files .*not cifar10's files"):
+        load_pooled("cifar10", str(idx_only))
+    with pytest.raises(DataFormatError, match="not tiny-imagenet's") as err:
+        load_pooled("tiny-imagenet", str(idx_only))
+    assert err.value.key == "data-dir"  # named like a config error
+
+    root, _, _ = cifar_folder(tmp_path / "c10", per_batch=2)
+    (root / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DatasetNotFoundError, match="missing: .*data_batch_3.*download"):
+        load_pooled("cifar10", str(root))
+    with pytest.raises(DataFormatError, match="CIFAR-10 batches .*dataset='cifar10'"):
+        load_pooled("mnist", str(root))
+    with pytest.raises(DataFormatError, match="EMNIST files of splits letters"):
+        load_pooled("emnist-balanced", str(mnist_folder(tmp_path / "e", "letters")[0]))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError, match="holds no cifar100 files"):
+        load_pooled("cifar100", str(empty))
+    with pytest.raises(DatasetNotFoundError, match="needs data-dir"):
+        load_pooled("emnist-letters", "")
+    with pytest.raises(DatasetNotFoundError, match="holds no images"):
+        load_pooled("folder", str(empty))
+
+    mixed = image_tree(tmp_path / "mixed", size=8)
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "class1" / "big.png")
+    with pytest.raises(DataError, match="images differ in size"):
+        load_pooled("folder", str(mixed))
+
+
+def test_models_follow_the_shape_and_refuse_what_they_cannot_take(tmp_path):
+    for name in ("mlp", "lenet5", "cnn", "vit-tiny", "cnn-bn", "mlp-s", "bncnn"):
+        model = build_model(name, 100, seed=0, image_shape=(3, 32, 32))
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    # pFedHN's CIFAR target: 5×5 features after two conv-pools, as the authors'
+    assert build_model("cnn", image_shape=(3, 32, 32)).fc1.in_features == 32 * 5 * 5
+    assert build_model("mlp", image_shape=(3, 32, 32)).net[1].in_features == 3072
+    assert model_shape_problem("vit-tiny", (3, 30, 30)) is not None
+    assert model_shape_problem("cnn", (1, 14, 14)) is not None
+    assert model_shape_problem("lenet5", (1, 14, 14)) is None
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 40)
+    np.savez(tmp_path / "s30.npz", x=rng.integers(0, 256, (40, 30, 30, 3)), y=y)
+    with pytest.raises(ConfigError, match="'model': 'vit-tiny' cannot take 3×30×30"):
+        parse_run_config(
+            {
+                "dataset": "npz",
+                "data-dir": str(tmp_path / "s30.npz"),
+                "model": "vit-tiny",
+            }
+        )
+    np.savez(tmp_path / "s14.npz", x=rng.integers(0, 256, (40, 14, 14)), y=y)
+    with pytest.raises(ConfigError, match="'mh-archs': 'cnn' cannot take 1×14×14"):
+        parse_run_config(
+            {
+                "method": "mh-pfedhn",
+                "dataset": "npz",
+                "data-dir": str(tmp_path / "s14.npz"),
+                "mh-archs": "mlp-s,cnn",
+            }
+        )
+
+
+def test_class_counts_the_partition_cannot_split_are_config_errors(tmp_path):
+    root, _, _ = cifar_folder(tmp_path / "c100", hundred=True, per_batch=4)
+    base = {"dataset": "cifar100", "data-dir": str(root)}
+    with pytest.raises(ConfigError, match="classes-per-client.*<= 100"):
+        parse_run_config({**base, "classes-per-client": 101})
+    with pytest.raises(ConfigError, match="divisible by 100"):
+        parse_run_config({**base, "partitioner": "class-shares", "num-clients": 7})
+
+
+def test_nothing_downloads_unless_asked(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(tv_utils, "download_url", no_network)
+    empty = tmp_path / "none"
+    empty.mkdir()
+    for name in ("cifar10", "mnist", "emnist-letters"):
+        with pytest.raises(DatasetNotFoundError, match="download=true"):
+            load_pooled(name, str(empty))
+    assert parse_run_config({"dataset": "cifar10", "download": True}).download
+
+
+# ---- a run on colour images --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "model"),
+    [("pfedhn", "lenet5"), ("pfedhn", "cnn"), ("fedavg", "lenet5"), ("fedavg", "cnn")],
+)
+def test_two_rounds_on_32x32_colour_images(tmp_path, method, model):
+    from server.direct_grid import run_in_process
+
+    root, _, _ = cifar_folder(tmp_path / "cifar", per_batch=60)
+    summary = run_in_process(
+        small_config(
+            tmp_path,
+            method=method,
+            model=model,
+            dataset="cifar10",
+            **{
+                "data-dir": str(root),
+                "num-clients": 4,
+                "clients-per-round": 2,
+                "num-rounds": 2,
+                "eval-every": 1,
+                "local-steps": 2,
+                "batch-size": 16,
+                "classes-per-client": 3,
+                "embed-dim": 3,
+            },
+        )
+    )
+    assert summary is not None
+    assert isinstance(summary["participant_acc"], float)
+    assert 0.0 <= summary["participant_acc"] <= 1.0
+    config = json.loads((tmp_path / "outputs" / "test" / "config.json").read_text())
+    data = config["run"]["data"]
+    assert data["image-shape"] == [3, 32, 32] and len(data["mean"]) == 3
