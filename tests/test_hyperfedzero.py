@@ -26,7 +26,7 @@ from server.validation import InvalidReply, ReplyExtra, check_train_reply
 from tests.conftest import small_config
 from tests.test_validation import train_pair
 
-HFZ = {"method": "hyperfedzero", "hfz-chunk-size": 256}
+HFZ = {"method": "hyperfedzero"}
 
 
 # ---- NoisyEmbed ------------------------------------------------------------------
@@ -83,9 +83,7 @@ def test_generated_classifier_shapes_and_plain_model(
     backbone, feat, layer, conditioning
 ):
     torch.manual_seed(0)
-    net = HyperFedZeroNet(
-        backbone, 10, embed_dim=16, conditioning=conditioning, chunk_size=256
-    )
+    net = HyperFedZeroNet(backbone, 10, embed_dim=16, conditioning=conditioning)
     assert (net.h is None) == (conditioning == "input")
     x = torch.randn(7, 1, 28, 28)
     e = net.client_embedding(x)
@@ -106,16 +104,17 @@ def test_generated_classifier_shapes_and_plain_model(
 
 def test_generated_classifier_depends_on_the_embedding():
     torch.manual_seed(0)
-    net = HyperFedZeroNet("mlp", 10, chunk_size=256)
+    net = HyperFedZeroNet("mlp", 10)
     a = net.classifier_params(torch.softmax(torch.randn(16), 0))["weight"]
     b = net.classifier_params(torch.softmax(torch.randn(16), 0))["weight"]
     assert not torch.allclose(a, b)
-    assert net.h is not None and net.h.num_chunks == math.ceil(1010 / 256)
+    # the size rule: a chunk per class row of the weight, one more for the bias
+    assert net.h is not None and net.h.num_chunks == math.ceil(1010 / 100)
 
 
 def test_gradients_reach_g_f_and_h():
     torch.manual_seed(0)
-    net = HyperFedZeroNet("mlp", 10, chunk_size=256)
+    net = HyperFedZeroNet("mlp", 10)
     logits, per_sample = net(torch.randn(5, 1, 28, 28))
     loss = torch.nn.functional.cross_entropy(
         logits, torch.arange(5)
@@ -140,7 +139,7 @@ def test_noisy_embed_both_gives_the_noise_free_rows():
 def _penalty_grads(clean: bool) -> tuple[float, float]:
     """|grad| of the penalty alone on f and on the noise scale, one local step."""
     torch.manual_seed(0)
-    net = HyperFedZeroNet("mlp", 10, chunk_size=256)
+    net = HyperFedZeroNet("mlp", 10)
     net.train()
     _, noisy, free = net.training_outputs(
         torch.randn(8, 1, 28, 28), torch.Generator().manual_seed(0)
@@ -204,7 +203,7 @@ def test_shift_and_clean_penalty_run_in_process(tmp_path):
 
 # ---- bad input ---------------------------------------------------------------------
 def test_no_unlabelled_data_is_named():
-    net = HyperFedZeroNet("mlp", 10, chunk_size=256)
+    net = HyperFedZeroNet("mlp", 10)
     with pytest.raises(NoUnlabelledDataError, match="no unlabelled data"):
         net.client_embedding(torch.zeros(0, 1, 28, 28))
 

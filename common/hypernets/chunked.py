@@ -39,6 +39,16 @@ classifier), so W learns at the pace of the other weights. It is an option
 (``hfz-scale-in-weights``), off by default: on HyperFedZero's Fashion-MNIST split
 validation accuracy did not favour it (docs/tuning.md).
 
+``chunk_bias=False`` removes the per-chunk biases b_j, so every generated value
+depends on the embedding through the network (HyperFedZero's default ``e-only``
+generator: the biases are an e-independent path that absorbs what every client
+shares, and e then gets almost no gradient). ``balanced`` is the scale
+parametrisation that goes with it: W ~ N(0, σ_max²) and a fixed multiplier
+(σ/σ_max)/√hidden, so θ starts at the same scale as above, but one plain-SGD step on
+W moves each generated value about as much as the same step moves an ordinary
+Linear layer's weight (the step on θ is ∝ ‖z‖²/hidden ≈ 1, not σ²·‖z‖²), and the
+gradient reaching the trunk is W's, as in any layer initialised at σ.
+
 :class:`ChunkedGenerator` maps trunk features to a flat vector of any requested
 length up to its capacity (MH-pFedHN: one generator per size group, a length K_i per
 client); :class:`ChunkedHyperNet` adds the trunk and the named-tensor view of the
@@ -123,9 +133,13 @@ class ChunkedGenerator(nn.Module):
         mean: torch.Tensor | None = None,
         std: torch.Tensor | None = None,
         scale_in_weights: bool = False,
+        chunk_bias: bool = True,
+        balanced: bool = False,
     ) -> None:
         super().__init__()
         self.capacity, self.chunk_size = capacity, chunk_size
+        #: fixed multiplier of W z (1, or 1/√hidden when ``balanced``)
+        self.out_scale = 1.0
         self.num_chunks = math.ceil(capacity / chunk_size)
         self.chunk_embeddings = nn.Parameter(
             torch.randn(self.num_chunks, chunk_embed_dim)
@@ -133,21 +147,38 @@ class ChunkedGenerator(nn.Module):
         self.mix_features = nn.Linear(hidden, hidden)  # U, a
         self.mix_chunks = nn.Linear(chunk_embed_dim, hidden, bias=False)  # V
         self.head = nn.Linear(hidden, chunk_size, bias=False)  # W
-        self.chunk_bias = nn.Parameter(torch.zeros(self.num_chunks, chunk_size))
+        self.has_chunk_bias = chunk_bias
+        if chunk_bias:
+            self.chunk_bias = nn.Parameter(torch.zeros(self.num_chunks, chunk_size))
+        else:  # no e-independent learnable path (the attribute reads None)
+            self.register_parameter("chunk_bias", None)
         with torch.no_grad():
             nn.init.normal_(self.mix_chunks.weight, std=1 / math.sqrt(chunk_embed_dim))
             # z = ReLU(x) with Var(x) = 2 has E[z²] = 1, so W ~ N(0, 1/hidden) gives
             # the raw output unit variance
             nn.init.normal_(self.head.weight, std=1 / math.sqrt(hidden))
-            if scale_in_weights and std is not None:
+            if balanced:
+                # W ~ N(0, σ_max²), θ = μ + (σ/σ_max)/√hidden · W z: the same θ at
+                # the start; an SGD step on W moves θ by ∝ ‖z‖²/hidden ≈ 1
+                scale = float(std.max()) if std is not None else 1.0
+                nn.init.normal_(self.head.weight, std=scale)
+                self.out_scale = 1 / math.sqrt(hidden)
+                std = std / scale if std is not None else None
+            elif scale_in_weights and std is not None:
                 # the same θ at the start, but the scale sits in W, not in a fixed
                 # multiplier that would slow W's plain-SGD steps by σ²
                 scale = float(std.max())
                 self.head.weight.mul_(scale)
                 std = std / scale
         padded = self.num_chunks * chunk_size
-        self.register_buffer("mean", _padded(mean, capacity, padded, 0.0))
-        self.register_buffer("std", _padded(std, capacity, padded, 1.0))
+        # constants rebuilt from the shapes; the balanced (new) form leaves them out
+        # of the state dict, so they are not shipped with every model
+        self.register_buffer(
+            "mean", _padded(mean, capacity, padded, 0.0), persistent=not balanced
+        )
+        self.register_buffer(
+            "std", _padded(std, capacity, padded, 1.0), persistent=not balanced
+        )
 
     @torch.no_grad()
     def calibrate(self, features: torch.Tensor) -> None:
@@ -172,11 +203,17 @@ class ChunkedGenerator(nn.Module):
     def forward(
         self, features: torch.Tensor, length: int | None = None
     ) -> torch.Tensor:
-        """θ = μ + σ ⊙ r + b: the first ``length`` values (all by default)."""
+        """θ = μ + σ ⊙ r (+ b, with chunk biases): the first ``length`` values (all
+        by default)."""
         raw = self.raw(features, length)
+        if self.out_scale != 1.0:
+            raw = raw * self.out_scale
         n = raw.shape[1]
         mean, std = cast(torch.Tensor, self.mean), cast(torch.Tensor, self.std)
-        return mean[:n] + std[:n] * raw + self.chunk_bias.flatten()[:n]
+        out = mean[:n] + std[:n] * raw
+        if not self.has_chunk_bias:
+            return out
+        return out + self.chunk_bias.flatten()[:n]
 
 
 def _padded(
@@ -220,6 +257,8 @@ class ChunkedHyperNet(nn.Module):
         reference: Mapping[str, torch.Tensor] | None = None,
         probe_std: float = 1.0,
         scale_in_weights: bool = False,
+        chunk_bias: bool = True,
+        balanced: bool = False,
     ) -> None:
         super().__init__()
         self.trunk = mlp_trunk(embed_dim, hidden, n_hidden)
@@ -247,6 +286,8 @@ class ChunkedHyperNet(nn.Module):
             mean,
             std,
             scale_in_weights,
+            chunk_bias,
+            balanced,
         )
         probe = (
             torch.randn(256, embed_dim, generator=torch.Generator().manual_seed(0))

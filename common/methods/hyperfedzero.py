@@ -18,7 +18,8 @@ HFZ_BACKBONES = ("mlp", "lenet5", "cnn")
 
 
 def _validate(cfg: RunConfig) -> None:
-    """Only backbones whose last layer h can generate."""
+    """Only backbones whose last layer h can generate; the scale option belongs to
+    the biased generator (the e-only one has its own scale)."""
     from common.config import ConfigError
 
     if cfg.model not in HFZ_BACKBONES:
@@ -26,6 +27,12 @@ def _validate(cfg: RunConfig) -> None:
             "model",
             f"hyperfedzero generates the classifier of "
             f"{', '.join(HFZ_BACKBONES)}, not {cfg.model!r}",
+        )
+    if cfg.hfz_scale_in_weights and cfg.hfz_generator != "biased":
+        raise ConfigError(
+            "hfz-scale-in-weights",
+            "applies to hfz-generator='biased' only (the e-only generator "
+            "always keeps its scale in W, balanced)",
         )
 
 
@@ -65,10 +72,21 @@ HYPERFEDZERO = register_method(
                 choices=("generate", "input"),
                 fingerprint=True,
             ),
+            "hfz-generator": Setting(
+                "e-only",
+                "h's output: 'e-only' (every generated value depends on e; "
+                "balanced scale) or 'biased' (the earlier form, an ablation: "
+                "learnable per-chunk biases over every value plus an e-dependent "
+                "part under a fixed σ multiplier)",
+                choices=("e-only", "biased"),
+                fingerprint=True,
+            ),
             "hfz-hidden": Setting(
-                300,
-                "width of h's trunk (the paper's [300, 300])",
-                check=at_least(1),
+                0,
+                "width of h's trunk; 0 = by the size rule (h about the size of the "
+                "classifier it generates, docs/hyperfedzero.md); the paper's ResNet "
+                "setting is 300",
+                check=at_least(0),
                 fingerprint=True,
             ),
             "hfz-n-hidden": Setting(
@@ -79,22 +97,25 @@ HYPERFEDZERO = register_method(
                 fingerprint=True,
             ),
             "hfz-chunk-size": Setting(
-                576,
-                "values per chunk h generates (the paper's 576)",
-                check=at_least(1),
+                0,
+                "values per chunk h generates; 0 = by the size rule (the "
+                "feature width: a chunk per class row); the paper's ResNet "
+                "setting is 576",
+                check=at_least(0),
                 fingerprint=True,
             ),
             "hfz-chunk-embed-dim": Setting(
-                16,
-                "size of h's learnable chunk embeddings",
-                check=at_least(1),
+                0,
+                "size of h's learnable chunk embeddings; 0 = by the size rule "
+                "(min(16, chunks))",
+                check=at_least(0),
                 fingerprint=True,
             ),
             "hfz-scale-in-weights": Setting(
                 False,
-                "h's output scale in its head's initial weights (true: plain SGD "
-                "moves the head's e-dependent part σ⁻² faster) or in a fixed "
-                "multiplier (false; chosen on validation, docs/tuning.md)",
+                "hfz-generator='biased' only: h's output scale in its head's "
+                "initial weights (true) or in a fixed multiplier (false; chosen "
+                "on validation, docs/tuning.md)",
                 fingerprint=True,
             ),
             "hfz-penalty-clean": Setting(

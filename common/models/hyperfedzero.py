@@ -14,17 +14,43 @@
                                                        classifier on [features, e]
 
 f and ``noisy`` read g's features (one linear map each to P values), so the
-extractor stays small (the paper's |θ_f| + |θ_h| ≈ |θ_c| spirit). Because the
-classifier sits exactly where the target network's last layer was, a client's
-*personalised* model — g and the classifier generated for its e — is the plain target
-network (:meth:`HyperFedZeroNet.personalised`): evaluation, ``hyperflower
+extractor stays small.
+
+**h's size** (:func:`size_h`, run-config value 0 = "by the rule" for ``hfz-hidden``,
+``hfz-chunk-size`` and ``hfz-chunk-embed-dim``): the paper keeps |θ_f| + |θ_h| close
+to |θ_c|, the classifier h generates, and finds a much larger h slows convergence
+and a much smaller one loses zero-shot accuracy. The rule sizes h to ≈ |θ_c|
+(:data:`H_TARGET`; within [:data:`H_LOW`, :data:`H_HIGH`] × |θ_c|): a chunk per
+class row (chunk = F, the feature width), chunk embeddings of min(16, chunks) values,
+n-hidden = 1 (the paper's two trunk layers), and the trunk width whose |θ_h| lies
+closest to |θ_c|. |θ_f| = 2·P·(F + 1) (f and ``noisy``) is fixed by P and F, so
+|θ_f| + |θ_h| ≈ (1 + 2P/C)·|θ_c| for a C-class linear classifier: the paper's ≈ 1 when
+C ≫ 2P, 4.2 with P = 16 and 10 classes; the model then ships ≈ |θ_g| + |θ_f| + |θ_c|,
+within 1.1× FedAvg's |θ_g| + |θ_c| on the MLP and LeNet-5 backbones.
+
+**The generator** (``hfz-generator``): ``e-only`` (default) has no e-independent
+learnable path: no per-chunk biases, so every generated value is W·ReLU(U·t(e) + a +
+V·c_j) scaled (changing e changes every value), with the balanced scale of
+:class:`~common.hypernets.chunked.ChunkedGenerator` so that an SGD step on h's head
+moves θ_c about as much as a plain classifier's own step. ``biased`` is the earlier
+form, kept as an ablation: per-chunk biases over every value plus the e-dependent part
+under a fixed σ multiplier (e then gets almost no gradient; docs/hyperfedzero.md).
+The e-only h reads e standardised ((e − 1/P) / the spread of typical simplex points),
+so calibrating its first mixing layer does not blow up the gradient of the trunk's
+biases, which every e shares.
+
+Because the classifier sits exactly where the target network's last layer was, a
+client's *personalised* model — g and the classifier generated for its e — is the
+plain target network (:meth:`HyperFedZeroNet.personalised`): evaluation, ``hyperflower
 personalize`` and saved models need nothing HyperFedZero-specific.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,9 +65,80 @@ if TYPE_CHECKING:
 #: Where each supported backbone keeps its classifier (the layer h generates).
 CLASSIFIER_OF: dict[str, str] = {"mlp": "net.3", "lenet5": "fc3", "cnn": "fc3"}
 CONDITIONINGS = ("generate", "input")
+#: h's generator forms: no e-independent path (default) or per-chunk biases (ablation)
+GENERATORS = ("e-only", "biased")
+#: The size rule's target |θ_h| / |θ_c| and the accepted range around it.
+H_TARGET, H_LOW, H_HIGH = 1.0, 0.8, 1.25
 #: Config key of an evaluate message that fixes the embedding (the global model:
 #: the participants' mean embedding, sent by the server).
 GLOBAL_EMBEDDING = "hfz-embedding"
+
+
+@dataclass(frozen=True)
+class HSizes:
+    """h's architecture: trunk width and depth, chunk size, chunk-embedding size."""
+
+    hidden: int
+    n_hidden: int
+    chunk_size: int
+    chunk_embed_dim: int
+
+
+def classifier_size(feature_dim: int, num_classes: int) -> int:
+    """|θ_c|: the generated Linear(F, C), weight and bias."""
+    return num_classes * (feature_dim + 1)
+
+
+def extractor_size(feature_dim: int, embed_dim: int) -> int:
+    """|θ_f|: f and NoisyEmbed's ``noisy``, one Linear(F, P) each."""
+    return 2 * embed_dim * (feature_dim + 1)
+
+
+def h_size(embed_dim: int, total: int, sizes: HSizes, chunk_bias: bool) -> int:
+    """|θ_h| of a :class:`ChunkedHyperNet` generating ``total`` values, in closed
+    form: trunk, U and a, V, W, chunk embeddings (and the chunk biases)."""
+    w, k, d = sizes.hidden, sizes.chunk_size, sizes.chunk_embed_dim
+    chunks = math.ceil(total / k)
+    trunk = embed_dim * w + w + sizes.n_hidden * (w * w + w)
+    out = trunk + (w * w + w) + d * w + w * k + chunks * d
+    return out + (chunks * k if chunk_bias else 0)
+
+
+def size_h(
+    feature_dim: int,
+    num_classes: int,
+    embed_dim: int,
+    hidden: int = 0,
+    chunk_size: int = 0,
+    chunk_embed_dim: int = 0,
+    n_hidden: int = 1,
+) -> HSizes:
+    """h's sizes by the rule, each value given > 0 kept as given.
+
+    Why: the paper keeps h about the size of what it generates; an h hundreds of
+    times the classifier (the earlier fixed [300, 300], chunk 576 on a 1,010-value
+    classifier) ships that much more each round and learns slowly. The rule: chunk =
+    F (one chunk per class row of the weight, the bias in one more), chunk
+    embeddings of min(16, chunks) values, and the trunk width w ≥ 2 whose |θ_h| (the
+    e-only form) lies closest to :data:`H_TARGET` · |θ_c|.
+    """
+    total = classifier_size(feature_dim, num_classes)
+    k = chunk_size or min(feature_dim, total)
+    d = chunk_embed_dim or min(16, math.ceil(total / k))
+    if hidden:
+        return HSizes(hidden, n_hidden, k, d)
+    target = H_TARGET * total
+
+    def size(w: int) -> int:
+        return h_size(embed_dim, total, HSizes(w, n_hidden, k, d), False)
+
+    best = 2
+    for w in range(2, 4097):
+        if abs(size(w) - target) < abs(size(best) - target):
+            best = w
+        if size(w) > target:
+            break
+    return HSizes(best, n_hidden, k, d)
 
 
 class NoUnlabelledDataError(ValueError):
@@ -109,13 +206,16 @@ class HyperFedZeroNet(nn.Module):
         embed_dim: int = 16,
         noisy: bool = True,
         conditioning: str = "generate",
-        hidden: int = 300,
+        hidden: int = 0,
         n_hidden: int = 1,
-        chunk_size: int = 576,
-        chunk_embed_dim: int = 16,
+        chunk_size: int = 0,
+        chunk_embed_dim: int = 0,
         scale_in_weights: bool = False,
         image_shape: tuple[int, int, int] = DEFAULT_SHAPE,
+        generator: str = "e-only",
     ) -> None:
+        """``hidden``, ``chunk_size``, ``chunk_embed_dim`` 0: by the size rule
+        (:func:`size_h`); ``generator``: ``e-only`` or the ``biased`` ablation."""
         super().__init__()
         if backbone not in CLASSIFIER_OF:
             raise ValueError(
@@ -124,7 +224,12 @@ class HyperFedZeroNet(nn.Module):
             )
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}")
+        if generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {GENERATORS}")
         self.backbone_name, self.conditioning = backbone, conditioning
+        self.generator_form = generator
+        #: h's input is (e − 1/P) / e_scale for the e-only generator, e otherwise
+        self.e_scale = 0.0
         self.embed_dim, self.num_classes = embed_dim, num_classes
         self.image_shape = image_shape
         self.g = build_model(backbone, num_classes, image_shape=image_shape)
@@ -137,6 +242,15 @@ class HyperFedZeroNet(nn.Module):
         self.extractor = NoisyEmbed(self.feature_dim, embed_dim, noisy)
         self.classifier: nn.Linear | None = None
         self.h: ChunkedHyperNet | None = None
+        self.h_sizes = size_h(
+            self.feature_dim,
+            num_classes,
+            embed_dim,
+            hidden,
+            chunk_size,
+            chunk_embed_dim,
+            n_hidden,
+        )
         if conditioning == "input":
             self.classifier = nn.Linear(self.feature_dim + embed_dim, num_classes)
         if conditioning == "generate":
@@ -144,14 +258,17 @@ class HyperFedZeroNet(nn.Module):
                 k: p.shape
                 for k, p in nn.Linear(self.feature_dim, num_classes).named_parameters()
             }
+            sizes = self.h_sizes
             self.h = ChunkedHyperNet(
                 embed_dim,
                 shapes,
-                hidden,
-                n_hidden,
-                chunk_size,
-                chunk_embed_dim,
-                scale_in_weights=scale_in_weights,
+                sizes.hidden,
+                sizes.n_hidden,
+                sizes.chunk_size,
+                sizes.chunk_embed_dim,
+                scale_in_weights=scale_in_weights and generator == "biased",
+                chunk_bias=generator == "biased",
+                balanced=generator == "e-only",
             )
             # embeddings live on the simplex, not around N(0, 1): calibrate the
             # generator on typical simplex points so e moves θ_c from the start
@@ -162,9 +279,48 @@ class HyperFedZeroNet(nn.Module):
                 ),
                 dim=1,
             )
-            self.h.generator.calibrate(self.h.trunk(probe))
+            if generator == "e-only":
+                # h reads e standardised (centred on the uniform embedding, the
+                # probe's spread scaled to 1), so calibration need not blow U up
+                # by 1/spread: a large U would multiply the gradient of the
+                # trunk's biases (levers shared by every e) far above the rest
+                self.e_scale = float((probe - 1 / embed_dim).std())
+            self.h.generator.calibrate(self.h.trunk(self.h_input(probe)))
+
+    # ---- sizes ----------------------------------------------------------------
+    def size_report(self) -> dict[str, Any]:
+        """|θ_c|, |θ_f|, |θ_h|, |θ_g| and the ratios the size rule is about:
+        (|θ_f| + |θ_h|) / |θ_c|, and the values this model's state dict ships each
+        way each round against FedAvg's (g plus a plain classifier)."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        shipped = sum(t.numel() for t in self.state_dict().values())
+        fedavg = sum(t.numel() for t in self.g.state_dict().values())
+        theta_c = classifier_size(self.feature_dim, self.num_classes)
+        theta_f, theta_g = count(self.extractor), count(self.g)
+        theta_h = count(self.h) if self.h is not None else 0
+        if self.classifier is not None:  # option 1: a plain classifier on [feat, e]
+            theta_h = count(self.classifier)
+        return {
+            "theta_c": theta_c,
+            "theta_f": theta_f,
+            "theta_h": theta_h,
+            "theta_g": theta_g,
+            "f_plus_h_over_c": (theta_f + theta_h) / theta_c,
+            "h_over_c": theta_h / theta_c,
+            # every value of the state dict travels each way each round
+            "model_over_fedavg": shipped / (fedavg + theta_c),
+            "generator": self.generator_form,
+            **asdict(self.h_sizes),
+        }
 
     # ---- pieces ---------------------------------------------------------------
+    def h_input(self, embedding: torch.Tensor) -> torch.Tensor:
+        """What h reads for embeddings (…, P): standardised for the e-only
+        generator (a fixed affine map), e itself for the biased ablation."""
+        if not self.e_scale:
+            return embedding
+        return (embedding - 1 / self.embed_dim) / self.e_scale
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """g(x)."""
         return self.g(x)
@@ -182,7 +338,7 @@ class HyperFedZeroNet(nn.Module):
         its bias (W [feat, e] + b = W_feat feat + (W_e e + b)), the same function.
         """
         if self.h is not None:
-            out = self.h(embedding.reshape(1, -1))
+            out = self.h(self.h_input(embedding.reshape(1, -1)))
             return {"weight": out["weight"][0], "bias": out["bias"][0]}
         assert self.classifier is not None
         weight = self.classifier.weight
@@ -285,6 +441,7 @@ def build_net(cfg: RunConfig, seed: int | None = None) -> HyperFedZeroNet:
             cfg.hfz_chunk_embed_dim,
             cfg.hfz_scale_in_weights,
             shape,
+            cfg.hfz_generator,
         )
 
     if seed is None:
