@@ -366,6 +366,7 @@ class Runner:
             row[f"participant-{key}"] = stats[key]
         row["eval-bytes-down"], row["eval-bytes-up"] = down, up
         row.update(self.strategy.evaluation_metrics(rnd, results))
+        row.update(self.strategy.extra_evaluation(self, rnd))
         if (
             self.best is None
             or not self.strategy.best_by_validation

@@ -3,6 +3,8 @@ learning rate, bytes a round against FedAvg, and the collapse metrics."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -18,6 +20,14 @@ from common.models.hyperfedzero import (
     h_size,
     size_h,
 )
+from server.direct_grid import run_in_process
+from server.hfz_collapse import (
+    COLLAPSE_KEYS,
+    class_mix,
+    collapse_summary,
+    own_vs_mean,
+)
+from server.strategies.hyperfedzero import spread
 from tests.conftest import small_config
 
 BACKBONES = [("mlp", 100, 1010, 3232), ("lenet5", 84, 850, 2720)]
@@ -183,3 +193,72 @@ def test_e_path_gradients_of_the_same_order_as_the_trunk(backbone):
     head = rms["h.generator.head.weight"]
     g_last = [k for k in rms if k.startswith("g.") and k.endswith("weight")][-1]
     assert 0.1 <= head / rms[g_last] <= 10, (head, g_last, rms[g_last])
+
+
+# ---- the collapse metric -----------------------------------------------------------
+def test_collapse_metric_on_a_made_up_store():
+    """A collapsed store against spread class mixes gives a ratio near 0; a store
+    that follows the mixes gives ratio ~1 and pairwise-distance correlation 1."""
+    mixes = {str(i): torch.eye(4)[i % 4] * 0.7 + 0.075 for i in range(6)}
+    collapsed = {c: torch.full((4,), 0.25) + 1e-3 * int(c) for c in mixes}
+    out = spread(collapsed, mixes)
+    rows = torch.stack(list(mixes.values()))
+    assert out["class-mix-spread"] == pytest.approx(
+        float((rows - rows.mean(0)).norm(dim=1).mean())
+    )
+    assert out["spread-ratio"] < 0.02
+    follows = {c: m.clone() for c, m in mixes.items()}
+    out = spread(follows, mixes)
+    assert out["spread-ratio"] == pytest.approx(1.0)
+    assert out["embedding-mix-corr"] == pytest.approx(1.0)
+    # only the store's clients count; without class mixes nothing is claimed
+    assert spread({"0": mixes["0"]}, mixes)["class-mix-spread"] == 0.0
+    assert "class-mix-spread" not in spread(follows)
+    assert "class-mix-spread" not in spread(list(follows.values()), mixes)
+    assert class_mix(torch.tensor([0, 0, 1, 3]), 4).tolist() == [0.5, 0.25, 0, 0.25]
+
+
+def test_own_vs_mean_and_the_summary_at_the_best_round():
+    own = {"5": {"val-acc": 0.8}, "6": {"val-acc": 0.6}, "7": {"val-acc": 0.1}}
+    mean = {"5": {"val-acc": 0.7}, "6": {"val-acc": 0.5}}
+    got = own_vs_mean(own, mean)  # client 7 answered only once: left out
+    assert got["heldout-own-e-val-acc"] == pytest.approx(0.7)
+    assert got["heldout-own-minus-mean-val-acc"] == pytest.approx(0.1)
+    assert own_vs_mean({}, mean) == {}
+    rows = [
+        {"round": 1, "embedding-spread": 0.1},
+        {"round": 2, **got, "spread-ratio": 0.5},
+        {"round": 3},
+        {"round": 4, **got, "spread-ratio": 0.2},
+    ]
+    summary = collapse_summary(rows, best_round=3)
+    assert summary["best_round"]["round"] == 2
+    assert summary["best_round"]["spread_ratio"] == 0.5
+    assert summary["last"]["round"] == 4
+    assert collapse_summary([{"round": 1}], 1) == {}
+
+
+def test_in_process_run_records_sizes_and_collapse(tmp_path):
+    """Every evaluation row carries the collapse metric; the summary lists |θc|,
+    |θf|, |θh|, the ratios and the collapse at the best round; collapse.png."""
+    cfg = small_config(
+        tmp_path, method="hyperfedzero", **{"num-rounds": 2, "eval-every": 1}
+    )
+    summary = run_in_process(cfg)
+    assert summary is not None
+    out = tmp_path / "outputs" / "test"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        for key in COLLAPSE_KEYS:
+            assert key in row, (key, row)
+        assert 0 <= row["heldout-own-e-val-acc"] <= 1
+        assert row["class-mix-spread"] > 0
+    sizes = summary["hfz_sizes"]
+    assert sizes["theta_c"] == 1010 and sizes["theta_f"] == 3232
+    assert H_LOW <= sizes["theta_h"] / 1010 <= H_HIGH
+    assert sizes["model_over_fedavg"] <= 1.1
+    assert summary["collapse"]["best_round"]["round"] == summary["best_round"]
+    assert "heldout_own_minus_mean_val_acc" in summary["collapse"]["best_round"]
+    assert summary["class_mix_spread"] > 0
+    assert (out / "collapse.png").exists()

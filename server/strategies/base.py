@@ -177,6 +177,12 @@ class HyperflowerStrategy(Strategy):
         per group of clients); none by default."""
         return {}
 
+    def extra_evaluation(self, ops: ServerOps, server_round: int) -> dict[str, Any]:
+        """Extra metrics row entries measured at every evaluation round after the
+        participants' evaluation (e.g. held-out clients' validation accuracy under
+        two settings; never used to choose the best round); none by default."""
+        return {}
+
     def admit(self, client_id: str) -> None:
         """Give a client that joined mid-run what it needs (it is already in the
         registry, with its role); called only when :attr:`accepts_joiners`."""

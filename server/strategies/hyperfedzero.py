@@ -9,7 +9,14 @@ into the store: the latest embedding of each participant, never data. Each round
 metrics row gets the store's spread (``embedding-spread``: mean distance of the
 clients' embeddings to their mean; ``embedding-dims``: exp(entropy) of that mean,
 the number of embedding dimensions in use), so a collapse is visible in
-metrics.jsonl.
+metrics.jsonl. Where the server can read the clients' data it also gets the same
+clients' class-mix spread, the ratio and the pairwise-distance correlation
+(server/hfz_collapse.py); and at every evaluation round the held-out clients
+evaluate, on their validation rows, the classifier for their own e and the one for
+the store's mean e (``heldout-own-e-val-acc``, ``heldout-mean-e-val-acc``): the
+collapse metric, in metrics.jsonl, ``collapse.png`` and summary.json's
+``collapse``. summary.json's ``hfz_sizes`` lists |θc|, |θf|, |θh| and the ratios
+of the size rule (common/models/hyperfedzero.py).
 
 Held-out clients receive the global model and compute their own e (zACC,
 ``nonparticipant_acc``); participants evaluate with their own e (pACC); after the
@@ -20,8 +27,8 @@ store's mean embedding, pooled over their test sets (gACC, ``global_acc``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from logging import WARNING
+from collections.abc import Iterable, Mapping, Sequence
+from logging import INFO, WARNING
 from typing import Any
 
 import torch
@@ -32,15 +39,32 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from common.models.hyperfedzero import GLOBAL_EMBEDDING, build_net, net_from
 from common.protocol import HYPERFEDZERO
 from common.records import arrays_of, from_record, metrics_of
+from server.hfz_collapse import (
+    class_mixes,
+    collapse_summary,
+    own_vs_mean,
+    spread_against_mix,
+)
 from server.personalizers import PersonalizeError, TrainedRun, register_personalizer
 from server.registry import client_at
 from server.strategies.base import HyperflowerStrategy, Params
 from server.validation import ClientUpdate, ReplyExtra, extras_of
 
 
-def spread(embeddings: Sequence[torch.Tensor]) -> dict[str, float]:
+def spread(
+    embeddings: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
+    mixes: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
     """How spread the clients' embeddings are: mean L2 distance to their mean, the
-    smallest pairwise distance, and exp(entropy) of the mean (dimensions in use)."""
+    smallest pairwise distance, and exp(entropy) of the mean (dimensions in use);
+    given the clients' class mixes (embeddings then keyed by client), also the
+    class-mix spread of the same clients, the ratio and the correlation of pairwise
+    distances (:func:`server.hfz_collapse.spread_against_mix`)."""
+    against: dict[str, float] = {}
+    if isinstance(embeddings, Mapping):
+        if mixes:
+            against = spread_against_mix(embeddings, mixes)
+        embeddings = list(embeddings.values())
     if not embeddings:
         return {}
     e = torch.stack([t.float() for t in embeddings])
@@ -52,6 +76,7 @@ def spread(embeddings: Sequence[torch.Tensor]) -> dict[str, float]:
         "embedding-min-dist": float(dist.min()) if dist is not None else 0.0,
         "embedding-dims": math.exp(entropy),
         "embedding-clients": float(len(e)),
+        **against,
     }
 
 
@@ -71,6 +96,25 @@ class HyperFedZero(HyperflowerStrategy):
         }
         self.trainable = sum(p.numel() for p in net.parameters())
         self.h_size = sum(p.numel() for p in net.h.parameters()) if net.h else 0
+        self.sizes = net.size_report()
+        log(
+            INFO,
+            "hyperfedzero: |θc| = %d, |θf| = %d, |θh| = %d (hidden %d, chunk %d, "
+            "chunk embedding %d, %s generator): (|θf| + |θh|) / |θc| = %.2f, "
+            "model / FedAvg's = %.3f",
+            self.sizes["theta_c"],
+            self.sizes["theta_f"],
+            self.sizes["theta_h"],
+            self.sizes["hidden"],
+            self.sizes["chunk_size"],
+            self.sizes["chunk_embed_dim"],
+            self.sizes["generator"],
+            self.sizes["f_plus_h_over_c"],
+            self.sizes["model_over_fedavg"],
+        )
+        #: clients' class mixes, read once where the server can read their data
+        #: (None: not tried yet; {}: not readable here)
+        self.mixes: dict[str, torch.Tensor] | None = None
         # P is a run-config value: the declared extra is set per instance (the loop
         # reads it from the strategy object)
         self.reply_extras = {"embedding": ReplyExtra((self.cfg.hfz_embed_dim,))}
@@ -122,8 +166,54 @@ class HyperFedZero(HyperflowerStrategy):
         return self.store_metrics()
 
     def store_metrics(self) -> dict[str, float]:
-        """The embedding store's spread (metrics.jsonl, every round)."""
-        return spread(list(self.store.values()))
+        """The embedding store's spread, against the class mixes where they can be
+        read (metrics.jsonl, every round)."""
+        return spread(self.store, self.class_mixes())
+
+    def class_mixes(self) -> dict[str, torch.Tensor]:
+        """Every registered client's class mix, read once from its partition; {}
+        (with one warning) where the server cannot read the clients' data."""
+        if self.mixes is None:
+            clients = {
+                c: self.registry.clients[c].partition_id
+                for c in (*self.registry.participants, *self.registry.nonparticipants)
+            }
+            try:
+                self.mixes = class_mixes(self.cfg, clients)
+            except Exception as exc:  # noqa: BLE001 - a metric never fails a run
+                log(WARNING, "class-mix spread not measured: %s", exc)
+                self.mixes = {}
+        return self.mixes
+
+    def extra_evaluation(self, ops: Any, server_round: int) -> dict[str, Any]:
+        """Held-out clients' validation accuracy with the classifier for their own
+        e and with the one for the store's mean e (the collapse metric's second
+        half); nothing when there are no held-out clients."""
+        held = list(self.registry.nonparticipants)
+        if not held:
+            return {}
+        own = ConfigRecord(
+            {"round": server_round, "phase": "eval", "method": self.cfg.method}
+        )
+        mean = ConfigRecord(
+            {
+                "round": server_round,
+                "phase": "eval",
+                "method": self.cfg.method,
+                GLOBAL_EMBEDDING: [float(v) for v in self.mean_embedding()],
+            }
+        )
+        got: dict[str, dict[str, dict[str, float]]] = {}
+        for label, config in (("own", own), ("mean", mean)):
+            got[label] = {}
+            for batch in ops.client_batches(held):
+                ops.refresh()
+                answered, _ = ops.evaluate_clients(
+                    self.messages("evaluate", batch, self.generate(batch), config),
+                    f"held-out, {label} e, eval {server_round}",
+                )
+                got[label].update(answered)
+        return own_vs_mean(got["own"], got["mean"])
 
     def mean_embedding(self) -> torch.Tensor:
         """The participants' mean embedding: the global model's e."""
@@ -172,6 +262,8 @@ class HyperFedZero(HyperflowerStrategy):
                 c: [float(v) for v in t] for c, t in self.store.items()
             },
             **{k.replace("-", "_"): v for k, v in self.store_metrics().items()},
+            "hfz_sizes": dict(self.sizes),
+            "collapse": collapse_summary(ops.history, ops.best_round),
         }
         try:
             from server.hfz_embedding_map import plot_embedding_map
@@ -183,6 +275,14 @@ class HyperFedZero(HyperflowerStrategy):
             )
         except Exception as exc:  # noqa: BLE001 - a plot never fails a run
             log(WARNING, "embedding map not drawn: %s", exc)
+        try:
+            from server.hfz_collapse import plot_collapse
+
+            report["collapse_plot"] = str(
+                plot_collapse(ops.run_dir, ops.history, self.cfg.method)
+            )
+        except Exception as exc:  # noqa: BLE001 - a plot never fails a run
+            log(WARNING, "collapse plot not drawn: %s", exc)
         return report
 
     # ---- sizes and state --------------------------------------------------------
