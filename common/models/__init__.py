@@ -70,22 +70,18 @@ def model_shape_problem(
 ) -> str | None:
     """Why model ``name`` cannot take images of ``image_shape``, or None when it can.
 
-    The model is built on the ``meta`` device (shapes only, no memory) and one input
-    of that shape is run through it there, so flatten sizes are checked as torch
-    would check them, without a weight being allocated."""
+    The model is built on the ``meta`` device (shapes only, no memory): every model
+    computes its feature-map sizes from the image size while it is built and raises
+    :class:`ShapeError` where nothing is left (no forward pass: running one on
+    ``meta`` would import torch's compiler, seconds of every config check)."""
     if name not in MODEL_REGISTRY:
         return f"is not a known model ({', '.join(MODEL_REGISTRY)})"
     c, h, w = image_shape
     try:
         with torch.device("meta"):
-            model = build_model(name, num_classes, image_shape=image_shape)
-            out = model(torch.empty(2, c, h, w))
+            build_model(name, num_classes, image_shape=image_shape)
     except ShapeError as exc:
         return f"cannot take {c}×{h}×{w} images: {exc}"
-    except RuntimeError as exc:
-        return f"cannot take {c}×{h}×{w} images: {' '.join(str(exc).split())}"
-    if tuple(out.shape) != (2, num_classes):
-        return f"gives outputs {tuple(out.shape)} for {c}×{h}×{w} images"
     return None
 
 
