@@ -282,6 +282,12 @@ def test_class_counts_the_partition_cannot_split_are_config_errors(tmp_path):
         parse_run_config({**base, "partitioner": "class-shares", "num-clients": 7})
 
 
+def test_the_config_offers_every_dataset_the_loader_reads():
+    from common import config, data
+
+    assert config.DATASETS == data.DATASETS
+
+
 def test_nothing_downloads_unless_asked(tmp_path, monkeypatch):
     import torchvision.datasets.utils as tv_utils
 
@@ -331,3 +337,36 @@ def test_two_rounds_on_32x32_colour_images(tmp_path, method, model):
     config = json.loads((tmp_path / "outputs" / "test" / "config.json").read_text())
     data = config["run"]["data"]
     assert data["image-shape"] == [3, 32, 32] and len(data["mean"]) == 3
+    if method == "pfedhn" and model == "cnn":
+        _personalise_offline(tmp_path)
+
+
+def _personalise_offline(tmp_path: Path) -> None:
+    """A new client's channels-last uint8 images get the run's per-channel
+    normalisation; a model file round-trips; another size is a named error."""
+    from server.personalize import (
+        PersonalizeError,
+        load_model,
+        load_run,
+        personalize,
+        read_client_file,
+        save_model,
+    )
+
+    run_dir = tmp_path / "outputs" / "test"
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "new.npz", x_train=x, y_train=rng.integers(0, 10, 20))
+    run = load_run(run_dir)
+    data, how = read_client_file(tmp_path / "new.npz", run)
+    assert data.x_train.shape == (20, 3, 32, 32) and "mean [" in how
+    mean = torch.tensor(run.info["data"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(run.info["data"]["std"]).view(1, 3, 1, 1)
+    want = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - mean) / std
+    torch.testing.assert_close(data.x_train, want)
+    model = personalize(run_dir, tmp_path / "new.npz", rounds=1)
+    path = save_model(model, tmp_path / "model.pt", run.cfg)
+    assert load_model(path)(data.x_train[:2]).shape == (2, 10)
+    np.savez(tmp_path / "small.npz", x_train=x[:, :28, :28], y_train=np.zeros(20, int))
+    with pytest.raises(PersonalizeError, match="expected 3×32×32 images in x_train"):
+        read_client_file(tmp_path / "small.npz", run)
