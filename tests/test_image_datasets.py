@@ -370,3 +370,41 @@ def _personalise_offline(tmp_path: Path) -> None:
     np.savez(tmp_path / "small.npz", x_train=x[:, :28, :28], y_train=np.zeros(20, int))
     with pytest.raises(PersonalizeError, match="expected 3×32×32 images in x_train"):
         read_client_file(tmp_path / "small.npz", run)
+
+
+def test_deepinversion_synthesises_the_datas_shape():
+    from common.models.bn import bn_statistics, calibrate_bn
+    from server.pfeddsh.deepinversion import InversionWeights, invert
+
+    model = build_model("cnn-bn", 10, seed=0, image_shape=(3, 32, 32))
+    calibrate_bn(
+        model, torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    )
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    images, _ = invert(
+        model,
+        params,
+        bn_statistics(model),
+        torch.tensor([0, 1, 2, 3]),
+        (3, 32, 32),
+        InversionWeights(steps=2, lr=0.1),
+        torch.Generator().manual_seed(2),
+    )
+    assert images.shape == (4, 3, 32, 32) and torch.isfinite(images).all()
+
+
+def test_a_server_without_the_data_learns_shape_and_norm_at_registration(tmp_path):
+    from common.data import image_shape_of
+    from server.datacheck import agree_on_data
+
+    where = str(tmp_path / "not-here")
+    cfg = parse_run_config({"dataset": "folder", "data-dir": where})
+    info = {
+        "data-fingerprint": "folder:abc",
+        "data-norm": [255.0, 0.4, 0.5, 0.6, 0.2, 0.25, 0.3, 7.0],
+        "data-shape": [3, 40, 40],
+    }
+    agreed = agree_on_data({"a": info, "b": dict(info)}, "", cfg)
+    assert agreed["mean"] == [0.4, 0.5, 0.6] and agreed["std"] == [0.2, 0.25, 0.3]
+    assert agreed["num-classes"] == 7 and agreed["image-shape"] == [3, 40, 40]
+    assert image_shape_of("folder", where) == (3, 40, 40) and cfg.num_classes == 7
