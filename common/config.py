@@ -42,7 +42,7 @@ DATASETS = (
     "tiny-imagenet",
     "folder",
 )
-MODELS = ("mlp", "lenet5", "cnn", "vit-tiny", "cnn-bn")
+MODELS = ("mlp", "lenet5", "cnn", "vit-tiny", "cnn-bn", "vit-tiny-p4", "resnet18")
 
 
 def _known_method(value: Any) -> str | None:

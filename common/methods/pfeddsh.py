@@ -45,6 +45,14 @@ def batch_partitions(
 def _validate(cfg: RunConfig) -> None:
     from common.config import ConfigError
 
+    if cfg.model == "resnet18":
+        raise ConfigError(
+            "model",
+            "pFedDSH's masked hypernetwork has one head per target tensor (hn-hidden "
+            "× |θ| weights and as many mask scores): for resnet18's 11.2M weights "
+            "that is over a billion; a chunked masked generator is not built yet, "
+            "use cnn-bn",
+        )
     if cfg.model not in BN_MODELS:
         raise ConfigError(
             "model",
