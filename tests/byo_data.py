@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 
+from bench.sample_sets import write_idx
 
-def write_idx(path: Path, array: np.ndarray) -> Path:
-    """Write a uint8 array as an IDX file (gzipped when the name ends in .gz)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape
-    )
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as fh:
-        fh.write(header + array.tobytes())
-    return path
+__all__ = ["write_idx"]
 
 
 def digit_like(
