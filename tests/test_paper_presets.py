@@ -127,3 +127,25 @@ def test_pfeddsh_refuses_resnet18_and_says_why():
     raw = tomllib.loads((ROOT / "conf/paper/pfeddsh-cifar10.toml").read_text())
     with pytest.raises(ConfigError, match="chunked masked generator"):
         parse_run_config({**raw, "model": "resnet18"})
+
+
+def test_the_benchmarks_sample_has_the_presets_shape_and_only_rounds_change(
+    tmp_path: Path,
+):
+    from bench.paper_presets import bench_config, write_sample
+    from common.data import load_pooled
+
+    for dataset, shape, classes in (
+        ("cifar100", (3, 32, 32), 100),
+        ("mnist", (1, 28, 28), 10),
+    ):
+        folder, count = write_sample(dataset, tmp_path / dataset, 0.002)
+        pooled = load_pooled(dataset, str(folder))
+        assert pooled.image_shape == shape and len(pooled) == count
+        assert int(pooled.labels.max()) < classes
+    load_pooled.cache_clear()
+    for preset in PRESETS:
+        raw = tomllib.loads(preset.read_text())
+        cfg = parse_run_config(bench_config(raw, tmp_path, 2, tmp_path, preset.stem))
+        assert cfg.num_rounds == 2 and cfg.clients_per_round == raw["clients-per-round"]
+        assert (cfg.model, cfg.method) == (raw.get("model", cfg.model), raw["method"])
