@@ -68,9 +68,11 @@ def train_locally(
     steps: int,
     generator: torch.Generator,
     lr: float | None = None,
+    proximal_mu: float = 0.0,
 ) -> TrainResult:
     """Local SGD with the run's inner settings (``lr`` overrides ``inner-lr``, e.g.
-    for LoRA adapters): the one training call every method's handler makes."""
+    for LoRA adapters): the one training call every method's handler makes.
+    ``proximal_mu`` > 0 adds FedProx's proximal term to the local loss."""
     return train_steps(
         model,
         x,
@@ -82,7 +84,15 @@ def train_locally(
         cfg.inner_weight_decay,
         generator,
         cfg.local_clip_norm,
+        proximal_mu,
     )
+
+
+def proximal_mu_of(msg_cfg: ConfigRecord) -> float:
+    """FedProx's μ as the server names it in a train message (``proximal-mu``; only
+    the fedprox strategy sends it, so every other method trains with μ = 0)."""
+    value = msg_cfg.get("proximal-mu", 0.0)
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def update_metrics(num_examples: int, result: TrainResult) -> dict[str, Any]:
@@ -160,7 +170,13 @@ def train_and_diff(
     metrics, before clipping/noise (:func:`finish_update`)."""
     steps = local_steps(cfg, msg_cfg, len(data.y_train))
     result = train_locally(
-        cfg, model, data.x_train, data.y_train, steps, seed_for(cfg, cid, msg_cfg)
+        cfg,
+        model,
+        data.x_train,
+        data.y_train,
+        steps,
+        seed_for(cfg, cid, msg_cfg),
+        proximal_mu=proximal_mu_of(msg_cfg),
     )
     trained = dict(model.named_parameters())
     delta = {k: trained[k].detach() - v for k, v in received.items()}

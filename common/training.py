@@ -88,14 +88,19 @@ def train_steps(
     weight_decay: float,
     generator: torch.Generator,
     clip_norm: float = 0.0,
+    proximal_mu: float = 0.0,
 ) -> TrainResult:
     """Plain SGD on mini-batches drawn without replacement, reshuffled each epoch.
 
     ``clip_norm`` > 0 bounds each step's gradient norm (``local-clip-norm``): a
     received model far from this client's data (e.g. an adapter relayed from a
     client with other classes) otherwise can blow up in the first steps.
+    ``proximal_mu`` > 0 adds FedProx's term μ/2 ‖w − w_0‖² to each step's loss, w_0
+    the trainable weights as received (the global model); 0 leaves the loop as it
+    was, bit for bit. The reported loss is the cross-entropy alone.
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     opt = ClientSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -109,7 +114,13 @@ def train_steps(
         logits = model(x[batch])
         loss = nn.functional.cross_entropy(logits, y[batch])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if anchor:
+            proximal = sum(
+                ((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True)
+            )
+            (loss + 0.5 * proximal_mu * proximal).backward()
+        else:
+            loss.backward()
         if clip_norm > 0:
             nn.utils.clip_grad_norm_(params, clip_norm)
         opt.step()

@@ -1,7 +1,7 @@
-"""The reference rows: FedAvg (one global model) and local-only training.
+"""The reference rows: FedAvg (one global model), FedProx and local-only training.
 
-They own no settings beyond the shared ones; their strategies are in
-server/strategies/fedavg.py and clients use the plain handlers.
+FedProx owns ``proximal-mu``; the others no settings beyond the shared ones. Their
+strategies are in server/strategies/fedavg.py and clients use the plain handlers.
 """
 
 from __future__ import annotations
@@ -39,5 +39,24 @@ LOCAL = register_method(
         settings=HELD_OUT,
         nonparticipant_protocol="none: a client that never trains has no model",
         personalizable=False,
+    )
+)
+
+FEDPROX = register_method(
+    MethodSpec(
+        name="fedprox",
+        summary="Li et al. (2020): FedAvg with the proximal term μ/2 ‖w − w_global‖² "
+        "in each client's local loss",
+        settings={
+            **HELD_OUT,
+            "proximal-mu": Setting(
+                0.01,
+                "FedProx's μ: weight of μ/2 ‖w − w_global‖² in the local loss "
+                "(0 = FedAvg exactly)",
+                check=at_least(0.0),
+            ),
+        },
+        nonparticipant_protocol="global model, no training",
+        personalizable=True,
     )
 )

@@ -26,6 +26,15 @@ PFEDHN = register_method(
                 check=at_least(0),
                 fingerprint=True,
             ),
+            "pfedhn-input": Setting(
+                "embedding",
+                "the hypernetwork's input: a trained per-client embedding (the "
+                "pFedHN paper, this project's default) or the client's class "
+                "indicator r_i (as the HyperFLoRA paper runs pFedHN: held-out "
+                "clients are served zero-shot from r_i, never trained)",
+                choices=("embedding", "class-indicator"),
+                fingerprint=True,
+            ),
             "novel-rounds": Setting(
                 10, "exchanges fitting a held-out client's embedding", check=at_least(0)
             ),

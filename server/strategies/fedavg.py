@@ -3,6 +3,8 @@
 Clients return deltas (the shared reply format); Flower's ``FedAvg.aggregate_train``
 averages them weighted by ``num-examples`` and the server adds the mean delta to the
 global model. Held-out clients get the global model as it is (their zero-shot model).
+FedProx is the same server; its train messages name ``proximal-mu``, which the
+shared local update adds to the client's loss as μ/2 ‖w − w_global‖².
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from logging import INFO
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from common.config import RunConfig
 from common.records import from_record, to_record
+from server.paper_cost import whole_model_cost
 from server.personalizers import TrainedRun, register_personalizer
 from server.strategies.base import HyperflowerStrategy, Params
 from server.strategies.pfedhn import novel_phase
@@ -114,6 +117,16 @@ class FedAvg(HyperflowerStrategy):
             or super().nonparticipant_protocol()
         )
 
+    def final_report(
+        self, ops: Any, nonparticipants: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
+        """The paper's communication per round, 2·M_sel·|θ| (beside the bytes the
+        loop counts from the records)."""
+        return whole_model_cost(
+            min(self.cfg.clients_per_round, len(self.registry.participants)),
+            self.client_trainable_params(),
+        )
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "global": dict(self.global_model)}
 
@@ -124,6 +137,28 @@ class FedAvg(HyperflowerStrategy):
     def global_params(self) -> Params:
         """The current global model."""
         return self.global_model
+
+
+class FedProx(FedAvg):
+    """Li et al. (2020): FedAvg's server; each train message names ``proximal-mu``
+    so the client's local loss gains μ/2 ‖w − w_global‖² (common/training.py)."""
+
+    name = "fedprox"
+
+    def messages(
+        self,
+        kind: str,
+        client_ids: Sequence[str],
+        params: Sequence[Params],
+        config: ConfigRecord,
+        **extra: ArrayRecord | ConfigRecord,
+    ) -> list[Message]:
+        """FedAvg's messages; train ones carry μ in their config."""
+        if kind == "train":
+            config = ConfigRecord(
+                {**dict(config), "proximal-mu": float(self.cfg.proximal_mu)}
+            )
+        return super().messages(kind, client_ids, params, config, **extra)
 
 
 class LocalOnly(HyperflowerStrategy):
@@ -192,9 +227,9 @@ class LocalOnly(HyperflowerStrategy):
         }
 
 
-@register_personalizer("fedavg")
+@register_personalizer("fedavg", "fedprox")
 class FedAvgPersonalizer:
-    """A FedAvg run gives every new client its global model."""
+    """A FedAvg (or FedProx) run gives every new client its global model."""
 
     def __init__(self, run: TrainedRun, device: torch.device) -> None:
         self.global_model = run.state["global"]

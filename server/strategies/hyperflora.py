@@ -60,10 +60,15 @@ from common.models.lora import add_lora, generated_tensors, head_name, pack, unp
 from common.protocol import LORA, RHO, routed
 from common.records import to_record
 from server.messaging import Exchange, Outgoing
+from server.paper_cost import hyperflora_cost
 from server.registry import message_to
 from server.strategies.base import HyperflowerStrategy, Params, summarise
 from server.strategies.fedavg import FedAvg
-from server.strategies.pfedhn import load_optimizer_state, make_optimizer
+from server.strategies.pfedhn import (
+    load_optimizer_state,
+    make_optimizer,
+    registered_indicator,
+)
 from server.update import hypernet_step, round_weights
 from server.validation import ClientUpdate
 
@@ -245,7 +250,7 @@ class HyperFLoRA(HyperflowerStrategy):
     # ---- generation ------------------------------------------------------------
     def indicator(self, client_id: str) -> list[int]:
         """r_i as the client reported it at registration."""
-        return [int(v) for v in self.registry.clients[client_id].meta["classes"]]
+        return registered_indicator(self.registry, client_id)
 
     def generate_from(self, indicators: Sequence[Sequence[int]]) -> list[Params]:
         """ρ = h(r; ψ) for each indicator, in one batched forward (no graph kept)."""
@@ -598,6 +603,14 @@ class HyperFLoRA(HyperflowerStrategy):
             "exchanges_per_round": mean("exchanges"),
             "bystander_train_messages": int(
                 sum(m.get("lora-train-messages", 0) for m in nonparticipants.values())
+            ),
+            **hyperflora_cost(
+                mean("clients"),
+                cfg.num_classes,
+                self.client_trainable_params(),
+                cfg.pair_exchanges,
+                mean("pairs"),
+                self.variant != "standard",
             ),
             **self.report,
         }

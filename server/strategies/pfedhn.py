@@ -19,6 +19,13 @@ why). Choices where the paper and the authors' code are silent, each a run-confi
   :func:`fit_new_embeddings` is that procedure; the in-run evaluation and offline
   personalisation (:class:`PFedHNPersonalizer`) both call it, client by client (one
   embedding, one forward, one optimiser each), so both give bit-identical models.
+
+With ``pfedhn-input = "class-indicator"`` the hypernetwork's input is the client's
+class indicator r_i ∈ {0,1}^K as it reported it at registration (the same field
+HyperFLoRA reads, :func:`registered_indicator`), not a trained embedding: only φ is
+trained, and a held-out client ("bystander") gets h(r_i; φ) zero-shot, with no
+message but its evaluation, as the HyperFLoRA paper runs pFedHN and
+pFedHN-Parallel (``clients-per-round`` 1 and M).
 """
 
 from __future__ import annotations
@@ -38,9 +45,11 @@ from common.hypernets.chunked import ChunkedHyperNet
 from common.hypernets.pertensor import PerTensorHyperNet, offset_constant_tensors
 from common.local_update import local_update
 from common.models import build_model, param_shapes
-from common.partition import ClientData, split_participants
+from common.partition import ClientData, class_indicator, split_participants
 from common.records import from_record, to_record
+from server.paper_cost import pfedhn_cost
 from server.personalizers import PersonalizeError, TrainedRun, register_personalizer
+from server.registry import ClientRegistry
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
 from server.update import hypernet_step, round_weights, undiluted
@@ -95,9 +104,22 @@ def frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
+def by_class_indicator(cfg: RunConfig) -> bool:
+    """Whether the hypernetwork reads r_i (``pfedhn-input``) instead of embeddings."""
+    return bool(cfg.pfedhn_input == "class-indicator")
+
+
+def registered_indicator(registry: ClientRegistry, client_id: str) -> list[int]:
+    """r_i as the client reported it at registration: the 0/1 vector of classes in
+    its training split (``common.partition.class_indicator``, computed on the client;
+    no counts). HyperFLoRA and pFedHN's class-indicator input both read it here."""
+    return [int(v) for v in registry.clients[client_id].meta["classes"]]
+
+
 def build_hypernet(cfg: RunConfig, shapes: dict[str, torch.Size]) -> torch.nn.Module:
     """pFedHN's hypernetwork for a run config (the strategy and offline tools):
-    per-tensor heads, or chunked (run-config key ``hypernet``)."""
+    per-tensor heads, or chunked (run-config key ``hypernet``); its input is the
+    embedding size, or K with ``pfedhn-input = "class-indicator"``."""
     # the target's own initialisation: a LayerNorm gain is generated around 1 (and,
     # for the chunked generator, every tensor at its default init scale)
     reference = dict(
@@ -105,9 +127,10 @@ def build_hypernet(cfg: RunConfig, shapes: dict[str, torch.Size]) -> torch.nn.Mo
             cfg.model, cfg.num_classes, seed=cfg.seed, image_shape=cfg.image_shape
         ).named_parameters()
     )
+    in_dim = cfg.num_classes if by_class_indicator(cfg) else cfg.resolved_embed_dim
     if cfg.hypernet == "chunked":
         return ChunkedHyperNet(
-            cfg.resolved_embed_dim,
+            in_dim,
             shapes,
             cfg.hn_hidden,
             cfg.hn_n_hidden,
@@ -115,9 +138,7 @@ def build_hypernet(cfg: RunConfig, shapes: dict[str, torch.Size]) -> torch.nn.Mo
             cfg.chunk_embed_dim,
             reference={k: reference[k] for k in shapes},
         )
-    hnet = PerTensorHyperNet(
-        cfg.resolved_embed_dim, shapes, cfg.hn_hidden, cfg.hn_n_hidden
-    )
+    hnet = PerTensorHyperNet(in_dim, shapes, cfg.hn_hidden, cfg.hn_n_hidden)
     offset_constant_tensors(hnet, {k: reference[k] for k in shapes})
     return hnet
 
@@ -196,6 +217,12 @@ class PFedHN(HyperflowerStrategy):
 
     name = "pfedhn"
     accepts_joiners = True
+    #: Held-out clients send their class indicator r_i and nothing else (the
+    #: class-indicator input needs it; the embedding fit needs nothing).
+    registration_fields = {
+        **HyperflowerStrategy.registration_fields,
+        "nonparticipant": ("classes",),
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -207,12 +234,13 @@ class PFedHN(HyperflowerStrategy):
         ):
             self.store.add(cid, {"partition-id": info.partition_id})
         self.hnet = build_hypernet(cfg, self.shapes).to(self.device)
+        self.by_indicator = by_class_indicator(cfg)
+        groups: list[dict[str, Any]] = [{"params": list(self.hnet.parameters())}]
+        if not self.by_indicator:
+            groups.append({"params": [self.store.weight], "lr": cfg.resolved_embed_lr})
         self.optimizer = make_optimizer(
             cfg.server_optimizer,
-            [
-                {"params": list(self.hnet.parameters())},
-                {"params": [self.store.weight], "lr": cfg.resolved_embed_lr},
-            ],
+            groups,
             cfg.server_lr,
             cfg.server_momentum,
             cfg.server_weight_decay,
@@ -229,31 +257,58 @@ class PFedHN(HyperflowerStrategy):
         n = next(iter(batch.values())).shape[0]
         return [{k: v[i].detach().cpu() for k, v in batch.items()} for i in range(n)]
 
+    def indicators(self, client_ids: Sequence[str]) -> torch.Tensor:
+        """The clients' r_i as a (B, K) float batch (class-indicator input)."""
+        return torch.tensor(
+            [registered_indicator(self.registry, c) for c in client_ids],
+            dtype=torch.float32,
+            device=self.device,
+        )
+
+    def inputs(self, client_ids: Sequence[str]) -> torch.Tensor:
+        """The hypernetwork's inputs: the clients' embeddings v_i, or their r_i."""
+        if self.by_indicator:
+            return self.indicators(client_ids)
+        return self.store(client_ids)
+
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
-        """θ_i = h(v_i; φ) for each client, generated in one batched forward."""
+        """θ_i = h(v_i; φ) (or h(r_i; φ)) for each client, in one batched forward."""
         with torch.no_grad():
-            return self._unbatch(self.hnet(self.store(client_ids)))
+            return self._unbatch(self.hnet(self.inputs(client_ids)))
 
     def apply_updates(
         self, server_round: int, updates: list[ClientUpdate]
     ) -> dict[str, float]:
-        """The shared hypernetwork step on φ and the sampled clients' v_i."""
+        """The shared hypernetwork step on φ and the sampled clients' v_i (only φ
+        with the class-indicator input: r_i is data, not a parameter)."""
         weights = round_weights([u.num_examples for u in updates], self.cfg.weighting)
-        embeddings = undiluted(self.store([u.client_id for u in updates]), weights)
+        ids = [u.client_id for u in updates]
+        if self.by_indicator:
+            inputs = self.indicators(ids)
+            trained = list(self.hnet.parameters())
+        else:
+            inputs = undiluted(self.store(ids), weights)
+            trained = [*self.hnet.parameters(), self.store.weight]
         norm = hypernet_step(
             self.hnet,
-            embeddings,
+            inputs,
             [{k: d.to(self.device) for k, d in u.delta.items()} for u in updates],
             weights,
             self.optimizer,
-            [*self.hnet.parameters(), self.store.weight],
+            trained,
             self.cfg.clip_norm,
         )
         return {"grad-norm": norm}
 
     def nonparticipant_protocol(self) -> str:
         """With ``novel-rounds`` 0 nothing is fitted: every held-out client gets the
-        model of the participants' mean embedding, a zero-shot model like FedAvg's."""
+        model of the participants' mean embedding, a zero-shot model like FedAvg's;
+        with the class-indicator input it gets h(r_i) zero-shot."""
+        if self.by_indicator:
+            return (
+                "model generated zero-shot from its class indicator r_i "
+                "(pfedhn-input = class-indicator); no training, no data beyond r_i"
+            )
         if self.cfg.novel_rounds == 0:
             return (
                 "model generated from the participants' mean embedding; no "
@@ -264,10 +319,13 @@ class PFedHN(HyperflowerStrategy):
     def nonparticipant_params(
         self, ops: ServerOps, client_ids: Sequence[str]
     ) -> dict[str, Params] | None:
-        """Fit only new embeddings for held-out clients (φ frozen), then generate."""
+        """Fit only new embeddings for held-out clients (φ frozen), then generate;
+        with the class-indicator input, h(r_i) at once (no message, no training)."""
         held_out = list(client_ids)
         if not held_out:
             return {}
+        if self.by_indicator:
+            return dict(zip(held_out, self.generate(held_out), strict=True))
 
         def exchange(
             step: int, ids: list[str], params: list[Params]
@@ -310,6 +368,20 @@ class PFedHN(HyperflowerStrategy):
     def hypernet_params(self) -> int:
         return sum(p.numel() for p in self.hnet.parameters())
 
+    def final_report(
+        self, ops: ServerOps, nonparticipants: dict[str, dict[str, float]]
+    ) -> dict[str, Any]:
+        """The input kind and the paper's communication per round, M_sel·|r| +
+        2·M_sel·|θ| (|r| = K with the class-indicator input, else 0)."""
+        return {
+            "pfedhn_input": self.cfg.pfedhn_input,
+            **pfedhn_cost(
+                min(self.cfg.clients_per_round, len(self.registry.participants)),
+                self.client_trainable_params(),
+                self.cfg.num_classes if self.by_indicator else 0,
+            ),
+        }
+
 
 @register_personalizer("pfedhn")
 class PFedHNPersonalizer:
@@ -341,6 +413,17 @@ class PFedHNPersonalizer:
         lr: float | None,
     ) -> tuple[Params, dict[str, Any]]:
         cfg = self.cfg
+        if by_class_indicator(cfg):
+            if data is None:
+                raise PersonalizeError(
+                    "pfedhn with pfedhn-input = class-indicator needs the new "
+                    "client's labels (a data file or a partition id) for r_i"
+                )
+            r = class_indicator(data.y_train, cfg.num_classes)
+            device = next(self.hnet.parameters()).device
+            return generate_one(
+                self.hnet, torch.tensor([r], dtype=torch.float32, device=device)
+            ), {"embedding": "class indicator r_i (zero-shot)", "fit-rounds": 0}
         if client_id in self.participants and data is None:
             return (
                 generate_one(self.hnet, self.store([client_id])),
