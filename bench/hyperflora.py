@@ -9,9 +9,13 @@ For each preset (``conf/hyperflora-*.toml``) and seed:
    over the participants (the "Pretrain" row: the global model of the round chosen
    on participants' validation accuracy, evaluated on participants and bystanders)
    and saves ``pretrained.pt``;
-2. pFedHN on the same split, for as many rounds as HyperFLoRA's two phases together,
-   with its own server learning rate (the preset's is HyperFLoRA's); its bystander
-   number is the novel-client accuracy (embedding fitted with local steps, φ frozen);
+2. the baselines on the same split, each given as many client updates as
+   HyperFLoRA's two phases together and its own learning rates (the preset's are
+   HyperFLoRA's): pFedHN and pFedHN-Parallel as the HyperFLoRA paper runs them (the
+   hypernetwork reads r_i, ``pfedhn-input = "class-indicator"``; bystanders get
+   h(r_i) zero-shot; one client a round and M a round), this project's pFedHN with
+   fitted embeddings (its bystander number is the novel-client accuracy: an
+   embedding fitted with local steps, φ frozen), FedProx and FedAvg;
 3. the variants noCP (``standard``), Seq (``sequential``) and +θ_hd (``head``) on
    the same θ_pret (``pretrained-model``), so the rows differ only in phase 2.
 
@@ -19,7 +23,9 @@ Every run is the ServerApp's loop with the real client handlers in process
 (``bench/worker.py``, one torch thread), two at a time. Accuracies are test
 accuracies at the round chosen on participants' validation accuracy, mean ± std over
 seeds. Communication per round is what the hypernetwork rounds sent (records
-counted, relays included): values (array elements and r entries) and bytes.
+counted, relays included): values (array elements and r entries) and bytes; beside
+it, the paper's formula for the row (``server/paper_cost.py``, from the run's
+summary), CTWC and HS as the paper's Table 1 defines them (docs/hyperflora.md).
 Results go to ``bench/results/hyperflora-<preset>.{json,md,png}``.
 
 ``--reuse`` keeps finished runs whose resolved config is unchanged, and lets a
@@ -80,7 +86,33 @@ class Preset:
 #: :func:`equal_rounds`; batch size and local epochs are the preset's (the budget).
 #: The ViT table uses the LeNet split's choices (no sweep on the ViT split, for any
 #: method).
+#: The paper's baselines (issue 25): FedProx on FedAvg's tuned local lr with μ =
+#: 0.01, and pFedHN / pFedHN-Parallel reading r_i on pFedHN's tuned settings (server
+#: lr 0.2 for M a round; the authors' trainer lr 0.01 for one client a round). None
+#: of these four choices was swept on this split yet (docs/tuning.md rule 5: the
+#: next table run sweeps them first).
 OWN: dict[str, dict[str, Any]] = {
+    "FedProx": {
+        "method": "fedprox",
+        "inner-lr": 0.05,
+        "local-clip-norm": 50.0,
+        "proximal-mu": 0.01,
+    },
+    "pFedHN (paper: r_i)": {
+        "method": "pfedhn",
+        "pfedhn-input": "class-indicator",
+        "clients-per-round": 1,
+        "inner-lr": 0.005,
+        "local-clip-norm": 50.0,
+        "server-lr": 0.01,
+    },
+    "pFedHN-Parallel (paper: r_i)": {
+        "method": "pfedhn",
+        "pfedhn-input": "class-indicator",
+        "inner-lr": 0.005,
+        "local-clip-norm": 50.0,
+        "server-lr": 0.2,
+    },
     "pFedHN": {
         "method": "pfedhn",
         "inner-lr": 0.005,
@@ -125,8 +157,16 @@ def equal_rounds(conf: dict[str, Any]) -> int:
 
 
 def baseline_overrides(preset: Preset, row: str, conf: dict[str, Any]) -> dict:
-    """A baseline row's overrides on the preset: its own settings, equal rounds."""
-    return {**preset.own[row], "num-rounds": equal_rounds(conf)}
+    """A baseline row's overrides on the preset: its own settings, equal client
+    updates (a row with fewer clients a round, the one-client pFedHN, gets rounds in
+    proportion and is evaluated after the same numbers of client updates)."""
+    own = preset.own[row]
+    per_round = int(conf["clients-per-round"])
+    factor = per_round // int(own.get("clients-per-round", per_round))
+    out = {**own, "num-rounds": equal_rounds(conf) * factor}
+    if factor != 1:
+        out["eval-every"] = int(conf.get("eval-every", 10)) * factor
+    return out
 
 
 VARIANTS = (
@@ -135,7 +175,11 @@ VARIANTS = (
     ("HyperFLoRA+θ_hd", "head"),
     ("HyperFLoRA", "paired"),
 )
-BASELINES = ("pFedHN", "FedAvg (same budget)")
+#: The paper's baselines first (FedProx beside Pretrain, pFedHN and pFedHN-Parallel
+#: reading r_i), then this project's rows: pFedHN with fitted embeddings (ours) and
+#: FedAvg at the same budget (a reference the paper does not have).
+PAPER_BASELINES = ("FedProx", "pFedHN (paper: r_i)", "pFedHN-Parallel (paper: r_i)")
+BASELINES = (*PAPER_BASELINES, "pFedHN", "FedAvg (same budget)")
 ROWS = (
     "Pretrain (FedAvg)",
     *BASELINES,
@@ -149,6 +193,7 @@ KEYS = (
     "participant_acc_clients_std",
     "values_per_round",
     "bytes_per_round",
+    "paper_values_per_round",
     "ctwc",
     "hs",
     "best_round",
@@ -264,6 +309,7 @@ def records(result: Any) -> list[dict[str, Any]]:
                 "participant_acc_clients_std": s["participant_acc_std"],
                 "values_per_round": 2 * sampled * theta,  # θ_i down, Δθ_i up
                 "bytes_per_round": s["bytes_down_per_round"] + s["bytes_up_per_round"],
+                "paper_values_per_round": s.get("paper_comm_values_per_round"),
                 "ctwc": theta,
                 "hs": s["hypernet_params"],
                 "best_round": s["best_round"],
@@ -282,6 +328,7 @@ def records(result: Any) -> list[dict[str, Any]]:
             "participant_acc_clients_std": s["participant_acc_std"],
             "values_per_round": s["values_per_round"],
             "bytes_per_round": s["bytes_per_round"],
+            "paper_values_per_round": s.get("paper_comm_values_per_round"),
             "ctwc": s["client_trainable_params"],
             "hs": s["hypernet_params"],
             "best_round": s["best_round"],
@@ -311,6 +358,7 @@ def records(result: Any) -> list[dict[str, Any]]:
                 "participant_acc_clients_std": s["pretrain_participant_acc_std"],
                 "values_per_round": 2 * sampled * theta,
                 "bytes_per_round": s["pretrain_bytes_per_round"],
+                "paper_values_per_round": 2 * sampled * theta,
                 "ctwc": theta,
                 "hs": None,
                 "best_round": s["pretrain_best_round"],
@@ -327,6 +375,7 @@ def records(result: Any) -> list[dict[str, Any]]:
                 "participant_acc_clients_std": s.get("participant_finetuned_acc_std"),
                 "values_per_round": 0,
                 "bytes_per_round": 0,
+                "paper_values_per_round": 0,
                 "ctwc": s["client_trainable_params"],
                 "hs": None,
             }
@@ -347,6 +396,37 @@ def formula(row: str) -> str:
         "HyperFLoRA": "(2M + 2EM) ρ + EM r",
         "ρ fine-tuned (upper ref.)": "0 (local)",
     }.get(row, "")
+
+
+def paper_formula(row: str) -> str:
+    """A row's communication per round in the paper's own formula (its Tables 1-3;
+    ``server/paper_cost.py`` computes the value from the run's sizes)."""
+    whole = "2M_sel θ"
+    paired = "2M_sel r + (2M_sel + 4E M_pair) ρ"
+    return {
+        "Pretrain (FedAvg)": whole,
+        "FedProx": whole,
+        "pFedHN (paper: r_i)": "M_sel r + 2M_sel θ",
+        "pFedHN-Parallel (paper: r_i)": "M_sel r + 2M_sel θ",
+        "pFedHN": "2M_sel θ (no r: embeddings on the server)",
+        "FedAvg (same budget)": whole,
+        "HyperFLoRA-noCP": "M_sel r + 2M_sel ρ",
+        "HyperFLoRA-Seq": paired,
+        "HyperFLoRA+θ_hd": "2M_sel r + (2M_sel + 4E M_pair)(ρ_enc + θ_hd)",
+        "HyperFLoRA": paired,
+        "ρ fine-tuned (upper ref.)": "0",
+    }.get(row, "")
+
+
+#: Row names on a page with the paper's baselines: the fitted-embedding pFedHN is
+#: this project's, the paper's pFedHN reads r_i.
+SHOWN = {"pFedHN": "pFedHN, fitted embedding (ours)"}
+
+
+def paper_layout(rows: list[dict[str, Any]]) -> bool:
+    """Whether a table carries the paper's communication column (tables run since
+    issue 25); an older table renders as it was committed."""
+    return any(r.get("paper_values_per_round") is not None for r in rows)
 
 
 #: A baseline whose participants' accuracy is at most this many times chance
@@ -380,6 +460,19 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
         "bystanders; pFedHN's novel-client fit",
     ),
     ("participant_above_pfedhn", "pFedHN", "participant_acc", "participants"),
+    (
+        "bystander_above_paper_pfedhn",
+        "pFedHN (paper: r_i)",
+        "bystander_acc",
+        "bystanders; both zero-shot",
+    ),
+    (
+        "bystander_above_paper_pfedhn_parallel",
+        "pFedHN-Parallel (paper: r_i)",
+        "bystander_acc",
+        "bystanders; both zero-shot",
+    ),
+    ("bystander_above_fedprox", "FedProx", "bystander_acc", "bystanders"),
 )
 
 
@@ -451,6 +544,15 @@ def verdict_line(verdict: dict[str, Any]) -> str:
                 "above FedAvg's global model at the same budget",
             ),
             ("participant_above_pfedhn", "participant accuracy above pFedHN's"),
+            (
+                "bystander_above_paper_pfedhn",
+                "bystander accuracy above the paper's zero-shot pFedHN (r_i)",
+            ),
+            (
+                "bystander_above_paper_pfedhn_parallel",
+                "above the paper's zero-shot pFedHN-Parallel (r_i)",
+            ),
+            ("bystander_above_fedprox", "above FedProx's global model"),
         )
         if key in verdict
     ]
@@ -491,6 +593,7 @@ def markdown(
 ) -> str:
     """The preset's results page, laid out like the paper's tables."""
     conf = load_preset(preset.conf) | sizing
+    paper = paper_layout(rows)
     body = table(
         [
             "Framework",
@@ -500,18 +603,24 @@ def markdown(
             "Comm./round (values)",
             "Comm./round (bytes)",
             "formula",
+            *(["Comm./round, paper (values)", "paper formula"] if paper else []),
             "CTWC",
             "HS",
         ],
         [
             [
-                r["row"],
+                SHOWN.get(r["row"], r["row"]) if paper else r["row"],
                 pm(r, "bystander_acc"),
                 pm(r, "participant_acc"),
                 fmt(r.get("client_updates")),
                 fmt(r["values_per_round"]),
                 fmt(r["bytes_per_round"]),
                 formula(r["row"]),
+                *(
+                    [fmt(r.get("paper_values_per_round")), paper_formula(r["row"])]
+                    if paper
+                    else []
+                ),
                 fmt(r["ctwc"]),
                 fmt(r["hs"]) if r["hs"] else "—",
             ]
@@ -558,6 +667,25 @@ def markdown(
         "once at registration.",
         "",
     ]
+    if paper:
+        lines[-1:] = [
+            "",
+            "The paper's baselines: FedProx (FedAvg with μ/2 ‖w − w_global‖² in the "
+            "local loss) gives bystanders its global model; pFedHN and "
+            "pFedHN-Parallel (one client a round and M, as many client updates as "
+            "the others) generate every model from r_i and serve bystanders h(r_i) "
+            "zero-shot, as HyperFLoRA does; the fitted-embedding pFedHN and FedAvg "
+            "at the same budget are this project's rows, not the paper's. The "
+            "paper's communication column is its formula of the run's sizes "
+            "(M_sel participants a round, M_pair pairs, E exchanges, |r| = K, |ρ| the "
+            "generated tensors, |θ| the model); the counted columns beside it are "
+            "what the records carried: r_i once at registration instead of every "
+            "round, r_ij with each relay hop, a hop skipped where a client holds "
+            "none of r_ij's classes, and Flower's framing in the bytes. CTWC: the "
+            "weights a participant's local training updates; HS: the weights of the "
+            "server's hypernetwork (embeddings excluded; — where there is none).",
+            "",
+        ]
     claims = claim_lines(rows, runs)
     if claims:
         lines += [*claims[1:], ""]

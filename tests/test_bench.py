@@ -431,7 +431,14 @@ def test_hyperflora_baselines_get_its_budget_and_their_own_settings():
     assert set(jobs) == {"HyperFLoRA", *hfl.BASELINES}
     for row in hfl.BASELINES:
         cfg = conf | jobs[row].overrides
-        assert cfg["num-rounds"] == hfl.equal_rounds(conf)
+        # the same client updates: rounds × clients a round (the one-client pFedHN
+        # runs M times the rounds and is evaluated after the same updates)
+        assert cfg["num-rounds"] * cfg["clients-per-round"] == hfl.equal_rounds(
+            conf
+        ) * int(conf["clients-per-round"])
+        assert cfg["eval-every"] * cfg["clients-per-round"] == conf["eval-every"] * int(
+            conf["clients-per-round"]
+        )
         # its own learning rate and clip, not HyperFLoRA's; the budget's batch/epochs
         assert cfg["inner-lr"] == hfl.OWN[row]["inner-lr"]
         assert cfg["local-clip-norm"] == 50.0 != conf["local-clip-norm"]
@@ -439,6 +446,10 @@ def test_hyperflora_baselines_get_its_budget_and_their_own_settings():
         assert cfg["local-epochs"] == conf["local-epochs"]
     assert jobs["pFedHN"].overrides["method"] == "pfedhn"
     assert jobs["FedAvg (same budget)"].overrides["method"] == "fedavg"
+    assert jobs["FedProx"].overrides["method"] == "fedprox"
+    for row in ("pFedHN (paper: r_i)", "pFedHN-Parallel (paper: r_i)"):
+        assert jobs[row].overrides["pfedhn-input"] == "class-indicator"
+    assert (conf | jobs["pFedHN (paper: r_i)"].overrides)["clients-per-round"] == 1
 
 
 def hyperflora_rows(
