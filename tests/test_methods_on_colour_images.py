@@ -18,7 +18,8 @@ from bench.sample_sets import cifar_folder
 from common.data import load_pooled
 from tests.conftest import small_config
 
-#: Each method's keys for a tiny run (the rest: tests.conftest.small_config).
+#: Each method's keys for a tiny run, by test id (the id is the method unless the
+#: keys name one; the rest: tests.conftest.small_config).
 METHODS: dict[str, dict[str, Any]] = {
     "local": {"model": "lenet5"},
     "hyperfedzero": {"model": "mlp"},
@@ -27,6 +28,16 @@ METHODS: dict[str, dict[str, Any]] = {
         "pretrain-rounds": 1,
         "pair-exchanges": 1,
         "finetune-steps": 2,
+        "novel-rounds": 1,
+    },
+    "hyperflora-vit": {  # the paper's ViT and its adapters (attention and head)
+        "method": "hyperflora",
+        "model": "vit-tiny-p4",
+        "lora-targets": "blocks.*.attn.*,head",
+        "pretrain-rounds": 1,
+        "pair-exchanges": 1,
+        "local-steps": 1,
+        "finetune-steps": 0,
         "novel-rounds": 1,
     },
     "mh-pfedhn": {
@@ -58,18 +69,18 @@ def _fresh_loads():
     load_pooled.cache_clear()
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("case", list(METHODS))
 def test_two_rounds_of_every_method_on_32x32_colour_images(
-    tmp_path: Path, method: str
+    tmp_path: Path, case: str
 ) -> None:
     from server.direct_grid import run_in_process
 
     root, _, _ = cifar_folder(tmp_path / "cifar", per_batch=40)
     config = small_config(
         tmp_path,
-        method=method,
         dataset="cifar10",
         **{
+            "method": case,
             "data-dir": str(root),
             "num-clients": 6,
             "holdout": 0.34,
@@ -80,9 +91,10 @@ def test_two_rounds_of_every_method_on_32x32_colour_images(
             "batch-size": 8,
             "classes-per-client": 3,
             "novel-rounds": 1,
-            **METHODS[method],
+            **METHODS[case],
         },
     )
+    method = config["method"]
     summary = run_in_process(config)
     assert summary is not None and summary["method"] == method
     assert 0.0 <= summary["participant_acc"] <= 1.0
