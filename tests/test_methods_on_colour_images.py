@@ -22,6 +22,7 @@ from tests.conftest import small_config
 #: keys name one; the rest: tests.conftest.small_config).
 METHODS: dict[str, dict[str, Any]] = {
     "local": {"model": "lenet5"},
+    "fedprox": {"model": "lenet5"},
     "hyperfedzero": {"model": "mlp"},
     "hyperflora": {
         "model": "lenet5",
@@ -60,6 +61,19 @@ METHODS: dict[str, dict[str, Any]] = {
         "pa-reference": False,
     },
 }
+
+
+#: Run on the same CIFAR-format data in tests/test_image_datasets.py.
+ELSEWHERE = {"pfedhn", "fedavg"}
+
+
+def test_every_registered_method_is_run_here_or_beside_it():
+    from common.config import settings
+    from common.settings import METHOD_SPECS
+
+    settings()  # imports every built-in method
+    here = {keys.get("method", case) for case, keys in METHODS.items()}
+    assert set(METHOD_SPECS) <= here | ELSEWHERE
 
 
 @pytest.fixture(autouse=True)
