@@ -60,11 +60,11 @@ def pfedhn_ri(tmp_path_factory):
     runner = build_runner(cfg, hook)
     summary = runner.run()
     end_run(runner.outputs, summary, runner.cfg)
-    return cfg, summary, seen, runner
+    return cfg, summary, seen, runner, tmp / "outputs" / "ri"
 
 
 def test_bystander_is_never_trained_and_sends_only_r_i(pfedhn_ri):
-    cfg, summary, seen, _ = pfedhn_ri
+    cfg, summary, seen, _, _ = pfedhn_ri
     bystanders = bystander_nodes(cfg)
     to_them = [(m, r) for node, m, r in seen if node in bystanders]
     kinds = Counter(m.metadata.message_type for m, _ in to_them)
@@ -82,7 +82,7 @@ def test_bystander_is_never_trained_and_sends_only_r_i(pfedhn_ri):
 
 
 def test_zero_shot_pfedhn_serves_each_bystander_h_of_r_i(pfedhn_ri):
-    cfg, summary, seen, runner = pfedhn_ri
+    cfg, summary, seen, runner, _ = pfedhn_ri
     strategy, registry = runner.strategy, runner.registry
     by_node = {registry.node_of(c): c for c in registry.nonparticipants}
     served = {
@@ -102,6 +102,26 @@ def test_zero_shot_pfedhn_serves_each_bystander_h_of_r_i(pfedhn_ri):
     # the hypernetwork reads K = 10 inputs; no embedding is trained
     assert strategy.hnet.trunk[0].in_features == 10
     assert len(strategy.optimizer.param_groups) == 1
+
+
+def test_offline_personalisation_from_r_i_equals_the_in_run_bystanders(pfedhn_ri):
+    import numpy as np
+
+    from common.config import parse_run_config
+    from common.partition import load_client_data
+    from server.personalize import evaluate_on, personalize
+
+    cfg, summary, _, _, run_dir = pfedhn_ri
+    parsed = parse_run_config(cfg)
+    _, held_out = split_participants(cfg["num-clients"], cfg["holdout"], 42)
+    accs = [
+        evaluate_on(
+            personalize(run_dir, partition_id=pid, client_id=str(pid)),
+            load_client_data(parsed, pid),
+        )["test-acc"]
+        for pid in held_out
+    ]
+    assert float(np.mean(accs)) == summary["nonparticipant_acc"]
 
 
 def test_pfedhn_default_input_is_still_the_fitted_embedding(tmp_path):
