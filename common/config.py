@@ -42,7 +42,16 @@ DATASETS = (
     "tiny-imagenet",
     "folder",
 )
-MODELS = ("mlp", "lenet5", "cnn", "vit-tiny", "cnn-bn", "vit-tiny-p4", "resnet18")
+MODELS = (
+    "mlp",
+    "lenet5",
+    "cnn",
+    "vit-tiny",
+    "cnn-bn",
+    "vit-tiny-p4",
+    "lenet5-hf",
+    "resnet18",
+)
 
 
 def _known_method(value: Any) -> str | None:

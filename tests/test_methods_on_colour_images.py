@@ -24,8 +24,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "local": {"model": "lenet5"},
     "fedprox": {"model": "lenet5"},
     "hyperfedzero": {"model": "mlp"},
-    "hyperflora": {
-        "model": "lenet5",
+    "hyperflora": {  # the authors' LeNet
+        "model": "lenet5-hf",
         "pretrain-rounds": 1,
         "pair-exchanges": 1,
         "finetune-steps": 2,

@@ -32,7 +32,9 @@ LAYOUT = {
 COUNTS = {
     ("cnn", (3, 32, 32), 10): 121_182,
     ("cnn", (3, 32, 32), 100): 128_832,
+    ("lenet5-hf", (3, 32, 32), 10): 64_102,
     ("lenet5", (3, 32, 32), 10): 83_126,
+    ("lenet5", (1, 28, 28), 10): 61_706,
     ("vit-tiny-p4", (3, 32, 32), 10): 208_074,
     ("vit-tiny-p4", (3, 32, 32), 100): 213_924,
     ("vit-tiny", (1, 28, 28), 10): 205_066,
@@ -105,11 +107,14 @@ def test_weight_counts_at_the_papers_inputs_are_the_documented_ones():
         assert f"{expected:,}" in docs, f"docs/models.md lacks {name}'s {expected:,}"
 
 
-def test_vit_lora_matches_the_papers_client_trainable_count():
-    model = _meta("vit-tiny-p4", 10, (3, 32, 32))
-    add_lora(model, "blocks.*.attn.*,head", rank=1, alpha=1.0)
-    adapters = sum(p.numel() for p in lora_parameters(model).values())
-    assert adapters == 2_122  # the paper's CTWC 2.12E3
+@pytest.mark.parametrize(
+    ("model", "targets", "ctwc"),
+    [("vit-tiny-p4", "blocks.*.attn.*,head", 2_122), ("lenet5-hf", "auto", 850)],
+)
+def test_lora_matches_the_papers_client_trainable_count(model, targets, ctwc):
+    net = _meta(model, 10, (3, 32, 32))
+    add_lora(net, targets, rank=1, alpha=1.0)
+    assert sum(p.numel() for p in lora_parameters(net).values()) == ctwc
 
 
 def test_resnet18_has_a_cifar_stem_and_bn_and_runs_on_32x32():

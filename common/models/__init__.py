@@ -53,6 +53,11 @@ MODEL_REGISTRY: dict[str, ModelFactory] = {
         in_channels=shape[0],
         num_classes=num_classes,
     ),
+    # the HyperFLoRA authors' LeNet (conv1 unpadded, fc2 100 wide): 6.41E4 weights
+    # at 3×32×32 and 10 classes, and 850 rank-1 fc adapter weights, the paper's
+    "lenet5-hf": lambda num_classes, shape: LeNet5(
+        shape[0], num_classes, image_size=shape[1:], conv1_padding=0, fc2_width=100
+    ),
     "resnet18": lambda num_classes, shape: resnet18(
         shape[0], num_classes, image_size=shape[1:]
     ),
