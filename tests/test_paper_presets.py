@@ -154,3 +154,26 @@ def test_the_benchmarks_sample_has_the_presets_shape_and_only_rounds_change(
         cfg = parse_run_config(bench_config(raw, tmp_path, 2, tmp_path, preset.stem))
         assert cfg.num_rounds == 2 and cfg.clients_per_round == raw["clients-per-round"]
         assert (cfg.model, cfg.method) == (raw.get("model", cfg.model), raw["method"])
+
+
+def test_cnn_is_pfedhns_cnntarget_at_cifars_shape():
+    from common.models import param_shapes
+
+    shapes = {
+        k: tuple(v) for k, v in param_shapes(_meta("cnn", 10, (3, 32, 32))).items()
+    }
+    assert (
+        shapes
+        == {  # the authors' CNNTarget(in_channels=3, n_kernels=16, out_dim=10)
+            "conv1.weight": (16, 3, 5, 5),
+            "conv1.bias": (16,),
+            "conv2.weight": (32, 16, 5, 5),
+            "conv2.bias": (32,),
+            "fc1.weight": (120, 32 * 5 * 5),
+            "fc1.bias": (120,),
+            "fc2.weight": (84, 120),
+            "fc2.bias": (84,),
+            "fc3.weight": (10, 84),
+            "fc3.bias": (10,),
+        }
+    )
