@@ -16,7 +16,6 @@ them for DeepInversion.
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18 as tv_resnet18
 
 from common.models.shapes import ShapeError
 
@@ -38,6 +37,10 @@ def resnet18(
             f"{h}×{w} images are below resnet18's {MIN_SIDE}×{MIN_SIDE} "
             "(three stride-2 stages)"
         )
+    # imported here: torchvision.models imports torch._dynamo (about 2 s of CPU),
+    # which every per-message ClientApp process would pay for any model
+    from torchvision.models import resnet18 as tv_resnet18
+
     model = tv_resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
