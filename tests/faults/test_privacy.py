@@ -13,7 +13,9 @@ from tests.conftest import small_config
 
 # identity: who the client is, and which dataset it loaded (a hash and the scaling of
 # the pooled set every client of a run holds: nothing of its own partition)
-IDENTITY = {"client-id", "partition-id", "data-fingerprint", "data-norm"}
+# data-shape: (channels, H, W) of the images, so a server without the data learns
+# the model's input shape (no pixels, no labels)
+IDENTITY = {"client-id", "partition-id", "data-fingerprint", "data-norm", "data-shape"}
 ALLOWED_INFO = IDENTITY | {"num-train", "num-val", "num-test", "param-count", "classes"}
 
 
