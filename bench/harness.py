@@ -669,14 +669,28 @@ NOT_RESULT_KEYS = (
 )  # run: identity and data record (config.json)
 
 
+#: Keys read by one method only (by prefix): for a run of another method they change
+#: nothing, so a later change of their defaults must not force a re-run.
+METHOD_ONLY_KEYS = {"hfz-": ("hyperfedzero",)}
+
+
 def same_run(used: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     """Whether a finished run's resolved config describes the wanted run: keys that
-    do not change results aside, and a key the older run did not know counted as
-    its default (it ran with the behaviour that default keeps)."""
+    do not change results aside (and other methods' own keys), and a key the older
+    run did not know counted as its default (it ran with the behaviour that default
+    keeps)."""
     from common.config import defaults
 
     known = defaults()
-    keys = (set(used) | set(wanted)) - set(NOT_RESULT_KEYS)
+    method = wanted.get("method", known.get("method"))
+    keys = {
+        k
+        for k in (set(used) | set(wanted)) - set(NOT_RESULT_KEYS)
+        if not any(
+            k.startswith(prefix) and method not in methods
+            for prefix, methods in METHOD_ONLY_KEYS.items()
+        )
+    }
     return all(used.get(k, known.get(k)) == wanted.get(k, known.get(k)) for k in keys)
 
 

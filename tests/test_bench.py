@@ -753,3 +753,15 @@ def test_committed_pfeddsh_pages_are_their_json_rendered(suite):
 
     data = json.loads((RESULTS / f"{suite}.json").read_text())
     assert (RESULTS / f"{suite}.md").read_text() == pfeddsh.render(data)
+
+
+def test_reuse_ignores_another_methods_own_keys():
+    """A FedAvg run is the same run whatever HyperFedZero's keys held (their
+    defaults changed under issue 24); for a HyperFedZero run they count."""
+    from bench.harness import same_run
+
+    old = {"method": "fedavg", "inner-lr": 0.02, "hfz-hidden": 300}
+    assert same_run(old, {**old, "hfz-hidden": 0})
+    assert not same_run(old, {**old, "inner-lr": 0.05})
+    hfz = {**old, "method": "hyperfedzero"}
+    assert not same_run(hfz, {**hfz, "hfz-hidden": 0})
