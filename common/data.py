@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.config import DATASETS as CONFIG_DATASETS
+
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = {
     "train-images": "train-images-idx3-ubyte",
@@ -77,7 +79,8 @@ TORCHVISION_SETS = (
     "tiny-imagenet",
     "folder",
 )
-DATASETS = ("fashion-mnist", "digits", "synthetic", "idx", "npz", *TORCHVISION_SETS)
+#: Every dataset name (the run config's list: one source for both).
+DATASETS = CONFIG_DATASETS
 #: Datasets read from files (``data-dir`` is resolved to an absolute path for them).
 FILE_SETS = ("fashion-mnist", "idx", "npz", *TORCHVISION_SETS)
 _CACHE_FORMAT = 2

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,17 @@ def _torchvision_error(dataset: str, data_dir: str, exc: Exception) -> DataError
     )
 
 
+def _download(dataset: str, data_dir: str, fetch: Callable[[], object]) -> None:
+    """Let torchvision fetch a missing official set (``download=true``); an offline
+    or refused download is a :class:`DatasetNotFoundError` that says so."""
+    try:
+        fetch()
+    except Exception as exc:  # noqa: BLE001 - offline or refused: say so
+        raise DatasetNotFoundError(
+            f"data-dir '{data_dir}': downloading {dataset} failed ({exc})"
+        ) from None
+
+
 def load_cifar(dataset: str, data_dir: str, download: bool = False) -> Pooled:
     """CIFAR-10 or CIFAR-100 from the python pickle batches under ``data-dir``:
     images (N, 3, 32, 32) uint8, train and test pooled, statistics per channel from
@@ -204,12 +216,7 @@ def load_cifar(dataset: str, data_dir: str, download: bool = False) -> Pooled:
     root = _root(dataset, data_dir)
     cls = _CIFAR[dataset]
     if download:
-        try:
-            cls(str(root), train=True, download=True)
-        except Exception as exc:  # noqa: BLE001 - offline or refused: say so
-            raise DatasetNotFoundError(
-                f"data-dir '{data_dir}': downloading {dataset} failed ({exc})"
-            ) from None
+        _download(dataset, data_dir, lambda: cls(str(root), train=True, download=True))
     _missing(dataset, root, data_dir, download)
     files = expected_files(dataset, root)
 
@@ -239,12 +246,7 @@ def load_mnist_format(dataset: str, data_dir: str, download: bool = False) -> Po
         )
 
     if download:
-        try:
-            make(True, fetch=True)
-        except Exception as exc:  # noqa: BLE001 - offline or refused: say so
-            raise DatasetNotFoundError(
-                f"data-dir '{data_dir}': downloading {dataset} failed ({exc})"
-            ) from None
+        _download(dataset, data_dir, lambda: make(True, fetch=True))
     _missing(dataset, root, data_dir, download)
     files = expected_files(dataset, root)
 
