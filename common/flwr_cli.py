@@ -76,16 +76,26 @@ def flwr_command(
     connection: str = "local",
     num_supernodes: int | None = None,
     stream: bool = True,
+    sim_cpus: str | int | None = None,
 ) -> list[str]:
-    """The ``flwr run`` command line for a merged run config."""
+    """The ``flwr run`` command line for a merged run config.
+
+    ``sim_cpus`` caps the CPUs Ray may use in a simulation (one client a CPU, so it
+    is also how many clients train at once); ``None`` leaves Ray to take them all.
+    """
     cmd = ["flwr", "run", str(ROOT), connection] + (["--stream"] if stream else [])
     cmd += ["--run-config", run_config_arg(config)]
     if num_supernodes is not None:
-        cmd += [
-            "--federation-config",
-            f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
-        ]
+        fed = f"num-supernodes={num_supernodes} client-resources-num-cpus=1"
+        if sim_cpus:
+            fed += f" init-args-num-cpus={int(sim_cpus)}"
+        cmd += ["--federation-config", fed]
     return cmd
+
+
+def sim_cpus(env: Mapping[str, str]) -> str | None:
+    """The simulation's CPU cap from ``HYPERFLOWER_SIM_CPUS`` (unset: all CPUs)."""
+    return env.get("HYPERFLOWER_SIM_CPUS") or None
 
 
 def flwr_run(
@@ -101,7 +111,7 @@ def flwr_run(
     ``summary.json`` rather than the exit code.
     """
     return subprocess.run(
-        flwr_command(config, connection, num_supernodes),
+        flwr_command(config, connection, num_supernodes, sim_cpus=sim_cpus(env)),
         env=dict(env),
         cwd=ROOT,
         capture_output=True,

@@ -15,4 +15,4 @@ echo "checks: ruff lint, ruff format, mypy"
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 \
-  -n "${HF_TEST_WORKERS:-3}" --dist worksteal "$@" tests
+  -n "${HF_TEST_WORKERS:-3}" --dist load --maxschedchunk 1 "$@" tests

@@ -20,8 +20,20 @@ if str(ROOT) not in sys.path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_data_cache(tmp_path_factory):
-    """Dataset and partition caches of the test session live in a temporary folder."""
-    os.environ.setdefault("HYPERFLOWER_DATA", str(tmp_path_factory.mktemp("data")))
+    """Dataset and partition caches of the test session live in a temporary folder.
+
+    One folder for the whole session, shared by the pytest-xdist workers and every
+    process a test starts (Ray workers, SuperNodes, ClientApps): the caches are
+    keyed by content and written atomically, so sharing is safe, and a partition
+    (the flwr-datasets import and its hashing, seconds of CPU) is computed once a
+    session instead of once a process.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above the workers' own
+    cache = base / "data-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HYPERFLOWER_DATA", str(cache))
 
 
 def small_config(tmp_path: Path, **overrides) -> dict:
@@ -48,7 +60,9 @@ def flwr_env(tmp_path: Path) -> dict:
     """Environment for `flwr` commands: own FLWR_HOME and ports, no installs.
 
     Writes the project's connections with deploy/flwr-env.sh, and on teardown stops
-    the background local SuperLink that `flwr run` leaves behind.
+    the background local SuperLink that `flwr run` leaves behind. Simulations get
+    one Ray CPU (``HYPERFLOWER_SIM_CPUS``): the test workers already share this
+    machine's cores, and each Ray worker imports torch.
     """
     home = tmp_path / "flwr-home"
     env = dict(os.environ)
@@ -59,7 +73,7 @@ def flwr_env(tmp_path: Path) -> dict:
             "HYPERFLOWER_LINK_PORT": str(link),
             "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
             "FLWR_LOCAL_CONTROL_API_PORT": str(control),
-            "HYPERFLOWER_DATA": str(tmp_path / "data-cache"),
+            "HYPERFLOWER_SIM_CPUS": env.get("HYPERFLOWER_SIM_CPUS", "1"),
             "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
         }
     )
@@ -88,15 +102,34 @@ def stop_local_superlink(env: dict) -> None:
 #: long end-to-end test alone after the quick ones are done.
 SLOW_FIRST = ("tests/e2e/", "tests/faults/", "tests/test_regression.py")
 
+#: Seconds the longest tests took in a whole run (fresh clone, 3 workers on this
+#: 2-core machine, 2026-12-07). Only the order uses them: with ``--dist load
+#: --maxschedchunk 1`` each worker takes the next test when it is free, so starting
+#: the longest first ends the workers within a few seconds of each other.
+LONGEST = {
+    "test_dead_node_and_killed_server_do_not_lose_the_run": 274,
+    "test_server_killed_mid_run_resumes_to_identical_result": 213,
+    "test_second_batch_supernodes_started_later_join_the_next_batch": 183,
+    "test_loopback_deployment_completes_zero_shot_rounds": 177,
+    "test_tls_auth_refuses_an_unregistered_node_and_a_late_node_joins": 166,
+    "test_supernode_restarted_mid_run_keeps_its_embedding": 149,
+    "test_federated_run_across_network_namespaces": 132,
+    "test_cli_run_then_a_failed_rerun_never_shows_the_old_result": 125,
+    "test_loopback_supernodes_with_different_architectures": 96,
+    "test_pfedhn_and_fedavg_learn_in_simulation": 95,
+}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the collected tests slowest kind first (stable within a kind)."""
+    """Order the collected tests slowest kind first, the longest known first within
+    it (stable otherwise)."""
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, int]:
         path = Path(str(item.fspath)).relative_to(ROOT).as_posix()
+        known = -LONGEST.get(getattr(item, "originalname", item.name), 0)
         for i, prefix in enumerate(SLOW_FIRST):
             if path.startswith(prefix):
-                return i
-        return len(SLOW_FIRST)
+                return i, known
+        return len(SLOW_FIRST), known
 
     items.sort(key=rank)

@@ -24,8 +24,8 @@ def test_dead_node_and_killed_server_do_not_lose_the_run(tmp_path, flwr_env):
             "local-steps": 5,
             "holdout": 0.0,
             "clients-per-round": 3,
-            "num-rounds": 4,
-            "eval-every": 2,
+            "num-rounds": 3,
+            "eval-every": 3,
             "round-timeout": 30.0,
         }
         run = cluster.flwr_run(cfg, "faults")
@@ -40,7 +40,7 @@ def test_dead_node_and_killed_server_do_not_lose_the_run(tmp_path, flwr_env):
         cluster.stop("serverapp", signal.SIGKILL)  # the ServerApp and its SuperExec
         run.kill()
         assert not (cluster.outputs("faults") / "summary.json").exists()
-        assert len(cluster.metrics("faults")) < 4
+        assert len(cluster.metrics("faults")) < 3
 
         cluster.service("serverapp-restarted", "serverapp")
         resumed = cluster.flwr_run({**cfg, "resume": True}, "faults")
@@ -48,7 +48,7 @@ def test_dead_node_and_killed_server_do_not_lose_the_run(tmp_path, flwr_env):
     finally:
         cluster.close()
     rows = cluster.metrics("faults")
-    assert [r["round"] for r in rows] == [1, 2, 3, 4]
+    assert [r["round"] for r in rows] == [1, 2, 3]
     assert rows[0]["valid"] == 3
     assert all(r["valid"] == 2 for r in rows[1:]), rows  # the others carried on
     # the round that waited for the dead node counted it (and survived the kill in

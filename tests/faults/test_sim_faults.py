@@ -43,7 +43,10 @@ def test_every_client_fault_is_caught_and_the_round_goes_on(tmp_path, flwr_env):
             "run-name": "chaos",
         },
     )
-    proc = flwr_run(cfg, flwr_env, num_supernodes=10)
+    # the hanging client holds its Ray worker past the round: a second one serves
+    # the other clients meanwhile
+    env = {**flwr_env, "HYPERFLOWER_SIM_CPUS": "2"}
+    proc = flwr_run(cfg, env, num_supernodes=10)
     summary, rows = read(tmp_path, "chaos", proc)
     assert [r["faults-injected"] for r in rows] == [9, 8]
     assert summary["faults_injected"] == summary["faults_survived"] == 17
@@ -81,21 +84,11 @@ def test_server_killed_mid_run_resumes_to_identical_result(tmp_path, flwr_env):
     run_in_process(small_config(tmp_path, **base, **{"run-name": "whole"}))
     whole, _ = read(tmp_path, "whole")
 
-    from common.flwr_cli import ROOT, run_config_arg
+    from common.flwr_cli import ROOT, flwr_command, sim_cpus
 
     cfg = small_config(tmp_path, **base, **{"run-name": "killed"})
     proc = subprocess.Popen(
-        [
-            "flwr",
-            "run",
-            str(ROOT),
-            "local",
-            "--stream",
-            "--run-config",
-            run_config_arg(cfg),
-            "--federation-config",
-            "num-supernodes=10",
-        ],
+        flwr_command(cfg, "local", 10, sim_cpus=sim_cpus(flwr_env)),
         env=flwr_env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
