@@ -28,15 +28,12 @@ every image of one tree must have the same size.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torchvision.datasets import CIFAR10, CIFAR100, EMNIST, MNIST, ImageFolder
-from torchvision.datasets.utils import check_integrity
 
 from common.data import (
     FIXED_CLASSES,
@@ -49,40 +46,20 @@ from common.data import (
     cached_dataset,
 )
 
+if TYPE_CHECKING:
+    from torchvision.datasets import MNIST
 
-class NoMD5CIFAR10(CIFAR10):
-    """torchvision's CIFAR10 with one check changed: each file must exist, its MD5
-    sum is not compared (copies and generated test files are read the same way)."""
-
-    def _check_integrity(self) -> bool:
-        return all(
-            check_integrity(os.path.join(self.root, self.base_folder, name))
-            for name, _ in self.train_list + self.test_list
-        )
-
-    def _load_meta(self) -> None:
-        path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-        if not check_integrity(path):
-            raise RuntimeError(f"Dataset metadata file {path} not found")
-        with open(path, "rb") as infile:
-            data = pickle.load(infile, encoding="latin1")
-        self.classes = data[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-
-class NoMD5CIFAR100(NoMD5CIFAR10):
-    """torchvision's CIFAR100 (its files and meta key) without the MD5 check."""
-
-    base_folder = CIFAR100.base_folder
-    url = CIFAR100.url
-    filename = CIFAR100.filename
-    tgz_md5 = CIFAR100.tgz_md5
-    train_list = CIFAR100.train_list
-    test_list = CIFAR100.test_list
-    meta = CIFAR100.meta
-
-
-_CIFAR = {"cifar10": NoMD5CIFAR10, "cifar100": NoMD5CIFAR100}
+#: CIFAR's official files (torchvision's ``base_folder``, ``train_list`` +
+#: ``test_list`` and ``meta``; a test checks them against torchvision's classes),
+#: known here so that a cache hit never imports ``torchvision.datasets``
+#: (:mod:`common.torchvision_readers`).
+_CIFAR = {
+    "cifar10": (
+        "cifar-10-batches-py",
+        [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"],
+    ),
+    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
+}
 _EMNIST_SPLITS = {"emnist-letters": "letters", "emnist-balanced": "balanced"}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff")
 
@@ -90,9 +67,8 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".ti
 def expected_files(dataset: str, root: Path) -> list[Path]:
     """The official files torchvision reads for ``dataset`` under ``root``."""
     if dataset in _CIFAR:
-        cls = _CIFAR[dataset]
-        names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        return [root / cls.base_folder / n for n in names]
+        folder, names = _CIFAR[dataset]
+        return [root / folder / n for n in names]
     if dataset == "mnist":
         return [
             root / "MNIST" / "raw" / f"{part}-{kind}-ubyte"
@@ -214,13 +190,21 @@ def load_cifar(dataset: str, data_dir: str, download: bool = False) -> Pooled:
     images (N, 3, 32, 32) uint8, train and test pooled, statistics per channel from
     the training batches."""
     root = _root(dataset, data_dir)
-    cls = _CIFAR[dataset]
+
+    def reader() -> Any:
+        from common.torchvision_readers import CIFAR_READERS
+
+        return CIFAR_READERS[dataset]
+
     if download:
-        _download(dataset, data_dir, lambda: cls(str(root), train=True, download=True))
+        _download(
+            dataset, data_dir, lambda: reader()(str(root), train=True, download=True)
+        )
     _missing(dataset, root, data_dir, download)
     files = expected_files(dataset, root)
 
     def build() -> Decoded:
+        cls = reader()
         try:
             train, test = cls(str(root), train=True), cls(str(root), train=False)
         except (RuntimeError, OSError, pickle.UnpicklingError, KeyError) as exc:
@@ -239,6 +223,8 @@ def load_mnist_format(dataset: str, data_dir: str, download: bool = False) -> Po
     root = _root(dataset, data_dir)
 
     def make(train: bool, fetch: bool = False) -> MNIST:
+        from torchvision.datasets import EMNIST, MNIST
+
         if dataset == "mnist":
             return MNIST(str(root), train=train, download=fetch)
         return EMNIST(
@@ -302,6 +288,8 @@ def load_image_folder(dataset: str, data_dir: str) -> Pooled:
     torchvision's loader (RGB): images (N, 3, H, W) uint8, labels the sorted class
     folders' indices, statistics per channel from the ``train`` tree when there is
     one. Every image must have the same size."""
+    from torchvision.datasets import ImageFolder
+
     root = _root(dataset, data_dir)
     trees = _folder_trees(dataset, root, data_dir)
     try:

@@ -18,6 +18,8 @@
 # (default 9093); SuperNode i's runtime API is on $HYPERFLOWER_LINK_PORT + 10 + i.
 # Outputs: <workdir>/outputs/loopback; logs: <workdir>/*.log. Exit code: 0 done,
 # 1 run failed, 2 bad usage, 3 stopped for resume (as `hyperflower run`).
+# $HYPERFLOWER_APP_DIR: build the app from this copy of its files instead of the
+# repository (flwr run walks every file under it, the virtual environment's too).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -105,7 +107,7 @@ for i in $(seq 0 $((nodes - 1))); do
 done
 
 run_name="loopback"
-flwr run "$root" "$connection" --stream \
+flwr run "${HYPERFLOWER_APP_DIR:-$root}" "$connection" --stream \
   --run-config "num-clients=$nodes output-dir=\"$workdir/outputs\" run-name=\"$run_name\"" \
   "${run_configs[@]}" 2>&1 | tee "$workdir/run.log" || true  # the record decides
 

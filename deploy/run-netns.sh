@@ -143,7 +143,7 @@ for i in $(seq 0 $((nodes - 1))); do
 done
 
 run_name="netns"
-in_operator flwr run "$root" hf --stream \
+in_operator flwr run "${HYPERFLOWER_APP_DIR:-$root}" hf --stream \
   --run-config "num-clients=$nodes output-dir=\"$workdir/outputs\" run-name=\"$run_name\"" \
   "${run_configs[@]}" 2>&1 | tee "$workdir/run.log" || true  # the record decides
 

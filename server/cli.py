@@ -36,6 +36,7 @@ from common.data import (
 )
 from common.flwr_cli import (
     ROOT,
+    app_dir,
     flwr_command,
     flwr_env,
     merge_presets,
@@ -110,7 +111,9 @@ def run_command(args: argparse.Namespace) -> int:
     nodes = args.supernodes
     if nodes is None and local:
         nodes = cfg.num_clients
-    cmd = flwr_command(config, args.connection, nodes, sim_cpus=sim_cpus(env))
+    cmd = flwr_command(
+        config, args.connection, nodes, sim_cpus=sim_cpus(env), app=app_dir(env)
+    )
     print("+", " ".join(cmd), flush=True)
     subprocess.call(cmd, env=env, cwd=ROOT)
     found = verdict(Path(cfg.output_dir) / cfg.resolved_run_name, run_id)

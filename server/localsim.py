@@ -12,8 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-#: Variables that only deployment scripts read: they do not change a simulation.
-IGNORED = ("HYPERFLOWER_LINK_PORT", "HYPERFLOWER_CERTS")
+#: Variables that only deployment scripts or the ``flwr run`` command line read
+#: (the app folder, the CPU cap passed as federation config): they do not change
+#: what a running local SuperLink does.
+IGNORED = (
+    "HYPERFLOWER_LINK_PORT",
+    "HYPERFLOWER_CERTS",
+    "HYPERFLOWER_APP_DIR",
+    "HYPERFLOWER_SIM_CPUS",
+)
 
 
 def _read(path: Path) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,27 @@ def _isolated_data_cache(tmp_path_factory):
     os.environ.setdefault("HYPERFLOWER_DATA", str(cache))
 
 
+@pytest.fixture(scope="session")
+def app_copy(tmp_path_factory) -> Path:
+    """The app's files (what git tracks or would track) copied to a folder of their
+    own, for ``flwr run`` to build its FAB from (``HYPERFLOWER_APP_DIR``): run from
+    the repository, it walks the virtual environment's files too, seconds of CPU a
+    run. The FAB built from the copy holds the same files."""
+    dest = tmp_path_factory.mktemp("app")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        src = ROOT / name
+        if src.is_file() and not src.is_symlink():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
 def small_config(tmp_path: Path, **overrides) -> dict:
     """A run config that trains in seconds on the synthetic set."""
     cfg = {
@@ -56,13 +78,14 @@ def small_config(tmp_path: Path, **overrides) -> dict:
 
 
 @pytest.fixture
-def flwr_env(tmp_path: Path) -> dict:
+def flwr_env(tmp_path: Path, app_copy: Path) -> dict:
     """Environment for `flwr` commands: own FLWR_HOME and ports, no installs.
 
     Writes the project's connections with deploy/flwr-env.sh, and on teardown stops
     the background local SuperLink that `flwr run` leaves behind. Simulations get
     one Ray CPU (``HYPERFLOWER_SIM_CPUS``): the test workers already share this
-    machine's cores, and each Ray worker imports torch.
+    machine's cores, and each Ray worker imports torch. ``flwr run`` builds the app
+    from :func:`app_copy` (``HYPERFLOWER_APP_DIR``).
     """
     home = tmp_path / "flwr-home"
     env = dict(os.environ)
@@ -74,6 +97,7 @@ def flwr_env(tmp_path: Path) -> dict:
             "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
             "FLWR_LOCAL_CONTROL_API_PORT": str(control),
             "HYPERFLOWER_SIM_CPUS": env.get("HYPERFLOWER_SIM_CPUS", "1"),
+            "HYPERFLOWER_APP_DIR": str(app_copy),
             "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
         }
     )

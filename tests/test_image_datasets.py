@@ -67,6 +67,40 @@ def test_cifar_pickles_pooled_with_per_channel_statistics_of_the_training_files(
     assert again.source["cache"] and isinstance(again.mean, tuple)
 
 
+def test_a_cached_set_loads_without_importing_torchvision_datasets(tmp_path):
+    """A SuperNode starts a ClientApp process a message: once the set is decoded,
+    loading it must not import ``torchvision.datasets`` (~2 s of CPU a process)."""
+    import os
+    import subprocess
+    import sys
+
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    from common.image_sets import expected_files
+
+    for name, cls in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
+        names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        want = [tmp_path / cls.base_folder / n for n in names]
+        assert expected_files(name, tmp_path) == want, name
+    root, _, _ = cifar_folder(tmp_path / "c10")
+    load_pooled("cifar10", str(root))  # decodes into the cache
+    code = (
+        "import sys; from common.data import load_pooled; "
+        f"p = load_pooled('cifar10', {str(root)!r}); "
+        "assert p.source['cache'], p.source; "
+        "print('torchvision.datasets' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+    ).stdout.split()
+    assert out[-1] == "False"
+
+
 def test_mnist_and_emnist_from_torchvisions_folders(tmp_path):
     root, images, labels = mnist_folder(tmp_path / "mnist")
     pooled = load_pooled("mnist", str(root))

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common.flwr_cli import ROOT, run_config_arg
+from common.flwr_cli import ROOT, app_dir, run_config_arg
 from tests.conftest import free_ports
 
 SERVICE = ROOT / "deploy" / "hf-service.sh"
@@ -179,7 +179,7 @@ class LoopbackCluster:
         cmd = [
             "flwr",
             "run",
-            str(ROOT),
+            str(app_dir(self.env)),
             "hf",
             "--stream",
             "--run-config",
