@@ -30,12 +30,22 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
 
 
 def cifar_folder(
-    root: Path, hundred: bool = False, per_batch: int = 40, seed: int = 0
+    root: Path,
+    hundred: bool = False,
+    per_batch: int = 40,
+    seed: int = 0,
+    learnable: bool = False,
 ) -> tuple[Path, np.ndarray, np.ndarray]:
     """CIFAR-10's (or CIFAR-100's) python pickle files with random pixels; returns
-    the folder and all images (N, 3, 32, 32) and labels in the pooled order."""
+    the folder and all images (N, 3, 32, 32) and labels in the pooled order.
+
+    ``learnable``: each image is its class's random prototype plus noise, so that a
+    model can beat chance in a few rounds (end-to-end tests that assert learning).
+    """
     rng = np.random.default_rng(seed)
     classes = 100 if hundred else 10
+    shapes = np.random.default_rng(seed + 1)  # prototypes and noise, apart
+    prototypes = shapes.integers(0, 256, (classes, 3072)).astype(np.int16)
     key = "fine_labels" if hundred else "labels"
     folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,6 +59,9 @@ def cifar_folder(
         n = per_batch * (5 if hundred and name == "train" else 1)
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, classes, n)]
+        if learnable:
+            noise = shapes.integers(-70, 71, (n, 3072), dtype=np.int16)
+            data = np.clip(prototypes[y] + noise, 0, 255).astype(np.uint8)
         with open(folder / name, "wb") as fh:
             pickle.dump({"data": data, key: y}, fh)
         images.append(data.reshape(n, 3, 32, 32))

@@ -144,9 +144,10 @@ def register_clients(
     """Query every node, build the registry and decide participants (seeded holdout).
 
     ``fields`` names the metadata each role ("participant", "nonparticipant") may
-    send (default: all). When the roles differ, a first query asks only for the
-    identity and a second one asks each client for its role's fields, so a held-out
-    client never sends what its method promises it keeps.
+    send (default: all). When the roles differ and somebody is held out, a first
+    query asks only for the identity and a second one asks each client for its
+    role's fields, so a held-out client never sends what its method promises it
+    keeps; with nobody held out one query asks for the participants' fields.
 
     Failed registrations are logged once per cause with their count; fewer
     participants than ``min-clients`` stop the run with the most common cause, and
@@ -165,11 +166,14 @@ def register_clients(
             time.monotonic() - started,
         )
     roles = {k: list(v) for k, v in (fields or {}).items()}
-    same = len({tuple(v) for v in roles.values()}) <= 1
+    participants, held_out = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
+    chosen = set(participants)
+    # with nobody held out every client is a participant: one query asks for the
+    # participants' fields (a message less per node; each starts a process on a
+    # SuperNode)
+    same = not held_out or len({tuple(v) for v in roles.values()}) <= 1
     first = (roles.get("participant") if roles else None) if same else []
     result = _query(grid, nodes, cfg, first, timeout)
-    participants, _ = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
-    chosen = set(participants)
     registry = ClientRegistry()
     for node_key, reply in result.replies.items():
         info: dict[str, Any] = dict(reply.content.config_records["info"])

@@ -23,7 +23,7 @@ def test_loopback_deployment_completes_zero_shot_rounds(tmp_path, flwr_env):
         "dataset": "synthetic",
         "model": "mlp",
         "num-rounds": 2,
-        "eval-every": 1,
+        "eval-every": 2,
         "local-steps": 5,
         "holdout": 0.34,
         "clients-per-round": 2,

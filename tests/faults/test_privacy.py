@@ -67,6 +67,25 @@ def test_registration_sends_only_what_the_method_asks_for(tmp_path):
             assert keys - IDENTITY <= roles[pid in chosen], (method, pid, keys)
 
 
+def test_with_nobody_held_out_registration_is_one_query_a_node(tmp_path):
+    """Every client is a participant: one query asks for the participants' fields
+    (a SuperNode starts a process a message, so the second one is not free)."""
+    from server.strategies import STRATEGIES
+
+    fields = STRATEGIES["pfedhn"].registration_fields
+    assert fields["participant"] != fields["nonparticipant"]  # two steps otherwise
+    rec = Recorder()
+    cfg = {"num-rounds": 1, "run-name": "all", "holdout": 0.0}
+    run_in_process(small_config(tmp_path, method="pfedhn", **cfg), fault_hook=rec)
+    queries = [r for m, r in rec.seen if m.metadata.message_type == "query"]
+    assert len(queries) == 10
+    for reply in queries:
+        keys = set(reply.content.config_records["info"])
+        assert (
+            set(fields["participant"]) <= keys <= IDENTITY | set(fields["participant"])
+        )
+
+
 @pytest.mark.parametrize("method", ["pfedhn", "fedavg", "local"])
 def test_replies_carry_no_data_labels_or_extra_arrays(tmp_path, method):
     rec = Recorder()

@@ -56,7 +56,12 @@ def test_every_client_fault_is_caught_and_the_round_goes_on(tmp_path, flwr_env):
     assert summary["participant_acc"] is not None
 
 
-def test_too_few_valid_replies_stops_with_a_clear_message(tmp_path, flwr_env):
+def test_too_few_valid_replies_stops_with_a_clear_message(tmp_path):
+    """In process (the same server loop as under Flower): a whole run failing
+    through `flwr run` and the CLI is tests/e2e/test_trust.py."""
+    from server.direct_grid import run_in_process
+    from server.ops import RoundFailedError
+
     cfg = small_config(
         tmp_path,
         **{
@@ -68,9 +73,9 @@ def test_too_few_valid_replies_stops_with_a_clear_message(tmp_path, flwr_env):
             "run-name": "doomed",
         },
     )
-    proc = flwr_run(cfg, flwr_env, num_supernodes=10)
-    log = proc.stdout + proc.stderr
-    assert "fewer than min-clients=1 valid replies in 2 attempts" in log, log[-3000:]
+    with pytest.raises(RoundFailedError) as failed:
+        run_in_process(cfg)
+    assert "fewer than min-clients=1 valid replies in 2 attempts" in str(failed.value)
     assert not (tmp_path / "outputs" / "doomed" / "summary.json").exists()
 
 
