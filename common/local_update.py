@@ -25,6 +25,7 @@ from torch import nn
 from common.config import RunConfig
 from common.faults import fault_for, inject, parse_plan
 from common.models import DEFAULT_SHAPE, build_model
+from common.models.loading import calibrate_batchnorm, load_parameters
 from common.models.zoo import load_flat, to_flat
 from common.partition import ClientData
 from common.privacy import clip_and_noise
@@ -132,10 +133,15 @@ def finish_update(
     return delta, metrics
 
 
-def model_from_record(cfg: RunConfig, params: ArrayRecord) -> torch.nn.Module:
-    """The run's target model holding the received parameters."""
+def model_from_record(
+    cfg: RunConfig, params: ArrayRecord, calibrate_on: torch.Tensor | None = None
+) -> torch.nn.Module:
+    """The run's target model holding the received parameters. A BatchNorm model's
+    running statistics never travel: given ``calibrate_on`` (the client's training
+    rows), they are computed from it (:mod:`common.models.loading`)."""
     model = build_model(cfg.model, cfg.num_classes, image_shape=cfg.image_shape)
-    model.load_state_dict(from_record(params), strict=True)
+    if load_parameters(model, from_record(params)) and calibrate_on is not None:
+        calibrate_batchnorm(model, calibrate_on)
     return model
 
 

@@ -46,6 +46,7 @@ from common.data import (
     remember_num_classes,
 )
 from common.models import build_model
+from common.models.loading import calibrate_batchnorm, load_parameters
 from common.partition import ClientData, load_client_data
 from common.settings import METHOD_SPECS
 from common.training import evaluate
@@ -250,11 +251,19 @@ def _channels(value: Norm) -> tuple[float, ...]:
     return value if isinstance(value, tuple) else (value,)
 
 
-def model_from(cfg: RunConfig, params: Params, name: str | None = None) -> nn.Module:
+def model_from(
+    cfg: RunConfig,
+    params: Params,
+    name: str | None = None,
+    calibrate_on: torch.Tensor | None = None,
+) -> nn.Module:
     """The target network filled with ``params`` (as the ClientApp builds it); ``name``
-    is a client's own architecture where clients differ (MH-pFedHN)."""
+    is a client's own architecture where clients differ (MH-pFedHN). A BatchNorm
+    model's statistics come from ``calibrate_on``, the client's training rows, as
+    the ClientApp computes them before it evaluates."""
     model = build_model(name or cfg.model, cfg.num_classes, image_shape=cfg.image_shape)
-    model.load_state_dict(params, strict=True)
+    if load_parameters(model, params) and calibrate_on is not None:
+        calibrate_batchnorm(model, calibrate_on)
     return model
 
 
@@ -382,7 +391,7 @@ def personalize(
         device=device,
         arch=arch,
     )
-    model = model_from(run.cfg, params, info.get("model"))
+    model = model_from(run.cfg, params, info.get("model"), data.x_train)
     model.personalization = info  # type: ignore[assignment]
     return model
 
@@ -522,7 +531,7 @@ def main(args: argparse.Namespace) -> int:
         lr=args.lr,
         arch=args.arch,
     )
-    model = model_from(run.cfg, params, info.get("model"))
+    model = model_from(run.cfg, params, info.get("model"), data.x_train)
     made = time.perf_counter()
     info.pop("embedding-values", None)
     info["seconds"] = {

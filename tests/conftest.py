@@ -58,6 +58,20 @@ def app_copy(tmp_path_factory) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def colour_set(tmp_path_factory) -> dict:
+    """Run-config keys for a learnable 3-channel 32×32 set in CIFAR-10's official
+    files (600 images: a random prototype per class plus noise), read through the
+    same code as a user's CIFAR-10 folder; the end-to-end runs use it so that
+    every method runs through Flower on the papers' image shape."""
+    from bench.sample_sets import cifar_folder
+
+    root, _, _ = cifar_folder(
+        tmp_path_factory.mktemp("cifar"), per_batch=100, learnable=True
+    )
+    return {"dataset": "cifar10", "data-dir": str(root)}
+
+
 def small_config(tmp_path: Path, **overrides) -> dict:
     """A run config that trains in seconds on the synthetic set."""
     cfg = {
@@ -131,12 +145,11 @@ SLOW_FIRST = ("tests/e2e/", "tests/faults/", "tests/test_regression.py")
 #: --maxschedchunk 1`` each worker takes the next test when it is free, so starting
 #: the longest first ends the workers within a few seconds of each other.
 LONGEST = {
-    "test_dead_node_and_killed_server_do_not_lose_the_run": 274,
+    "test_dead_node_restarted_node_and_killed_server_do_not_lose_the_run": 274,
     "test_server_killed_mid_run_resumes_to_identical_result": 213,
     "test_second_batch_supernodes_started_later_join_the_next_batch": 183,
     "test_loopback_deployment_completes_zero_shot_rounds": 177,
     "test_tls_auth_refuses_an_unregistered_node_and_a_late_node_joins": 166,
-    "test_supernode_restarted_mid_run_keeps_its_embedding": 149,
     "test_federated_run_across_network_namespaces": 132,
     "test_cli_run_then_a_failed_rerun_never_shows_the_old_result": 125,
     "test_loopback_supernodes_with_different_architectures": 96,

@@ -24,6 +24,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate_model(msg: Message, context: Context) -> Message:
-    """Evaluate the received parameters on this client's validation and test splits."""
+    """Evaluate the received parameters on this client's validation and test splits
+    (a BatchNorm model with statistics of this client's training rows)."""
     cfg, _, _, data = setup(context)
-    return eval_reply(msg, model_from_record(cfg, arrays_of(msg)), data)
+    model = model_from_record(cfg, arrays_of(msg), calibrate_on=data.x_train)
+    return eval_reply(msg, model, data)

@@ -1,20 +1,16 @@
-"""Deployment on loopback through the real Flower runtime (no mocks).
+"""Deployment on loopback through the real Flower runtime (no mocks): a SuperNode
+whose data is missing is named by the server at registration.
 
-- Client identity across restarts: a SuperNode killed mid-run and started again with
-  the same client-id gets a new Flower node id (no node auth here, the case where the
-  id changes), is re-mapped by ``refresh_nodes`` and trains with its own embedding.
-- A SuperNode whose data is missing is named by the server at registration.
-
-TLS + node authentication and a late joiner: tests/e2e/test_deploy_joiner.py.
+TLS + node authentication and a late joiner: tests/e2e/test_deploy_joiner.py; a
+SuperNode restarted mid-run (client identity across node ids), a dead one and a
+killed ServerApp: tests/faults/test_deploy_faults.py.
 """
 
 from __future__ import annotations
 
 import re
-import signal
 
 import pytest
-import torch
 
 from tests.e2e.deploy_cluster import LoopbackCluster, wait_for
 
@@ -41,44 +37,6 @@ def cluster_factory(tmp_path, flwr_env):
     yield make
     for cluster in made:
         cluster.close()
-
-
-def test_supernode_restarted_mid_run_keeps_its_embedding(cluster_factory):
-    cluster = cluster_factory(2, insecure=True)
-    cluster.start_link()
-    for i in (0, 1):
-        cluster.start_node(i)
-    cfg = {**TINY, "num-rounds": 3, "eval-every": 3, "round-timeout": 30.0}
-    run = cluster.flwr_run(cfg, "restart")
-    wait_for(lambda: len(cluster.metrics("restart")) >= 1, 300, "round 1")
-    first_id = re.findall(r"SuperNode ID: (\d+)", cluster.log("supernode-0"))[-1]
-    cluster.stop("supernode-0", signal.SIGKILL)
-    cluster.stop("clientapp-0", signal.SIGKILL)
-    cluster.start_node(0, tag="-restarted")
-    wait_for(
-        lambda: "SuperNode ID" in cluster.log("supernode-0-restarted"),
-        60,
-        "the restarted SuperNode to connect",
-    )
-    new_id = re.findall(r"SuperNode ID: (\d+)", cluster.log("supernode-0-restarted"))[
-        -1
-    ]
-    assert new_id != first_id  # without node auth the runtime gives a new node id
-
-    summary = cluster.finish(run, "restart", timeout=420)
-    assert summary["rounds"] == 3
-    log = cluster.log("run-restart")
-    assert re.search(
-        rf"client node-0 is back on node {new_id} \(was {first_id}\)", log
-    ), log[-3000:]
-    rows = cluster.metrics("restart")
-    assert rows[-1]["valid"] == 2  # node-0 trained again after its restart
-    state = torch.load(
-        cluster.outputs("restart") / "checkpoint" / "state.pt", weights_only=False
-    )
-    store = state["strategy"]["store"]
-    # no new row was allocated: node-0 kept its embedding row (index 0)
-    assert store["_extra_state"]["index"] == {"node-0": 0, "node-1": 1}
 
 
 def test_supernode_with_missing_data_is_named_by_the_server(cluster_factory, tmp_path):

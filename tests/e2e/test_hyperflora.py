@@ -13,10 +13,13 @@ from tests.conftest import small_config
 pytestmark = pytest.mark.e2e
 
 
-def test_hyperflora_relays_and_bystanders_in_simulation(tmp_path, flwr_env):
+def test_hyperflora_relays_and_bystanders_in_simulation(tmp_path, flwr_env, colour_set):
+    """On 3-channel 32×32 images with the authors' CIFAR LeNet."""
     cfg = small_config(
         tmp_path,
         method="hyperflora",
+        model="lenet5-hf",
+        **colour_set,
         **{
             "run-name": "hyperflora",
             "partitioner": "shards",

@@ -24,11 +24,12 @@ TINY = {
 }
 
 
-def test_gd_two_phase_round_in_simulation(tmp_path, flwr_env):
+def test_gd_two_phase_round_in_simulation(tmp_path, flwr_env, colour_set):
     cfg = small_config(
         tmp_path,
         method="mh-pfedhngd",
         **TINY,
+        **colour_set,
         **{
             "run-name": "mhgd",
             "num-clients": 5,
@@ -53,7 +54,9 @@ def test_gd_two_phase_round_in_simulation(tmp_path, flwr_env):
     assert s["hypernet_params"] > 0 and s["participant_acc"] is not None
 
 
-def test_loopback_supernodes_with_different_architectures(tmp_path, flwr_env):
+def test_loopback_supernodes_with_different_architectures(
+    tmp_path, flwr_env, colour_set
+):
     archs = ["mlp-s", "bncnn", "lenet5"]
     cluster = LoopbackCluster(tmp_path / "cluster", flwr_env, len(archs), insecure=True)
     try:
@@ -62,7 +65,7 @@ def test_loopback_supernodes_with_different_architectures(tmp_path, flwr_env):
             cluster.start_node(i, HF_ARCH=arch)
         cfg = {
             "method": "mh-pfedhn",
-            "dataset": "synthetic",
+            **colour_set,  # every SuperNode reads the same CIFAR-10 folder
             "holdout": 0.0,
             "clients-per-round": 3,
             "num-rounds": 2,
@@ -74,7 +77,9 @@ def test_loopback_supernodes_with_different_architectures(tmp_path, flwr_env):
         summary = cluster.finish(run, "mh", timeout=420)
     finally:
         cluster.close()
-    ks = sorted(count_params(build_model(a, 10)) for a in archs)
+    ks = sorted(
+        count_params(build_model(a, 10, image_shape=(3, 32, 32))) for a in archs
+    )
     assert summary["mh_param_counts"] == ks
     rows = cluster.metrics("mh")
     assert [r["valid"] for r in rows] == [3, 3]

@@ -21,9 +21,12 @@ pytestmark = pytest.mark.e2e
 HFZ = {"method": "hyperfedzero", "hfz-chunk-size": 256}
 
 
-def test_zero_shot_in_simulation(tmp_path, flwr_env):
+def test_zero_shot_in_simulation(tmp_path, flwr_env, colour_set):
     cfg = small_config(
-        tmp_path, **HFZ, **{"run-name": "hfz", "num-rounds": 4, "eval-every": 2}
+        tmp_path,
+        **HFZ,
+        **colour_set,
+        **{"run-name": "hfz", "num-rounds": 4, "eval-every": 2},
     )
     proc = flwr_run(cfg, flwr_env, num_supernodes=cfg["num-clients"])
     out = tmp_path / "outputs" / "hfz"

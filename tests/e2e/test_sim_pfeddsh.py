@@ -14,9 +14,11 @@ from tests.conftest import small_config
 pytestmark = pytest.mark.e2e
 
 
-def test_two_batches_end_to_end_in_simulation(tmp_path, flwr_env):
+def test_two_batches_end_to_end_in_simulation(tmp_path, flwr_env, colour_set):
+    """On 3-channel 32×32 images: DeepInversion synthesises CIFAR-shaped images."""
     cfg = small_config(
         tmp_path,
+        **colour_set,
         **{
             "method": "pfeddsh",
             "model": "cnn-bn",
