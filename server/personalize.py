@@ -391,7 +391,8 @@ def personalize(
         device=device,
         arch=arch,
     )
-    model = model_from(run.cfg, params, info.get("model"), data.x_train)
+    rows = data.x_train if data is not None else None
+    model = model_from(run.cfg, params, info.get("model"), rows)
     model.personalization = info  # type: ignore[assignment]
     return model
 
@@ -531,7 +532,8 @@ def main(args: argparse.Namespace) -> int:
         lr=args.lr,
         arch=args.arch,
     )
-    model = model_from(run.cfg, params, info.get("model"), data.x_train)
+    rows = data.x_train if data is not None else None
+    model = model_from(run.cfg, params, info.get("model"), rows)
     made = time.perf_counter()
     info.pop("embedding-values", None)
     info["seconds"] = {
