@@ -42,9 +42,15 @@ def idx_folder(
     return folder
 
 
-def npz_file(path: Path, n: int = 800, classes: int = 6, seed: int = 1) -> Path:
-    """An .npz dataset: uint8 images ``x`` (n, 28, 28) and labels ``y``."""
+def npz_file(
+    path: Path, n: int = 800, classes: int = 6, seed: int = 1, colour: bool = False
+) -> Path:
+    """An .npz dataset: uint8 images ``x`` (n, 28, 28) and labels ``y``; ``colour``:
+    (n, 32, 32, 3), channels last as images usually come, each channel its own
+    brightness."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    x, y = digit_like(n, classes, seed)
+    x, y = digit_like(n, classes, seed, size=32 if colour else 28)
+    if colour:
+        x = np.stack([(x * f).astype(np.uint8) for f in (1.0, 0.8, 0.6)], axis=-1)
     np.savez(path, x=x, y=y.astype(np.int64))
     return path

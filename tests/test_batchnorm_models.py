@@ -58,7 +58,12 @@ def test_whole_model_methods_train_and_evaluate_a_batchnorm_cnn(tmp_path, method
             tmp_path,
             method=method,
             model="cnn-bn",
-            **{"run-name": method, "num-rounds": 4, "eval-every": 4},
+            **{
+                "run-name": method,
+                "num-rounds": 3,
+                "eval-every": 3,
+                "novel-rounds": 1,
+            },
         )
     )
     assert summary is not None

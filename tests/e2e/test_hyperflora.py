@@ -14,11 +14,12 @@ pytestmark = pytest.mark.e2e
 
 
 def test_hyperflora_relays_and_bystanders_in_simulation(tmp_path, flwr_env, colour_set):
-    """On 3-channel 32×32 images with the authors' CIFAR LeNet."""
+    """On 3-channel 32×32 images (the MLP: two pre-training rounds leave the
+    authors' LeNet at chance; it runs on colour images in process, in
+    tests/test_methods_on_colour_images.py)."""
     cfg = small_config(
         tmp_path,
         method="hyperflora",
-        model="lenet5-hf",
         **colour_set,
         **{
             "run-name": "hyperflora",

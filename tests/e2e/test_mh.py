@@ -84,4 +84,6 @@ def test_loopback_supernodes_with_different_architectures(
     rows = cluster.metrics("mh")
     assert [r["valid"] for r in rows] == [3, 3]
     assert all(f"test-acc-K{k}" in rows[-1] for k in ks)
-    assert len(summary["mh_groups"]) == 3
+    # at 32×32 mlp-s and lenet5 share the 2^16 size group (one head for two
+    # architectures), bncnn has its own (docs/models.md)
+    assert len(summary["mh_groups"]) == 2

@@ -20,10 +20,13 @@ pytestmark = pytest.mark.e2e
 
 
 def test_cli_run_then_a_failed_rerun_never_shows_the_old_result(tmp_path, flwr_env):
-    data = npz_file(tmp_path / "data" / "mine.npz", n=600, classes=4)
+    # 3-channel 32×32 images, channels last; local-only (its one run through
+    # `flwr run` on colour images)
+    data = npz_file(tmp_path / "data" / "mine.npz", n=600, classes=4, colour=True)
     out = tmp_path / "outputs"
     base = [
         "run",
+        "method='local'",
         "dataset='npz'",
         f"data-dir='{data}'",
         "model='mlp'",
@@ -40,7 +43,7 @@ def test_cli_run_then_a_failed_rerun_never_shows_the_old_result(tmp_path, flwr_e
     ]
     first = cli(*base, env=flwr_env, timeout=400)
     assert first.returncode == EXIT_DONE, first.stdout[-3000:] + first.stderr[-2000:]
-    assert "| pfedhn | npz |" in first.stdout
+    assert "| local | npz |" in first.stdout
     printed = re.search(
         r"^data: (npz:[0-9a-f]{16}) \(600 samples, 4 classes\)", first.stdout, re.M
     )
@@ -56,7 +59,7 @@ def test_cli_run_then_a_failed_rerun_never_shows_the_old_result(tmp_path, flwr_e
     second = cli(*base, crash, "round-retries=0", env=flwr_env, timeout=400)
     log = second.stdout + second.stderr
     assert second.returncode == EXIT_FAILED, log[-3000:]
-    assert "| pfedhn" not in second.stdout  # neither its table nor the old one
+    assert "| local" not in second.stdout  # neither its table nor the old one
     # many clients, one cause: logged once with the count, named by the final error
     assert re.search(
         r"round 1: 3 of 3 clients \([0-9, ]+\): replied with an error: "

@@ -27,10 +27,16 @@ def read(tmp_path, name, proc=None):
     return (json.loads(summary.read_text()) if summary.exists() else None), rows
 
 
-def test_every_client_fault_is_caught_and_the_round_goes_on(tmp_path, flwr_env):
+def test_every_client_fault_is_caught_and_the_round_goes_on(
+    tmp_path, flwr_env, colour_set
+):
+    """FedProx on 3-channel 32×32 images (its run through `flwr run`): a reply is
+    checked the same way whatever the method."""
     plan = ",".join(f"{k}@{i}" for i, k in enumerate(EVERY_KIND)) + ",hang@8:1"
     cfg = small_config(
         tmp_path,
+        method="fedprox",
+        **colour_set,
         **{
             "holdout": 0.0,
             "clients-per-round": 10,
