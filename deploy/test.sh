@@ -4,7 +4,8 @@
 # Extra arguments go to pytest, e.g. `bash deploy/test.sh -k partition`.
 # Tests run in HF_TEST_WORKERS pytest-xdist workers (default 3 on this 2-core
 # machine: end-to-end tests spend most of their time waiting on Flower's start-up
-# and polling, so a third worker fills those waits; docs/testing.md).
+# and polling, so a third worker fills those waits); each worker takes the next test
+# when it is free, the longest first (tests/conftest.py; docs/testing.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/deploy/setup.sh"

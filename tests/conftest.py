@@ -145,15 +145,15 @@ SLOW_FIRST = ("tests/e2e/", "tests/faults/", "tests/test_regression.py")
 #: --maxschedchunk 1`` each worker takes the next test when it is free, so starting
 #: the longest first ends the workers within a few seconds of each other.
 LONGEST = {
-    "test_dead_node_restarted_node_and_killed_server_do_not_lose_the_run": 274,
-    "test_server_killed_mid_run_resumes_to_identical_result": 213,
-    "test_second_batch_supernodes_started_later_join_the_next_batch": 183,
-    "test_loopback_deployment_completes_zero_shot_rounds": 177,
-    "test_tls_auth_refuses_an_unregistered_node_and_a_late_node_joins": 166,
-    "test_federated_run_across_network_namespaces": 132,
-    "test_cli_run_then_a_failed_rerun_never_shows_the_old_result": 125,
-    "test_loopback_supernodes_with_different_architectures": 96,
-    "test_pfedhn_and_fedavg_learn_in_simulation": 95,
+    "test_tls_auth_refuses_an_unregistered_node_and_a_late_node_joins": 232,
+    "test_second_batch_supernodes_started_later_join_the_next_batch": 225,
+    "test_loopback_deployment_completes_zero_shot_rounds": 186,
+    "test_dead_node_restarted_node_and_killed_server_do_not_lose_the_run": 170,
+    "test_loopback_supernodes_with_different_architectures": 154,
+    "test_federated_run_across_network_namespaces": 142,
+    "test_server_killed_mid_run_resumes_to_identical_result": 126,
+    "test_pfedhn_and_fedavg_learn_in_simulation": 76,
+    "test_cli_run_then_a_failed_rerun_never_shows_the_old_result": 74,
 }
 
 
