@@ -72,6 +72,20 @@ def colour_set(tmp_path_factory) -> dict:
     return {"dataset": "cifar10", "data-dir": str(root)}
 
 
+def fresh_process_imports(code: str, module: str) -> bool:
+    """Whether running ``code`` in a fresh interpreter (the repository as working
+    directory, this environment) leaves ``module`` imported: a SuperNode starts a
+    fresh ClientApp process for every message, so what it imports costs each one."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print({module!r} in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return out.stdout.split()[-1] == "True"
+
+
 def small_config(tmp_path: Path, **overrides) -> dict:
     """A run config that trains in seconds on the synthetic set."""
     cfg = {

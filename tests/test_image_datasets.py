@@ -27,7 +27,7 @@ from common.data import (
     load_pooled,
 )
 from common.models import build_model, model_shape_problem
-from tests.conftest import small_config
+from tests.conftest import fresh_process_imports, small_config
 
 
 @pytest.fixture(autouse=True)
@@ -70,10 +70,6 @@ def test_cifar_pickles_pooled_with_per_channel_statistics_of_the_training_files(
 def test_a_cached_set_loads_without_importing_torchvision_datasets(tmp_path):
     """A SuperNode starts a ClientApp process a message: once the set is decoded,
     loading it must not import ``torchvision.datasets`` (~2 s of CPU a process)."""
-    import os
-    import subprocess
-    import sys
-
     from torchvision.datasets import CIFAR10, CIFAR100
 
     from common.image_sets import expected_files
@@ -85,20 +81,11 @@ def test_a_cached_set_loads_without_importing_torchvision_datasets(tmp_path):
     root, _, _ = cifar_folder(tmp_path / "c10")
     load_pooled("cifar10", str(root))  # decodes into the cache
     code = (
-        "import sys; from common.data import load_pooled; "
-        f"p = load_pooled('cifar10', {str(root)!r}); "
-        "assert p.source['cache'], p.source; "
-        "print('torchvision.datasets' in sys.modules)"
+        "from common.data import load_pooled\n"
+        f"p = load_pooled('cifar10', {str(root)!r})\n"
+        "assert p.source['cache'], p.source"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        cwd=Path(__file__).resolve().parents[1],
-        check=True,
-    ).stdout.split()
-    assert out[-1] == "False"
+    assert not fresh_process_imports(code, "torchvision.datasets")
 
 
 def test_mnist_and_emnist_from_torchvisions_folders(tmp_path):
