@@ -87,28 +87,25 @@ def flwr_command(
     connection: str = "local",
     num_supernodes: int | None = None,
     stream: bool = True,
-    sim_cpus: str | int | None = None,
-    app: Path = ROOT,
+    env: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The ``flwr run`` command line for a merged run config.
 
-    ``sim_cpus`` caps the CPUs Ray may use in a simulation (one client a CPU, so it
-    is also how many clients train at once); ``None`` leaves Ray to take them all.
-    ``app`` is the folder the FAB is built from (:func:`app_dir`).
+    From ``env`` (the environment the command will run in): the folder the FAB is
+    built from (:func:`app_dir`) and ``HYPERFLOWER_SIM_CPUS``, the CPUs Ray may use
+    in a simulation (one client a CPU, so also how many clients train at once;
+    unset: all of them).
     """
-    cmd = ["flwr", "run", str(app), connection] + (["--stream"] if stream else [])
+    env = env or {}
+    cmd = ["flwr", "run", str(app_dir(env)), connection]
+    cmd += ["--stream"] if stream else []
     cmd += ["--run-config", run_config_arg(config)]
     if num_supernodes is not None:
         fed = f"num-supernodes={num_supernodes} client-resources-num-cpus=1"
-        if sim_cpus:
-            fed += f" init-args-num-cpus={int(sim_cpus)}"
+        if env.get("HYPERFLOWER_SIM_CPUS"):
+            fed += f" init-args-num-cpus={int(env['HYPERFLOWER_SIM_CPUS'])}"
         cmd += ["--federation-config", fed]
     return cmd
-
-
-def sim_cpus(env: Mapping[str, str]) -> str | None:
-    """The simulation's CPU cap from ``HYPERFLOWER_SIM_CPUS`` (unset: all CPUs)."""
-    return env.get("HYPERFLOWER_SIM_CPUS") or None
 
 
 def flwr_run(
@@ -124,13 +121,7 @@ def flwr_run(
     ``summary.json`` rather than the exit code.
     """
     return subprocess.run(
-        flwr_command(
-            config,
-            connection,
-            num_supernodes,
-            sim_cpus=sim_cpus(env),
-            app=app_dir(env),
-        ),
+        flwr_command(config, connection, num_supernodes, env=env),
         env=dict(env),
         cwd=ROOT,
         capture_output=True,

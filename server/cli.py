@@ -34,15 +34,7 @@ from common.data import (
     load_pooled,
     resolved_data_dir,
 )
-from common.flwr_cli import (
-    ROOT,
-    app_dir,
-    flwr_command,
-    flwr_env,
-    merge_presets,
-    parse_overrides,
-    sim_cpus,
-)
+from common.flwr_cli import ROOT, flwr_command, flwr_env, merge_presets, parse_overrides
 from common.runinfo import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, EXIT_USAGE, verdict
 
 
@@ -111,9 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
     nodes = args.supernodes
     if nodes is None and local:
         nodes = cfg.num_clients
-    cmd = flwr_command(
-        config, args.connection, nodes, sim_cpus=sim_cpus(env), app=app_dir(env)
-    )
+    cmd = flwr_command(config, args.connection, nodes, env=env)
     print("+", " ".join(cmd), flush=True)
     subprocess.call(cmd, env=env, cwd=ROOT)
     found = verdict(Path(cfg.output_dir) / cfg.resolved_run_name, run_id)

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common.flwr_cli import ROOT, app_dir, run_config_arg
+from common.flwr_cli import ROOT, flwr_command
 from tests.conftest import free_ports
 
 SERVICE = ROOT / "deploy" / "hf-service.sh"
@@ -176,15 +176,7 @@ class LoopbackCluster:
             "output-dir": str(self.work / "outputs"),
         }
         log = open(self.work / f"run-{run_name}.log", "wb")  # noqa: SIM115
-        cmd = [
-            "flwr",
-            "run",
-            str(app_dir(self.env)),
-            "hf",
-            "--stream",
-            "--run-config",
-            run_config_arg(cfg),
-        ]
+        cmd = flwr_command(cfg, "hf", env=self.operator)
         proc = subprocess.Popen(
             cmd,
             env=self.operator,

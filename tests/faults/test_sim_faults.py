@@ -95,14 +95,11 @@ def test_server_killed_mid_run_resumes_to_identical_result(tmp_path, flwr_env):
     run_in_process(small_config(tmp_path, **base, **{"run-name": "whole"}))
     whole, _ = read(tmp_path, "whole")
 
-    from common.flwr_cli import ROOT, app_dir, flwr_command, sim_cpus
+    from common.flwr_cli import ROOT, flwr_command
 
     cfg = small_config(tmp_path, **base, **{"run-name": "killed"})
-    cmd = flwr_command(
-        cfg, "local", 10, sim_cpus=sim_cpus(flwr_env), app=app_dir(flwr_env)
-    )
     proc = subprocess.Popen(
-        cmd,
+        flwr_command(cfg, "local", 10, env=flwr_env),
         env=flwr_env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
