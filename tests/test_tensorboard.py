@@ -198,7 +198,10 @@ def test_writing_after_close_appends(tmp_path):
     out.write_metrics([*rows, {"round": 2, "train-loss": 0.5}])
     out.write_status("done")
     acc = events(tmp_path / "run" / "tensorboard", purge=False)
-    assert [(e.step, e.value) for e in acc.Scalars("train-loss")] == [
+    # two event files; the reader takes them in name order, and a name ends in the
+    # writer's per-process counter (".9" sorts after ".10"), so order by step
+    found = sorted((e.step, e.value) for e in acc.Scalars("train-loss"))
+    assert found == [
         (1, 1.0),
         (2, 0.5),
     ]
