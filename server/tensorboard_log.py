@@ -10,7 +10,9 @@ in its log and goes on; a failure here never stops a run.
 
 Resume appends: a resumed process writes only the rounds after the last one already
 logged and opens its event file with ``purge_step`` there, so TensorBoard drops any
-step an earlier process logged past that point; a fresh (not resumed) run under an
+step an earlier process logged past that point (a new file is started in a later
+second than the newest one, so name order, TensorBoard's reading order, is the
+order they were written); a fresh (not resumed) run under an
 existing name first removes the old run's event files, as ``metrics.jsonl`` is
 rewritten whole. The hyperparameters go to their own event file (``*.hparams``),
 replaced whole each time the run finishes.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from logging import WARNING
 from pathlib import Path
@@ -162,6 +165,7 @@ class RunEvents:
             logged = int(marker.read_text()) if marker.exists() else 0
             self._logged = min(logged, self._resumed_at)
             purge = self._logged + 1
+        _wait_past_newest_stamp(self.dir)
         self._writer = writer_class(log_dir=str(self.dir), purge_step=purge)
         self._started = True
         return self._writer
@@ -246,6 +250,32 @@ class RunEvents:
                 writer.close()
             except Exception as exc:  # noqa: BLE001 - logging must never stop a run
                 _warn_once(f"close:{self.dir}", "TensorBoard close failed: %r", exc)
+
+
+def _stamp(path: Path) -> int:
+    """The whole second in an event file's name (``events.out.tfevents.<s>.…``)."""
+    try:
+        return int(path.name.split("tfevents.", 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _wait_past_newest_stamp(folder: Path) -> None:
+    """Wait (under a second) until a new event file's name sorts after every scalar
+    file already in ``folder``.
+
+    TensorBoard reads a folder's event files in name order, and with its default
+    ``purge_orphaned_data`` a step lower than one already read drops the later steps.
+    A name is ``<second>.<host>.<pid>.<counter>``: two files opened in the same second
+    sort by pid and by an unpadded counter (".10" before ".9"), so an appended file
+    could be read first. Starting it in a later second keeps the order.
+    """
+    newest = max(
+        (_stamp(p) for p in folder.glob("*tfevents*") if p.suffix != HPARAMS_SUFFIX),
+        default=0,
+    )
+    while int(time.time()) <= newest:
+        time.sleep(max(0.01, newest + 1 - time.time()))
 
 
 def _scalar(tag: str, value: float) -> Any:
