@@ -695,35 +695,43 @@ def same_run(used: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
 
 
 def run_or_reuse(
-    suite: str, jobs: Sequence[Job], parallel: int, reuse: bool
+    suite: str,
+    jobs: Sequence[Job],
+    parallel: int,
+    reuse: bool,
+    reuse_from: Sequence[str] = (),
 ) -> list[JobResult]:
     """Run the jobs; with ``reuse`` a finished run of the same config is kept
-    instead (adding a row to a suite need not re-run the others)."""
+    instead (adding a row to a suite need not re-run the others), looked up under
+    the job's own name and then among the runs of the suites ``reuse_from`` (the
+    same runs scored another way, e.g. a sweep read on held-out clients)."""
     from common.config import parse_run_config
 
     kept: dict[str, JobResult] = {}
     root = RUNS / suite
+    others = [d for other in reuse_from for d in sorted((RUNS / other).glob("*"))]
     if reuse:
         for job in jobs:
-            run_dir = root / job.name
-            done, used = run_dir / "summary.json", run_dir / "config.json"
-            if not (done.exists() and used.exists()):
-                continue
             wanted = json.loads(
                 json.dumps(parse_run_config(job.config(root)).to_dict())
             )
-            if same_run(json.loads(used.read_text()), wanted):
-                kept[job.name] = JobResult(
-                    job,
-                    True,
-                    json.loads(done.read_text()),
-                    read_rows(run_dir),
-                    None,
-                    0.0,
-                    {},
-                    root / f"{job.name}.log",
-                    reused=True,
-                )
+            for run_dir in [root / job.name, *others]:
+                done, used = run_dir / "summary.json", run_dir / "config.json"
+                if not (done.exists() and used.exists()):
+                    continue
+                if same_run(json.loads(used.read_text()), wanted):
+                    kept[job.name] = JobResult(
+                        job,
+                        True,
+                        json.loads(done.read_text()),
+                        read_rows(run_dir),
+                        None,
+                        0.0,
+                        {},
+                        run_dir.parent / f"{run_dir.name}.log",
+                        reused=True,
+                    )
+                    break
         if kept:
             print(
                 f"[{suite}] reusing {len(kept)} finished run(s) with the same config",

@@ -158,6 +158,24 @@ TARGETS: dict[str, Target] = {
         {"inner-lr": [0.02, 0.005, 0.05]},
         "FedAvg on the hard split: local lr",
     ),
+    # HyperFedZero's claim on the hard split is about held-out clients (zACC): its
+    # local lr from its preset's 0.01, and FedAvg's sweep above read again on the
+    # held-out clients' validation rows (the same runs: --reuse-from hard-fedavg).
+    "hard-hyperfedzero": Target(
+        "hard-fmnist",
+        {"method": "hyperfedzero"},
+        {"inner-lr": [0.01, 0.03, 0.1]},
+        "HyperFedZero on the hard split, scored on held-out clients: local lr",
+        score="nonparticipant_val_acc",
+    ),
+    "hard-fedavg-zeroshot": Target(
+        "hard-fmnist",
+        {"method": "fedavg"},
+        {"inner-lr": [0.02, 0.005, 0.05]},
+        "FedAvg on the hard split, scored on held-out clients (its global model): "
+        "local lr",
+        score="nonparticipant_val_acc",
+    ),
     "hard-local": Target(
         "hard-fmnist",
         {"method": "local"},
@@ -671,6 +689,14 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
+        "--reuse-from",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --reuse: also take finished runs of the same config from sweep "
+        "tune-NAME (the same runs, scored as this target scores them)",
+    )
+    parser.add_argument(
         "--widen",
         action="store_true",
         help="add the --grid points to the committed sweep tune-<name> (the "
@@ -725,7 +751,13 @@ def main(argv: Sequence[str]) -> int:
     start = len(points(committed["grid"])) if committed else 0
     jobs = jobs_for(name, target, grid, sets, seeds, start)
     with LoadMonitor() as load:
-        results = run_or_reuse(f"tune-{name}", jobs, args.parallel, args.reuse)
+        results = run_or_reuse(
+            f"tune-{name}",
+            jobs,
+            args.parallel,
+            args.reuse,
+            [f"tune-{other}" for other in args.reuse_from],
+        )
     runs = [run_record(r, target.score) for r in results]
     rows = summarise(runs, [label(p) for p in points(grid)])
     data = {

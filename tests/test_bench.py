@@ -765,3 +765,33 @@ def test_reuse_ignores_another_methods_own_keys():
     assert not same_run(old, {**old, "inner-lr": 0.05})
     hfz = {**old, "method": "hyperfedzero"}
     assert not same_run(hfz, {**hfz, "hfz-hidden": 0})
+
+
+def test_reuse_from_takes_a_run_of_the_same_config_from_another_suite(
+    tmp_path, monkeypatch
+):
+    """A sweep scored another way reuses the runs of the sweep that ran them (same
+    config and seed), and runs nothing; another seed is not the same run."""
+    from bench import harness
+    from common.config import parse_run_config
+
+    monkeypatch.setattr(harness, "RUNS", tmp_path)
+    done = harness.Job("other-p0-s42", None, {"method": "fedavg", "seed": 42})
+    folder = tmp_path / "tune-other" / done.name
+    folder.mkdir(parents=True)
+    cfg = parse_run_config(done.config(tmp_path / "tune-other")).to_dict()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "summary.json").write_text(json.dumps({"nonparticipant_val_acc": 0.5}))
+    (folder / "metrics.jsonl").write_text("")
+    ran: list[str] = []
+    monkeypatch.setattr(
+        harness, "run_jobs", lambda _s, jobs, _p: ran.extend(j.name for j in jobs) or []
+    )
+    same = harness.Job("mine-p0-s42", None, {"method": "fedavg", "seed": 42})
+    (got,) = harness.run_or_reuse("tune-mine", [same], 1, True, ["tune-other"])
+    assert got.reused and got.summary == {"nonparticipant_val_acc": 0.5}
+    assert ran == []
+    other_seed = harness.Job("mine-p0-s43", None, {"method": "fedavg", "seed": 43})
+    with pytest.raises(KeyError):  # not reused: handed to run_jobs (stubbed here)
+        harness.run_or_reuse("tune-mine", [other_seed], 1, True, ["tune-other"])
+    assert ran == ["mine-p0-s43"]

@@ -89,6 +89,26 @@ def test_page_reads_claims_per_seed_and_the_headroom():
     assert "10 of 10" not in page and "flattened" in page
 
 
+def test_held_out_claim_compares_zacc_with_fedavgs_global_model():
+    runs = fake_runs()
+    for run in [r for r in runs if r["row"] == "fedavg"]:
+        run["nonparticipant_val_acc"] = run["nonparticipant_acc"]
+        gain = 0.02 if run["seed"] != 46 else -0.01  # one seed below: 4 of 5
+        runs.append(
+            {
+                **run,
+                "row": "hyperfedzero",
+                "nonparticipant_acc": run["nonparticipant_acc"] + gain,
+                "nonparticipant_val_acc": run["nonparticipant_acc"] + gain,
+            }
+        )
+    page = render({"command": "x", "settings": {}, "runs": runs, "notes": []})
+    rows = [x for x in page.splitlines() if x.startswith("| HyperFedZero zACC")]
+    assert len(rows) == 2  # validation and test
+    assert "+2.00, +2.00, +2.00, +2.00, -1.00" in rows[0]
+    assert "4 of 5" in rows[0] and "**holds**" in rows[0]
+
+
 def test_bad_set_is_refused_by_name():
     with pytest.raises(SystemExit, match="ROW:key=value"):
         parse_sets(["nope:inner-lr=0.1"])
