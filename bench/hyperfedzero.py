@@ -164,7 +164,11 @@ def diagnose(run_dir: Path) -> dict[str, float]:
     classifier made for each client's own e, for the mean e, and — the ceiling of
     label-shift personalisation — the mean e's logits shifted by log π − log π̄
     (the client's training-label prior: an oracle, diagnosis only), over all
-    clients and over the held-out ones.
+    clients and over the held-out ones. ``val_amplified_e_x{3,10}``: the classifier
+    made for ē + γ·(e_i − ē), each client's offset from the mean embedding
+    stretched γ times (as if f spread the embeddings like the class mixes): above
+    ``val_mean_e`` when h maps the direction e moves in to a better classifier and
+    only the spread of e is missing; at or below it when h does not use e.
     """
     import torch
 
@@ -215,16 +219,24 @@ def diagnose(run_dir: Path) -> dict[str, float]:
         )
         mean_theta = net.classifier_params(emb.mean(0))
         log_mean_prior = prior.mean(0).clamp_min(1e-6).log()
-        acc = torch.zeros(len(datas), 3)
+        names = ("own_e", "mean_e", "oracle_prior", "amplified_e_x3", "amplified_e_x10")
+        acc = torch.zeros(len(datas), len(names))
+        centre = emb.mean(0)
         for i, d in enumerate(datas):
             f = net.features(d.x_val)
             own = net.classify(f, net.classifier_params(emb[i]))
             mean = net.classify(f, mean_theta)
             oracle = mean + prior[i].clamp_min(1e-6).log() - log_mean_prior
-            for j, logits in enumerate((own, mean, oracle)):
+            stretched = [
+                net.classify(
+                    f, net.classifier_params(centre + gamma * (emb[i] - centre))
+                )
+                for gamma in (3.0, 10.0)
+            ]
+            for j, logits in enumerate((own, mean, oracle, *stretched)):
                 acc[i, j] = (logits.argmax(1) == d.y_val).float().mean()
     for group, idx in (("all", list(range(len(datas)))), ("held_out", held)):
-        for j, name in enumerate(("own_e", "mean_e", "oracle_prior")):
+        for j, name in enumerate(names):
             out[f"val_{name}_{group}"] = float(acc[idx, j].mean())
     return out
 

@@ -196,7 +196,7 @@ def test_shift_and_clean_penalty_run_in_process(tmp_path):
 
     found = diagnose(tmp_path / "outputs" / "test")
     assert found["spread_class_mix"] > 0 and found["noise_scale"] > 0
-    for key in ("own_e", "mean_e", "oracle_prior"):
+    for key in ("own_e", "mean_e", "oracle_prior", "amplified_e_x3", "amplified_e_x10"):
         for group in ("all", "held_out"):
             assert 0 <= found[f"val_{key}_{group}"] <= 1
 
