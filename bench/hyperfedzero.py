@@ -1,13 +1,16 @@
 """HyperFedZero vs FedAvg on the same held-out clients, with the ablation rows.
 
-``python -m bench.hyperfedzero --preset conf/hyperfedzero-digits.toml --seeds 3``
-runs, per seed, HyperFedZero (the preset), FedAvg with the same split and budget
-(rounds, local steps; its learning rate as given by ``--fedavg-set``, else the
-preset's), and the ablations (no NoisyEmbed; α = β = 0;
-option 1), each in process (the real handlers over a DirectGrid), one after the
-other. Every run picks its round on participants' validation accuracy (the loop's
-rule); nothing is tuned on test data. Results accumulate after every run in
-``bench/results/hyperfedzero-<tag>.json`` and a Markdown table beside it.
+``python -m bench.hyperfedzero --preset conf/hyperfedzero-fmnist.toml --seeds 5
+--parallel 2`` runs, per seed, HyperFedZero (the preset), FedAvg with the same split
+and budget (rounds, local steps; its learning rate as given by ``--fedavg-set``, else
+the preset's), and the ablations (no NoisyEmbed; α = β = 0; option 1), each in
+process (the real handlers over a DirectGrid, one thread a run), ``--parallel`` at a
+time; a finished run of the same config (here or, with ``--reuse-from``, a sweep's)
+is taken instead of run again. Every run picks its round on participants'
+validation accuracy (the loop's rule); nothing is tuned on test data. Results go to
+``bench/results/hyperfedzero-<tag>.json`` and a Markdown table beside it, with each
+run's collapse figures (embedding spread over class-mix spread, held-out clients'
+own-e minus mean-e validation accuracy) at its best round.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "α = β = 0": {"hfz-alpha": 0.0, "hfz-beta": 0.0},
     "option 1 (e as input)": {"hfz-conditioning": "input"},
 }
+#: Run folders: outputs/bench/<SUITE>/<tag>-<variant>-s<seed>.
+SUITE = "hyperfedzero"
 KEYS = (
     "nonparticipant_acc",
     "nonparticipant_acc_std",
@@ -39,7 +44,18 @@ KEYS = (
     "client_trainable_params",
     "hypernet_params",
     "wall_s",
+    "nonparticipant_val_acc",
 )
+#: Collapse figures at the best round (summary.json's ``collapse``), kept per row.
+COLLAPSE_KEYS = ("spread_ratio", "heldout_own_minus_mean_val_acc")
+#: Short names of the variants in run folder names.
+SLUGS = {
+    "hyperfedzero": "hfz",
+    "fedavg": "fedavg",
+    "no NoisyEmbed": "no-noisy",
+    "α = β = 0": "no-penalty",
+    "option 1 (e as input)": "option1",
+}
 
 
 def _order(results: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -58,10 +74,17 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             return "n/a"
         return f"{100 * np.mean(vals):.2f} ± {100 * np.std(vals):.2f}"
 
+    def plain(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> str:
+        vals = [scale * r[key] for r in rows if r.get(key) is not None]
+        if not vals:
+            return "n/a"
+        return f"{np.mean(vals):.2f} ± {np.std(vals):.2f}"
+
     lines = [
         "| variant | seeds | zACC (held out) | global model on held out | pACC "
-        "| gACC | bytes/round (down+up) | CTWC | HS |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| gACC | e spread / class-mix spread | own e − mean e, held-out val "
+        "(points) | bytes/round (down+up) | CTWC | HS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in _order(results):
         rows = results[name]
@@ -77,7 +100,8 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         lines.append(
             f"| {name} | {len(rows)} | {cell(rows, 'nonparticipant_acc')} | "
             f"{held_global} | {cell(rows, 'participant_acc')} | "
-            f"{cell(rows, 'global_acc')} | "
+            f"{cell(rows, 'global_acc')} | {plain(rows, 'spread_ratio')} | "
+            f"{plain(rows, 'heldout_own_minus_mean_val_acc', 100.0)} | "
             f"{traffic / 1e6:.2f} MB | {rows[0]['client_trainable_params']} | "
             f"{rows[0]['hypernet_params']} |"
         )
@@ -242,8 +266,9 @@ def diagnose(run_dir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    """Run the grid (seed-major, so an interrupted run still has whole seeds)."""
-    from server.direct_grid import run_in_process
+    """Run (or reuse) every variant on every seed, ``--parallel`` at a time, and
+    write the page; a finished run of the same config is never run again."""
+    from bench.harness import Job, run_or_reuse
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="conf/hyperfedzero-digits.toml")
@@ -262,6 +287,17 @@ def main() -> None:
     )
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--first-seed", type=int, default=42)
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="runs at a time (one thread each)"
+    )
+    parser.add_argument(
+        "--reuse-from",
+        action="append",
+        default=[],
+        metavar="SUITE",
+        help="also take finished runs of the same config from outputs/bench/SUITE "
+        "(e.g. tune-hyperfedzero-h24-zeroshot: a sweep's run at the chosen point)",
+    )
     parser.add_argument(
         "--append",
         action="store_true",
@@ -328,9 +364,7 @@ def main() -> None:
         notes.append(args.note)
     for name, seed, folder in args.add_run:
         summary = json.loads((Path(folder) / "summary.json").read_text())
-        results.setdefault(name, []).append(
-            {"seed": int(seed), **{k: summary.get(k) for k in KEYS}}
-        )
+        results.setdefault(name, []).append(row_of(int(seed), summary))
 
     def save() -> None:
         data = {
@@ -343,21 +377,39 @@ def main() -> None:
         out.write_text(json.dumps(data, indent=1))
         out.with_suffix(".md").write_text(render(data, args.tag))
 
-    save()
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for name in args.variants:
-            cfg = {
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [
+        Job(
+            name=f"{args.tag}-{SLUGS.get(name, name)}-s{seed}",
+            overrides={
                 **base,
                 **VARIANTS[name],
                 **(fedavg if name == "fedavg" else {}),
                 "seed": seed,
-                "run-name": f"hfz-bench-{args.tag}-{len(results[name])}-"
-                f"{name.split()[0]}-{seed}",
-                "output-dir": "outputs/bench/hyperfedzero",
-            }
-            summary = run_in_process(cfg) or {}
-            results[name].append({"seed": seed, **{k: summary.get(k) for k in KEYS}})
-            save()
+            },
+            tags={"variant": name, "seed": seed},
+        )
+        for seed in seeds
+        for name in args.variants
+    ]
+    done = run_or_reuse(SUITE, jobs, args.parallel, True, args.reuse_from)
+    for result in done:
+        name, seed = result.job.tags["variant"], result.job.tags["seed"]
+        kept = [r for r in results.setdefault(name, []) if r["seed"] != seed]
+        results[name] = [*kept, row_of(seed, result.summary or {})]
+        results[name].sort(key=lambda r: r["seed"])
+    save()
+
+
+def row_of(seed: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """A table row of one finished run: the headline keys and the collapse figures
+    at its best round."""
+    collapse = (summary.get("collapse") or {}).get("best_round") or {}
+    return {
+        "seed": seed,
+        **{k: summary.get(k) for k in KEYS},
+        **{k: collapse.get(k) for k in COLLAPSE_KEYS},
+    }
 
 
 if __name__ == "__main__":

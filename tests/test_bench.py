@@ -691,6 +691,34 @@ def test_hyperfedzero_page_pairs_each_variant_with_fedavg_by_seed():
     assert paired({"hyperfedzero": [row(42, 0.9)]}) == ""
 
 
+def test_hyperfedzero_page_shows_the_collapse_at_the_best_round():
+    """Each row carries its run's spread ratio and held-out own-e − mean-e at the
+    best round (summary.json's collapse), shown as columns; rows from before the
+    metric show n/a."""
+    from bench.hyperfedzero import row_of, table
+
+    summary = {
+        "nonparticipant_acc": 0.9,
+        "bytes_down_per_round": 1e6,
+        "bytes_up_per_round": 1e6,
+        "client_trainable_params": 5,
+        "hypernet_params": 3,
+        "collapse": {
+            "best_round": {"spread_ratio": 0.5, "heldout_own_minus_mean_val_acc": 0.01},
+            "last": {"spread_ratio": 0.1, "heldout_own_minus_mean_val_acc": 0.0},
+        },
+    }
+    row = row_of(42, summary)
+    assert row["seed"] == 42 and row["spread_ratio"] == 0.5
+    old = row_of(43, {**summary, "collapse": None})
+    text = table({"hyperfedzero": [row], "fedavg": [old]})
+    assert "e spread / class-mix spread" in text
+    line = next(x for x in text.splitlines() if x.startswith("| hyperfedzero"))
+    assert "| 0.50 ± 0.00 | 1.00 ± 0.00 |" in line
+    line = next(x for x in text.splitlines() if x.startswith("| fedavg"))
+    assert "| n/a | n/a |" in line
+
+
 def test_pfeddsh_page_reads_its_claims_per_seed():
     """PA > 0 and RI > 0 are each seed's value against 0, replay and masks are
     paired with the variant without them on the same seed, and the plain shared
