@@ -119,7 +119,10 @@ def paired(results: dict[str, list[dict[str, Any]]]) -> str:
     if not base:
         return ""
     pairs = [
-        (f"{name} − FedAvg (zACC)", compare(mine, base))
+        (
+            f"{name} − FedAvg (zACC)",
+            compare(mine, {seed: v for seed, v in base.items() if seed in mine}),
+        )
         for name in _order(results)
         if name != "fedavg"
         # a variant with no seed in common with FedAvg has nothing to compare
