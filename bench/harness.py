@@ -709,21 +709,36 @@ def run_or_reuse(
 
     kept: dict[str, JobResult] = {}
     root = RUNS / suite
-    others = [d for other in reuse_from for d in sorted((RUNS / other).glob("*"))]
+
+    def finished(run_dir: Path) -> dict[str, Any] | None:
+        """The config a finished run used (None: not finished)."""
+        used = run_dir / "config.json"
+        if not ((run_dir / "summary.json").exists() and used.exists()):
+            return None
+        return json.loads(used.read_text())
+
     if reuse:
+        # the other suites' finished runs, read once for every job
+        others = [
+            (run_dir, used)
+            for other in reuse_from
+            for run_dir in sorted((RUNS / other).glob("*"))
+            if (used := finished(run_dir)) is not None
+        ]
         for job in jobs:
+            own = finished(root / job.name)
+            candidates = ([(root / job.name, own)] if own is not None else []) + others
+            if not candidates:
+                continue
             wanted = json.loads(
                 json.dumps(parse_run_config(job.config(root)).to_dict())
             )
-            for run_dir in [root / job.name, *others]:
-                done, used = run_dir / "summary.json", run_dir / "config.json"
-                if not (done.exists() and used.exists()):
-                    continue
-                if same_run(json.loads(used.read_text()), wanted):
+            for run_dir, used in candidates:
+                if same_run(used, wanted):
                     kept[job.name] = JobResult(
                         job,
                         True,
-                        json.loads(done.read_text()),
+                        json.loads((run_dir / "summary.json").read_text()),
                         read_rows(run_dir),
                         None,
                         0.0,

@@ -68,13 +68,7 @@ def _order(results: dict[str, list[dict[str, Any]]]) -> list[str]:
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """Mean ± std over seeds per variant (Markdown)."""
 
-    def cell(rows: list[dict[str, Any]], key: str) -> str:
-        vals = [r[key] for r in rows if r.get(key) is not None]
-        if not vals:
-            return "n/a"
-        return f"{100 * np.mean(vals):.2f} ± {100 * np.std(vals):.2f}"
-
-    def plain(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> str:
+    def cell(rows: list[dict[str, Any]], key: str, scale: float = 100.0) -> str:
         vals = [scale * r[key] for r in rows if r.get(key) is not None]
         if not vals:
             return "n/a"
@@ -100,8 +94,8 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         lines.append(
             f"| {name} | {len(rows)} | {cell(rows, 'nonparticipant_acc')} | "
             f"{held_global} | {cell(rows, 'participant_acc')} | "
-            f"{cell(rows, 'global_acc')} | {plain(rows, 'spread_ratio')} | "
-            f"{plain(rows, 'heldout_own_minus_mean_val_acc', 100.0)} | "
+            f"{cell(rows, 'global_acc')} | {cell(rows, 'spread_ratio', 1.0)} | "
+            f"{cell(rows, 'heldout_own_minus_mean_val_acc')} | "
             f"{traffic / 1e6:.2f} MB | {rows[0]['client_trainable_params']} | "
             f"{rows[0]['hypernet_params']} |"
         )
