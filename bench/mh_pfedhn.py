@@ -1,22 +1,36 @@
-"""MH-pFedHN table: the hetero presets and their reference rows on the same split.
+"""MH-pFedHN tables: the hetero presets and their reference rows on the same split.
 
-    python -m bench.mh_pfedhn --rounds 100 --seeds 42,43,44 [--rows mh,gd,arch,local]
-    python -m bench.mh_pfedhn --tune ROW --grid KEY=V1,V2,V3 [--seeds 42]
+    python -m bench.mh_pfedhn [--table T] [--rounds R] --seeds 42,43,44 [--rows ...]
+    python -m bench.mh_pfedhn --table T --quick          (a two-round smoke run)
+    python -m bench.mh_pfedhn --tune ROW [--table T] --grid KEY=V1,V2,V3 [--seeds 42]
     python -m bench.mh_pfedhn --tune-novel RUN [RUN ...] --grid mh-novel-lr=V1,V2
 
-Rows, each on the hetero preset's split (Fashion-MNIST, 20 clients, Dirichlet 0.5,
-500 rows each), each at its own setting chosen on validation (``--tune``):
-- MH-pFedHN and MH-pFedHNGD (the presets, ``--rounds`` rounds);
+Tables (:data:`TABLES`; each its page ``bench/results/<page>.md`` and raw rows
+``<page>-runs.jsonl``):
+- ``hetero``: the first hetero preset, four sizes, a head each (no head is shared);
+- ``shared`` (issue 27): two size groups of two architectures each (lenet5 + cnn3,
+  cnn + mlp-m), so heads are shared across architectures; rows MH-pFedHN, its
+  head-sharing ablation (``mh-group-rule=exact``: a head per K, here per
+  architecture), MH-pFedHNGD, FedProto (the field's model-heterogeneous baseline),
+  a hypernetwork per architecture and local-only;
+- ``homo``: one architecture (LeNet-5) for all: MH-pFedHN, MH-pFedHNGD, FedAvg,
+  pFedHN, FedProto, local-only;
+- ``hard-shared``, ``hard-homo``: the same rows on the hard split
+  (conf/hard-fmnist.toml's clients, data and local steps; bench.hard_split's
+  600-round budget).
+Every row of a table has the same split, rounds, clients a round and local steps
+(a hypernetwork per architecture: one client a round, the same client visits as its
+architecture's share; local-only: the same local steps per participant; GD: two
+exchanges a round), each at its own setting chosen on validation (``--tune``):
 - a hypernetwork per architecture: MH-pFedHN restricted to one architecture's clients
   (``mh-group-rule=bounds`` accepting only its K; every other client is left out),
-  i.e. chunked pFedHN on that architecture group, with the same client visits as
-  that architecture's share of the hetero run (one client a round);
+  i.e. chunked pFedHN on that architecture group;
 - local-only: each participant trains its own model from its own init for the mean
   number of local steps a participant gets in the federated runs, evaluated on
   validation every ``local-steps`` steps; one checkpoint for all clients, the one of
   best mean validation (as a federated row's best round).
 Every number is the test accuracy at the round (or step) of best mean validation
-accuracy. Writes ``mh-pfedhn.md`` and the raw rows ``mh-pfedhn-runs.jsonl``.
+accuracy.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import shlex
 import sys
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +51,148 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 HETERO = ROOT / "conf" / "mh-pfedhn-hetero-fmnist.toml"
 GD = ROOT / "conf" / "mh-pfedhngd-hetero-fmnist.toml"
+SHARED = ROOT / "conf" / "mh-pfedhn-shared-fmnist.toml"
+HOMO = ROOT / "conf" / "mh-pfedhn-homo-fmnist.toml"
+FEDPROTO = ROOT / "conf" / "fedproto-shared-fmnist.toml"
+HARD = ROOT / "conf" / "hard-fmnist.toml"
+
+#: What a table takes from its split preset (the hard split's), the same for every
+#: row: clients, data, rounds, clients a round, local steps, evaluation.
+SPLIT_KEYS = (
+    "dataset",
+    "num-clients",
+    "holdout",
+    "partitioner",
+    "dirichlet-alpha",
+    "samples-per-client",
+    "val-fraction",
+    "test-fraction",
+    "num-rounds",
+    "clients-per-round",
+    "local-steps",
+    "batch-size",
+    "eval-every",
+)
+#: The hard split's table budget (bench.hard_split.BUDGET: 600 rounds of 10
+#: clients, evaluated every 60).
+HARD_BUDGET: dict[str, Any] = {"num-rounds": 600, "eval-every": 60}
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table: its MH preset (architectures, hypernetwork), the preset whose
+    split it runs on (None: the MH preset's own), its rows, its page and the
+    prefix of its rows' sweeps (``tune-<prefix>-<row>.json``)."""
+
+    name: str
+    page: str
+    mh: Path
+    split: Path | None
+    rows: tuple[str, ...]
+    budget: dict[str, Any]
+    tune_prefix: str
+    title: str
+
+
+SHARED_ROWS = ("mh", "separate", "gd", "fedproto", "arch", "local")
+HOMO_ROWS = ("mh", "gd", "fedavg", "pfedhn", "fedproto", "local")
+TABLES: dict[str, Table] = {
+    "hetero": Table(
+        "hetero",
+        "mh-pfedhn",
+        HETERO,
+        None,
+        ("mh", "gd", "local", "arch"),
+        {},
+        "mh",
+        "hetero preset: four sizes, a head each",
+    ),
+    "shared": Table(
+        "shared",
+        "mh-pfedhn-shared",
+        SHARED,
+        None,
+        SHARED_ROWS,
+        {},
+        "mh-shared",
+        "shared heads: lenet5 + cnn3 and cnn + mlp-m share a head, mlp-xl unseen",
+    ),
+    "homo": Table(
+        "homo",
+        "mh-pfedhn-homo",
+        HOMO,
+        None,
+        HOMO_ROWS,
+        {},
+        "mh-homo",
+        "one architecture for all: LeNet-5",
+    ),
+    "hard-shared": Table(
+        "hard-shared",
+        "mh-pfedhn-hard-shared",
+        SHARED,
+        HARD,
+        SHARED_ROWS,
+        HARD_BUDGET,
+        "mh-hard-shared",
+        "the hard split, shared heads (lenet5 + cnn3, cnn + mlp-m; mlp-xl unseen)",
+    ),
+    "hard-homo": Table(
+        "hard-homo",
+        "mh-pfedhn-hard-homo",
+        HOMO,
+        HARD,
+        HOMO_ROWS,
+        HARD_BUDGET,
+        "mh-hard-homo",
+        "the hard split, one architecture for all: LeNet-5",
+    ),
+}
+#: Each row's label on the page.
+LABELS = {
+    "mh": "MH-pFedHN",
+    "separate": "MH-pFedHN, a head per architecture (no sharing)",
+    "gd": "MH-pFedHNGD",
+    "fedproto": "FedProto",
+    "fedavg": "FedAvg",
+    "pfedhn": "pFedHN",
+    "local": "local-only",
+}
+#: Keys only the hypernetwork rows use: a row of another method takes its own
+#: defaults (and its own sweep) for them.
+HYPERNET_KEYS = (
+    "server-optimizer",
+    "server-lr",
+    "server-momentum",
+    "server-weight-decay",
+    "clip-norm",
+    "weighting",
+    "hn-hidden",
+    "hn-n-hidden",
+)
+#: The MH keys FedProto shares (the clients' architectures).
+ARCH_KEYS = ("mh-archs", "mh-arch-rule", "mh-unseen-archs")
+
+
+def table_base(table: Table, **overrides: Any) -> dict[str, Any]:
+    """A table's config before its rows' own keys: the MH preset, with the split
+    preset's clients, data, rounds and local steps and the table's budget."""
+    cfg = preset(table.mh)
+    if table.split is not None:
+        split = preset(table.split)
+        cfg.update({k: split[k] for k in SPLIT_KEYS if k in split})
+    cfg.update(table.budget)
+    cfg.update(overrides)
+    return cfg
+
+
+def plain_row(base: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``base`` without the hypernetwork's keys and the MH keys (but ``keep``)."""
+    return {
+        k: v
+        for k, v in base.items()
+        if k not in HYPERNET_KEYS and (not k.startswith("mh-") or k in keep)
+    }
 
 
 def preset(path: Path, **overrides: Any) -> dict[str, Any]:
@@ -91,7 +248,12 @@ def read_run(folder: Path, label: str, wall: float = 0.0) -> dict[str, Any]:
             if k.startswith("test-acc-K")
         },
         "global_acc": row.get("global-test-acc"),
-        "new_seen": summary.get("nonparticipant_seen_acc"),
+        "groups": summary.get("mh_group_members"),
+        # a method without size groups (FedAvg, pFedHN: one architecture for all):
+        # every new client is of a seen size
+        "new_seen": summary.get(
+            "nonparticipant_seen_acc", summary.get("nonparticipant_acc")
+        ),
         "new_unseen": summary.get("nonparticipant_unseen_acc"),
         "hypernet_params": summary["hypernet_params"],
         "bytes_per_round": summary["bytes_down_per_round"]
@@ -206,13 +368,16 @@ def per_arch_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-NAMES = {
-    "6186": "bncnn",
-    "25450": "mlp-s",
-    "61706": "lenet5",
-    "85822": "cnn",
-    "178110": "mlp-l",
-}
+def zoo_names() -> dict[str, str]:
+    """K -> zoo architecture at Fashion-MNIST's shape (the page's column names; the
+    server itself knows only K)."""
+    from common.models import build_model, count_params
+    from common.models.zoo import ZOO
+
+    return {str(count_params(build_model(n, 10))): n for n in ZOO}
+
+
+NAMES = zoo_names()
 
 
 def combined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -288,9 +453,10 @@ def coverage(cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def coverage_lines(seeds: list[int]) -> list[str]:
+def coverage_lines(seeds: list[int], table: Table | None = None) -> list[str]:
     """The coverage of the seen-architecture new clients, as page lines."""
-    found = [c for s in seeds for c in coverage(preset(HETERO, seed=s))]
+    base = table_base(table or TABLES["hetero"])
+    found = [c for s in seeds for c in coverage({**base, "seed": s})]
     lines = [
         "",
         f"New clients of a seen architecture whose classes its size group's "
@@ -309,8 +475,9 @@ def coverage_lines(seeds: list[int]) -> list[str]:
     return lines
 
 
-def render(rows: list[dict[str, Any]]) -> str:
+def render(rows: list[dict[str, Any]], table: Table | None = None) -> str:
     """The markdown page: mean over seeds (± std when several)."""
+    table = table or TABLES["hetero"]
 
     def fmt(values: list[float | None]) -> str:
         got = [v for v in values if v is not None]
@@ -337,12 +504,19 @@ def render(rows: list[dict[str, Any]]) -> str:
     rising = sorted(
         {f"{r['row']} (seed {r['seed']})" for r in rows if r.get("flattened") is False}
     )
+    base = table_base(table)
+    split = (
+        f"{base['num-clients']} clients ({base.get('partitioner', 'dirichlet')} "
+        f"{base.get('dirichlet-alpha', '')}, {base.get('samples-per-client')} rows "
+        f"a client), {base['clients-per-round']} a round, {base['local-steps']} "
+        "local steps"
+    )
     lines = [
-        "### MH-pFedHN (Fashion-MNIST, hetero preset)",
+        f"### MH-pFedHN (Fashion-MNIST, {table.title})",
         "",
         f"Seeds {', '.join(map(str, seeds))}; {', '.join(map(str, rounds))} "
-        "rounds of the hetero split (Dirichlet 0.5, 500 rows a client, 16 "
-        "participants, 5 a round, 25 local steps; a hypernetwork per architecture: "
+        f"rounds of {split} (`--table {table.name}`; a hypernetwork per "
+        "architecture: "
         "one client a round, the same client visits as its share of the hetero run; "
         "local-only: the same local steps per participant). Test accuracy at the best "
         "validation round (local-only: the checkpoint of best mean validation, one for "
@@ -350,9 +524,11 @@ def render(rows: list[dict[str, Any]]) -> str:
         "mean ± std over seeds; each row at its own setting chosen on validation "
         "(docs/tuning.md, `tune-mh-*` pages). A per-architecture run's mean "
         "participant column is that architecture's; '(all)' is the mean over every "
-        "participant of the four runs. Bytes/round: down + up of all clients of a "
-        "round (hetero rows: 5 clients, GD two exchanges each; per-architecture "
-        "rows: 1 client). `python -m bench.mh_pfedhn`; docs/mh-pfedhn.md.",
+        "participant of its runs. Bytes/round: down + up of all clients of a "
+        "round (GD two exchanges each; per-architecture rows: 1 client; FedProto: "
+        "its clients' own model vectors, which the server keeps for stateless "
+        "clients, and the prototypes). "
+        f"`python -m bench.mh_pfedhn --table {table.name}`; docs/mh-pfedhn.md.",
         "",
         "Validation curves still rising at the last round (docs/tuning.md rule 7): "
         + ("; ".join(rising) if rising else "none")
@@ -385,7 +561,18 @@ def render(rows: list[dict[str, Any]]) -> str:
             "points above its test rows; not a row): "
             f"{fmt([r['participant_acc_own_best'] for r in own_best])}.",
         ]
-    lines += coverage_lines(seeds)
+    groups = [r for r in rows if r.get("groups")]
+    if groups:
+        lines += ["", "Size groups of each hypernetwork row (members by K only):", ""]
+        lines += [
+            f"- {label}: "
+            + "; ".join(
+                f"{g}: {', '.join(f'{NAMES.get(k, k)} (K={k})' for k in members)}"
+                for g, members in mine["groups"].items()
+            )
+            for label, mine in {r["row"]: r for r in groups}.items()
+        ]
+    lines += coverage_lines(seeds, table)
     return "\n".join(lines) + "\n"
 
 
@@ -395,6 +582,13 @@ CLAIMS = (
     ("MH-pFedHN", "local-only"),
     ("MH-pFedHN", "hypernetwork per architecture (all)"),
     ("MH-pFedHNGD", "MH-pFedHN"),
+    ("MH-pFedHN", "FedProto"),
+    ("MH-pFedHNGD", "FedProto"),
+    ("MH-pFedHN", LABELS["separate"]),
+    ("MH-pFedHN", "FedAvg"),
+    ("MH-pFedHN", "pFedHN"),
+    ("MH-pFedHNGD", "FedAvg"),
+    ("FedProto", "local-only"),
 )
 
 
@@ -424,13 +618,20 @@ def claim_lines(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def own(row: str, results: Path = ROOT / "bench" / "results") -> dict[str, Any]:
-    """A reference row's own setting: the point its committed sweep chose
-    (``tune-mh-<row>.json``; docs/tuning.md), none without a sweep. The hypernetwork
-    rows take theirs from their presets."""
+def own(
+    row: str,
+    results: Path = ROOT / "bench" / "results",
+    table: Table | None = None,
+) -> dict[str, Any]:
+    """A row's own setting: the point its committed sweep on this table chose
+    (``tune-<prefix>-<row>.json``; docs/tuning.md), none without a sweep (the
+    presets' values, the page says so). The head-sharing ablation takes
+    MH-pFedHN's: it differs from it in its groups only."""
     from bench.tune import _value
 
-    path = results / f"tune-mh-{row}.json"
+    table = table or TABLES["hetero"]
+    row = "mh" if row == "separate" else row
+    path = results / f"tune-{table.tune_prefix}-{row}.json"
     if not path.exists():
         return {}
     chosen = next(r for r in json.loads(path.read_text())["rows"] if r.get("chosen"))
@@ -449,25 +650,62 @@ TUNED_ROWS = {
     "arch": "a hypernetwork per architecture (four restricted runs, one score: "
     "the mean of their participants' validation accuracy)",
     "local": "local-only (same local-step budget)",
+    "fedproto": "FedProto (same split, architectures and local steps)",
+    "fedavg": "FedAvg (one architecture for all)",
+    "pfedhn": "pFedHN (one architecture for all)",
 }
 
 
 def row_configs(row: str, base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The federated run(s) behind one row of the table, for a hetero-preset config
-    ``base`` (the GD row swaps in the GD preset's method keys)."""
+    """The federated run(s) behind one row of a table, for the table's config
+    ``base`` (an MH preset on the table's split): the GD row adds the GD preset's
+    method keys; the head-sharing ablation a head per K (``mh-group-rule=exact``;
+    the zoo's Ks are distinct, so a head per architecture); FedProto the same
+    architecture keys with its own preset's keys; FedAvg and pFedHN the table's one
+    architecture as ``model``, with their own defaults for the hypernetwork keys."""
     if row == "mh":
-        return [("MH-pFedHN", base)]
+        return [(LABELS[row], base)]
+    if row == "separate":
+        return [(LABELS[row], {**base, "mh-group-rule": "exact"})]
     if row == "gd":
         extra = {k: v for k, v in preset(GD).items() if k not in preset(HETERO)}
-        return [("MH-pFedHNGD", {**base, **extra, "method": "mh-pfedhngd"})]
+        return [(LABELS[row], {**base, **extra, "method": "mh-pfedhngd"})]
+    if row == "fedproto":
+        mine = {k: v for k, v in preset(FEDPROTO).items() if k.startswith("fedproto-")}
+        mine["fedproto-novel-rounds"] = base.get("mh-novel-rounds", 10)
+        return [
+            (LABELS[row], {**plain_row(base, ARCH_KEYS), **mine, "method": "fedproto"})
+        ]
+    if row in ("fedavg", "pfedhn"):
+        archs = [a for a in str(base["mh-archs"]).split(",") if a]
+        if len(archs) != 1:
+            raise ValueError(f"row {row!r} needs one architecture for all, got {archs}")
+        # new clients train as long as MH-pFedHN's (mh-novel-rounds exchanges)
+        novel = base.get("mh-novel-rounds", 10)
+        held = {"heldout-train-rounds": novel} if row == "fedavg" else {}
+        held = held or {"novel-rounds": novel}
+        return [
+            (
+                LABELS[row],
+                {**plain_row(base), **held, "method": row, "model": archs[0]},
+            )
+        ]
     if row == "arch":
         return per_arch_configs(base)
     raise ValueError(f"no federated runs for row {row!r}")
 
 
-def tune_record(row: str, point: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+def tune_record(
+    row: str,
+    point: str,
+    seed: int,
+    cfg: dict[str, Any],
+    on_top: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One (grid point, seed) of a sweep: validation numbers only, in the record shape
-    of ``bench.tune.run_record`` (so its summary, choice and page apply)."""
+    of ``bench.tune.run_record`` (so its summary, choice and page apply). ``on_top``
+    (the sweep's point and sets) is applied again over a row of another method
+    (FedProto, FedAvg, pFedHN), whose own keys would otherwise replace it."""
     from bench.tune import flattened
 
     start = time.time()
@@ -480,6 +718,9 @@ def tune_record(row: str, point: str, seed: int, cfg: dict[str, Any]) -> dict[st
         vals, rounds, flags, rec_curve = [], [], [], []
         for _, run_cfg in row_configs(row, cfg):
             from server.direct_grid import run_in_process
+
+            if row in ("fedproto", "fedavg", "pfedhn"):
+                run_cfg = {**run_cfg, **(on_top or {})}
 
             summary = run_in_process(run_cfg)
             assert summary is not None
@@ -534,6 +775,7 @@ def write_sweep(
     out: Path,
     score: str = "participant_val_acc",
     committed: dict[str, Any] | None = None,
+    preset_stem: str = HETERO.stem,
 ) -> None:
     """Choose on validation by bench.tune's rules (widening a ``committed`` sweep)
     and write ``tune-<name>.{json,md}``."""
@@ -545,7 +787,7 @@ def write_sweep(
         "name": name,
         "target": name,
         "what": what + ", ".join(grid),
-        "preset": HETERO.stem,
+        "preset": preset_stem,
         "overrides": {},
         "grid": grid,
         "sets": sets,
@@ -572,6 +814,7 @@ def tune(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m bench.mh_pfedhn --tune")
     parser.add_argument("--tune", required=True, choices=list(TUNED_ROWS))
+    parser.add_argument("--table", default="hetero", choices=list(TABLES))
     parser.add_argument("--grid", required=True)
     parser.add_argument("--seeds", default="42,43")
     parser.add_argument("--set", action="append", default=[], dest="sets")
@@ -582,12 +825,13 @@ def tune(argv: list[str]) -> None:
     grid = _pairs([args.grid], many=True)
     sets = _pairs(args.sets, many=False)
     seeds = [int(s) for s in args.seeds.split(",")]
-    name = f"mh-{args.tune}"
+    table = TABLES[args.table]
+    name = f"{table.tune_prefix}-{args.tune}"
     path = Path(args.out) / f"tune-{name}.json"
     committed = json.loads(path.read_text()) if args.widen else None
     planned = {
         "target": name,
-        "preset": HETERO.stem,
+        "preset": table.mh.stem,
         "overrides": {},
         "sets": sets,
         "seeds": seeds,
@@ -601,23 +845,26 @@ def tune(argv: list[str]) -> None:
     runs = []
     for i, point in enumerate(points(grid), start):
         for seed in seeds:
-            cfg = preset(
-                HETERO,
+            cfg = table_base(
+                table,
                 **sets,
                 **point,
                 seed=seed,
                 **{"output-dir": args.work, "run-name": f"{name}-p{i}-s{seed}"},
             )
-            runs.append(tune_record(args.tune, label(point), seed, cfg))
+            runs.append(
+                tune_record(args.tune, label(point), seed, cfg, {**sets, **point})
+            )
             print(json.dumps(runs[-1]), flush=True)
     write_sweep(
         name,
-        f"{TUNED_ROWS[args.tune]} on the MH-pFedHN hetero split: ",
+        f"{TUNED_ROWS[args.tune]} on the MH-pFedHN {table.name} table's split: ",
         grid,
         sets,
         runs,
         Path(args.out),
         committed=committed,
+        preset_stem=table.mh.stem,
     )
 
 
@@ -692,11 +939,20 @@ def main() -> None:
         tune_novel(sys.argv[1:])
         return
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--table", default="hetero", choices=list(TABLES))
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="default: the table's budget"
+    )
     parser.add_argument("--seeds", default="42")
-    parser.add_argument("--rows", default="mh,gd,local,arch")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--rows", default="", help="default: the table's rows")
+    parser.add_argument("--out", default=None, help="default: bench/results")
     parser.add_argument("--work", default=str(ROOT / "outputs" / "bench-mh"))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of every row: 2 rounds of 2 local steps, one seed, "
+        "written under outputs/ (never bench/results)",
+    )
     parser.add_argument(
         "--add-run",
         nargs=2,
@@ -711,23 +967,37 @@ def main() -> None:
         help="rewrite the page from the recorded rows, running nothing",
     )
     args = parser.parse_args()
-    out = Path(args.out)
-    raw = out / "mh-pfedhn-runs.jsonl"
+    table = TABLES[args.table]
+    quick: dict[str, Any] = (
+        {"num-rounds": 2, "eval-every": 1, "local-steps": 2, "mh-novel-rounds": 1}
+        if args.quick
+        else {}
+    )
+    work = Path(args.work) / ("quick" if args.quick else "")
+    default_out = work / "results" if args.quick else ROOT / "bench" / "results"
+    out = Path(args.out) if args.out else default_out
+    raw = out / f"{table.page}-runs.jsonl"
     for folder, label in args.add_run:
         record(raw, read_run(Path(folder), label))
-    wanted = [] if args.render_only else args.rows.split(",")
+    wanted = [] if args.render_only else (args.rows or ",".join(table.rows)).split(",")
+    unknown = [r for r in wanted if r not in (*table.rows, "arch")]
+    if unknown:
+        raise SystemExit(f"table {table.name} has no rows {unknown}: {table.rows}")
+    prefix = "" if table.name == "hetero" else f"{table.name}-"
     for seed in [] if args.render_only else [int(s) for s in args.seeds.split(",")]:
-        common = {"num-rounds": args.rounds, "seed": seed, "output-dir": args.work}
-        base = preset(HETERO, **common, **{"run-name": f"mh-{seed}"})
-        for row in [r for r in ("mh", "gd", "arch") if r in wanted]:
-            for label, cfg in row_configs(row, {**base, **own(row)}):
-                if row == "gd":
-                    cfg = {**cfg, "run-name": f"gd-{seed}"}
+        common: dict[str, Any] = {"seed": seed, "output-dir": str(work), **quick}
+        if args.rounds is not None:
+            common["num-rounds"] = args.rounds
+        base = table_base(table, **common, **{"run-name": f"{prefix}mh-{seed}"})
+        for row in [r for r in table.rows if r in wanted and r != "local"]:
+            for label, cfg in row_configs(row, {**base, **own(row, table=table)}):
+                if row != "mh" and row != "arch":
+                    cfg = {**cfg, **quick, "run-name": f"{prefix}{row}-{seed}"}
                 record(raw, federated(cfg, label))
         if "local" in wanted:
-            record(raw, local_only({**base, **own("local")}))
+            record(raw, local_only({**base, **own("local", table=table)}))
     rows = [json.loads(x) for x in raw.read_text().splitlines()] if raw.exists() else []
-    (out / "mh-pfedhn.md").write_text(render(rows))
+    (out / f"{table.page}.md").write_text(render(rows, table))
 
 
 def record(raw: Path, row: dict[str, Any]) -> None:

@@ -1,10 +1,28 @@
-"""``python -m bench.pfeddsh [--seeds 1 2 3] [--variants full no-replay no-masks]``:
-pFedDSH's RI / PA table on a preset, with and without masks and replay.
+"""``python -m bench.pfeddsh [--preset P] [--seeds 1 2 3 4 5] [--variants ...]
+[--batch-rounds R] [--render] [--quick]``: pFedDSH's RI / PA / capacity table on a
+preset, with the rows the paper validates its claims with.
+
+Rows (:data:`VARIANTS`, each the preset plus its run-config keys):
+
+- ``full``: masks + replay, the paper's method (replay always kept, no gate);
+- ``gate``: the same with our validation gate (``replay-accept = "val"``), an
+  ablation of ours;
+- ``no-replay``: masks without replay (RI expected exactly 0);
+- ``no-masks``: one plain shared hypernetwork, no replay (RI expected negative);
+- ``fedavg``: FedAvg on the same batch schedule (``batch-learner = "fedavg"``; RI
+  expected negative).
+
+Only ``full`` trains PA's reference (an independent learner on each new batch alone);
+``gate`` and ``no-replay`` read PA against the same seed's ``full`` reference (the
+same clients and settings: the reference never replays). ``--batch-rounds R`` sets
+each batch's rounds (num-rounds = R × client-batches) so the table can run batches
+until validation flattens; each batch's last validation gain is in the table.
 
 Each (variant, seed) runs in process (the ServerApp's loop and the real ClientApp
 handlers over a DirectGrid, as ``bench/worker.py``) and its summary's figures are
-merged into ``bench/results/<preset>.json``, so seeds can be run in separate sittings;
-``--render`` only rewrites the page ``bench/results/<preset>.md`` from the JSON.
+merged into ``bench/results/<preset>[-r<R>].json``, so seeds can be run in separate
+sittings; ``--render`` only rewrites the page from the JSON. ``--quick`` is a smoke
+test: every row once on a tiny federation, written under ``--out`` only.
 """
 
 from __future__ import annotations
@@ -22,19 +40,105 @@ from bench.paired import Paired, against_zero, by_seed, claim_section, compare
 from common.flwr_cli import merge_presets
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "full": {},  # masks + replay, PA reference
+    "full": {"replay-accept": "always"},  # masks + replay, PA reference
+    "gate": {"replay-accept": "val", "pa-reference": False},
     "no-replay": {"replay": False, "pa-reference": False},
     "no-masks": {"masks": False, "replay": False, "pa-reference": False},
+    "fedavg": {
+        "batch-learner": "fedavg",
+        "masks": False,
+        "replay": False,
+        "pa-reference": False,
+    },
 }
 LABELS = {
     "full": "pFedDSH (masks + replay)",
+    "gate": "masks + replay, validation gate (ours, ablation)",
     "no-replay": "masks, no replay",
     "no-masks": "no masks (plain shared hypernetwork), no replay",
+    "fedavg": "FedAvg on the same batch schedule",
 }
+#: Variants whose PA reads the same seed's ``full`` reference (same clients, same
+#: settings: the reference sub-run never replays and is not gated).
+SHARED_REFERENCE = ("gate", "no-replay")
+#: The run-config keys each run records (what makes its row what it is).
+RUN_KEYS = (
+    "batch-learner",
+    "masks",
+    "mask-penalty",
+    "mask-reuse-cost",
+    "mask-sparsity",
+    "mask-lr",
+    "replay",
+    "replay-accept",
+    "pa-reference",
+    "client-batches",
+    "num-rounds",
+    "eval-every",
+    "di-steps",
+    "di-images",
+    "replay-steps",
+    "replay-lr",
+)
+#: The smoke test's federation (``--quick``): every row in about a minute each.
+QUICK: dict[str, Any] = {
+    "num-clients": 12,
+    "holdout": 0.25,
+    "client-batches": 3,
+    "num-rounds": 6,
+    "eval-every": 2,
+    "clients-per-round": 2,
+    "local-steps": 5,
+    "di-steps": 10,
+    "di-images": 8,
+    "replay-steps": 2,
+}
+#: Per-batch fields a run keeps from its summary.
+BATCH_KEYS = (
+    "batch",
+    "acc",
+    "acc_reference",
+    "pa",
+    "ri",
+    "before",
+    "after",
+    "weights_used",
+    "weights_reused",
+    "weights_total",
+    "neurons_used",
+    "neurons_reused",
+    "neurons_new",
+    "neurons_free",
+    "neurons_total",
+    "val_curve",
+    "val_last_gain",
+)
 
 
-def run_one(preset: Path, variant: str, seed: int, out: Path) -> dict[str, Any]:
-    """One run; the figures the table needs."""
+def schedule(preset: Path, batch_rounds: int | None) -> dict[str, Any]:
+    """The overrides that give each batch ``batch_rounds`` rounds (none: the
+    preset's), keeping an evaluation at every batch's end."""
+    if not batch_rounds:
+        return {}
+    cfg = merge_presets([preset], {})
+    every = int(cfg.get("eval-every", 1))
+    if batch_rounds % every:
+        every = batch_rounds // 4 if batch_rounds % 4 == 0 else batch_rounds
+    return {
+        "num-rounds": batch_rounds * int(cfg["client-batches"]),
+        "eval-every": every,
+    }
+
+
+def run_one(
+    preset: Path,
+    variant: str,
+    seed: int,
+    out: Path,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One run (the preset, ``extra``, the variant's keys); the figures the table
+    needs and the run-config keys that made them."""
     import torch
 
     from server.direct_grid import run_in_process
@@ -43,6 +147,7 @@ def run_one(preset: Path, variant: str, seed: int, out: Path) -> dict[str, Any]:
     config = merge_presets(
         [preset],
         {
+            **(extra or {}),
             **VARIANTS[variant],
             "seed": seed,
             "run-name": f"{preset.stem}-{variant}-s{seed}",
@@ -55,31 +160,43 @@ def run_one(preset: Path, variant: str, seed: int, out: Path) -> dict[str, Any]:
     return {
         "variant": variant,
         "seed": seed,
+        "config": {k: config[k] for k in RUN_KEYS if k in config},
         "ri": summary["ri"],
         "pa": summary["pa"],
         "final_acc": summary["final_acc"],
         "nonparticipant_acc": summary["nonparticipant_acc"],
         "batches": [
-            {
-                k: b.get(k)
-                for k in (
-                    "batch",
-                    "acc",
-                    "acc_reference",
-                    "pa",
-                    "ri",
-                    "before",
-                    "after",
-                    "weights_used",
-                    "weights_reused",
-                    "weights_total",
-                )
-            }
+            {k: b.get(k) for k in BATCH_KEYS}
             | {"replay_accepted": (b.get("replay") or {}).get("accepted")}
             for b in summary["batches"]
         ],
         "wall_s": time.monotonic() - start,
     }
+
+
+def shared_pa(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of :data:`SHARED_REFERENCE` variants with PA read against the same
+    seed's ``full`` reference (per batch, then the mean over joins); the others as
+    they are."""
+    refs = {
+        r["seed"]: {b["batch"]: b.get("acc_reference") for b in r["batches"]}
+        for r in runs
+        if r["variant"] == "full"
+    }
+    out = []
+    for r in runs:
+        ref = refs.get(r["seed"])
+        if r["variant"] not in SHARED_REFERENCE or r.get("pa") is not None or not ref:
+            out.append(r)
+            continue
+        batches = []
+        for b in r["batches"]:
+            got = ref.get(b["batch"])
+            pa = b["acc"] - got if got is not None and b["acc"] is not None else None
+            batches.append(b | {"acc_reference": got, "pa": pa})
+        pas = [b["pa"] for b in batches if b["batch"] >= 1 and b["pa"] is not None]
+        out.append(r | {"batches": batches, "pa": float(np.mean(pas)) if pas else None})
+    return out
 
 
 def _stat(values: list[float | None], scale: float = 100.0) -> str:
@@ -94,13 +211,15 @@ def claims(runs: list[dict[str, Any]]) -> list[tuple[str, Paired]]:
     (:mod:`bench.paired`, docs/tuning.md rule 9), those whose variants ran: the
     full variant's PA and RI above 0 (each a per-seed value against 0), replay's RI
     above no replay's, masks' RI above no masks' (same seed, same batches), and the
-    plain shared hypernetwork's RI below 0 (forgetting without masks)."""
+    plain shared hypernetwork's RI below 0 (forgetting without masks); with the
+    FedAvg row, its RI below 0 and pFedDSH's RI above it."""
 
     def seeds(variant: str, key: str) -> dict[int, float | None]:
         return by_seed([r for r in runs if r["variant"] == variant], key)
 
     full, no_replay = seeds("full", "ri"), seeds("no-replay", "ri")
     no_masks = seeds("no-masks", "ri")
+    fedavg = seeds("fedavg", "ri")
     pa = seeds("full", "pa")  # None on every seed: run without its PA reference
     pairs: list[tuple[str, Paired | None]] = [
         (
@@ -120,13 +239,25 @@ def claims(runs: list[dict[str, Any]]) -> list[tuple[str, Paired]]:
             "0 − RI of no masks (RI below 0)",
             against_zero(no_masks, below=True) if no_masks else None,
         ),
+        (
+            "0 − RI of FedAvg on the batch schedule (RI below 0)",
+            against_zero(fedavg, below=True) if fedavg else None,
+        ),
+        (
+            "RI: pFedDSH (masks + replay) − FedAvg on the batch schedule",
+            compare(full, fedavg) if full and fedavg else None,
+        ),
     ]
     return [(name, got) for name, got in pairs if got is not None]
 
 
 def render(data: dict[str, Any]) -> str:
-    """The page: RI / PA / final accuracy per variant over seeds, and per batch."""
+    """The page: RI / PA / final accuracy per variant over seeds, per batch, and
+    (runs recorded with their run-config keys) capacity and each row's keys."""
     runs = data["runs"]
+    recorded = bool(runs) and all("config" in r for r in runs)
+    if recorded:
+        runs = shared_pa(runs)
     seeds = sorted({r["seed"] for r in runs})
     lines = [
         f"## pFedDSH — {data['title']}",
@@ -147,7 +278,7 @@ def render(data: dict[str, Any]) -> str:
         kept = sum(len(b["replay_accepted"] or []) for r in mine for b in r["batches"])
         offered = (
             sum(b["batch"] for r in mine for b in r["batches"])
-            if variant == "full"
+            if variant in ("full", "gate")
             else 0
         )
         lines.append(
@@ -179,6 +310,8 @@ def render(data: dict[str, Any]) -> str:
             f"{np.mean([x['weights_reused'] for x in rows]):,.0f} of "
             f"{rows[0]['weights_total']:,} |"
         )
+    if recorded:
+        lines += capacity_section(full) + config_section(runs)
     lines += claim_section(
         "Claims, read per seed (percentage points; a pair of variants on the same "
         "seed sees the same split and batches; PA > 0 and RI > 0 are each seed's "
@@ -189,19 +322,85 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def describe(preset: Path) -> dict[str, str]:
-    """The page's title and setting sentence, read off the preset itself."""
-    cfg = merge_presets([preset], {})
+def _pct(values: list[Any]) -> str:
+    vals = [v for v in values if v is not None]
+    return f"{100 * np.mean(vals):.1f}" if vals else "—"
+
+
+def capacity_section(full: list[dict[str, Any]]) -> list[str]:
+    """Per batch of the full row (mean over seeds): the share of the trunk's
+    neurons its mask uses, reuses from earlier batches, claims new and leaves free,
+    reuse as a share of what it uses, and its validation gain over its last
+    evaluation interval (near 0: the batch's training had flattened)."""
+    rows = [r for r in full if any(b.get("neurons_total") for b in r["batches"])]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Capacity per batch (full row, mean over seeds; shares of the "
+        "hypernetwork trunk's neurons) and whether the batch had flattened "
+        "(validation gain over its last evaluation interval, points):",
+        "",
+        "| batch | used (%) | reused (%) | new (%) | free after (%) "
+        "| reused / used (%) | last val gain (pp) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in range(max(len(r["batches"]) for r in rows)):
+        got = [r["batches"][b] for r in rows if len(r["batches"]) > b]
+
+        def share(key: str, got: list[dict[str, Any]] = got) -> list[Any]:
+            return [
+                x[key] / x["neurons_total"] if x.get(key) is not None else None
+                for x in got
+            ]
+
+        reuse = [
+            x["neurons_reused"] / x["neurons_used"] if x.get("neurons_used") else None
+            for x in got
+        ]
+        lines.append(
+            f"| {b} | {_pct(share('neurons_used'))} | {_pct(share('neurons_reused'))} "
+            f"| {_pct(share('neurons_new'))} | {_pct(share('neurons_free'))} "
+            f"| {_pct(reuse)} | {_stat([x.get('val_last_gain') for x in got])} |"
+        )
+    return lines
+
+
+def config_section(runs: list[dict[str, Any]]) -> list[str]:
+    """Each row's run-config keys (as its first run recorded them)."""
+    lines = ["", "Run-config keys of each row (on top of the preset):", ""]
+    lines += ["| row | keys |", "|---|---|"]
+    for variant in VARIANTS:
+        mine = [r for r in runs if r["variant"] == variant]
+        if mine:
+            keys = ", ".join(f"`{k}={v}`" for k, v in mine[0]["config"].items())
+            lines.append(f"| {LABELS[variant]} | {keys} |")
+    return lines
+
+
+def describe(preset: Path, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """The page's title and setting sentence, read off the preset (and the table's
+    overrides, e.g. the rounds per batch)."""
+    cfg = merge_presets([preset], extra or {})
     clients, batches = cfg["num-clients"], cfg["client-batches"]
     held = round(clients * cfg["holdout"])
     per_batch = (clients - held) // batches
+    split = (
+        f"Dirichlet({cfg['dirichlet-alpha']}) class mixes, "
+        f"{cfg.get('samples-per-client', 'all')} images a client (the hard split)"
+        if cfg.get("partitioner") == "dirichlet"
+        else f"{cfg['classes-per-client']} classes"
+    )
     return {
-        "title": f"Fashion-MNIST, clients joining in {batches} batches",
-        "setting": f"{clients} clients × {cfg['classes-per-client']} classes "
+        "title": f"Fashion-MNIST, clients joining in {batches} batches"
+        + (" (hard split)" if cfg.get("partitioner") == "dirichlet" else ""),
+        "setting": f"{clients} clients × {split} "
         f"({held} held out), {clients - held} participants in {batches} batches "
         f"of {per_batch}, {cfg['num-rounds'] // batches} rounds per batch "
         f"({cfg['clients-per-round']} clients × {cfg['local-steps']} local steps "
-        f"a round), BN CNN targets, mask sparsity {cfg['mask-sparsity']}.",
+        f"a round), BN CNN targets, neuron masks with sparsity penalty "
+        f"{cfg.get('mask-penalty', 1.0)} (reuse cost "
+        f"{cfg.get('mask-reuse-cost', 0.5)}).",
     }
 
 
@@ -213,18 +412,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench-pfeddsh"))
     parser.add_argument("--render", action="store_true", help="only re-render")
+    parser.add_argument(
+        "--batch-rounds",
+        type=int,
+        default=0,
+        help="rounds per batch (num-rounds = this × client-batches; 0: the "
+        "preset's); the page is <preset>-r<R>",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: every row once on a tiny federation, under --out only",
+    )
     args = parser.parse_args(argv)
     preset = Path(args.preset)
-    path = RESULTS / f"{preset.stem}.json"
+    if args.batch_rounds < 0:
+        parser.error("--batch-rounds must be >= 0")
+    extra = schedule(preset, args.batch_rounds)
+    if args.quick:
+        extra = {**QUICK}
+        args.seeds = args.seeds[:1]
+    stem = preset.stem + (f"-r{args.batch_rounds}" if args.batch_rounds else "")
+    results = Path(args.out) / "quick" if args.quick else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{stem}.json"
     data: dict[str, Any] = (
         json.loads(path.read_text())
-        if path.exists()
-        else {"preset": str(preset), "runs": [], **describe(preset)}
+        if path.exists() and not args.quick
+        else {
+            "preset": str(preset),
+            "runs": [],
+            "overrides": extra,
+            **describe(preset, extra),
+        }
     )
     if not args.render:
         for seed in args.seeds:
             for variant in args.variants:
-                result = run_one(preset, variant, seed, Path(args.out))
+                result = run_one(preset, variant, seed, Path(args.out), extra)
                 data["runs"] = [
                     r
                     for r in data["runs"]
@@ -239,7 +464,8 @@ def main(argv: list[str] | None = None) -> None:
                         }
                     )
                 )
-    (RESULTS / f"{preset.stem}.md").write_text(render(data))
+    (results / f"{stem}.md").write_text(render(data))
+    print(results / f"{stem}.md")
 
 
 if __name__ == "__main__":

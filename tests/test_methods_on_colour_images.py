@@ -51,6 +51,11 @@ METHODS: dict[str, dict[str, Any]] = {
         "mh-unseen-archs": "",
         "mh-novel-rounds": 1,
     },
+    "fedproto": {  # two architectures of different representation widths
+        "mh-archs": "lenet5,bncnn",
+        "mh-unseen-archs": "",
+        "fedproto-novel-rounds": 1,
+    },
     "pfeddsh": {
         "model": "cnn-bn",
         "client-batches": 2,

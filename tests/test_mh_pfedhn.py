@@ -53,9 +53,90 @@ def test_flat_round_trip_for_every_zoo_model(name):
 
 
 def test_zoo_sizes_differ_clearly():
-    sizes = sorted(count_params(build_model(n, 10)) for n in ZOO)
-    assert len(sizes) >= 4
+    """The first hetero preset's architectures: one per size group."""
+    sizes = sorted(
+        count_params(build_model(n, 10))
+        for n in ("bncnn", "mlp-s", "lenet5", "cnn", "mlp-l")
+    )
     assert all(b > 1.3 * a for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+def test_shared_zoo_puts_different_architectures_in_one_size_group():
+    """Issue 27: the shared preset's size groups each hold two structurally
+    different architectures (a CNN with an MLP, two CNNs of different depth); every
+    zoo K is distinct, so mh-group-rule=exact is a head per architecture."""
+    import tomllib
+    from pathlib import Path
+
+    raw = tomllib.loads(
+        (Path(__file__).parents[1] / "conf/mh-pfedhn-shared-fmnist.toml").read_text()
+    )
+    k = {n: count_params(build_model(n, 10)) for n in ZOO}
+    assert len(set(k.values())) == len(ZOO)
+    groups: dict[str, list[str]] = {}
+    for name in raw["mh-archs"].split(","):
+        groups.setdefault(group_of(k[name], "log2", "", 10**6)[0], []).append(name)
+    assert groups == {"2^15": ["lenet5", "cnn3"], "2^16": ["cnn", "mlp-m"]}
+    convs = {
+        n: sum(isinstance(m, torch.nn.Conv2d) for m in build_model(n, 10).modules())
+        for n in ("lenet5", "cnn3", "cnn", "mlp-m")
+    }
+    assert convs == {"lenet5": 2, "cnn3": 3, "cnn": 2, "mlp-m": 0}
+    unseen = group_of(k[raw["mh-unseen-archs"]], "log2", "", 10**6)[0]
+    assert unseen not in groups
+
+
+def test_two_architectures_of_one_group_get_slices_of_one_heads_output(tmp_path):
+    """lenet5 and cnn3 clients share the 2^15 head: with one embedding the shorter
+    model's θ is the longer's prefix (one head output, cut to each K); a delta from
+    either moves that head, never the other group's; the summary's groups list
+    their members by K only. With mh-group-rule=exact each has a head of its own."""
+    cfg = mh_config(
+        tmp_path,
+        **{"mh-archs": "lenet5,cnn3,cnn,mlp-m", "mh-unseen-archs": "mlp-xl"},
+    )
+    strategy = build_runner(cfg).strategy
+    by_k = {strategy.k[c]: c for c in strategy.participants}
+    lenet, cnn3 = by_k[61706], by_k[64134]
+    assert strategy.group[lenet] == strategy.group[cnn3] == "2^15"
+    assert strategy.group[by_k[85822]] == strategy.group[by_k[86096]] == "2^16"
+    assert strategy.group_members() == {
+        "2^15": {"61706": 2, "64134": 2},
+        "2^16": {"85822": 2, "86096": 2},
+    }
+    v = strategy.embeddings[[0]].detach()
+    with torch.no_grad():
+        short, long = strategy.hnet.generate(
+            torch.cat([v, v]), ["2^15", "2^15"], [61706, 64134]
+        )
+        whole = strategy.hnet.head("2^15")(strategy.hnet.trunk(v), 64134)[0]
+    assert torch.equal(short, long[:61706])  # one output, cut to each K
+    assert torch.allclose(long, whole, atol=1e-6)  # that of the shared head
+    own = strategy.hnet.head("2^15")
+    other = strategy.hnet.head("2^16")
+    for cid in (lenet, cnn3):
+        mine = [p.detach().clone() for p in own.parameters()]
+        theirs = [p.detach().clone() for p in other.parameters()]
+        delta = torch.full((strategy.k[cid],), 0.01)
+        strategy.apply_updates(1, [ClientUpdate(cid, {"theta": delta}, 10, {})])
+        assert not all(
+            torch.equal(a, b) for a, b in zip(mine, own.parameters(), strict=True)
+        )
+        assert all(
+            torch.equal(a, b) for a, b in zip(theirs, other.parameters(), strict=True)
+        )
+    apart = build_runner(
+        mh_config(
+            tmp_path / "exact",
+            **{
+                "mh-archs": "lenet5,cnn3,cnn,mlp-m",
+                "mh-unseen-archs": "mlp-xl",
+                "mh-group-rule": "exact",
+            },
+        )
+    ).strategy
+    assert apart.group[lenet] != apart.group[cnn3]
+    assert len({apart.group[c] for c in apart.participants}) == 4
 
 
 def test_group_assignment_rules():

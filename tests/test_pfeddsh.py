@@ -1,7 +1,9 @@
-"""pFedDSH: masks freeze earlier batches bit for bit, DeepInversion matches BN
-statistics, batches and joiners, and resume across a batch boundary. In process (the
-real server loop and client handlers over a DirectGrid); the `flwr run` and
-deployment cases are tests/e2e/test_pfeddsh.py and test_deploy_pfeddsh.py."""
+"""pFedDSH: neuron masks freeze earlier batches bit for bit, the sparsity penalty
+lowers the neurons a batch uses, the client reports its trained model's BN
+statistics, DeepInversion matches BN statistics, config checks, batches and joiners,
+and resume across a batch boundary. In process (the real server loop and client
+handlers over a DirectGrid); the `flwr run` and deployment cases are
+tests/e2e/test_pfeddsh.py and test_deploy_pfeddsh.py."""
 
 from __future__ import annotations
 
@@ -10,17 +12,22 @@ import json
 
 import pytest
 import torch
+from flwr.app import ConfigRecord, Message, RecordDict
 from torch.func import functional_call
 
 import server.registry
 from common.config import ConfigError, parse_run_config
-from common.hypernets.masked import MaskBank, MaskedHyperNet
 from common.methods.pfeddsh import batch_partitions
 from common.models import build_model
 from common.models.bn import bn_statistics, calibrate_bn
-from server.direct_grid import build_runner
+from common.partition import load_client_data
+from common.protocol import DSH, routed
+from common.records import from_record, to_record
+from server.direct_grid import DirectGrid, build_runner
 from server.pfeddsh.deepinversion import BNMatcher, InversionWeights, invert
+from server.pfeddsh.masks import NeuronHyperNet, NeuronMasks
 from server.update import hypernet_step
+from server.validation import extras_of
 from tests.conftest import small_config
 
 SHAPES = {"w": torch.Size([4, 3]), "b": torch.Size([4])}
@@ -58,37 +65,45 @@ def _no_settle_wait(monkeypatch):
 
 
 def _train(
-    hnet: MaskedHyperNet,
-    bank: MaskBank | None,
+    hnet: NeuronHyperNet,
+    bank: NeuronMasks | None,
     batch: int,
     emb: torch.nn.Parameter,
     steps: int,
     seed: int,
+    targets: list[dict[str, torch.Tensor]] | None = None,
 ) -> None:
-    """A few shared-update steps of ``batch`` with random deltas, as a round runs
-    them: momentum, weight decay through the hook, clipping."""
+    """A few shared-update steps of ``batch`` as a round runs them (momentum,
+    weight decay and the sparsity penalty through the hook, clipping), with random
+    deltas, or the deltas towards fixed ``targets`` (one per client)."""
     gen = torch.Generator().manual_seed(seed)
-    scores = bank.start(batch, gen) if bank else []
+    if bank:
+        bank.start(batch, gen)
     opt = torch.optim.SGD(
-        [{"params": list(hnet.parameters())}, {"params": [emb]}, {"params": scores}],
+        [{"params": list(hnet.parameters())}, {"params": [emb]}],
         lr=0.1,
         momentum=0.9,
         weight_decay=0.0 if bank else 1e-3,
     )
     masks = (lambda: bank.masks(batch)) if bank else (lambda: None)
-    hook = (lambda: bank.freeze_grads(1e-3)) if bank else None
+    hook = (lambda: bank.grad_hook(1e-3)) if bank else None
     for _ in range(steps):
-        deltas = [
-            {k: torch.randn(s, generator=gen) for k, s in SHAPES.items()}
-            for _ in range(len(emb))
-        ]
+        if targets is None:
+            deltas = [
+                {k: torch.randn(s, generator=gen) for k, s in SHAPES.items()}
+                for _ in range(len(emb))
+            ]
+        else:
+            with torch.no_grad():
+                now = hnet(emb, masks())
+            deltas = [{k: t[k] - now[k][i] for k in t} for i, t in enumerate(targets)]
         hypernet_step(
             lambda e: hnet(e, masks()),
             emb,
             deltas,
             torch.full((len(emb),), 1 / len(emb)),
             opt,
-            [*hnet.parameters(), emb, *scores],
+            [*hnet.parameters(), emb],
             5.0,
             grad_hook=hook,
         )
@@ -96,14 +111,18 @@ def _train(
 
 @pytest.mark.parametrize("masks", [True, False])
 def test_later_batch_leaves_earlier_generated_parameters_bit_for_bit(masks):
+    """Without replay, batch 0's generated models after batch 1 trained (reusing
+    some of its neurons, claiming others) are bit for bit those before; a plain
+    hypernetwork drifts."""
     torch.manual_seed(0)
-    hnet = MaskedHyperNet(3, SHAPES, hidden=16, layers=2)
-    bank = MaskBank(hnet, 0.5) if masks else None
+    hnet = NeuronHyperNet(3, SHAPES, hidden=16, layers=2)
+    bank = NeuronMasks(hnet, penalty=1.0, init_off=0.5, lr=0.05) if masks else None
     first = torch.nn.Parameter(torch.randn(2, 3))
     _train(hnet, bank, 0, first, 5, seed=1)
     if bank:
         report = bank.fix()
-        assert report["weights-used"] == report["weights-new"] > 0
+        assert report["neurons-used"] == report["neurons-new"] > 0
+        assert report["neurons-free"] == 32 - report["neurons-used"] > 0
     frozen = first.detach().clone()
     before = {
         k: v.detach().clone()
@@ -115,7 +134,104 @@ def test_later_batch_leaves_earlier_generated_parameters_bit_for_bit(masks):
     assert same is masks  # with masks nothing moved; a plain hypernetwork drifts
     if bank:
         report = bank.fix()
+        assert 0 < report["neurons-reused"] < report["neurons-used"]
         assert 0 < report["weights-reused"] < report["weights-used"]
+
+
+def test_sparsity_penalty_lowers_the_neurons_a_batch_uses():
+    """The same tiny batch (clients pulling towards fixed targets) with and without
+    sparse mask regularisation: the penalty leaves it fewer neurons on."""
+
+    def used(penalty: float) -> int:
+        torch.manual_seed(0)
+        hnet = NeuronHyperNet(3, SHAPES, hidden=16, layers=2)
+        bank = NeuronMasks(hnet, penalty=penalty, init_off=0.0, lr=0.2)
+        gen = torch.Generator().manual_seed(3)
+        targets = [
+            {k: torch.randn(s, generator=gen) for k, s in SHAPES.items()}
+            for _ in range(3)
+        ]
+        emb = torch.nn.Parameter(torch.randn(3, 3, generator=gen))
+        _train(hnet, bank, 0, emb, 30, seed=1, targets=targets)
+        return bank.fix()["neurons-used"]
+
+    plain, sparse = used(0.0), used(2.0)
+    assert sparse < 0.75 * plain, (plain, sparse)
+
+
+def test_capacity_report_counts_reuse_and_free_neurons():
+    """Fixed masks by hand: used, reused, new and free neurons, and the weights a
+    mask reads (what it freezes) and only it reads (what replay may move)."""
+    hnet = NeuronHyperNet(2, {"w": torch.Size([3])}, hidden=4, layers=2)
+    bank = NeuronMasks(hnet)
+    bank.start(0, torch.Generator().manual_seed(0))
+    on = [torch.tensor([1.0, 1, 0, 0]), torch.tensor([1.0, 0, 0, 0])]
+    with torch.no_grad():
+        for s, m in zip(bank.scores, on, strict=True):
+            s.copy_(m * 2 - 1)
+    first = bank.fix()
+    assert (first["neurons-used"], first["neurons-free"]) == (3, 5)
+    bank.start(1, torch.Generator().manual_seed(1))
+    on = [torch.tensor([0.0, 1, 1, 0]), torch.tensor([1.0, 1, 0, 0])]
+    with torch.no_grad():
+        for s, m in zip(bank.scores, on, strict=True):
+            s.copy_(m * 2 - 1)
+    frozen = bank.frozen()
+    # batch 0 reads W_1 rows 0-1 (every input), W_2[0, 0:2], head column 0
+    assert int(frozen["trunk.0.weight"].sum()) == 4
+    assert frozen["trunk.1.weight"].nonzero().tolist() == [[0, 0], [0, 1]]
+    assert (
+        frozen["heads.w.weight"][:, 0].all()
+        and not frozen["heads.w.weight"][:, 1:].any()
+    )
+    second = bank.fix()
+    assert (second["neurons-used"], second["neurons-reused"]) == (4, 2)
+    assert (second["neurons-new"], second["neurons-free"]) == (2, 3)
+    only_first = bank.exclusive(0)
+    assert (
+        only_first["trunk.0.weight"][0].all()
+        and not only_first["trunk.0.weight"][1].any()
+    )
+    assert not only_first["heads.w.weight"].any()  # head column 0: batch 1 reads it too
+
+
+def test_client_reports_bn_statistics_of_the_model_it_trained(tmp_path):
+    """The train reply's extras are the BN statistics of received + Δ (the trained
+    model) on the client's own training data, not those of the received model."""
+    config = dsh_config(tmp_path)
+    cfg = parse_run_config(config)
+    from client.app import app as client_app
+
+    grid = DirectGrid(client_app, config, cfg.num_clients)
+    model = build_model("cnn-bn", seed=0)
+    received = {k: v.detach().clone() for k, v in model.named_parameters()}
+    msg = Message(
+        RecordDict(
+            {
+                "params": to_record(received),
+                "config": ConfigRecord({"round": 1, "method": "pfeddsh"}),
+            }
+        ),
+        dst_node_id=1000,
+        message_type=routed("train", DSH),
+    )
+    (reply,) = grid.pull_messages(grid.push_messages([msg]))
+    stats = extras_of(reply)
+    delta = from_record(reply.content.array_records["delta"])
+    data = load_client_data(cfg, 0)
+
+    def stats_of(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        net = build_model("cnn-bn", seed=0)
+        net.load_state_dict(params, strict=False)
+        calibrate_bn(net, data.x_train)
+        return bn_statistics(net)
+
+    trained = stats_of({k: received[k] + delta[k] for k in received})
+    before = stats_of(received)
+    assert set(stats) == set(trained)
+    for k in stats:
+        assert torch.allclose(stats[k], trained[k], atol=1e-5), k
+    assert any(not torch.allclose(stats[k], before[k], atol=1e-3) for k in stats)
 
 
 def bn_distance(model, params, stats, x):
@@ -170,6 +286,24 @@ def test_config_checks_name_the_key():
                 "client-batches": 3,
             }
         )
+    base = {"method": "pfeddsh", "model": "cnn-bn"}
+    for key, value, why in (
+        ("mask-penalty", -0.5, "must be >= 0"),
+        ("mask-reuse-cost", 1.5, r"must be in \[0, 1\]"),
+        ("mask-sparsity", 1.0, r"must be in \[0, 1\)"),
+        ("mask-lr", 0.0, "must be > 0"),
+        ("replay-accept", "sometimes", "always"),
+        ("batch-learner", "fedprox", "hypernetwork"),
+    ):
+        with pytest.raises(ConfigError, match=f"'{key}'.*{why}"):
+            parse_run_config({**base, key: value})
+    with pytest.raises(ConfigError, match="'masks'.*batch-learner"):
+        parse_run_config({**base, "batch-learner": "fedavg"})
+    with pytest.raises(ConfigError, match="'replay'.*batch-learner"):
+        parse_run_config({**base, "batch-learner": "fedavg", "masks": False})
+    parse_run_config(
+        {**base, "batch-learner": "fedavg", "masks": False, "replay": False}
+    )
     parts = batch_partitions(10, 0.2, 3, 42)
     assert sorted(p for part in parts for p in part) == sorted(
         server.registry.split_participants(10, 0.2, 42)[0]

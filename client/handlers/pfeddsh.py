@@ -1,9 +1,13 @@
 """The ClientApp's pFedDSH handlers: a BatchNorm target model, its BN statistics.
 
-- ``train.dsh``: compute the BN statistics of the received model on this client's
-  training data (a forward pass, no training), train it locally, and return
-  Δ = θ_trained − θ_received with those statistics as the declared reply extra (the
-  server's DeepInversion inverts them; no image or label leaves the client).
+- ``train.dsh``: train the received model locally, then compute the BN statistics
+  of the *trained* model on this client's training data (a forward pass, no
+  training: what its private data shaped), and return Δ = θ_trained − θ_received
+  with those statistics as the declared reply extra. The server knows θ_received,
+  so it holds the trained model the statistics belong to, and its DeepInversion
+  inverts that pair (no image or label leaves the client). Local training runs
+  BN in training mode (batch statistics), so the running statistics the received
+  model would have do not change Δ.
 - ``evaluate.dsh``: the received parameters carry no BN running statistics (the
   hypernetwork generates weights only), so the client computes them on its own
   training data first, then evaluates on its validation and test splits.
@@ -39,14 +43,15 @@ def model_from(cfg: RunConfig, params: dict) -> nn.Module:
 
 @app.train(DSH)
 def train_dsh(msg: Message, context: Context) -> Message:
-    """Train the received model; return Δ and the received model's BN statistics."""
+    """Train the received model; return Δ and the trained model's BN statistics
+    on this client's training data."""
     cfg, cid, pid, data = setup(context)
     msg_cfg = config_of(msg)
     received = from_record(arrays_of(msg))
     model = model_from(cfg, received)
+    delta, metrics = train_and_diff(cfg, model, received, data, cid, msg_cfg)
     calibrate_bn(model, data.x_train)
     stats = bn_statistics(model)
-    delta, metrics = train_and_diff(cfg, model, received, data, cid, msg_cfg)
     delta, metrics = finish_update(cfg, cid, pid, msg_cfg, delta, metrics)
     return train_reply(msg, delta, metrics, stats)
 

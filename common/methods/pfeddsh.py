@@ -1,4 +1,5 @@
-"""pFedDSH's settings: client batches, masks over the hypernetwork, data-free replay.
+"""pFedDSH's settings: client batches, neuron masks over the hypernetwork with sparse
+mask regularisation, data-free replay, and the FedAvg row on the same batch schedule.
 
 The strategy is server/strategies/pfeddsh.py, the client handlers
 client/handlers/pfeddsh.py, the method page docs/pfeddsh.md.
@@ -18,7 +19,7 @@ from common.settings import (
     Setting,
     above,
     at_least,
-    open_range,
+    in_range,
     register_method,
 )
 
@@ -71,6 +72,15 @@ def _validate(cfg: RunConfig) -> None:
             f"({batches}): each batch trains num-rounds / "
             "client-batches rounds",
         )
+    if cfg.batch_learner == "fedavg":
+        for key, on in (("masks", cfg.masks), ("replay", cfg.replay)):
+            if on:
+                raise ConfigError(
+                    key,
+                    'must be false with batch-learner = "fedavg": FedAvg on the '
+                    "batch schedule has one global model, no hypernetwork to mask "
+                    "or replay into",
+                )
     if (cfg.num_rounds // batches) % cfg.eval_every:
         raise ConfigError(
             "eval-every",
@@ -95,27 +105,53 @@ PFEDDSH = register_method(
                 check=at_least(1),
                 fingerprint=True,
             ),
+            "batch-learner": Setting(
+                "hypernetwork",
+                "what learns on the batch schedule: pFedDSH's hypernetwork, or "
+                "one FedAvg global model (the paper's FedAvg row; needs "
+                "masks = false, replay = false)",
+                choices=("hypernetwork", "fedavg"),
+                fingerprint=True,
+            ),
             "masks": Setting(
                 True,
-                "batch-specific binary masks over the hypernetwork "
-                "(false: one plain shared hypernetwork)",
+                "batch-specific binary masks over the hypernetwork trunk's "
+                "neurons (false: one plain shared hypernetwork)",
+                fingerprint=True,
+            ),
+            "mask-penalty": Setting(
+                1.0,
+                "sparse mask regularisation: weight λ of λ ḡ Σ_u c_u σ(s_u) over "
+                "the trunk's units, relative to the layer's mean unit gradient ḡ "
+                "(0: masks learn without a sparsity push)",
+                check=at_least(0.0),
+                fingerprint=True,
+            ),
+            "mask-reuse-cost": Setting(
+                0.5,
+                "c_u of a unit an earlier batch already uses, as a share of a "
+                "free unit's (1): reuse is cheaper than claiming",
+                check=in_range(0, 1, closed_high=True),
                 fingerprint=True,
             ),
             "mask-sparsity": Setting(
                 0.5,
-                "share of each hypernetwork tensor a batch's mask leaves out",
-                check=open_range(0, 1),
+                "share of each trunk layer's units a new batch's mask scores "
+                "start off (seeded); the scores then learn which units it needs",
+                check=in_range(0, 1),
                 fingerprint=True,
             ),
             "mask-lr": Setting(
-                0.0,
-                "learning rate of the mask scores (0 = server-lr)",
-                check=at_least(0.0),
+                0.1,
+                "Adam learning rate of the mask scores (they start at ±0.5)",
+                check=above(0.0),
+                fingerprint=True,
             ),
             "replay": Setting(
                 True,
-                "data-free replay: DeepInversion from a new batch's "
-                "models, then fine-tuning for earlier batches",
+                "data-free replay: DeepInversion from a new batch's trained "
+                "models and their BN statistics, then fine-tuning for earlier "
+                "batches",
                 fingerprint=True,
             ),
             "di-steps": Setting(
@@ -145,14 +181,16 @@ PFEDDSH = register_method(
                 0.01, "SGD learning rate of that fine-tuning", check=above(0.0)
             ),
             "replay-accept": Setting(
-                "val",
-                "keep a batch's replay only if its clients' "
-                "validation accuracy does not drop, or always",
-                choices=("val", "always"),
+                "always",
+                "keep every replay (always, as the paper), or only a batch's "
+                "whose clients' validation accuracy does not drop (val: our "
+                "gate, an ablation)",
+                choices=("always", "val"),
+                fingerprint=True,
             ),
             "pa-reference": Setting(
                 True,
-                "also train an independent hypernetwork on "
+                "also train an independent learner (same settings) on "
                 "each new batch alone (same rounds) for PA",
             ),
         },

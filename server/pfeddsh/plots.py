@@ -1,4 +1,5 @@
-"""pFedDSH's pictures: the synthetic images of a replay, and accuracy per batch."""
+"""pFedDSH's pictures: the synthetic images of a replay, accuracy per batch, and
+neurons used per batch (capacity)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,35 @@ def batch_accuracy_plot(
     fig.tight_layout()
     fit_title(ax, title)
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def capacity_plot(path: Path, capacity: list[dict[str, Any]], title: str) -> Path:
+    """Neurons used vs batch index: per batch, the share of the trunk's units it
+    reuses from earlier batches and claims new (stacked bars), and the share no
+    batch uses yet after it (a line): where capacity runs out."""
+    rows = [c for c in capacity if "used" in c]
+    batches = [c["batch"] for c in rows]
+    reused = [100 * c["reused"] for c in rows]
+    new = [100 * c["new"] for c in rows]
+    free = [100 * c["free"] for c in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(batches, reused, color="tab:blue", label="reused (an earlier batch uses)")
+    ax.bar(batches, new, bottom=reused, color="tab:orange", label="new (claimed)")
+    ax.plot(batches, free, color="black", marker="o", ms=3, label="free after it")
+    ax.set(
+        xlabel="batch index",
+        ylabel="share of the hypernetwork trunk's neurons (%)",
+        ylim=(0, 100),
+    )
+    ax.set_xticks(batches)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fit_title(ax, title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -549,6 +549,7 @@ class MHPFedHN(HyperflowerStrategy):
         }
         out: dict[str, Any] = {
             "mh_groups": groups,
+            "mh_group_members": self.group_members(),
             "mh_rejected": len(self.rejected),
             "mh_param_counts": sorted(set(self.k.values())),
         }
@@ -578,6 +579,19 @@ class MHPFedHN(HyperflowerStrategy):
         }
         ops.count_faults(self.counts)
         return out
+
+    def group_members(self) -> dict[str, dict[str, int]]:
+        """Each trained size group's members by parameter count only: {group: {K:
+        participants holding a model of K}} (the server never sees an architecture;
+        two Ks in one group are two models sharing that group's head)."""
+        out: dict[str, dict[str, int]] = {}
+        for cid in self.participants:
+            ks = out.setdefault(self.group[cid], {})
+            ks[str(self.k[cid])] = ks.get(str(self.k[cid]), 0) + 1
+        return {
+            g: dict(sorted(m.items(), key=lambda kv: int(kv[0])))
+            for g, m in sorted(out.items())
+        }
 
     # ---- sizes and state --------------------------------------------------------
     def hypernet_params(self) -> int:

@@ -1,6 +1,6 @@
 """pFedDSH (arXiv 2508.05157): clients join in batches; one hypernetwork with
-batch-specific masks keeps earlier batches intact, and data-free replay carries a new
-batch's knowledge back to them.
+batch-specific neuron masks keeps earlier batches intact, and data-free replay carries
+a new batch's knowledge back to them.
 
 - Batches: the participants' partition ids are split (seeded) into ``client-batches``
   batches (:func:`common.methods.pfeddsh.batch_partitions`); batch b trains rounds
@@ -9,20 +9,26 @@ batch's knowledge back to them.
   admitted into the next batch that has not started (or its own, if later); when a
   batch's turn comes and none of its clients is there, the server waits up to
   ``round-timeout`` for them.
-- Masks (``masks``): batch b trains scores whose straight-through top-k is its mask
-  over every hypernetwork weight (:mod:`common.hypernets.masked`); weights used by
-  earlier batches are frozen (gradient hook of the shared update), earlier masks and
-  earlier clients' embeddings are fixed, so their generated models do not change.
-- Clients report the BN statistics of the model they received (a declared reply
-  extra). When batch b has trained (the evaluation of its last round), its mask is
-  fixed, and with ``replay`` the server synthesises images from batch b's models
-  (DeepInversion) and fine-tunes, for each earlier batch, that batch's embeddings and
-  the weights only it uses on them; a batch keeps the replay only if its clients'
-  validation accuracy does not drop (``replay-accept``).
+- Masks (``masks``): batch b learns a mask over the trunk's hidden units (scores,
+  straight-through gate, sparse mask regularisation ``mask-penalty``, reuse cheaper
+  by ``mask-reuse-cost``; :mod:`server.pfeddsh.masks`); the weights earlier masks
+  read are frozen (gradient hook of the shared update), earlier masks and earlier
+  clients' embeddings are fixed, so their generated models do not change. Each
+  batch's close reports the units it uses, reuses and leaves free (capacity).
+- Clients report the BN statistics of the model they trained (a declared reply
+  extra); the server keeps each client's trained model (what it sent + Δ). When batch
+  b has trained (the evaluation of its last round), its mask is fixed, and with
+  ``replay`` the server synthesises images from batch b's trained models and their
+  own statistics (DeepInversion) and fine-tunes, for each earlier batch, that batch's
+  embeddings and the weights only it reads. ``replay-accept = "val"`` (ours, an
+  ablation) keeps a batch's replay only if its clients' validation accuracy does not
+  drop; the default keeps it always, as the paper.
+- ``batch-learner = "fedavg"``: the paper's FedAvg row on the same batch schedule
+  (one global model, no hypernetwork, masks or replay).
 - Per batch join: earlier batches' accuracy before and after, RI (mean change), PA
-  (the new batch's accuracy minus that of an independent hypernetwork trained on the
-  same clients alone for the same rounds: a sub-run in ``<run>/pa-ref-b<b>/``),
-  hypernetwork weights used and reused.
+  (the new batch's accuracy minus that of an independent run of the same learner on
+  the same clients alone for the same rounds: a sub-run in ``<run>/pa-ref-b<b>/``),
+  the batch's validation curve (has it flattened?) and its capacity.
 """
 
 from __future__ import annotations
@@ -38,13 +44,13 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.common.logger import log
 
-from common.hypernets.masked import MaskBank, MaskedHyperNet
 from common.methods.pfeddsh import batch_partitions
 from common.models.bn import bn_stat_shapes
 from common.protocol import DSH
 from server.ops import RoundFailedError
 from server.pfeddsh.deepinversion import InversionWeights
-from server.pfeddsh.plots import batch_accuracy_plot, image_grid
+from server.pfeddsh.masks import NeuronHyperNet, NeuronMasks
+from server.pfeddsh.plots import batch_accuracy_plot, capacity_plot, image_grid
 from server.pfeddsh.replay import Synthetic, replay_loss, synthesise
 from server.store import EmbeddingStore
 from server.strategies.base import HyperflowerStrategy, Params
@@ -56,8 +62,31 @@ if TYPE_CHECKING:
     from server.ops import ServerOps
 
 
+#: A new batch's mask scores start at ± this: with Adam steps of about ``mask-lr``
+#: (0.1), a unit whose gradient keeps one sign flips after about 5 rounds.
+SCORE_INIT = 0.5
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
+
+
+def capacity_of(report: dict[str, Any]) -> dict[str, Any]:
+    """A batch's capacity figures as shares of the trunk's units: used, reused
+    (an earlier batch uses them too), new, still free after it, and reuse as a
+    share of what it uses (the paper's "neurons reused")."""
+    total = report.get("neurons_total")
+    if not total:
+        return {"batch": report["batch"]}
+    used = report["neurons_used"]
+    return {
+        "batch": report["batch"],
+        "used": used / total,
+        "reused": report["neurons_reused"] / total,
+        "new": report["neurons_new"] / total,
+        "free": report["neurons_free"] / total,
+        "reuse_of_used": report["neurons_reused"] / used if used else 0.0,
+    }
 
 
 class PFedDSH(HyperflowerStrategy):
@@ -84,16 +113,29 @@ class PFedDSH(HyperflowerStrategy):
             )
             for p in part
         }
+        self.fedavg = cfg.batch_learner == "fedavg"
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
-            self.hnet = MaskedHyperNet(
+            self.hnet = NeuronHyperNet(
                 cfg.resolved_embed_dim,
                 self.shapes,
                 cfg.hn_hidden,
                 cfg.hn_n_hidden + 1,
                 dict(self.template.named_parameters()),
             ).to(self.device)
-        self.bank = MaskBank(self.hnet, cfg.mask_sparsity)
+        self.bank = NeuronMasks(
+            self.hnet,
+            penalty=cfg.mask_penalty,
+            reuse_cost=cfg.mask_reuse_cost,
+            init_off=cfg.mask_sparsity,
+            init_scale=SCORE_INIT,
+            lr=cfg.mask_lr,
+        )
+        #: ``batch-learner = "fedavg"``: the one global model every client gets.
+        self.global_model: Params = {
+            k: p.detach().clone().to(self.device)
+            for k, p in self.template.named_parameters()
+        }
         self.template.to(self.device)
         self.store = EmbeddingStore(
             cfg.num_clients, cfg.resolved_embed_dim, seed=cfg.seed
@@ -103,6 +145,12 @@ class PFedDSH(HyperflowerStrategy):
         self.closed = -1  # the last batch whose mask is fixed
         self.trained = -1  # the last batch that trained a round
         self.bn_stats: dict[str, dict[str, torch.Tensor]] = {}
+        #: each client's last trained model (what it was sent + its Δ): the model its
+        #: reported BN statistics belong to, DeepInversion's source
+        self.client_models: dict[str, Params] = {}
+        #: validation accuracy of each batch's clients at each evaluation of its
+        #: own rounds (does it flatten before the next batch joins?)
+        self.curves: dict[int, list[float]] = {}
         self.batch_acc: dict[int, float] = {}  # after the last close
         self.reports: list[dict[str, Any]] = []
         self.optimizer: torch.optim.Optimizer | None = None
@@ -144,21 +192,22 @@ class PFedDSH(HyperflowerStrategy):
         self._sync()
 
     def _start_batch(self, batch: int) -> None:
-        """Fresh mask scores (masks) and a fresh optimiser for ``batch``: no momentum
-        of an earlier batch moves anything now."""
+        """Fresh mask scores (masks, with their own optimiser) and a fresh server
+        optimiser for ``batch``: no momentum of an earlier batch moves anything now."""
         cfg = self.cfg
         self.batch = batch
-        scores: list[torch.nn.Parameter] = []
+        if self.fedavg:
+            self.optimizer = None  # FedAvg adds the mean delta; nothing to optimise
+            return
         if cfg.masks:
             gen = torch.Generator().manual_seed(cfg.seed * 1_009 + batch)
-            scores = self.bank.start(batch, gen)
-        self.optimizer = self._build_optimizer(scores)
+            self.bank.start(batch, gen)
+        self.optimizer = self._build_optimizer()
 
-    def _build_optimizer(
-        self, scores: list[torch.nn.Parameter]
-    ) -> torch.optim.Optimizer:
-        """The server optimiser of a batch. With masks, weight decay is applied by
-        the gradient hook (only to weights no earlier batch uses), not here."""
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        """The server optimiser of a batch (hypernetwork and embeddings; the mask
+        scores have the bank's own). With masks, weight decay is applied by the
+        gradient hook (only to weights no earlier batch uses), not here."""
         cfg = self.cfg
         groups: list[dict[str, Any]] = [
             {
@@ -167,14 +216,6 @@ class PFedDSH(HyperflowerStrategy):
             },
             {"params": [self.store.weight], "weight_decay": 0.0},
         ]
-        if scores:
-            groups.append(
-                {
-                    "params": scores,
-                    "lr": cfg.mask_lr or cfg.server_lr,
-                    "weight_decay": 0.0,
-                }
-            )
         if cfg.server_optimizer == "adam":
             return torch.optim.Adam(groups, lr=cfg.server_lr)
         return torch.optim.SGD(groups, lr=cfg.server_lr, momentum=cfg.server_momentum)
@@ -234,7 +275,7 @@ class PFedDSH(HyperflowerStrategy):
         ]
 
     # ---- generation and update ----------------------------------------------
-    def _masks(self, batch: int) -> dict[str, torch.Tensor] | None:
+    def _masks(self, batch: int) -> list[torch.Tensor] | None:
         return self.bank.masks(batch) if self.cfg.masks else None
 
     def _generate(
@@ -243,7 +284,11 @@ class PFedDSH(HyperflowerStrategy):
         return self.hnet(self.store(client_ids), self._masks(batch))
 
     def generate(self, client_ids: Sequence[str]) -> list[Params]:
-        """θ_i = h(v_i; φ ⊙ m_b) with the mask of each client's batch."""
+        """θ_i = h(v_i; m_b) with the unit mask of each client's batch (FedAvg: the
+        global model)."""
+        if self.fedavg:
+            model = {k: v.detach().cpu() for k, v in self.global_model.items()}
+            return [model] * len(client_ids)
         out: dict[str, Params] = {}
         by_batch: dict[int, list[str]] = {}
         for cid in client_ids:
@@ -258,24 +303,33 @@ class PFedDSH(HyperflowerStrategy):
     def apply_updates(
         self, server_round: int, updates: list[ClientUpdate]
     ) -> dict[str, float]:
-        """The shared hypernetwork step for the training batch (frozen weights kept
-        by the gradient hook); each client's BN statistics are kept for replay."""
+        """The shared hypernetwork step for the training batch (frozen weights kept,
+        the sparsity penalty added, by the gradient hook), or FedAvg's mean delta.
+        Each client's trained model (what it was sent + Δ) and the BN statistics it
+        computed on it are kept for replay."""
         cfg = self.cfg
-        assert self.optimizer is not None
         batch = self.batch_of_round(server_round)
         self.trained = batch
-        for u in updates:
+        sent = self.generate([u.client_id for u in updates])
+        for u, theta in zip(updates, sent, strict=True):
             self.bn_stats[u.client_id] = {
                 k: v.detach().to(self.device) for k, v in u.extras.items()
             }
+            self.client_models[u.client_id] = {
+                k: (v + u.delta[k].to(v)).to(self.device) for k, v in theta.items()
+            }
+        if self.fedavg:
+            w = round_weights([u.num_examples for u in updates], "samples")
+            with torch.no_grad():
+                for k, v in self.global_model.items():
+                    step = torch.stack([u.delta[k].to(v) for u in updates])
+                    v.add_(torch.einsum("c,c...->...", w.to(v), step))
+            return {}
+        assert self.optimizer is not None
         weights = round_weights([u.num_examples for u in updates], cfg.weighting)
-        params = [
-            *self.hnet.parameters(),
-            self.store.weight,
-            *self.bank.scores.values(),
-        ]
+        params = [*self.hnet.parameters(), self.store.weight]
         hook = (
-            (lambda: self.bank.freeze_grads(cfg.server_weight_decay))
+            (lambda: self.bank.grad_hook(cfg.server_weight_decay))
             if cfg.masks
             else None
         )
@@ -289,7 +343,12 @@ class PFedDSH(HyperflowerStrategy):
             cfg.clip_norm,
             grad_hook=hook,
         )
-        return {"grad-norm": norm}
+        out = {"grad-norm": norm}
+        if cfg.masks:
+            out["neurons-on"] = float(sum(int(m.sum()) for m in self.bank.current()))
+            out["mask-penalty"] = self.bank.penalty_value(self.bank.last_scales)
+            out["score-task-grad"] = self.bank.task_grad
+        return out
 
     # ---- evaluation and batch joins -------------------------------------------
     def _batch_means(
@@ -311,6 +370,9 @@ class PFedDSH(HyperflowerStrategy):
             for b, value in self._batch_means(results, key).items():
                 row[f"batch-{b}-{key}"] = value
         batch = self.batch_of_round(server_round)
+        val = self._batch_means(results, "val-acc")
+        if batch in val and batch > self.closed:
+            self.curves.setdefault(batch, []).append(val[batch])
         if server_round % self.rounds_per_batch == 0 and batch > self.closed:
             assert self._ops is not None, "run_round runs before any evaluation"
             row.update(self._close_batch(self._ops, batch, results))
@@ -321,17 +383,24 @@ class PFedDSH(HyperflowerStrategy):
     ) -> dict[str, Any]:
         cfg = self.cfg
         pre_test = self._batch_means(results, "test-acc")
+        curve = self.curves.get(batch, [])
         report: dict[str, Any] = {
             "batch": batch,
             "clients": self.members(batch),
             "first_round": batch * self.rounds_per_batch + 1,
             "last_round": (batch + 1) * self.rounds_per_batch,
             "acc": pre_test.get(batch),
+            "val_curve": list(curve),
+            "val_last_gain": curve[-1] - curve[-2] if len(curve) > 1 else None,
         }
-        if cfg.masks:
+        if cfg.masks and not self.fedavg:
             report.update({k.replace("-", "_"): v for k, v in self.bank.fix().items()})
-        else:
-            total = sum(p.numel() for p in self.hnet.parameters())
+        else:  # one model (or one hypernetwork) every batch uses and trains
+            total = (
+                sum(v.numel() for v in self.global_model.values())
+                if self.fedavg
+                else sum(p.numel() for p in self.hnet.parameters())
+            )
             report.update(
                 {
                     "weights_used": total,
@@ -339,6 +408,18 @@ class PFedDSH(HyperflowerStrategy):
                     "weights_total": total,
                 }
             )
+            if not self.fedavg:
+                units = sum(self.hnet.widths)
+                report.update(
+                    {
+                        "neurons_used": units,
+                        "neurons_reused": units if batch else 0,
+                        "neurons_new": 0 if batch else units,
+                        "neurons_free": 0,
+                        "neurons_total": units,
+                    }
+                )
+        report["capacity"] = capacity_of(report)
         self.closed = batch
         self.optimizer = None  # the next batch starts with a fresh one
         after = dict(pre_test)
@@ -356,20 +437,25 @@ class PFedDSH(HyperflowerStrategy):
         self.reports.append(report)
         log(
             INFO,
-            "pFedDSH: batch %d closed: acc %.4f, RI %s, PA %s, weights used "
-            "%s reused %s",
+            "pFedDSH: batch %d closed: acc %.4f, RI %s, PA %s, neurons used %s "
+            "reused %s free %s (of %s)",
             batch,
             report["acc"] or 0.0,
             report["ri"],
             report.get("pa"),
-            report.get("weights_used"),
-            report.get("weights_reused"),
+            report.get("neurons_used"),
+            report.get("neurons_reused"),
+            report.get("neurons_free"),
+            report.get("neurons_total"),
         )
         row = {
             "batch-closed": batch,
             "weights-used": report["weights_used"],
             "weights-reused": report["weights_reused"],
         }
+        for key in ("neurons_used", "neurons_reused", "neurons_free"):
+            if key in report:
+                row[key.replace("_", "-")] = report[key]
         for key in ("ri", "pa", "acc_reference"):
             if report.get(key) is not None:
                 row[key.replace("_", "-")] = report[key]
@@ -385,14 +471,16 @@ class PFedDSH(HyperflowerStrategy):
         )
 
     def _synthesise(self, batch: int) -> Synthetic:
+        """DeepInversion on each of ``batch``'s clients' last trained models, with
+        the BN statistics the client computed on that model and its own data."""
         cfg = self.cfg
-        ids = [c for c in self.members(batch) if c in self.bn_stats]
-        params = [
-            {k: v.to(self.device) for k, v in p.items()} for p in self.generate(ids)
+        ids = [
+            c
+            for c in self.members(batch)
+            if c in self.bn_stats and c in self.client_models
         ]
         sources = [
-            (p, self.bn_stats[c], self._classes(c))
-            for c, p in zip(ids, params, strict=True)
+            (self.client_models[c], self.bn_stats[c], self._classes(c)) for c in ids
         ]
         weights = InversionWeights(
             cfg.di_steps,
@@ -413,8 +501,9 @@ class PFedDSH(HyperflowerStrategy):
     def _replay(
         self, ops: ServerOps, batch: int, results: dict[str, dict[str, float]]
     ) -> tuple[dict[int, float], dict[str, Any]]:
-        """DeepInversion from ``batch``'s models, fine-tuning for earlier batches,
-        evaluation, and per group of batches keep-or-revert on validation."""
+        """DeepInversion from ``batch``'s trained models, fine-tuning for earlier
+        batches, evaluation, and (``replay-accept = "val"``, our ablation) per group
+        of batches keep-or-revert on validation."""
         cfg = self.cfg
         started = time.monotonic()
         synthetic = self._synthesise(batch)
@@ -586,10 +675,14 @@ class PFedDSH(HyperflowerStrategy):
     def nonparticipant_params(
         self, ops: ServerOps, client_ids: Sequence[str]
     ) -> dict[str, Params] | None:
-        """The mean trained embedding through the last fixed batch's mask."""
+        """The mean trained embedding through the last fixed batch's mask (FedAvg:
+        the global model)."""
         trained = [c for c in self.assigned if self.assigned[c] <= max(self.closed, 0)]
         if not client_ids or not trained:
             return {}
+        if self.fedavg:
+            model = {k: v.detach().cpu() for k, v in self.global_model.items()}
+            return {c: model for c in client_ids}
         with torch.no_grad():
             v = self.store(trained).mean(0, keepdim=True)
             gen = self.hnet(v, self._masks(max(self.closed, 0)))
@@ -603,26 +696,50 @@ class PFedDSH(HyperflowerStrategy):
         joins = [r for r in self.reports if r["batch"] >= 1]
         ri = _mean([r["ri"] for r in joins if r.get("ri") is not None])
         pa = _mean([r["pa"] for r in joins if r.get("pa") is not None])
+        cfg = self.cfg
+        label = (
+            "FedAvg on the batch schedule"
+            if self.fedavg
+            else f"pFedDSH ({'masks' if cfg.masks else 'no masks'}, "
+            f"{'replay' if cfg.replay else 'no replay'}"
+            f"{', val gate' if cfg.replay and cfg.replay_accept == 'val' else ''})"
+        )
         path = batch_accuracy_plot(
             ops.run_dir / "batch-accuracy.png",
             ops.history,
-            self.cfg.client_batches,
+            cfg.client_batches,
             [r["last_round"] for r in self.reports[:-1]],
-            f"pFedDSH ({'masks' if self.cfg.masks else 'no masks'}, "
-            f"{'replay' if self.cfg.replay else 'no replay'})",
+            label,
         )
+        capacity = [r["capacity"] for r in self.reports]
+        out: dict[str, Any] = {}
+        if cfg.masks and not self.fedavg:
+            out["capacity_plot"] = capacity_plot(
+                ops.run_dir / "neurons-per-batch.png",
+                capacity,
+                f"{label}: neurons used vs batch index "
+                f"(penalty {cfg.mask_penalty:g}, reuse cost {cfg.mask_reuse_cost:g})",
+            ).name
+            exhausted = [c["batch"] for c in capacity if c.get("free") == 0.0]
+            out["capacity_exhausted_at"] = exhausted[0] if exhausted else None
         final = {str(b): v for b, v in sorted(self.batch_acc.items())}
         return {
             "ri": ri,
             "pa": pa,
             "batches": self.reports,
+            "capacity": capacity,
             "final_batch_acc": final,
             "final_acc": _mean(list(self.batch_acc.values())),
-            "client_batches": self.cfg.client_batches,
-            "masks": self.cfg.masks,
-            "replay": self.cfg.replay,
-            "mask_sparsity": self.cfg.mask_sparsity,
+            "client_batches": cfg.client_batches,
+            "batch_learner": cfg.batch_learner,
+            "masks": cfg.masks,
+            "replay": cfg.replay,
+            "replay_accept": cfg.replay_accept,
+            "mask_penalty": cfg.mask_penalty,
+            "mask_reuse_cost": cfg.mask_reuse_cost,
+            "mask_sparsity": cfg.mask_sparsity,
             "plot": path.name,
+            **out,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -637,6 +754,9 @@ class PFedDSH(HyperflowerStrategy):
             "trained": self.trained,
             "assigned": dict(self.assigned),
             "bn_stats": {c: dict(s) for c, s in self.bn_stats.items()},
+            "client_models": {c: dict(m) for c, m in self.client_models.items()},
+            "global_model": dict(self.global_model),
+            "curves": {b: list(v) for b, v in self.curves.items()},
             "batch_acc": dict(self.batch_acc),
             "reports": [dict(r) for r in self.reports],
         }
@@ -648,17 +768,21 @@ class PFedDSH(HyperflowerStrategy):
         self.assigned = dict(state["assigned"])
         self.batch, self.closed = int(state["batch"]), int(state["closed"])
         self.bn_stats = {c: dict(s) for c, s in state["bn_stats"].items()}
+        self.client_models = {c: dict(m) for c, m in state["client_models"].items()}
+        self.global_model = dict(state["global_model"])
+        self.curves = {int(b): list(v) for b, v in state["curves"].items()}
         self.batch_acc = {int(b): v for b, v in state["batch_acc"].items()}
         self.reports = [dict(r) for r in state["reports"]]
-        scores = self.bank.load_state_dict(state["bank"])
+        self.bank.load_state_dict(state["bank"])
         self.trained = int(state["trained"])
         if state["optimizer"] is not None:
-            self.optimizer = self._build_optimizer(scores)
+            self.optimizer = self._build_optimizer()
             load_optimizer_state(self.optimizer, state["optimizer"])
         self._sync()
 
     def hypernet_params(self) -> int:
-        return sum(p.numel() for p in self.hnet.parameters())
+        """Size of the server's model: the hypernetwork (FedAvg: 0, none)."""
+        return 0 if self.fedavg else sum(p.numel() for p in self.hnet.parameters())
 
 
 class Reference(PFedDSH):
