@@ -179,6 +179,11 @@ VARIANTS = (
 #: reading r_i), then this project's rows: pFedHN with fitted embeddings (ours) and
 #: FedAvg at the same budget (a reference the paper does not have).
 PAPER_BASELINES = ("FedProx", "pFedHN (paper: r_i)", "pFedHN-Parallel (paper: r_i)")
+#: The baselines HyperFLoRA's claims compare with (issue 25): on every seed; the
+#: others are reference rows on the first three.
+CLAIM_BASELINES = ("pFedHN (paper: r_i)", "pFedHN-Parallel (paper: r_i)")
+#: How many of the seeds (the first) the extra and ablation rows use.
+EXTRA_SEEDS = 3
 BASELINES = (*PAPER_BASELINES, "pFedHN", "FedAvg (same budget)")
 ROWS = (
     "Pretrain (FedAvg)",
@@ -224,41 +229,61 @@ def job_name(preset: Preset, label: str, seed: int) -> str:
     return f"{preset.key}-{slug(label)}-s{seed}"
 
 
-def first_jobs(
-    preset: Preset, seeds: Sequence[int], sizing: dict[str, Any]
-) -> list[Job]:
-    """HyperFLoRA (paired, pre-trains) and the baselines for every seed."""
+def pretrain_job(preset: Preset, seed: int, sizing: dict[str, Any]) -> Job:
+    """θ_pret of one seed: HyperFLoRA's phase 1 (FedAvg over the participants for
+    ``pretrain-rounds``, the best-validation round kept) and one evaluation's worth
+    of phase 2. Every HyperFLoRA row and tuning run of that seed starts from the
+    ``pretrained.pt`` it leaves, so the rows differ only in phase 2."""
     conf = load_preset(preset.conf) | sizing
-    jobs = []
-    for seed in seeds:
-        jobs.append(
-            Job(
-                job_name(preset, "HyperFLoRA", seed),
-                preset.conf,
-                {**sizing, "seed": seed, "hyperflora-variant": "paired"},
-                tags={"preset": preset.key, "row": "HyperFLoRA", "seed": seed},
-            )
+    return Job(
+        job_name(preset, "Pretrain", seed),
+        preset.conf,
+        {**sizing, "seed": seed, "num-rounds": int(conf["eval-every"])},
+        tags={"preset": preset.key, "row": "Pretrain", "seed": seed},
+    )
+
+
+def pretrained_path(preset: Preset, seed: int) -> Path:
+    """Where a seed's θ_pret is (the pretrain job's ``pretrained.pt``)."""
+    return RUNS / SUITE / job_name(preset, "Pretrain", seed) / "pretrained.pt"
+
+
+def baseline_jobs(
+    preset: Preset,
+    seeds: Sequence[int],
+    extra_seeds: Sequence[int],
+    sizing: dict[str, Any],
+) -> list[Job]:
+    """The baselines: the paper's pFedHN rows (the claims compare with them) on
+    every seed, the other rows (FedProx, fitted pFedHN, FedAvg at the same budget)
+    on the ``extra_seeds``."""
+    conf = load_preset(preset.conf) | sizing
+    return [
+        Job(
+            job_name(preset, row, seed),
+            preset.conf,
+            {**sizing, "seed": seed, **baseline_overrides(preset, row, conf)},
+            tags={"preset": preset.key, "row": row, "seed": seed},
         )
-        jobs += [
-            Job(
-                job_name(preset, row, seed),
-                preset.conf,
-                {**sizing, "seed": seed, **baseline_overrides(preset, row, conf)},
-                tags={"preset": preset.key, "row": row, "seed": seed},
-            )
-            for row in BASELINES
-        ]
-    return jobs
+        for seed in seeds
+        for row in BASELINES
+        if row in CLAIM_BASELINES or seed in extra_seeds
+    ]
 
 
 def variant_jobs(
-    preset: Preset, seeds: Sequence[int], sizing: dict[str, Any]
+    preset: Preset,
+    seeds: Sequence[int],
+    extra_seeds: Sequence[int],
+    sizing: dict[str, Any],
 ) -> list[Job]:
-    """The other variants, each on the θ_pret its seed's paired run saved."""
+    """HyperFLoRA (paired, every seed) and the other variants (``extra_seeds``),
+    each on its seed's θ_pret (:func:`pretrained_path`)."""
     jobs = []
     for seed in seeds:
-        base = RUNS / SUITE / job_name(preset, "HyperFLoRA", seed) / "pretrained.pt"
-        for label, variant in VARIANTS[:-1]:
+        for label, variant in VARIANTS:
+            if label != "HyperFLoRA" and seed not in extra_seeds:
+                continue
             jobs.append(
                 Job(
                     job_name(preset, label, seed),
@@ -267,21 +292,13 @@ def variant_jobs(
                         **sizing,
                         "seed": seed,
                         "hyperflora-variant": variant,
-                        "pretrained-model": str(base),
-                        "finetune-steps": 0,
+                        "pretrained-model": str(pretrained_path(preset, seed)),
+                        **({} if label == "HyperFLoRA" else {"finetune-steps": 0}),
                     },
                     tags={"preset": preset.key, "row": label, "seed": seed},
                 )
             )
     return jobs
-
-
-def reuse_pretraining(jobs: list[Job]) -> None:
-    """Paired jobs whose folder holds a ``pretrained.pt``: start from it."""
-    for job in jobs:
-        saved = RUNS / SUITE / job.name / "pretrained.pt"
-        if job.tags["row"] == "HyperFLoRA" and saved.exists():
-            job.overrides["pretrained-model"] = str(saved)
 
 
 def records(result: Any) -> list[dict[str, Any]]:
@@ -689,6 +706,16 @@ def markdown(
     claims = claim_lines(rows, runs)
     if claims:
         lines += [*claims[1:], ""]
+    lines += curve_lines(runs)
+    pending = [r for r in ROWS if r not in {row["row"] for row in rows}]
+    if pending:
+        lines += [
+            "Not measured on this page yet: "
+            + ", ".join(pending)
+            + " (each baseline runs after its own sweep at this budget, docs/tuning.md"
+            " rule 5; docs/hyperflora.md says which are pending).",
+            "",
+        ]
     if verdict:
         lines.append(verdict_line(verdict))
     lines.append(load_caveat(meta["load"], meta["machine"]["cpus"]))
@@ -700,6 +727,32 @@ def markdown(
             + "."
         )
     return "\n".join(lines) + "\n"
+
+
+def curve_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Rule 7 on each phase-2 run's participants' validation curve: how many of a
+    row's runs still rise at their last evaluation (or are too short to tell)."""
+    from bench.tune import RISING, UNKNOWN, curve_state
+
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        if run.get("ok") and run.get("curve"):
+            states.setdefault(run["row"], []).append(
+                curve_state([c[1] for c in run["curve"]])
+            )
+    if not states:
+        return []
+    parts = [
+        f"{row}: {st.count(RISING)} of {len(st)} still rising"
+        + (f", {st.count(UNKNOWN)} unknown" if UNKNOWN in st else "")
+        for row, st in states.items()
+    ]
+    return [
+        "Phase-2 validation curves at the last evaluation (docs/tuning.md rule 7): "
+        + "; ".join(parts)
+        + ".",
+        "",
+    ]
 
 
 def plot(preset: Preset, rows: list[dict[str, Any]]) -> None:
@@ -730,24 +783,46 @@ def plot(preset: Preset, rows: list[dict[str, Any]]) -> None:
 
 def run(
     presets: Sequence[str] = ("lenet", "vit"),
-    seeds: Sequence[int] = (1, 2, 3),
+    seeds: Sequence[int] = (42, 43, 44, 45, 46),
     parallel: int = 2,
     quick: bool = False,
     reuse: bool = False,
+    reuse_from: Sequence[str] = (),
+    rows: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run the table for the given presets; write results; return them by preset."""
+    """Run the table for the given presets; write results; return them by preset.
+    The claim rows run on every seed, the extra rows on the first
+    :data:`EXTRA_SEEDS` (docs/tuning.md rule 9); ``rows`` (labels of :data:`ROWS`)
+    runs only those (θ_pret always), and the page shows only them."""
     chosen = [PRESETS[p] for p in presets]
     sizing = dict(QUICK) if quick else {}
     if quick:
         seeds = seeds[:1]
-    first = [j for p in chosen for j in first_jobs(p, seeds, sizing)]
-    if reuse:
-        reuse_pretraining(first)
+    extra = list(seeds[:EXTRA_SEEDS])
+    wanted = set(rows or ROWS) | {"Pretrain"}
+    first = [pretrain_job(p, seed, sizing) for p in chosen for seed in seeds]
+    first += [
+        j
+        for p in chosen
+        for j in baseline_jobs(p, seeds, extra, sizing)
+        if j.tags["row"] in wanted
+    ]
     with LoadMonitor() as load:
-        results = run_or_reuse(SUITE, first, parallel, reuse)
+        results = run_or_reuse(SUITE, first, parallel, reuse, reuse_from)
+        failed = [
+            r.job.name for r in results if r.job.tags["row"] == "Pretrain" and not r.ok
+        ]
+        if failed:
+            raise RuntimeError(f"pre-training failed: {', '.join(failed)}")
+        results = [r for r in results if r.job.tags["row"] != "Pretrain"]
         results += run_or_reuse(
             SUITE,
-            [j for p in chosen for j in variant_jobs(p, seeds, sizing)],
+            [
+                j
+                for p in chosen
+                for j in variant_jobs(p, seeds, extra, sizing)
+                if j.tags["row"] in wanted
+            ],
             parallel,
             reuse,
         )
@@ -797,7 +872,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line: which presets, seeds, how many runs at once, quick mode."""
     parser = argparse.ArgumentParser(prog="python -m bench.hyperflora")
     parser.add_argument("--preset", choices=["lenet", "vit", "all"], default="all")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44, 45, 46])
+    parser.add_argument(
+        "--reuse-from",
+        action="append",
+        default=[],
+        metavar="SUITE",
+        help="with --reuse: also keep finished runs of the same config from the "
+        "runs of SUITE (e.g. a tuning sweep's)",
+    )
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument(
         "--quick",
@@ -807,20 +890,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="keep finished runs of the same config; paired runs "
-        "start from the pretrained.pt their folder holds",
+        help="keep finished runs of the same config (θ_pret included: a seed's "
+        "pre-training runs once)",
     )
     parser.add_argument(
         "--render-only",
         action="store_true",
         help="re-write the pages from their committed JSON (no run)",
     )
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated row labels to run (default: all), e.g. HyperFLoRA",
+    )
+    parser.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="only each seed's θ_pret (what a phase-2 tuning sweep starts from)",
+    )
     args = parser.parse_args(argv)
     presets = ["lenet", "vit"] if args.preset == "all" else [args.preset]
+    if args.pretrain_only:
+        jobs = [pretrain_job(PRESETS[p], s, {}) for p in presets for s in args.seeds]
+        for r in run_or_reuse(SUITE, jobs, args.parallel, args.reuse):
+            print(r.job.name, "ok" if r.ok else f"failed: {r.error}")
+        return
     if args.render_only:
         render(presets)
         return
-    run(presets, args.seeds, args.parallel, args.quick, args.reuse)
+    run(
+        presets,
+        args.seeds,
+        args.parallel,
+        args.quick,
+        args.reuse,
+        args.reuse_from,
+        [r.strip() for r in args.rows.split(",") if r.strip()],
+    )
 
 
 def render(presets: Sequence[str], results_dir: Path = RESULTS) -> None:

@@ -82,6 +82,10 @@ SCORES = {
 }
 
 
+#: A seed's converged θ_pret for a HyperFLoRA preset (bench/hyperflora.py's
+#: pretrain job; ``{seed}`` is filled per run by :func:`per_seed`).
+HFL_PRETRAINED = "outputs/bench/hyperflora/{preset}-pretrain-s{{seed}}/pretrained.pt"
+
 #: The chunked generator's fixed settings (its own optimiser; docs/tuning.md).
 CHUNKED = {"hypernet": "chunked", "server-optimizer": "adam"}
 
@@ -228,11 +232,43 @@ TARGETS: dict[str, Target] = {
         {"server-lr": [0.01, 0.003, 0.03]},
         "HyperFLoRA (paired) on its LeNet-5 preset: hypernetwork (server) lr",
     ),
+    # Issue 25: phase 2 alone, from each seed's converged θ_pret (``python -m
+    # bench.hyperflora --pretrain-only`` leaves it), 200 hypernetwork rounds; the
+    # authors' 0.01 first, the earlier sweep's edge (0.03) and two points past it.
+    "hyperflora-lenet-phase2": Target(
+        "hyperflora-lenet-fmnist",
+        {
+            "pretrained-model": HFL_PRETRAINED.format(preset="lenet"),
+            "finetune-steps": 0,
+        },
+        {"server-lr": [0.01, 0.03, 0.1, 0.3]},
+        "HyperFLoRA (paired) on its LeNet-5 preset, from each seed's converged "
+        "θ_pret: hypernetwork (server) lr",
+    ),
     "pfedhn-hyperflora-lenet": Target(
         "hyperflora-lenet-fmnist",
         _hyperflora_baseline("pFedHN", "server-lr"),
         {"server-lr": [0.01, 0.05, 0.2]},
         "pFedHN on HyperFLoRA's LeNet-5 split at HyperFLoRA's budget: server lr",
+    ),
+    # The paper's pFedHN baselines of HyperFLoRA's table (issue 25), reading r_i and
+    # serving bystanders zero-shot, at the table's budget from the converged
+    # phases (1,200 rounds of M; the one-client row M times as many): their server
+    # lr from the fitted pFedHN's choice on this split (0.2, M a round) and the
+    # authors' 0.01 (one client a round), a point either side.
+    "pfedhn-ri-parallel-hyperflora-lenet": Target(
+        "hyperflora-lenet-fmnist",
+        _hyperflora_baseline("pFedHN-Parallel (paper: r_i)", "server-lr"),
+        {"server-lr": [0.2, 0.05, 0.6]},
+        "pFedHN-Parallel reading r_i on HyperFLoRA's LeNet-5 split at HyperFLoRA's "
+        "budget: server lr",
+    ),
+    "pfedhn-ri-hyperflora-lenet": Target(
+        "hyperflora-lenet-fmnist",
+        _hyperflora_baseline("pFedHN (paper: r_i)", "server-lr"),
+        {"server-lr": [0.01, 0.003, 0.03]},
+        "pFedHN (one client a round) reading r_i on HyperFLoRA's LeNet-5 split at "
+        "HyperFLoRA's budget: server lr",
     ),
     "fedavg-hyperflora-lenet": Target(
         "hyperflora-lenet-fmnist",
@@ -336,6 +372,14 @@ def label(point: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items()) or "preset"
 
 
+def per_seed(values: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``values`` with ``{seed}`` in string values replaced by ``seed``."""
+    return {
+        k: v.replace("{seed}", str(seed)) if isinstance(v, str) else v
+        for k, v in values.items()
+    }
+
+
 def jobs_for(
     name: str,
     target: Target,
@@ -344,15 +388,19 @@ def jobs_for(
     seeds: Sequence[int],
     start: int = 0,
 ) -> list[Job]:
-    """One job per (grid point, seed); points numbered from ``start``."""
+    """One job per (grid point, seed); points numbered from ``start``. A string
+    value holding ``{seed}`` is filled with the run's seed (a per-seed input such as
+    HyperFLoRA's ``pretrained-model``: every point of a seed starts from the same
+    θ_pret)."""
     jobs = []
     for i, point in enumerate(points(grid), start):
         for seed in seeds:
+            fixed = {**target.overrides, **sets, **point}
             jobs.append(
                 Job(
                     f"{name}-p{i}-s{seed}",
                     target.preset,
-                    {**target.overrides, **sets, **point, "seed": seed},
+                    {**per_seed(fixed, seed), "seed": seed},
                     tags={"point": label(point), "seed": seed},
                 )
             )

@@ -424,11 +424,30 @@ def test_hyperflora_baselines_get_its_budget_and_their_own_settings():
     from bench import hyperflora as hfl
 
     conf = load_preset("hyperflora-lenet-fmnist")
-    # 30 pre-training rounds, then 15 rounds of M updates plus 2E relay hops a pair
-    assert hfl.equal_rounds(conf) == 30 + 15 * (1 + 3)
+    # 400 pre-training rounds, then 200 rounds of M updates plus 2E relay hops a pair
+    assert hfl.equal_rounds(conf) == 400 + 200 * (1 + 3)
     assert not conf.get("pretrain-epochs"), "phase 1 trains as long as any update"
-    jobs = {j.tags["row"]: j for j in hfl.first_jobs(hfl.PRESETS["lenet"], [1], {})}
-    assert set(jobs) == {"HyperFLoRA", *hfl.BASELINES}
+    lenet = hfl.PRESETS["lenet"]
+    jobs = {j.tags["row"]: j for j in hfl.baseline_jobs(lenet, [1], [1], {})}
+    assert set(jobs) == set(hfl.BASELINES)
+    # the claims' baselines run on every seed, the reference rows on the extra seeds
+    later = {
+        j.tags["row"]
+        for j in hfl.baseline_jobs(lenet, [1, 5], [1], {})
+        if j.tags["seed"] == 5
+    }
+    assert later == set(hfl.CLAIM_BASELINES)
+    # every variant of a seed starts from that seed's θ_pret, never its own
+    variants = hfl.variant_jobs(lenet, [1, 5], [1], {})
+    assert {(j.tags["row"], j.tags["seed"]) for j in variants} == {
+        *((label, 1) for label, _ in hfl.VARIANTS),
+        ("HyperFLoRA", 5),
+    }
+    for job in variants:
+        assert job.overrides["pretrained-model"] == str(
+            hfl.pretrained_path(lenet, job.tags["seed"])
+        )
+    assert hfl.pretrain_job(lenet, 5, {}).overrides["num-rounds"] == conf["eval-every"]
     for row in hfl.BASELINES:
         cfg = conf | jobs[row].overrides
         # the same client updates: rounds × clients a round (the one-client pFedHN
@@ -441,7 +460,7 @@ def test_hyperflora_baselines_get_its_budget_and_their_own_settings():
         )
         # its own learning rate and clip, not HyperFLoRA's; the budget's batch/epochs
         assert cfg["inner-lr"] == hfl.OWN[row]["inner-lr"]
-        assert cfg["local-clip-norm"] == 50.0 != conf["local-clip-norm"]
+        assert cfg["local-clip-norm"] == hfl.OWN[row]["local-clip-norm"] == 50.0
         assert cfg["batch-size"] == conf["batch-size"]
         assert cfg["local-epochs"] == conf["local-epochs"]
     assert jobs["pFedHN"].overrides["method"] == "pfedhn"

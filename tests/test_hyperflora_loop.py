@@ -217,3 +217,45 @@ def test_variants(paired, tmp_path, variant):
         == paired_summary["pretrain_participant_acc"]
     )
     assert summary["nonparticipant_acc"] > 0.2
+
+
+def test_theta_pret_stays_frozen_during_personalisation(paired):
+    """Phase 2 trains the adapters only: a client's local training leaves every
+    θ_pret tensor bit-identical (momentum and weight decay included), replies carry
+    adapter deltas and nothing of θ, and the server's θ_pret after the run is the
+    pre-trained one it saved."""
+    from client.handlers.hyperflora import lora_model
+    from common.config import parse_run_config
+    from common.local_update import train_locally
+    from common.models.lora import generated_tensors, pack
+    from common.protocol import RHO
+
+    cfg_dict, _, seen, out = paired
+    saved = torch.load(out / "pretrained.pt", weights_only=False)["base"]
+    cfg = parse_run_config(
+        {**cfg_dict, "inner-momentum": 0.9, "inner-weight-decay": 0.01}
+    )
+    model, _ = lora_model(cfg, saved, {})
+    order = list(generated_tensors(model, False))
+    gen = torch.Generator().manual_seed(0)
+    adapters = {
+        n: torch.randn(p.shape, generator=gen)
+        for n, p in generated_tensors(model, False).items()
+    }
+    model, names = lora_model(cfg, saved, {RHO: pack(adapters, order)})
+    assert sorted(names) == sorted(adapters)
+    x = torch.randn(64, 1, 28, 28)
+    y = torch.randint(0, cfg.num_classes, (64,))
+    train_locally(cfg, model, x, y, 10, torch.Generator().manual_seed(1))
+    state = model.state_dict()
+    for name, value in saved.items():
+        assert torch.equal(state[name], value), f"θ_pret tensor {name} changed"
+    moved = [n for n in names if not torch.equal(state[n], adapters[n])]
+    assert moved, "the adapters did not train"
+
+    for _, _, reply in lora_trains(seen):
+        (record,) = reply.content.array_records.values()
+        assert set(from_record(record)) == {RHO}
+    final = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    for name, value in saved.items():
+        assert torch.equal(final["strategy"]["base"][name], value)

@@ -165,10 +165,15 @@ class HyperflowerStrategy(Strategy):
         """Extra summary.json entries, computed after the held-out evaluation."""
         return {}
 
-    def evaluated(self, server_round: int) -> list[str]:
-        """The clients evaluated this round: every participant (a method whose
-        clients arrive over time evaluates only those that have arrived)."""
+    def pool(self) -> list[str]:
+        """The participants this method trains and evaluates: all of them, unless a
+        method leaves some out (e.g. a parameter count no size group accepts)."""
         return self.registry.participants
+
+    def evaluated(self, server_round: int) -> list[str]:
+        """The clients evaluated this round: the pool (a method whose clients
+        arrive over time evaluates only those that have arrived)."""
+        return self.pool()
 
     def evaluation_metrics(
         self, server_round: int, results: dict[str, dict[str, float]]
@@ -190,7 +195,7 @@ class HyperflowerStrategy(Strategy):
     # ---- shared ---------------------------------------------------------------
     def sample(self, server_round: int) -> list[str]:
         """The participants that train this round (seeded, without replacement)."""
-        pool = self.registry.participants
+        pool = self.pool()
         k = min(self.cfg.clients_per_round, len(pool))
         return sorted(
             (pool[i] for i in self.rng.choice(len(pool), k, replace=False)),

@@ -259,15 +259,9 @@ class MHPFedHN(HyperflowerStrategy):
         """Count the clients left out for their parameter count."""
         ops.count_faults({"mh-unaccepted-param-count": len(self.rejected)})
 
-    def sample(self, server_round: int) -> list[str]:
-        pool = self.participants
-        k = min(self.cfg.clients_per_round, len(pool))
-        return sorted(
-            (pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
-            key=pool.index,
-        )
-
-    def evaluated(self, server_round: int) -> list[str]:
+    def pool(self) -> list[str]:
+        """Only the participants with an accepted parameter count train and are
+        evaluated."""
         return self.participants
 
     # ---- generation and update ----------------------------------------------
