@@ -712,8 +712,8 @@ def markdown(
         lines += [
             "Not measured on this page yet: "
             + ", ".join(pending)
-            + " (each baseline runs after its own sweep at this budget, docs/tuning.md"
-            " rule 5; docs/hyperflora.md says which are pending).",
+            + " (not run yet: a baseline after its own sweep at this budget,"
+            " docs/tuning.md rule 5; docs/hyperflora.md says what is pending).",
             "",
         ]
     if verdict:
