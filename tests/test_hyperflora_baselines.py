@@ -268,11 +268,20 @@ def test_a_table_with_the_papers_columns_names_our_pfedhn_and_its_formulas():
     from bench.harness import RESULTS
 
     data = json.loads((RESULTS / "hyperflora-lenet-fmnist.json").read_text())
-    rows = [{**r, "paper_values_per_round": 1.0} for r in data["rows"]]
+    # the committed rows plus a fitted-embedding pFedHN row (made up from Pretrain's)
+    pretrain = next(r for r in data["rows"] if r["row"] == "Pretrain (FedAvg)")
+    rows = [
+        {**r, "paper_values_per_round": 1.0}
+        for r in [*data["rows"], {**pretrain, "row": "pFedHN"}]
+    ]
     meta = {k: data[k] for k in ("machine", "load", "parallel", "quick")}
     page = hfl.markdown(hfl.PRESETS["lenet"], rows, data["runs"], meta, {})
     assert "| Comm./round, paper (values) | paper formula |" in page
     assert "| pFedHN, fitted embedding (ours) |" in page
     assert "2M_sel r + (2M_sel + 4E M_pair) ρ" in page
-    # an older table (no paper column) renders as it was committed
-    assert not hfl.paper_layout(data["rows"])
+    # an older table (no paper column) renders without the paper's columns
+    old = [{k: v for k, v in r.items() if k != "paper_values_per_round"} for r in rows]
+    assert not hfl.paper_layout(old)
+    assert "paper formula" not in hfl.markdown(
+        hfl.PRESETS["lenet"], old, data["runs"], meta, {}
+    )
