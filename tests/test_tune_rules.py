@@ -219,3 +219,19 @@ def test_a_claim_table_shows_each_pair_per_seed_with_its_verdict_in_words():
     assert "| A − B | +10.00, +10.00, +10.00, +10.00, -10.00 | +6.00 | 4 of 5 |" in text
     assert "**holds** |" in text  # five seeds: no seed-count caveat
     assert "| C − B | +1.00, -1.00 | +0.00 | 1 of 2 | **tie** (2 seeds" in text
+
+
+def test_a_per_seed_input_is_filled_for_each_run_of_a_sweep():
+    """A sweep's string value holding {seed} (HyperFLoRA's pretrained-model) names
+    each seed's own file, for every grid point, and nothing else changes."""
+    from bench.tune import Target, jobs_for
+
+    target = Target("quickstart", {"pretrained-model": "runs/p-s{seed}/pretrained.pt"})
+    jobs = jobs_for(
+        "t", target, {"server-lr": [0.01, 0.1]}, {"num-rounds": 20}, [42, 43]
+    )
+    got = {(j.overrides["server-lr"], j.overrides["seed"]): j.overrides for j in jobs}
+    assert len(got) == 4
+    for (_, seed), overrides in got.items():
+        assert overrides["pretrained-model"] == f"runs/p-s{seed}/pretrained.pt"
+        assert overrides["num-rounds"] == 20
