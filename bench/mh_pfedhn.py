@@ -36,6 +36,7 @@ accuracy.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import sys
@@ -368,6 +369,7 @@ def per_arch_configs(base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+@functools.cache
 def zoo_names() -> dict[str, str]:
     """K -> zoo architecture at Fashion-MNIST's shape (the page's column names; the
     server itself knows only K)."""
@@ -375,9 +377,6 @@ def zoo_names() -> dict[str, str]:
     from common.models.zoo import ZOO
 
     return {str(count_params(build_model(n, 10))): n for n in ZOO}
-
-
-NAMES = zoo_names()
 
 
 def combined(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -494,7 +493,7 @@ def render(rows: list[dict[str, Any]], table: Table | None = None) -> str:
     rounds = sorted({r["rounds"] for r in rows})
     head = [
         "row",
-        *[f"{NAMES.get(k, k)} (K={k})" for k in ks],
+        *[f"{zoo_names().get(k, k)} (K={k})" for k in ks],
         "mean participant",
         "new: seen",
         "new: unseen",
@@ -567,7 +566,7 @@ def render(rows: list[dict[str, Any]], table: Table | None = None) -> str:
         lines += [
             f"- {label}: "
             + "; ".join(
-                f"{g}: {', '.join(f'{NAMES.get(k, k)} (K={k})' for k in members)}"
+                f"{g}: {', '.join(f'{zoo_names().get(k, k)} (K={k})' for k in members)}"
                 for g, members in mine["groups"].items()
             )
             for label, mine in {r["row"]: r for r in groups}.items()

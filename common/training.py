@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,11 @@ def train_steps(
     generator: torch.Generator,
     clip_norm: float = 0.0,
     proximal_mu: float = 0.0,
+    forward: Callable[
+        [nn.Module, torch.Tensor, torch.Tensor],
+        tuple[torch.Tensor, torch.Tensor | None],
+    ]
+    | None = None,
 ) -> TrainResult:
     """Plain SGD on mini-batches drawn without replacement, reshuffled each epoch.
 
@@ -97,7 +103,10 @@ def train_steps(
     client with other classes) otherwise can blow up in the first steps.
     ``proximal_mu`` > 0 adds FedProx's term μ/2 ‖w − w_0‖² to each step's loss, w_0
     the trainable weights as received (the global model); 0 leaves the loop as it
-    was, bit for bit. The reported loss is the cross-entropy alone.
+    was, bit for bit. ``forward(model, x, y)`` (a method's own loss term, e.g.
+    FedProto's prototype regulariser) returns the batch's logits and a term added
+    to its loss (None: nothing); without it the logits are ``model(x)``. The
+    reported loss is the cross-entropy alone.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
@@ -111,7 +120,10 @@ def train_steps(
             order, cursor = torch.randperm(len(y), generator=generator), 0
         batch = order[cursor : cursor + batch_size]
         cursor += batch_size
-        logits = model(x[batch])
+        if forward is None:
+            logits, extra = model(x[batch]), None
+        else:
+            logits, extra = forward(model, x[batch], y[batch])
         loss = nn.functional.cross_entropy(logits, y[batch])
         opt.zero_grad(set_to_none=True)
         if anchor:
@@ -119,6 +131,8 @@ def train_steps(
                 ((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True)
             )
             (loss + 0.5 * proximal_mu * proximal).backward()
+        elif extra is not None:
+            (loss + extra).backward()
         else:
             loss.backward()
         if clip_norm > 0:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from common.training import ClientSGD, TrainResult
+from common.training import TrainResult, train_steps
 
 #: Logit of a class that has no global prototype (never predicted).
 ABSENT = -1e9
@@ -207,34 +207,32 @@ def train_fedproto(
     clip_norm: float = 0.0,
 ) -> tuple[TrainResult, float]:
     """FedProto's local update: SGD on CE(g(f(x)), y) + λ·MSE(f(x), C̄_y) with the
-    global prototypes fixed (mini-batches without replacement, reshuffled each
-    epoch, as :func:`common.training.train_steps`). Returns the CE's result and the
-    mean regulariser (before λ)."""
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = ClientSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    net.train()
+    global prototypes fixed (the shared loop, :func:`common.training.train_steps`,
+    with this loss). Returns the CE's result and the mean regulariser (before λ)."""
     use = lam > 0 and bool(present.any())
-    total, reg, correct, seen = 0.0, 0.0, 0, 0
-    order, cursor = torch.randperm(len(y), generator=generator), 0
-    for _ in range(steps):
-        if cursor >= len(order):
-            order, cursor = torch.randperm(len(y), generator=generator), 0
-        batch = order[cursor : cursor + batch_size]
-        cursor += batch_size
-        logits, rep = net.represent(x[batch])
-        ce = nn.functional.cross_entropy(logits, y[batch])
-        loss = ce
-        if use:
-            r = proto_loss(rep, y[batch], protos, present)
-            loss = ce + lam * r
-            reg += r.item() * len(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_norm > 0:
-            nn.utils.clip_grad_norm_(params, clip_norm)
-        opt.step()
-        total += ce.item() * len(batch)
-        correct += int((logits.argmax(1) == y[batch]).sum())
-        seen += len(batch)
-    result = TrainResult(total / max(seen, 1), correct / max(seen, 1), seen, steps)
-    return result, reg / max(seen, 1)
+    reg = [0.0]
+
+    def forward(
+        model: nn.Module, xb: torch.Tensor, yb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits, rep = net.represent(xb)
+        if not use:
+            return logits, None
+        r = proto_loss(rep, yb, protos, present)
+        reg[0] += r.item() * len(yb)
+        return logits, lam * r
+
+    result = train_steps(
+        net,
+        x,
+        y,
+        steps,
+        batch_size,
+        lr,
+        momentum,
+        weight_decay,
+        generator,
+        clip_norm,
+        forward=forward,
+    )
+    return result, reg[0] / max(result.samples_seen, 1)
