@@ -108,15 +108,21 @@ def message_to(node_id: int, kind: str, **records: Any) -> Message:
 
 
 def wait_for_nodes(
-    grid: Grid, expected: int, timeout: float, settle: float = 20.0
+    grid: Grid,
+    expected: int,
+    timeout: float,
+    settle: float = 20.0,
+    enough: int = 1,
 ) -> list[int]:
-    """Node ids once ``expected`` nodes are connected; or, when some are there but no
-    more arrive for ``settle`` seconds (a node that is down), those; or at timeout."""
+    """Node ids once ``expected`` nodes are connected; or, when at least ``enough``
+    are there but no more arrive for ``settle`` seconds (a node that is down), those;
+    or at timeout. ``enough`` is the count below which going on could not work (a
+    slow SuperNode on a busy host is waited for, not taken for a dead one)."""
     deadline = time.monotonic() + timeout
     nodes = list(grid.get_node_ids())
     changed = time.monotonic()
     while len(nodes) < expected and time.monotonic() < deadline:
-        if nodes and time.monotonic() - changed > settle:
+        if len(nodes) >= max(enough, 1) and time.monotonic() - changed > settle:
             break
         time.sleep(1.0)
         now = list(grid.get_node_ids())
@@ -156,7 +162,12 @@ def register_clients(
     """
     timeout = max(timeout, MIN_REGISTRATION_TIMEOUT)
     started = time.monotonic()
-    nodes = wait_for_nodes(grid, cfg.num_clients, timeout)
+    participants, held_out = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
+    # min-clients participants are possible only once that many nodes beyond the
+    # held-out ones are there (held-out nodes may be the first to connect)
+    nodes = wait_for_nodes(
+        grid, cfg.num_clients, timeout, enough=cfg.min_clients + len(held_out)
+    )
     if len(nodes) < cfg.num_clients:
         log(
             WARNING,
@@ -166,7 +177,6 @@ def register_clients(
             time.monotonic() - started,
         )
     roles = {k: list(v) for k, v in (fields or {}).items()}
-    participants, held_out = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
     chosen = set(participants)
     # with nobody held out every client is a participant: one query asks for the
     # participants' fields (a message less per node; each starts a process on a
