@@ -660,6 +660,30 @@ def test_mh_table_rows_are_tuned_on_validation_only(tmp_path):
         assert (tmp_path / "results" / f"tune-mh-{row}.md").exists()
 
 
+def test_mh_tables_on_the_hetero_split_take_its_sweeps_unless_they_have_their_own(
+    tmp_path,
+):
+    """A table on the hetero split (shared, homo) runs a row at the hetero table's
+    chosen point when it has no sweep of its own, at its own when it has one; a
+    table on another split (the hard split) never borrows; the page names the
+    source of each row's setting."""
+    from bench.mh_pfedhn import TABLES, own, settings_line
+
+    def page(name: str, point: str) -> None:
+        rows = [{"point": point, "chosen": True}, {"point": "x=1", "chosen": False}]
+        (tmp_path / f"tune-{name}.json").write_text(json.dumps({"rows": rows}))
+
+    page("mh-local", "inner-lr=0.05")
+    shared, hard = TABLES["shared"], TABLES["hard-shared"]
+    assert own("local", tmp_path, shared) == {"inner-lr": 0.05}
+    assert own("local", tmp_path, hard) == {}
+    page("mh-shared-local", "inner-lr=0.01")
+    assert own("local", tmp_path, shared) == {"inner-lr": 0.01}
+    line = settings_line(shared, tmp_path)
+    assert "local-only: inner-lr=0.01 (`tune-mh-shared-local`)" in line
+    assert "FedProto: the presets' values (no sweep yet)" in line
+
+
 def test_mh_local_only_stops_every_client_at_one_checkpoint(tmp_path):
     """The MH table's local-only row is read at one checkpoint for all its clients,
     the one of best mean validation (the federated rows' best-round rule); each
