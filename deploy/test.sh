@@ -2,9 +2,9 @@
 # Set everything up, then check the code (ruff lint and format, mypy) and run the
 # whole test suite (unit, simulation, deployment).
 # Extra arguments go to pytest, e.g. `bash deploy/test.sh -k partition`.
-# Tests run in HF_TEST_WORKERS pytest-xdist workers (default 3 on this 2-core
-# machine: end-to-end tests spend most of their time waiting on Flower's start-up
-# and polling, so a third worker fills those waits); each worker takes the next test
+# Tests run in HF_TEST_WORKERS pytest-xdist workers (default 4 on this 2-core
+# machine: end-to-end tests spend much of their time waiting on Flower's start-up
+# and polling, so extra workers fill those waits); each worker takes the next test
 # when it is free, the longest first (tests/conftest.py; docs/testing.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,4 +16,4 @@ echo "checks: ruff lint, ruff format, mypy"
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 \
-  -n "${HF_TEST_WORKERS:-3}" --dist load --maxschedchunk 1 "$@" tests
+  -n "${HF_TEST_WORKERS:-4}" --dist load --maxschedchunk 1 "$@" tests

@@ -168,14 +168,17 @@ def register_clients(
     nodes = wait_for_nodes(
         grid, cfg.num_clients, timeout, enough=cfg.min_clients + len(held_out)
     )
+    waited = time.monotonic() - started
     if len(nodes) < cfg.num_clients:
         log(
             WARNING,
             "only %d of %d nodes connected after %.0fs; going on with them",
             len(nodes),
             cfg.num_clients,
-            time.monotonic() - started,
+            waited,
         )
+    elif waited > 5.0:  # a slow start-up shows where its time went
+        log(INFO, "all %d nodes connected after %.0fs", len(nodes), waited)
     roles = {k: list(v) for k, v in (fields or {}).items()}
     chosen = set(participants)
     # with nobody held out every client is a participant: one query asks for the
