@@ -664,11 +664,14 @@ def own(
 ) -> dict[str, Any]:
     """A row's own setting: the point its committed sweep chose (:func:`own_source`;
     docs/tuning.md), none without a sweep (the presets' values, the page says so)."""
+    path = own_source(row, results, table)
+    return {} if path is None else chosen_point(path)
+
+
+def chosen_point(path: Path) -> dict[str, Any]:
+    """The grid point a committed sweep page chose, as config values."""
     from bench.tune import _value
 
-    path = own_source(row, results, table)
-    if path is None:
-        return {}
     chosen = next(r for r in json.loads(path.read_text())["rows"] if r.get("chosen"))
     return {
         key: _value(value)
@@ -681,12 +684,11 @@ def settings_line(table: Table, results: Path = ROOT / "bench" / "results") -> s
     parts = []
     for row in table.rows:
         path = own_source(row, results, table)
-        point = ", ".join(f"{k}={v}" for k, v in own(row, results, table).items())
-        parts.append(
-            f"{LABELS.get(row, row)}: {point} (`{path.stem}`)"
-            if path
-            else f"{LABELS.get(row, row)}: the presets' values (no sweep yet)"
-        )
+        if path is None:
+            parts.append(f"{LABELS.get(row, row)}: the presets' values (no sweep yet)")
+            continue
+        point = ", ".join(f"{k}={v}" for k, v in chosen_point(path).items())
+        parts.append(f"{LABELS.get(row, row)}: {point} (`{path.stem}`)")
     return "Settings: " + "; ".join(parts) + "."
 
 
