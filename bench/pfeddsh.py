@@ -404,11 +404,31 @@ def describe(preset: Path, extra: dict[str, Any] | None = None) -> dict[str, str
     }
 
 
+def merge(path: Path, data: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Put one run into the table's JSON, replacing the same (variant, seed), and
+    return the table as it now stands. The file is re-read under a lock, so several
+    processes (one per seed) can fill one table without losing each other's rows."""
+    import fcntl
+
+    with (path.parent / f".{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            data = json.loads(path.read_text())
+        key = (result["variant"], result["seed"])
+        data["runs"] = [r for r in data["runs"] if (r["variant"], r["seed"]) != key] + [
+            result
+        ]
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)
+    return data
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the requested variants and seeds, merge, and render the page."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="conf/pfeddsh-fmnist.toml")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44, 45, 46])
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench-pfeddsh"))
     parser.add_argument("--render", action="store_true", help="only re-render")
@@ -450,12 +470,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for variant in args.variants:
                 result = run_one(preset, variant, seed, Path(args.out), extra)
-                data["runs"] = [
-                    r
-                    for r in data["runs"]
-                    if (r["variant"], r["seed"]) != (variant, seed)
-                ] + [result]
-                path.write_text(json.dumps(data, indent=1) + "\n")
+                data = merge(path, data, result)
                 print(
                     json.dumps(
                         {

@@ -270,6 +270,17 @@ TARGETS: dict[str, Target] = {
         "pFedHN (one client a round) reading r_i on HyperFLoRA's LeNet-5 split at "
         "HyperFLoRA's budget: server lr",
     ),
+    # pFedDSH's mask budget (issue 26): the penalty alone (β = 0, the first
+    # design) shrinks a mask for as long as its batch trains; scored without replay
+    # and PA reference (neither changes what a batch's own mask learns).
+    "pfeddsh-budget": Target(
+        "pfeddsh-fmnist",
+        {"replay": False, "pa-reference": False},
+        {"mask-budget": [0.0, 0.1, 0.2, 0.4]},
+        "pFedDSH (3 batches of 8, 40 rounds a batch, masks without replay): the "
+        "share of each trunk layer's units a batch keeps before the sparsity "
+        "penalty acts",
+    ),
     "fedavg-hyperflora-lenet": Target(
         "hyperflora-lenet-fmnist",
         _hyperflora_baseline("FedAvg (same budget)", "inner-lr"),

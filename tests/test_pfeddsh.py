@@ -159,6 +159,30 @@ def test_sparsity_penalty_lowers_the_neurons_a_batch_uses():
     assert sparse < 0.75 * plain, (plain, sparse)
 
 
+def _used_after(penalty: float, budget: float, steps: int) -> int:
+    """Neurons a tiny batch (clients pulling towards fixed targets) keeps on after
+    ``steps`` rounds with this penalty and budget."""
+    torch.manual_seed(0)
+    hnet = NeuronHyperNet(3, SHAPES, hidden=16, layers=2)
+    bank = NeuronMasks(hnet, penalty=penalty, budget=budget, init_off=0.0, lr=0.2)
+    gen = torch.Generator().manual_seed(3)
+    targets = [
+        {k: torch.randn(s, generator=gen) for k, s in SHAPES.items()} for _ in range(3)
+    ]
+    emb = torch.nn.Parameter(torch.randn(3, 3, generator=gen))
+    _train(hnet, bank, 0, emb, steps, seed=1, targets=targets)
+    return bank.fix()["neurons-used"]
+
+
+def test_mask_budget_stops_the_penalty_from_emptying_a_mask():
+    """The penalty alone empties a mask as the batch goes on; with a budget of ½ it
+    spares each layer's top half of scores (2 × 16 units: at most 16 on, and more
+    than a quarter kept), and the longer batch keeps about as many."""
+    assert _used_after(2.0, 0.0, 60) <= 2
+    for steps in (30, 100):
+        assert 8 <= _used_after(2.0, 0.5, steps) <= 16, steps
+
+
 def test_capacity_report_counts_reuse_and_free_neurons():
     """Fixed masks by hand: used, reused, new and free neurons, and the weights a
     mask reads (what it freezes) and only it reads (what replay may move)."""
@@ -289,6 +313,7 @@ def test_config_checks_name_the_key():
     base = {"method": "pfeddsh", "model": "cnn-bn"}
     for key, value, why in (
         ("mask-penalty", -0.5, "must be >= 0"),
+        ("mask-budget", 1.0, r"must be in \[0, 1\)"),
         ("mask-reuse-cost", 1.5, r"must be in \[0, 1\]"),
         ("mask-sparsity", 1.0, r"must be in \[0, 1\)"),
         ("mask-lr", 0.0, "must be > 0"),

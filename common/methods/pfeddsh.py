@@ -127,6 +127,14 @@ PFEDDSH = register_method(
                 check=at_least(0.0),
                 fingerprint=True,
             ),
+            "mask-budget": Setting(
+                0.0,
+                "sparsity target: the share of each trunk layer's units of highest "
+                "score the penalty spares (0: it pushes every unit, and a mask "
+                "keeps shrinking while its batch trains)",
+                check=in_range(0, 1),
+                fingerprint=True,
+            ),
             "mask-reuse-cost": Setting(
                 0.5,
                 "c_u of a unit an earlier batch already uses, as a share of a "

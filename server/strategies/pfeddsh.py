@@ -127,6 +127,7 @@ class PFedDSH(HyperflowerStrategy):
             self.hnet,
             penalty=cfg.mask_penalty,
             reuse_cost=cfg.mask_reuse_cost,
+            budget=cfg.mask_budget,
             init_off=cfg.mask_sparsity,
             init_scale=SCORE_INIT,
             lr=cfg.mask_lr,
@@ -718,7 +719,8 @@ class PFedDSH(HyperflowerStrategy):
                 ops.run_dir / "neurons-per-batch.png",
                 capacity,
                 f"{label}: neurons used vs batch index "
-                f"(penalty {cfg.mask_penalty:g}, reuse cost {cfg.mask_reuse_cost:g})",
+                f"(penalty {cfg.mask_penalty:g}, budget {cfg.mask_budget:g}, "
+                f"reuse cost {cfg.mask_reuse_cost:g})",
             ).name
             exhausted = [c["batch"] for c in capacity if c.get("free") == 0.0]
             out["capacity_exhausted_at"] = exhausted[0] if exhausted else None
@@ -737,6 +739,7 @@ class PFedDSH(HyperflowerStrategy):
             "replay_accept": cfg.replay_accept,
             "mask_penalty": cfg.mask_penalty,
             "mask_reuse_cost": cfg.mask_reuse_cost,
+            "mask_budget": cfg.mask_budget,
             "mask_sparsity": cfg.mask_sparsity,
             "plot": path.name,
             **out,
