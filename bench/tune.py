@@ -77,6 +77,8 @@ class Target:
 SCORES = {
     "participant_val_acc": "participants' validation accuracy at each run's "
     "best-validation round",
+    "ri_val": "pFedDSH's retroactive improvement read on validation: the mean "
+    "change of earlier batches' validation accuracy across each batch join",
     "nonparticipant_val_acc": "held-out clients' validation accuracy (their own "
     "validation rows, with the model they get at the best-validation round)",
 }
@@ -280,6 +282,15 @@ TARGETS: dict[str, Target] = {
         "pFedDSH (3 batches of 8, 40 rounds a batch, masks without replay): the "
         "share of each trunk layer's units a batch keeps before the sparsity "
         "penalty acts",
+    ),
+    # pFedDSH's replay step size (issue 26), scored on RI read on validation.
+    "pfeddsh-replay": Target(
+        "pfeddsh-fmnist",
+        {"pa-reference": False},
+        {"replay-lr": [0.01, 0.003, 0.03]},
+        "pFedDSH (3 batches of 8, 40 rounds a batch, masks + replay, no gate): "
+        "replay's learning rate",
+        score="ri_val",
     ),
     "fedavg-hyperflora-lenet": Target(
         "hyperflora-lenet-fmnist",

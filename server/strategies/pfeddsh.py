@@ -153,6 +153,9 @@ class PFedDSH(HyperflowerStrategy):
         #: own rounds (does it flatten before the next batch joins?)
         self.curves: dict[int, list[float]] = {}
         self.batch_acc: dict[int, float] = {}  # after the last close
+        #: the same on validation: RI read on validation (``ri_val``), what replay's
+        #: settings are chosen on (test accuracy never chooses anything)
+        self.batch_val: dict[int, float] = {}
         self.reports: list[dict[str, Any]] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self._ops: ServerOps | None = None
@@ -424,12 +427,21 @@ class PFedDSH(HyperflowerStrategy):
         self.closed = batch
         self.optimizer = None  # the next batch starts with a fresh one
         after = dict(pre_test)
+        after_val = self._batch_means(results, "val-acc")
         if cfg.replay and batch >= 1:
-            after, report["replay"] = self._replay(ops, batch, results)
+            after, after_val, report["replay"] = self._replay(ops, batch, results)
         earlier = [b for b in range(batch) if b in self.batch_acc and b in after]
         report["before"] = {str(b): self.batch_acc[b] for b in earlier}
         report["after"] = {str(b): after[b] for b in earlier}
         report["ri"] = _mean([after[b] - self.batch_acc[b] for b in earlier])
+        report["ri_val"] = _mean(
+            [
+                after_val[b] - self.batch_val[b]
+                for b in earlier
+                if b in self.batch_val and b in after_val
+            ]
+        )
+        self.batch_val.update(after_val)
         if cfg.pa_reference and batch >= 1 and report["acc"] is not None:
             ref = self._reference(ops, batch)
             report["acc_reference"] = ref
@@ -501,7 +513,7 @@ class PFedDSH(HyperflowerStrategy):
 
     def _replay(
         self, ops: ServerOps, batch: int, results: dict[str, dict[str, float]]
-    ) -> tuple[dict[int, float], dict[str, Any]]:
+    ) -> tuple[dict[int, float], dict[int, float], dict[str, Any]]:
         """DeepInversion from ``batch``'s trained models, fine-tuning for earlier
         batches, evaluation, and (``replay-accept = "val"``, our ablation) per group
         of batches keep-or-revert on validation."""
@@ -564,10 +576,14 @@ class PFedDSH(HyperflowerStrategy):
             final = {
                 b: post_test[b] if b in accepted else pre_test[b] for b in pre_test
             }
+            final_val = {
+                b: post_val[b] if b in accepted else pre_val[b] for b in pre_val
+            }
         else:  # one group: every batch moved together (or not at all)
             final = post_test if accepted else dict(pre_test)
+            final_val = post_val if accepted else dict(pre_val)
         bn = [r["bn-last"] / max(r["bn-first"], 1e-12) for r in synthetic.reports]
-        return final, {
+        return final, final_val, {
             "images": len(synthetic.labels),
             "grid": grid.name,
             "accepted": accepted,
@@ -696,6 +712,7 @@ class PFedDSH(HyperflowerStrategy):
         """RI and PA (means over batch joins), the per-batch reports, the plot."""
         joins = [r for r in self.reports if r["batch"] >= 1]
         ri = _mean([r["ri"] for r in joins if r.get("ri") is not None])
+        ri_val = _mean([r["ri_val"] for r in joins if r.get("ri_val") is not None])
         pa = _mean([r["pa"] for r in joins if r.get("pa") is not None])
         cfg = self.cfg
         label = (
@@ -727,6 +744,7 @@ class PFedDSH(HyperflowerStrategy):
         final = {str(b): v for b, v in sorted(self.batch_acc.items())}
         return {
             "ri": ri,
+            "ri_val": ri_val,
             "pa": pa,
             "batches": self.reports,
             "capacity": capacity,
@@ -761,6 +779,7 @@ class PFedDSH(HyperflowerStrategy):
             "global_model": dict(self.global_model),
             "curves": {b: list(v) for b, v in self.curves.items()},
             "batch_acc": dict(self.batch_acc),
+            "batch_val": dict(self.batch_val),
             "reports": [dict(r) for r in self.reports],
         }
 
@@ -775,6 +794,7 @@ class PFedDSH(HyperflowerStrategy):
         self.global_model = dict(state["global_model"])
         self.curves = {int(b): list(v) for b, v in state["curves"].items()}
         self.batch_acc = {int(b): v for b, v in state["batch_acc"].items()}
+        self.batch_val = {int(b): v for b, v in state.get("batch_val", {}).items()}
         self.reports = [dict(r) for r in state["reports"]]
         self.bank.load_state_dict(state["bank"])
         self.trained = int(state["trained"])
