@@ -162,6 +162,7 @@ def run_one(
         "seed": seed,
         "config": {k: config[k] for k in RUN_KEYS if k in config},
         "ri": summary["ri"],
+        "ri_val": summary.get("ri_val"),
         "pa": summary["pa"],
         "final_acc": summary["final_acc"],
         "nonparticipant_acc": summary["nonparticipant_acc"],
@@ -268,8 +269,9 @@ def render(data: dict[str, Any]) -> str:
         "PA = the new batch's accuracy minus that of the same clients under an "
         "independent hypernetwork trained on them alone for the same rounds.",
         "",
-        "| variant | seeds | RI (pp) | PA (pp) | final acc (%) | replay kept |",
-        "|---|---|---|---|---|---|",
+        "| variant | seeds | RI (pp) | RI on validation (pp) | PA (pp) "
+        "| final acc (%) | replay kept |",
+        "|---|---|---|---|---|---|---|",
     ]
     for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant]
@@ -284,6 +286,7 @@ def render(data: dict[str, Any]) -> str:
         lines.append(
             f"| {LABELS[variant]} | {len(mine)} | "
             f"{_stat([r['ri'] for r in mine])} | "
+            f"{_stat([r.get('ri_val') for r in mine])} | "
             f"{_stat([r['pa'] for r in mine])} | "
             f"{_stat([r['final_acc'] for r in mine]).lstrip('+')} | "
             f"{f'{kept} of {offered}' if offered else '—'} |"

@@ -354,6 +354,7 @@ def test_two_batches_masks_without_replay_keep_batch_zero_exactly(tmp_path):
     for rnd, pids in trained.items():  # only the round's batch trains
         assert pids <= set(parts[(rnd - 1) // 2]), (rnd, pids)
     assert second["before"] == second["after"] and summary["ri"] == 0.0
+    assert summary["ri_val"] == 0.0  # validation too: batch 0 did not move
     assert 0 < second["weights_reused"] < second["weights_used"]
     rows = [
         json.loads(x)
