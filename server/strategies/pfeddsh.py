@@ -583,17 +583,21 @@ class PFedDSH(HyperflowerStrategy):
             final = post_test if accepted else dict(pre_test)
             final_val = post_val if accepted else dict(pre_val)
         bn = [r["bn-last"] / max(r["bn-first"], 1e-12) for r in synthetic.reports]
-        return final, final_val, {
-            "images": len(synthetic.labels),
-            "grid": grid.name,
-            "accepted": accepted,
-            "steps": steps,
-            "val_before": {str(b): v for b, v in pre_val.items() if b < batch},
-            "val_after": {str(b): v for b, v in post_val.items() if b < batch},
-            "di_bn_ratio": _mean(bn),
-            "di_label_acc": _mean([r["label-acc"] for r in synthetic.reports]),
-            "seconds": time.monotonic() - started,
-        }
+        return (
+            final,
+            final_val,
+            {
+                "images": len(synthetic.labels),
+                "grid": grid.name,
+                "accepted": accepted,
+                "steps": steps,
+                "val_before": {str(b): v for b, v in pre_val.items() if b < batch},
+                "val_after": {str(b): v for b, v in post_val.items() if b < batch},
+                "di_bn_ratio": _mean(bn),
+                "di_label_acc": _mean([r["label-acc"] for r in synthetic.reports]),
+                "seconds": time.monotonic() - started,
+            },
+        )
 
     def _finetune(self, group: tuple[int, ...], synthetic: Synthetic) -> int:
         """Fine-tune for the batches of ``group`` on the synthetic images: their
