@@ -315,6 +315,9 @@ def render(data: dict[str, Any]) -> str:
         )
     if recorded:
         lines += capacity_section(full) + config_section(runs)
+        if any(b.get("neurons_total") for r in full for b in r["batches"]):
+            stem = data.get("stem", Path(data["preset"]).stem)
+            lines += ["", f"![neurons used vs batch index]({stem}-capacity.png)"]
     lines += claim_section(
         "Claims, read per seed (percentage points; a pair of variants on the same "
         "seed sees the same split and batches; PA > 0 and RI > 0 are each seed's "
@@ -367,6 +370,33 @@ def capacity_section(full: list[dict[str, Any]]) -> list[str]:
             f"| {_pct(reuse)} | {_stat([x.get('val_last_gain') for x in got])} |"
         )
     return lines
+
+
+def capacity_figure(data: dict[str, Any], path: Path) -> Path | None:
+    """Neurons used vs batch index for the page: the full row's capacity per batch
+    (shares of the trunk's neurons), averaged over seeds; None without masks."""
+    from server.pfeddsh.plots import capacity_plot
+    from server.strategies.pfeddsh import capacity_of
+
+    full = [
+        r
+        for r in data["runs"]
+        if r["variant"] == "full" and any(b.get("neurons_total") for b in r["batches"])
+    ]
+    if not full:
+        return None
+    shares = [[capacity_of(b) for b in r["batches"]] for r in full]
+    mean = []
+    for b in range(min(len(x) for x in shares)):
+        got = [x[b] for x in shares if "used" in x[b]]
+        keys = ("used", "reused", "new", "free", "reuse_of_used")
+        mean.append(
+            {"batch": b} | {k: float(np.mean([g[k] for g in got])) for k in keys}
+        )
+    seeds = ", ".join(str(r["seed"]) for r in full)
+    return capacity_plot(
+        path, mean, f"pFedDSH — {data['title']}: neurons used (mean of seeds {seeds})"
+    )
 
 
 def config_section(runs: list[dict[str, Any]]) -> list[str]:
@@ -482,7 +512,9 @@ def main(argv: list[str] | None = None) -> None:
                         }
                     )
                 )
+    data["stem"] = stem
     (results / f"{stem}.md").write_text(render(data))
+    capacity_figure(data, results / f"{stem}-capacity.png")
     print(results / f"{stem}.md")
 
 
