@@ -464,6 +464,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44, 45, 46])
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench-pfeddsh"))
+    parser.add_argument(
+        "--results",
+        default=str(RESULTS),
+        help="where the table's JSON, page and figure go (default bench/results; "
+        "a table with fewer seeds than its claims need can go elsewhere)",
+    )
     parser.add_argument("--render", action="store_true", help="only re-render")
     parser.add_argument(
         "--batch-rounds",
@@ -486,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = {**QUICK}
         args.seeds = args.seeds[:1]
     stem = preset.stem + (f"-r{args.batch_rounds}" if args.batch_rounds else "")
-    results = Path(args.out) / "quick" if args.quick else RESULTS
+    results = Path(args.out) / "quick" if args.quick else Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{stem}.json"
     data: dict[str, Any] = (

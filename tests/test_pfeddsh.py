@@ -444,3 +444,20 @@ def test_client_appearing_mid_batch_joins_the_next_batch(tmp_path):
     assert late not in trained[1] | trained[2]
     assert late in trained[3] | trained[4]
     assert runner.faults["joined"] == 1
+
+
+def test_a_settled_mask_does_not_move():
+    """``mask-settle``: in a batch's last rounds the scores take no step (neither the
+    task gradient nor the penalty), so the weights train under a fixed mask."""
+    hnet = NeuronHyperNet(3, SHAPES, hidden=16, layers=2)
+    bank = NeuronMasks(hnet, penalty=1.0, budget=0.5, init_off=0.5, lr=0.2)
+    scores = bank.start(0, torch.Generator().manual_seed(0))
+    before = [s.detach().clone() for s in scores]
+    gen = torch.Generator().manual_seed(1)
+    for learning in (False, True):
+        bank.learning = learning
+        for s in scores:
+            s.grad = torch.randn(s.shape, generator=gen)
+        bank.step_scores()
+        same = all(torch.equal(a, s) for a, s in zip(before, scores, strict=True))
+        assert same is not learning

@@ -135,6 +135,14 @@ PFEDDSH = register_method(
                 check=in_range(0, 1),
                 fingerprint=True,
             ),
+            "mask-settle": Setting(
+                0.0,
+                "share of each batch's last rounds in which its mask no longer "
+                "learns (the weights train under a fixed mask; 0: it learns to the "
+                "end)",
+                check=in_range(0, 1),
+                fingerprint=True,
+            ),
             "mask-reuse-cost": Setting(
                 0.5,
                 "c_u of a unit an earlier batch already uses, as a share of a "

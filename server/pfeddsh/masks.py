@@ -155,6 +155,8 @@ class NeuronMasks:
         self.penalty, self.reuse_cost = penalty, reuse_cost
         #: a layer's share of units the penalty lets a batch keep on (0: no budget)
         self.budget = budget
+        #: False while the training batch's mask is settled (its scores do not move)
+        self.learning = True
         self.init_off, self.init_scale, self.lr = init_off, init_scale, lr
         self.fixed: list[list[torch.Tensor]] = []  # bool per layer, per batch
         self.scores: list[nn.Parameter] = []
@@ -277,6 +279,10 @@ class NeuronMasks:
         ``budget`` share of highest scores, then Adam; their gradients are cleared (the
         server optimiser never sees them)."""
         if not self.scores or self.optimizer is None:
+            return
+        if not self.learning:  # settled: the mask stays as it is
+            for s in self.scores:
+                s.grad = None
             return
         with torch.no_grad():
             scales = []

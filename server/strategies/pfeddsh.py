@@ -337,6 +337,11 @@ class PFedDSH(HyperflowerStrategy):
             if cfg.masks
             else None
         )
+        # the batch's last ``mask-settle`` share of rounds trains under a fixed mask
+        within = (server_round - 1) % self.rounds_per_batch
+        self.bank.learning = within < round(
+            (1 - cfg.mask_settle) * self.rounds_per_batch
+        )
         norm = hypernet_step(
             lambda e: self.hnet(e, self._masks(batch)),
             self.store([u.client_id for u in updates]),
@@ -349,6 +354,7 @@ class PFedDSH(HyperflowerStrategy):
         )
         out = {"grad-norm": norm}
         if cfg.masks:
+            out["mask-learning"] = float(self.bank.learning)
             out["neurons-on"] = float(sum(int(m.sum()) for m in self.bank.current()))
             out["mask-penalty"] = self.bank.penalty_value(self.bank.last_scales)
             out["score-task-grad"] = self.bank.task_grad
