@@ -65,7 +65,10 @@ SHARED_REFERENCE = ("gate", "no-replay")
 RUN_KEYS = (
     "batch-learner",
     "masks",
+    "server-lr",
     "mask-penalty",
+    "mask-budget",
+    "mask-settle",
     "mask-reuse-cost",
     "mask-sparsity",
     "mask-lr",
@@ -393,20 +396,26 @@ def capacity_figure(data: dict[str, Any], path: Path) -> Path | None:
         mean.append(
             {"batch": b} | {k: float(np.mean([g[k] for g in got])) for k in keys}
         )
-    seeds = ", ".join(str(r["seed"]) for r in full)
+    seeds = ", ".join(str(s) for s in sorted(r["seed"] for r in full))
     return capacity_plot(
         path, mean, f"pFedDSH — {data['title']}: neurons used (mean of seeds {seeds})"
     )
 
 
 def config_section(runs: list[dict[str, Any]]) -> list[str]:
-    """Each row's run-config keys (as its first run recorded them)."""
+    """Each row's run-config keys (as its first run recorded them), less those
+    the row does not use (replay's without replay, the masks' without masks)."""
     lines = ["", "Run-config keys of each row (on top of the preset):", ""]
     lines += ["| row | keys |", "|---|---|"]
     for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant]
         if mine:
-            keys = ", ".join(f"`{k}={v}`" for k, v in mine[0]["config"].items())
+            cfg = mine[0]["config"]
+            unused = ("replay-", "di-") if not cfg.get("replay", True) else ()
+            unused += ("mask-",) if not cfg.get("masks", True) else ()
+            keys = ", ".join(
+                f"`{k}={v}`" for k, v in cfg.items() if not k.startswith(unused)
+            )
             lines.append(f"| {LABELS[variant]} | {keys} |")
     return lines
 
@@ -431,9 +440,10 @@ def describe(preset: Path, extra: dict[str, Any] | None = None) -> dict[str, str
         f"({held} held out), {clients - held} participants in {batches} batches "
         f"of {per_batch}, {cfg['num-rounds'] // batches} rounds per batch "
         f"({cfg['clients-per-round']} clients × {cfg['local-steps']} local steps "
-        f"a round), BN CNN targets, neuron masks with sparsity penalty "
-        f"{cfg.get('mask-penalty', 1.0)} (reuse cost "
-        f"{cfg.get('mask-reuse-cost', 0.5)}).",
+        f"a round), BN CNN targets, hypernetwork lr {cfg.get('server-lr')}, "
+        f"neuron masks with sparsity penalty {cfg.get('mask-penalty', 1.0)}, "
+        f"budget {cfg.get('mask-budget', 0.0)} (reuse cost "
+        f"{cfg.get('mask-reuse-cost', 0.5)}), replay lr {cfg.get('replay-lr')}.",
     }
 
 

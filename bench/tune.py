@@ -283,6 +283,15 @@ TARGETS: dict[str, Target] = {
         "share of each trunk layer's units a batch keeps before the sparsity "
         "penalty acts",
     ),
+    # pFedDSH's hypernetwork lr (issue 26): at 0.2 later batches' training
+    # collapsed on some seeds (a masked hypernetwork's step lands on fewer weights).
+    "pfeddsh-server-lr": Target(
+        "pfeddsh-fmnist",
+        {"replay": False, "pa-reference": False},
+        {"server-lr": [0.2, 0.1, 0.05]},
+        "pFedDSH (3 batches of 8, 40 rounds a batch, masks at β 0.4 without "
+        "replay): the hypernetwork's learning rate",
+    ),
     # pFedDSH's replay step size (issue 26), scored on RI read on validation.
     "pfeddsh-replay": Target(
         "pfeddsh-fmnist",
