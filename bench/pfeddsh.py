@@ -320,7 +320,10 @@ def render(data: dict[str, Any]) -> str:
         lines += capacity_section(full) + config_section(runs)
         if any(b.get("neurons_total") for r in full for b in r["batches"]):
             stem = data.get("stem", Path(data["preset"]).stem)
-            lines += ["", f"![neurons used vs batch index]({stem}-capacity.png)"]
+            lines += [
+                "",
+                f"Figure: `{stem}-capacity.png` (neurons used vs batch index).",
+            ]
     lines += claim_section(
         "Claims, read per seed (percentage points; a pair of variants on the same "
         "seed sees the same split and batches; PA > 0 and RI > 0 are each seed's "
