@@ -295,7 +295,6 @@ class NeuronMasks:
                 push = self.penalty * g * c * slope
                 if self.budget > 0:  # the budget's top scores are not pushed
                     keep = math.ceil(self.budget * s.numel())
-                    push = push.clone()
                     push[torch.topk(s.detach(), keep).indices] = 0.0
                 s.grad = task + push
             self.task_grad = float(np.mean(scales))

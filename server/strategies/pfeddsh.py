@@ -578,16 +578,13 @@ class PFedDSH(HyperflowerStrategy):
             self._batch_means(results, "test-acc"),
             self._batch_means(post, "test-acc"),
         )
-        if cfg.masks:
-            final = {
-                b: post_test[b] if b in accepted else pre_test[b] for b in pre_test
-            }
-            final_val = {
-                b: post_val[b] if b in accepted else pre_val[b] for b in pre_val
-            }
-        else:  # one group: every batch moved together (or not at all)
-            final = post_test if accepted else dict(pre_test)
-            final_val = post_val if accepted else dict(pre_val)
+
+        def kept(post: dict[int, float], pre: dict[int, float]) -> dict[int, float]:
+            if cfg.masks:  # each group's batches moved (kept) or not
+                return {b: post[b] if b in accepted else pre[b] for b in pre}
+            return post if accepted else dict(pre)  # one group: all moved, or none
+
+        final, final_val = kept(post_test, pre_test), kept(post_val, pre_val)
         bn = [r["bn-last"] / max(r["bn-first"], 1e-12) for r in synthetic.reports]
         return (
             final,
