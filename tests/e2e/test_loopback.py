@@ -22,8 +22,8 @@ def test_loopback_deployment_completes_zero_shot_rounds(tmp_path, flwr_env):
         "hfz-chunk-size": 256,
         "dataset": "synthetic",
         "model": "mlp",
-        "num-rounds": 2,
-        "eval-every": 2,
+        "num-rounds": 1,  # one round proves the path; each extra costs ClientApp starts
+        "eval-every": 1,
         "local-steps": 5,
         "holdout": 0.34,
         "clients-per-round": 2,
@@ -50,9 +50,9 @@ def test_loopback_deployment_completes_zero_shot_rounds(tmp_path, flwr_env):
     out = work / "outputs" / "loopback"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_clients"] == 3 and summary["num_participants"] == 2
-    assert summary["rounds"] == 2
+    assert summary["rounds"] == 1
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["valid"] for r in rows] == [2, 2]
+    assert [r["valid"] for r in rows] == [2]
     assert all("embedding-spread" in r for r in rows)
     assert len(summary["embedding_store"]) == 2  # the held-out node never trained
     assert summary["nonparticipant_acc"] is not None
