@@ -823,7 +823,9 @@ def test_pfeddsh_page_reads_its_claims_per_seed():
 @pytest.mark.parametrize(
     "suite",
     sorted(
-        p.stem for p in RESULTS.glob("pfeddsh-*.json") if p.stem != "pfeddsh-di-check"
+        p.stem
+        for p in RESULTS.glob("pfeddsh-*.json")
+        if not p.stem.endswith(("-di-check", "-transfer"))
     ),
 )
 def test_committed_pfeddsh_pages_are_their_json_rendered(suite):
@@ -873,3 +875,35 @@ def test_reuse_from_takes_a_run_of_the_same_config_from_another_suite(
     with pytest.raises(KeyError):  # not reused: handed to run_jobs (stubbed here)
         harness.run_or_reuse("tune-mine", [other_seed], 1, True, ["tune-other"])
     assert ran == ["mine-p0-s43"]
+
+
+def test_pfeddsh_transfer_reads_head_starts_against_the_reference(tmp_path):
+    """The forward-transfer diagnostic compares a later batch's validation curve
+    with its PA reference's at the same evaluations of the batch."""
+    from bench import pfeddsh_transfer
+
+    for seed, lift in ((42, 0.2), (43, 0.1)):
+        run = tmp_path / f"pfeddsh-fmnist-full-s{seed}"
+        (run / "pa-ref-b1").mkdir(parents=True)
+        curve = [0.5 + lift, 0.8, 0.9, 0.95]
+        summary = {
+            "seed": seed,
+            "batches": [{"batch": 0}, {"batch": 1, "val_curve": curve}],
+        }
+        (run / "summary.json").write_text(json.dumps(summary))
+        ref = [0.5, 0.7, 0.9, 0.96]
+        rows = [{"round": i + 1, "participant-val-acc": v} for i, v in enumerate(ref)]
+        rows.insert(
+            1, {"round": 9, "participant-val-acc": None}
+        )  # a round without eval
+        (run / "pa-ref-b1" / "metrics.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in rows)
+        )
+    data = pfeddsh_transfer.collect(tmp_path, "pfeddsh-fmnist")
+    first = {s["seed"]: s["joins"][0]["diff"] for s in data["seeds"]}
+    assert first[42]["first evaluation"] == pytest.approx(0.2)
+    assert first[43]["first three evaluations"] == pytest.approx((0.1 + 0.1 + 0) / 3)
+    assert first[42]["last evaluation"] == pytest.approx(-0.01)
+    page = pfeddsh_transfer.render(data)
+    assert "| head start at the first evaluation, batch 1 | +20.00, +10.00 |" in page
+    assert "| head start at the last evaluation, batch 1 | -1.00, -1.00 |" in page
