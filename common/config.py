@@ -212,6 +212,14 @@ SHARED: dict[str, Setting] = {
         "clients evaluated per exchange (server memory follows the batch)",
         check=at_least(1),
     ),
+    "eval-sample": _s(
+        1000,
+        "participants evaluated in an evaluation round before the last: a seeded "
+        "sample of this many, drawn anew each round (0 = all; all when there are "
+        "no more); the last round and the summary's accuracies use every "
+        "participant",
+        check=at_least(0),
+    ),
     "round-timeout": _s(
         300.0, "seconds to wait for a round's replies", check=above(0.0)
     ),
@@ -327,6 +335,7 @@ class RunConfig:
     local_clip_norm: float
     eval_every: int
     eval_clients_per_batch: int
+    eval_sample: int
     round_timeout: float
     min_clients: int
     max_delta_norm: float

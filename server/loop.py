@@ -345,25 +345,57 @@ class Runner:
             if fault_for(plan, self.registry.clients[c].partition_id, rnd)
         ]
 
-    def evaluate_participants(self, rnd: int, row: dict[str, Any]) -> None:
-        """Every participant evaluates its own model; keep the best round's state."""
-        config = ConfigRecord(
-            {"round": rnd, "phase": "eval", "method": self.cfg.method}
+    def evaluation_round_clients(self, rnd: int) -> tuple[list[str], int]:
+        """Who evaluates at evaluation round ``rnd``, and how many the strategy
+        names (its pool).
+
+        Before the last round a seeded sample of ``eval-sample`` of them
+        (:func:`evaluation_sample`), so an evaluation round costs the same with
+        1,000 or 100,000 participants; the last round, and a strategy whose
+        per-round reports need every client (:attr:`sampled_evaluation` False),
+        every one.
+        """
+        pool = self.strategy.evaluated(rnd)
+        if rnd == self.cfg.num_rounds or not self.strategy.sampled_evaluation:
+            return pool, len(pool)
+        return evaluation_sample(pool, self.cfg.eval_sample, self.cfg.seed, rnd), len(
+            pool
         )
+
+    def _evaluate_all(
+        self, ids: list[str], config: ConfigRecord, what: str
+    ) -> tuple[dict[str, dict[str, float]], int, int]:
+        """Evaluate ``ids`` in batches; their checked metrics and bytes down, up."""
         results: dict[str, dict[str, float]] = {}
         down = up = 0
-        for ids in self.client_batches(self.strategy.evaluated(rnd)):
+        for batch in self.client_batches(ids):
             self.refresh()
             got, ex = self.evaluate_clients(
-                self.strategy.evaluate_messages(ids, config), f"eval {rnd}"
+                self.strategy.evaluate_messages(batch, config), what
             )
             results.update(got)
             down, up = down + ex.bytes_down, up + ex.bytes_up
+        return results, down, up
+
+    def evaluate_participants(self, rnd: int, row: dict[str, Any]) -> None:
+        """The round's evaluated participants (a seeded sample before the last
+        round) evaluate their own models; keep the best round's state.
+
+        The best round is chosen on the mean validation accuracy of whoever
+        evaluated that round; when that was a sample, :meth:`finish` evaluates
+        every participant with the chosen state for the summary's accuracies.
+        """
+        config = ConfigRecord(
+            {"round": rnd, "phase": "eval", "method": self.cfg.method}
+        )
+        ids, pool = self.evaluation_round_clients(rnd)
+        results, down, up = self._evaluate_all(ids, config, f"eval {rnd}")
         if not results:
             return
         stats = summarise(list(results.values()))
         for key in ("val-acc", "val-acc-std", "test-acc", "test-acc-std", "test-loss"):
             row[f"participant-{key}"] = stats[key]
+        row["eval-clients"], row["eval-pool"] = len(ids), pool
         row["eval-bytes-down"], row["eval-bytes-up"] = down, up
         row.update(self.strategy.evaluation_metrics(rnd, results))
         row.update(self.strategy.extra_evaluation(self, rnd))
@@ -377,6 +409,8 @@ class Runner:
                 "val-acc": stats["val-acc"],
                 "test-acc": stats["test-acc"],
                 "test-acc-std": stats["test-acc-std"],
+                "evaluated": len(results),
+                "sampled": len(ids) < pool,
                 "state": copy.deepcopy(self.strategy.state_dict()),
             }
 
@@ -451,11 +485,60 @@ class Runner:
                 return None
         return self.finish(self.wall_before + time.monotonic() - started)
 
+    def final_participant_evaluation(self, best: dict[str, Any]) -> dict[str, Any]:
+        """The participants' headline accuracies, over every participant, with the
+        state of the chosen round (already loaded).
+
+        When the chosen round's evaluation was every participant (the last round, or
+        a federation no larger than ``eval-sample``) its numbers are those; when it
+        was a sample, every participant evaluates the chosen state now. The result
+        also names how many clients the numbers cover (``clients``) and how many
+        evaluated at the chosen round (``chosen-on``) and the bytes the final
+        evaluation moved (0 when it reused the chosen round's).
+        """
+        chosen_on = best.get("evaluated")
+        if not best.get("sampled", False):
+            return {
+                "val-acc": best["val-acc"],
+                "test-acc": best["test-acc"],
+                "test-acc-std": best["test-acc-std"],
+                "clients": chosen_on,
+                "chosen-on": chosen_on,
+                "bytes": 0,
+            }
+        config = ConfigRecord(
+            {"round": best["round"], "phase": "final-eval", "method": self.cfg.method}
+        )
+        ids = self.strategy.evaluated(best["round"])
+        results, down, up = self._evaluate_all(ids, config, "final evaluation")
+        if not results:
+            raise RoundFailedError(
+                f"final evaluation: no participant answered (cause: {self.last_cause})"
+            )
+        stats = summarise(list(results.values()))
+        log(
+            INFO,
+            "final evaluation of round %d's state: %d participants (the round was "
+            "chosen on a sample of %d)",
+            best["round"],
+            len(results),
+            chosen_on,
+        )
+        return {
+            "val-acc": stats["val-acc"],
+            "test-acc": stats["test-acc"],
+            "test-acc-std": stats["test-acc-std"],
+            "clients": len(results),
+            "chosen-on": chosen_on,
+            "bytes": down + up,
+        }
+
     def finish(self, wall: float) -> dict[str, Any]:
         """Evaluate held-out clients at the best round; write summary and plots."""
         cfg, best = self.cfg, self.best
         assert best is not None, "the last round always evaluates"
         self.strategy.load_state_dict(best["state"])
+        final = self.final_participant_evaluation(best)
         nonpart: dict[str, dict[str, float]] = {}
         config = ConfigRecord(
             {"round": best["round"], "phase": "zero-shot", "method": cfg.method}
@@ -484,14 +567,25 @@ class Runner:
             "rounds": cfg.num_rounds,
             "seed": cfg.seed,
             "best_round": best["round"],
-            "participant_val_acc": best["val-acc"],
-            "participant_acc": best["test-acc"],
-            "participant_acc_std": best["test-acc-std"],
+            "participant_val_acc": final["val-acc"],
+            "participant_acc": final["test-acc"],
+            "participant_acc_std": final["test-acc-std"],
+            "participant_eval_clients": final["clients"],
+            "best_round_eval_clients": final["chosen-on"],
+            "eval_sample": max(
+                (
+                    r["eval-clients"]
+                    for r in self.history
+                    if "eval-clients" in r and r["round"] != cfg.num_rounds
+                ),
+                default=None,
+            ),
+            "final_eval_bytes": final["bytes"],
             "nonparticipant_acc": np_stats.get("test-acc"),
             "nonparticipant_acc_std": np_stats.get("test-acc-std"),
             "nonparticipant_val_acc": np_stats.get("val-acc"),
             "nonparticipant_protocol": self.strategy.nonparticipant_protocol(),
-            "global_acc": best["test-acc"] if self.strategy.has_global_model else None,
+            "global_acc": final["test-acc"] if self.strategy.has_global_model else None,
             "bytes_down_per_round": mean_of(train_rows, "bytes-down"),
             "bytes_up_per_round": mean_of(train_rows, "bytes-up"),
             "nonparticipant_bytes": self.extra_bytes["down"] + self.extra_bytes["up"],
@@ -510,6 +604,26 @@ class Runner:
         plot_run(self.outputs.dir, self.history, summary)
         log(INFO, "%s", summary_table(summary))
         return summary
+
+
+#: The numpy stream of evaluation samples: (seed, EVAL_STREAM, round) never meets
+#: a strategy's own training sampler (seed, 1), so sampling evaluations moves no
+#: training figure.
+EVAL_STREAM = 2
+
+
+def evaluation_sample(pool: list[str], size: int, seed: int, rnd: int) -> list[str]:
+    """A seeded sample of ``size`` of ``pool`` for evaluation round ``rnd``, in pool
+    order: all of ``pool`` when ``size`` is 0 or at least its length.
+
+    Drawn from (seed, round) alone, not from a generator that runs through the
+    rounds: the same run evaluates the same clients at a round whatever came before
+    (a resumed run too), and each round draws anew.
+    """
+    if size <= 0 or len(pool) <= size:
+        return list(pool)
+    rng = np.random.default_rng([seed, EVAL_STREAM, rnd])
+    return [pool[i] for i in np.sort(rng.choice(len(pool), size, replace=False))]
 
 
 def mean_of(rows: list[dict[str, Any]], key: str) -> float:

@@ -65,6 +65,10 @@ class HyperflowerStrategy(Strategy):
     #: validation accuracy; False: the last evaluated round (e.g. clients that join
     #: in batches, where earlier rounds evaluate fewer clients).
     best_by_validation: ClassVar[bool] = True
+    #: Whether evaluation rounds before the last may evaluate a seeded sample of
+    #: :meth:`evaluated` (``eval-sample``); False: every one, for a method whose
+    #: per-round reports compare groups of clients before and after a change.
+    sampled_evaluation: ClassVar[bool] = True
     #: Whether a client that first appears mid-run (a late SuperNode with a new
     #: client id) is registered and given a role; see :meth:`admit`.
     accepts_joiners: ClassVar[bool] = False
