@@ -54,6 +54,11 @@ MODELS = (
 )
 
 
+#: The default embedding size's bound: 1 + N/4 at N = 100, the largest federation
+#: the pFedHN paper trains (10, 50 and 100 clients); docs/pfedhn.md.
+EMBED_DIM_CAP = 1 + 100 // 4
+
+
 def _known_method(value: Any) -> str | None:
     return (
         None
@@ -388,8 +393,13 @@ class RunConfig:
 
     @property
     def resolved_embed_dim(self) -> int:
-        """pFedHN's default embedding size 1 + N/4 when ``embed-dim`` is 0."""
-        return int(self.method_values.get("embed-dim", 0)) or 1 + self.num_clients // 4
+        """pFedHN's embedding size: ``embed-dim``, or when it is 0 the paper's
+        1 + N/4 up to :data:`EMBED_DIM_CAP` (N = 100, the paper's largest
+        federation), so the store grows as N·26, not N²/4."""
+        return int(self.method_values.get("embed-dim", 0)) or min(
+            1 + self.num_clients // 4, EMBED_DIM_CAP
+        )
+
 
     @property
     def resolved_embed_lr(self) -> float:

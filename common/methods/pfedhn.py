@@ -22,7 +22,8 @@ PFEDHN = register_method(
             ),
             "embed-dim": Setting(
                 0,
-                "client embedding size (0 = 1 + num-clients/4)",
+                "client embedding size (0 = 1 + num-clients/4, at most 26: the pFedHN "
+                "paper's 100 clients)",
                 check=at_least(0),
                 fingerprint=True,
             ),
