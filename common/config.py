@@ -225,6 +225,16 @@ SHARED: dict[str, Setting] = {
         "participant",
         check=at_least(0),
     ),
+    "registration": _s(
+        "eager",
+        "when clients register: 'eager' queries every node before round 1; 'lazy' "
+        "registers one client at start-up and every other when first drawn (for "
+        "training or an evaluation sample; the last round's evaluation registers "
+        "the rest), so start-up is flat in the clients (pfedhn, fedavg, fedprox, "
+        "local)",
+        choices=("eager", "lazy"),
+        fingerprint=True,
+    ),
     "round-timeout": _s(
         300.0, "seconds to wait for a round's replies", check=above(0.0)
     ),
@@ -341,6 +351,7 @@ class RunConfig:
     eval_every: int
     eval_clients_per_batch: int
     eval_sample: int
+    registration: str
     round_timeout: float
     min_clients: int
     max_delta_norm: float
@@ -399,7 +410,6 @@ class RunConfig:
         return int(self.method_values.get("embed-dim", 0)) or min(
             1 + self.num_clients // 4, EMBED_DIM_CAP
         )
-
 
     @property
     def resolved_embed_lr(self) -> float:
@@ -549,6 +559,14 @@ def _validate(cfg: RunConfig) -> None:
     if cfg.min_clients > cfg.participants_count:
         raise ConfigError(
             "min-clients", f"must be <= the {cfg.participants_count} participants"
+        )
+    if cfg.registration == "lazy" and not METHOD_SPECS[cfg.method].lazy_registration:
+        able = [n for n, m in METHOD_SPECS.items() if m.lazy_registration]
+        raise ConfigError(
+            "registration",
+            f"'lazy' is not supported by {cfg.method} (its server state is built "
+            f"from every client's registration); methods that support it: "
+            f"{', '.join(able)}",
         )
     if cfg.dp_noise > 0 and cfg.dp_clip == 0:
         raise ConfigError(

@@ -32,7 +32,13 @@ from server.messaging import Exchange, Outgoing, exchange
 from server.ops import RoundFailedError
 from server.outputs import RunOutputs
 from server.plots import plot_run
-from server.registry import ClientRegistry, admit_joiners, client_at, refresh_nodes
+from server.registry import (
+    ClientRegistry,
+    admit_joiners,
+    client_at,
+    refresh_nodes,
+    register_nodes,
+)
 from server.strategies.base import HyperflowerStrategy, Params, summarise
 from server.validation import (
     ClientUpdate,
@@ -77,6 +83,10 @@ class Runner:
         self.wall_before = 0.0
         self.extra_bytes = {"down": 0, "up": 0}
         self.last_cause = ""  # of the latest exchange's failures, for error messages
+        self.lazy = cfg.registration == "lazy"
+        self.registered_now = 0  # clients registered lazily in the current round
+        if self.lazy:
+            registry.resolver = self.register_drawn
 
     # ---- what hooks read ----------------------------------------------------
     @property
@@ -93,7 +103,14 @@ class Runner:
     def refresh(self) -> None:
         """Re-map clients whose SuperNode restarted and admit clients that joined
         mid-run (when the method accepts them); called before messages are built
-        for any exchange (training, evaluation, held-out fitting and evaluation)."""
+        for any exchange (training, evaluation, held-out fitting and evaluation).
+
+        With lazy registration no message is sent: a node not seen before is noted
+        as pending and registers when it is drawn (a restarted SuperNode's client
+        then moves to its new node)."""
+        if self.lazy:
+            self.registry.add_pending(self.grid.get_node_ids())
+            return
         timeout = min(30.0, self.cfg.round_timeout)
         joiners = refresh_nodes(self.grid, self.registry, timeout)
         if not joiners:
@@ -129,6 +146,47 @@ class Runner:
                 self.faults["joiner-refused"] += 1
                 continue
             self.faults["joined"] += 1
+
+    def register_drawn(self, nodes: list[int]) -> list[str]:
+        """Lazy registration of drawn nodes (the registry's resolver): register them
+        (:func:`server.registry.register_nodes`), let the strategy admit each client
+        (an embedding row, a model), and return the participants among them; a
+        held-out client is registered as such and never returned."""
+        faults_before = len(self.registry.faults)
+        registered = register_nodes(
+            self.grid,
+            self.registry,
+            self.cfg,
+            nodes,
+            self.strategy.registration_fields,
+            self.cfg.round_timeout,
+        )
+        failed = len(self.registry.faults) - faults_before
+        participants = []
+        for cid in registered:
+            node = self.registry.node_of(cid)
+            try:
+                self.strategy.admit(cid)
+            except (ValueError, RuntimeError) as exc:  # e.g. an embedding store full
+                self.registry.remove(cid)
+                self.registry.faults[str(node)] = f"client {cid!r} refused: {exc}"
+                log(WARNING, "client %s could not register: %s", cid, exc)
+                failed += 1
+                continue
+            if self.registry.clients[cid].participant:
+                participants.append(cid)
+        self.count_faults({"registration-failed": failed})
+        self.registered_now += sum(c in self.registry.clients for c in registered)
+        return participants
+
+    def register_rest(self) -> None:
+        """Lazy registration: register every node still pending (before the last
+        round's evaluation, which is every participant's), ``eval-clients-per-batch``
+        nodes per exchange."""
+        self.refresh()
+        size = self.cfg.eval_clients_per_batch
+        while self.registry.pending_count:
+            self.register_drawn(self.registry.pending[:size])
 
     def _send(self, messages: list[Message]) -> Exchange:
         outbox = [
@@ -353,14 +411,27 @@ class Runner:
         (:func:`evaluation_sample`), so an evaluation round costs the same with
         1,000 or 100,000 participants; the last round, and a strategy whose
         per-round reports need every client (:attr:`sampled_evaluation` False),
-        every one.
+        every one. With lazy registration the sample is drawn from the registered
+        participants and the pending nodes together (a drawn node registers now),
+        and the pool counts both; evaluating every participant registers every
+        pending node first.
         """
         pool = self.strategy.evaluated(rnd)
-        if rnd == self.cfg.num_rounds or not self.strategy.sampled_evaluation:
+        size = self.cfg.eval_sample
+        pending = self.registry.pending_count
+        if (
+            rnd == self.cfg.num_rounds
+            or not self.strategy.sampled_evaluation
+            or (pending and not 0 < size < len(pool) + pending)
+        ):
+            if pending:
+                self.register_rest()
+                pool = self.strategy.evaluated(rnd)
             return pool, len(pool)
-        return evaluation_sample(pool, self.cfg.eval_sample, self.cfg.seed, rnd), len(
-            pool
-        )
+        if pending:  # lazy: drawn from registered participants and pending nodes
+            rng = np.random.default_rng([self.cfg.seed, EVAL_STREAM, rnd])
+            return self.registry.draw(pool, size, rng), len(pool) + pending
+        return evaluation_sample(pool, size, self.cfg.seed, rnd), len(pool)
 
     def _evaluate_all(
         self, ids: list[str], config: ConfigRecord, what: str
@@ -425,6 +496,7 @@ class Runner:
                 "faults": dict(self.faults),
                 "wall_s": wall,
                 "torch_rng": torch.get_rng_state(),
+                **({"registry": self.registry.snapshot()} if self.lazy else {}),
             },
             self.cfg.to_dict(),
         )
@@ -443,6 +515,8 @@ class Runner:
         self.faults = Counter(state["faults"])
         self.wall_before = state["wall_s"]
         torch.set_rng_state(state["torch_rng"])
+        if self.lazy and "registry" in state:
+            self.registry.restore(state["registry"], self.grid.get_node_ids())
         log(
             INFO,
             "resume: continuing after round %d from %s",
@@ -461,9 +535,12 @@ class Runner:
         started = time.monotonic()
         self.strategy.summary()
         for rnd in range(first, cfg.num_rounds + 1):
+            self.registered_now = 0
             row = self.train_round(rnd)
             if rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds:
                 self.evaluate_participants(rnd, row)
+            if self.lazy:
+                row["registered"] = self.registered_now
             self.history.append(row)
             wall = self.wall_before + time.monotonic() - started
             progress_line(row, cfg.num_rounds, wall)
@@ -538,6 +615,9 @@ class Runner:
         cfg, best = self.cfg, self.best
         assert best is not None, "the last round always evaluates"
         self.strategy.load_state_dict(best["state"])
+        if self.lazy:  # the chosen state predates the clients registered since
+            for cid in self.registry.clients:
+                self.strategy.admit(cid)
         final = self.final_participant_evaluation(best)
         nonpart: dict[str, dict[str, float]] = {}
         config = ConfigRecord(

@@ -62,5 +62,6 @@ PFEDHN = register_method(
         nonparticipant_protocol="embedding fitted with the hypernetwork frozen "
         "(needs local steps)",
         personalizable=True,
+        lazy_registration=True,
     )
 )
