@@ -301,6 +301,20 @@ TARGETS: dict[str, Target] = {
         "replay's learning rate",
         score="ri_val",
     ),
+    # FedAvg on pFedDSH's batch schedule (issue 26): the table's FedAvg row gets a
+    # sweep of its own local lr, the effort its pFedDSH rows had on server-lr.
+    "pfeddsh-fedavg-lr": Target(
+        "pfeddsh-fmnist",
+        {
+            "batch-learner": "fedavg",
+            "masks": False,
+            "replay": False,
+            "pa-reference": False,
+        },
+        {"inner-lr": [0.02, 0.005, 0.05]},
+        "FedAvg on pFedDSH's batch schedule (3 batches of 8, 40 rounds a batch): "
+        "local lr",
+    ),
     "fedavg-hyperflora-lenet": Target(
         "hyperflora-lenet-fmnist",
         _hyperflora_baseline("FedAvg (same budget)", "inner-lr"),

@@ -820,7 +820,12 @@ def test_pfeddsh_page_reads_its_claims_per_seed():
     assert "PA of" not in page and "no masks" not in page.split("Claims")[1]
 
 
-@pytest.mark.parametrize("suite", ["pfeddsh-fmnist", "pfeddsh-fmnist-long"])
+@pytest.mark.parametrize(
+    "suite",
+    sorted(
+        p.stem for p in RESULTS.glob("pfeddsh-*.json") if p.stem != "pfeddsh-di-check"
+    ),
+)
 def test_committed_pfeddsh_pages_are_their_json_rendered(suite):
     from bench import pfeddsh
 
