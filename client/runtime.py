@@ -29,7 +29,12 @@ from flwr.clientapp import ClientApp
 from client.checks import data_identity, error_replies, with_node_config
 from common.config import RunConfig, load_plugins, parse_run_config
 from common.models import build_model, count_params
-from common.partition import ClientData, class_indicator, load_client_data
+from common.partition import (
+    ClientData,
+    class_indicator,
+    held_out_partitions,
+    load_client_data,
+)
 from common.protocol import EXTRAS
 from common.records import config_of, to_record
 from common.training import evaluate
@@ -141,11 +146,18 @@ def registration_field(name: str) -> Callable[[RegistrationField], RegistrationF
 def register(msg: Message, context: Context) -> Message:
     """Registration: stable id, and of the registration fields (sample counts,
     parameter count K_i, class indicator r_i, …) only what the server's query names
-    in ``fields``."""
+    in ``fields``; a held-out client sends ``nonparticipant-fields`` instead when the
+    query names them (lazy registration asks both roles in one query, and the
+    client knows its role from the seeded holdout split, as the server does)."""
     cfg, cid, pid, data = setup(context)
     # only what the server asks for leaves the client (a method that promises
     # "r_i only" asks for nothing else); no list means every field
-    asked = str(config_of(msg).get("fields", ",".join(REGISTRATION_FIELDS)))
+    query = config_of(msg)
+    asked = str(query.get("fields", ",".join(REGISTRATION_FIELDS)))
+    if "nonparticipant-fields" in query and pid in held_out_partitions(
+        cfg.num_clients, cfg.holdout, cfg.seed
+    ):
+        asked = str(query["nonparticipant-fields"])
     # the data's fingerprint and preprocessing always: the server checks that every
     # client holds the dataset the config names
     info: dict[str, Any] = {"client-id": cid, "partition-id": pid, **data_identity(cfg)}

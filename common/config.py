@@ -54,6 +54,11 @@ MODELS = (
 )
 
 
+#: The default embedding size's bound: 1 + N/4 at N = 100, the largest federation
+#: the pFedHN paper trains (10, 50 and 100 clients); docs/pfedhn.md.
+EMBED_DIM_CAP = 1 + 100 // 4
+
+
 def _known_method(value: Any) -> str | None:
     return (
         None
@@ -212,6 +217,24 @@ SHARED: dict[str, Setting] = {
         "clients evaluated per exchange (server memory follows the batch)",
         check=at_least(1),
     ),
+    "eval-sample": _s(
+        1000,
+        "participants evaluated in an evaluation round before the last: a seeded "
+        "sample of this many, drawn anew each round (0 = all; all when there are "
+        "no more); the last round and the summary's accuracies use every "
+        "participant",
+        check=at_least(0),
+    ),
+    "registration": _s(
+        "eager",
+        "when clients register: 'eager' queries every node before round 1; 'lazy' "
+        "registers one client at start-up and every other when first drawn (for "
+        "training or an evaluation sample; the last round's evaluation registers "
+        "the rest), so start-up is flat in the clients (pfedhn, fedavg, fedprox, "
+        "local)",
+        choices=("eager", "lazy"),
+        fingerprint=True,
+    ),
     "round-timeout": _s(
         300.0, "seconds to wait for a round's replies", check=above(0.0)
     ),
@@ -327,6 +350,8 @@ class RunConfig:
     local_clip_norm: float
     eval_every: int
     eval_clients_per_batch: int
+    eval_sample: int
+    registration: str
     round_timeout: float
     min_clients: int
     max_delta_norm: float
@@ -379,8 +404,12 @@ class RunConfig:
 
     @property
     def resolved_embed_dim(self) -> int:
-        """pFedHN's default embedding size 1 + N/4 when ``embed-dim`` is 0."""
-        return int(self.method_values.get("embed-dim", 0)) or 1 + self.num_clients // 4
+        """pFedHN's embedding size: ``embed-dim``, or when it is 0 the paper's
+        1 + N/4 up to :data:`EMBED_DIM_CAP` (N = 100, the paper's largest
+        federation), so the store grows as N·26, not N²/4."""
+        return int(self.method_values.get("embed-dim", 0)) or min(
+            1 + self.num_clients // 4, EMBED_DIM_CAP
+        )
 
     @property
     def resolved_embed_lr(self) -> float:
@@ -530,6 +559,14 @@ def _validate(cfg: RunConfig) -> None:
     if cfg.min_clients > cfg.participants_count:
         raise ConfigError(
             "min-clients", f"must be <= the {cfg.participants_count} participants"
+        )
+    if cfg.registration == "lazy" and not METHOD_SPECS[cfg.method].lazy_registration:
+        able = [n for n, m in METHOD_SPECS.items() if m.lazy_registration]
+        raise ConfigError(
+            "registration",
+            f"'lazy' is not supported by {cfg.method} (its server state is built "
+            f"from every client's registration); methods that support it: "
+            f"{', '.join(able)}",
         )
     if cfg.dp_noise > 0 and cfg.dp_clip == 0:
         raise ConfigError(

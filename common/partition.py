@@ -221,6 +221,13 @@ def split_participants(
 
 
 @lru_cache(maxsize=4)
+def held_out_partitions(num_clients: int, holdout: float, seed: int) -> frozenset[int]:
+    """The held-out partition ids of :func:`split_participants`, as a set (cached:
+    lazy registration asks for one client's role at a time, on both sides)."""
+    return frozenset(split_participants(num_clients, holdout, seed)[1])
+
+
+@lru_cache(maxsize=4)
 def _client_splits(
     dataset: str,
     data_dir: str,

@@ -44,7 +44,8 @@ class MethodSpec:
     ``nonparticipant_protocol`` says in one line what a client that never trained
     gets (summary.json); ``personalizable`` says whether ``hyperflower personalize``
     can serve it offline; ``validate`` checks combinations of keys when this method
-    is the one chosen.
+    is the one chosen; ``lazy_registration`` says whether clients may register
+    when first drawn instead of before round 1.
     """
 
     name: str
@@ -53,6 +54,10 @@ class MethodSpec:
     nonparticipant_protocol: str = ""
     personalizable: bool = False
     validate: Callable[[RunConfig], None] | None = None
+    #: Whether the method runs with ``registration = "lazy"``: its server state is
+    #: not built from every client's registration, and a client registered
+    #: mid-run gets what it needs from its strategy's ``admit``.
+    lazy_registration: bool = False
 
 
 #: Every registered method by name, in registration order.

@@ -14,7 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from common.config import ConfigError, parse_run_config
 from common.errors import debug_enabled
 from server.loop import Runner
-from server.registry import register_clients
+from server.registry import register_run
 from server.runstate import check_data, end_run, fail_run, open_run, record_clients_data
 from server.strategies import strategy_for
 
@@ -61,7 +61,7 @@ def main(grid: Grid, context: Context) -> None:
             outputs.dir,
         )
         method = strategy_for(cfg.method)
-        registry = register_clients(
+        registry = register_run(
             grid,
             cfg,
             cfg.round_timeout,

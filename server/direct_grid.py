@@ -152,7 +152,7 @@ def build_runner(
 
     from common.config import parse_run_config
     from server.loop import Runner
-    from server.registry import register_clients
+    from server.registry import register_run
     from server.runstate import check_data, open_run, record_clients_data
     from server.strategies import strategy_for
 
@@ -160,7 +160,7 @@ def build_runner(
     grid = DirectGrid(project_client_app(), run_config, cfg.num_clients, fault_hook)
     outputs = open_run(cfg)
     method = strategy_for(cfg.method)
-    registry = register_clients(
+    registry = register_run(
         grid,
         cfg,
         cfg.round_timeout,

@@ -32,7 +32,13 @@ from server.messaging import Exchange, Outgoing, exchange
 from server.ops import RoundFailedError
 from server.outputs import RunOutputs
 from server.plots import plot_run
-from server.registry import ClientRegistry, admit_joiners, client_at, refresh_nodes
+from server.registry import (
+    ClientRegistry,
+    admit_joiners,
+    client_at,
+    refresh_nodes,
+    register_nodes,
+)
 from server.strategies.base import HyperflowerStrategy, Params, summarise
 from server.validation import (
     ClientUpdate,
@@ -77,6 +83,10 @@ class Runner:
         self.wall_before = 0.0
         self.extra_bytes = {"down": 0, "up": 0}
         self.last_cause = ""  # of the latest exchange's failures, for error messages
+        self.lazy = cfg.registration == "lazy"
+        self.registered_now = 0  # clients registered lazily in the current round
+        if self.lazy:
+            registry.resolver = self.register_drawn
 
     # ---- what hooks read ----------------------------------------------------
     @property
@@ -93,7 +103,14 @@ class Runner:
     def refresh(self) -> None:
         """Re-map clients whose SuperNode restarted and admit clients that joined
         mid-run (when the method accepts them); called before messages are built
-        for any exchange (training, evaluation, held-out fitting and evaluation)."""
+        for any exchange (training, evaluation, held-out fitting and evaluation).
+
+        With lazy registration no message is sent: a node not seen before is noted
+        as pending and registers when it is drawn (a restarted SuperNode's client
+        then moves to its new node)."""
+        if self.lazy:
+            self.registry.add_pending(self.grid.get_node_ids())
+            return
         timeout = min(30.0, self.cfg.round_timeout)
         joiners = refresh_nodes(self.grid, self.registry, timeout)
         if not joiners:
@@ -129,6 +146,47 @@ class Runner:
                 self.faults["joiner-refused"] += 1
                 continue
             self.faults["joined"] += 1
+
+    def register_drawn(self, nodes: list[int]) -> list[str]:
+        """Lazy registration of drawn nodes (the registry's resolver): register them
+        (:func:`server.registry.register_nodes`), let the strategy admit each client
+        (an embedding row, a model), and return the participants among them; a
+        held-out client is registered as such and never returned."""
+        faults_before = len(self.registry.faults)
+        registered = register_nodes(
+            self.grid,
+            self.registry,
+            self.cfg,
+            nodes,
+            self.strategy.registration_fields,
+            self.cfg.round_timeout,
+        )
+        failed = len(self.registry.faults) - faults_before
+        participants = []
+        for cid in registered:
+            node = self.registry.node_of(cid)
+            try:
+                self.strategy.admit(cid)
+            except (ValueError, RuntimeError) as exc:  # e.g. an embedding store full
+                self.registry.remove(cid)
+                self.registry.faults[str(node)] = f"client {cid!r} refused: {exc}"
+                log(WARNING, "client %s could not register: %s", cid, exc)
+                failed += 1
+                continue
+            if self.registry.clients[cid].participant:
+                participants.append(cid)
+        self.count_faults({"registration-failed": failed})
+        self.registered_now += sum(c in self.registry.clients for c in registered)
+        return participants
+
+    def register_rest(self) -> None:
+        """Lazy registration: register every node still pending (before the last
+        round's evaluation, which is every participant's), ``eval-clients-per-batch``
+        nodes per exchange."""
+        self.refresh()
+        size = self.cfg.eval_clients_per_batch
+        while self.registry.pending_count:
+            self.register_drawn(self.registry.pending[:size])
 
     def _send(self, messages: list[Message]) -> Exchange:
         outbox = [
@@ -345,25 +403,70 @@ class Runner:
             if fault_for(plan, self.registry.clients[c].partition_id, rnd)
         ]
 
-    def evaluate_participants(self, rnd: int, row: dict[str, Any]) -> None:
-        """Every participant evaluates its own model; keep the best round's state."""
-        config = ConfigRecord(
-            {"round": rnd, "phase": "eval", "method": self.cfg.method}
-        )
+    def evaluation_round_clients(self, rnd: int) -> tuple[list[str], int]:
+        """Who evaluates at evaluation round ``rnd``, and how many the strategy
+        names (its pool).
+
+        Before the last round a seeded sample of ``eval-sample`` of them
+        (:func:`evaluation_sample`), so an evaluation round costs the same with
+        1,000 or 100,000 participants; the last round, and a strategy whose
+        per-round reports need every client (:attr:`sampled_evaluation` False),
+        every one. With lazy registration the sample is drawn from the registered
+        participants and the pending nodes together (a drawn node registers now),
+        and the pool counts both; evaluating every participant registers every
+        pending node first.
+        """
+        pool = self.strategy.evaluated(rnd)
+        size = self.cfg.eval_sample
+        pending = self.registry.pending_count
+        if (
+            rnd == self.cfg.num_rounds
+            or not self.strategy.sampled_evaluation
+            or (pending and not 0 < size < len(pool) + pending)
+        ):
+            if pending:
+                self.register_rest()
+                pool = self.strategy.evaluated(rnd)
+            return pool, len(pool)
+        if pending:  # lazy: drawn from registered participants and pending nodes
+            rng = np.random.default_rng([self.cfg.seed, EVAL_STREAM, rnd])
+            return self.registry.draw(pool, size, rng), len(pool) + pending
+        return evaluation_sample(pool, size, self.cfg.seed, rnd), len(pool)
+
+    def _evaluate_all(
+        self, ids: list[str], config: ConfigRecord, what: str
+    ) -> tuple[dict[str, dict[str, float]], int, int]:
+        """Evaluate ``ids`` in batches; their checked metrics and bytes down, up."""
         results: dict[str, dict[str, float]] = {}
         down = up = 0
-        for ids in self.client_batches(self.strategy.evaluated(rnd)):
+        for batch in self.client_batches(ids):
             self.refresh()
             got, ex = self.evaluate_clients(
-                self.strategy.evaluate_messages(ids, config), f"eval {rnd}"
+                self.strategy.evaluate_messages(batch, config), what
             )
             results.update(got)
             down, up = down + ex.bytes_down, up + ex.bytes_up
+        return results, down, up
+
+    def evaluate_participants(self, rnd: int, row: dict[str, Any]) -> None:
+        """The round's evaluated participants (a seeded sample before the last
+        round) evaluate their own models; keep the best round's state.
+
+        The best round is chosen on the mean validation accuracy of whoever
+        evaluated that round; when that was a sample, :meth:`finish` evaluates
+        every participant with the chosen state for the summary's accuracies.
+        """
+        config = ConfigRecord(
+            {"round": rnd, "phase": "eval", "method": self.cfg.method}
+        )
+        ids, pool = self.evaluation_round_clients(rnd)
+        results, down, up = self._evaluate_all(ids, config, f"eval {rnd}")
         if not results:
             return
         stats = summarise(list(results.values()))
         for key in ("val-acc", "val-acc-std", "test-acc", "test-acc-std", "test-loss"):
             row[f"participant-{key}"] = stats[key]
+        row["eval-clients"], row["eval-pool"] = len(ids), pool
         row["eval-bytes-down"], row["eval-bytes-up"] = down, up
         row.update(self.strategy.evaluation_metrics(rnd, results))
         row.update(self.strategy.extra_evaluation(self, rnd))
@@ -377,6 +480,8 @@ class Runner:
                 "val-acc": stats["val-acc"],
                 "test-acc": stats["test-acc"],
                 "test-acc-std": stats["test-acc-std"],
+                "evaluated": len(results),
+                "sampled": len(ids) < pool,
                 "state": copy.deepcopy(self.strategy.state_dict()),
             }
 
@@ -391,6 +496,7 @@ class Runner:
                 "faults": dict(self.faults),
                 "wall_s": wall,
                 "torch_rng": torch.get_rng_state(),
+                **({"registry": self.registry.snapshot()} if self.lazy else {}),
             },
             self.cfg.to_dict(),
         )
@@ -409,6 +515,8 @@ class Runner:
         self.faults = Counter(state["faults"])
         self.wall_before = state["wall_s"]
         torch.set_rng_state(state["torch_rng"])
+        if self.lazy and "registry" in state:
+            self.registry.restore(state["registry"], self.grid.get_node_ids())
         log(
             INFO,
             "resume: continuing after round %d from %s",
@@ -427,9 +535,12 @@ class Runner:
         started = time.monotonic()
         self.strategy.summary()
         for rnd in range(first, cfg.num_rounds + 1):
+            self.registered_now = 0
             row = self.train_round(rnd)
             if rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds:
                 self.evaluate_participants(rnd, row)
+            if self.lazy:
+                row["registered"] = self.registered_now
             self.history.append(row)
             wall = self.wall_before + time.monotonic() - started
             progress_line(row, cfg.num_rounds, wall)
@@ -451,11 +562,63 @@ class Runner:
                 return None
         return self.finish(self.wall_before + time.monotonic() - started)
 
+    def final_participant_evaluation(self, best: dict[str, Any]) -> dict[str, Any]:
+        """The participants' headline accuracies, over every participant, with the
+        state of the chosen round (already loaded).
+
+        When the chosen round's evaluation was every participant (the last round, or
+        a federation no larger than ``eval-sample``) its numbers are those; when it
+        was a sample, every participant evaluates the chosen state now. The result
+        also names how many clients the numbers cover (``clients``) and how many
+        evaluated at the chosen round (``chosen-on``) and the bytes the final
+        evaluation moved (0 when it reused the chosen round's).
+        """
+        chosen_on = best.get("evaluated")
+        if not best.get("sampled", False):
+            return {
+                "val-acc": best["val-acc"],
+                "test-acc": best["test-acc"],
+                "test-acc-std": best["test-acc-std"],
+                "clients": chosen_on,
+                "chosen-on": chosen_on,
+                "bytes": 0,
+            }
+        config = ConfigRecord(
+            {"round": best["round"], "phase": "final-eval", "method": self.cfg.method}
+        )
+        ids = self.strategy.evaluated(best["round"])
+        results, down, up = self._evaluate_all(ids, config, "final evaluation")
+        if not results:
+            raise RoundFailedError(
+                f"final evaluation: no participant answered (cause: {self.last_cause})"
+            )
+        stats = summarise(list(results.values()))
+        log(
+            INFO,
+            "final evaluation of round %d's state: %d participants (the round was "
+            "chosen on a sample of %d)",
+            best["round"],
+            len(results),
+            chosen_on,
+        )
+        return {
+            "val-acc": stats["val-acc"],
+            "test-acc": stats["test-acc"],
+            "test-acc-std": stats["test-acc-std"],
+            "clients": len(results),
+            "chosen-on": chosen_on,
+            "bytes": down + up,
+        }
+
     def finish(self, wall: float) -> dict[str, Any]:
         """Evaluate held-out clients at the best round; write summary and plots."""
         cfg, best = self.cfg, self.best
         assert best is not None, "the last round always evaluates"
         self.strategy.load_state_dict(best["state"])
+        if self.lazy:  # the chosen state predates the clients registered since
+            for cid in self.registry.clients:
+                self.strategy.admit(cid)
+        final = self.final_participant_evaluation(best)
         nonpart: dict[str, dict[str, float]] = {}
         config = ConfigRecord(
             {"round": best["round"], "phase": "zero-shot", "method": cfg.method}
@@ -484,14 +647,25 @@ class Runner:
             "rounds": cfg.num_rounds,
             "seed": cfg.seed,
             "best_round": best["round"],
-            "participant_val_acc": best["val-acc"],
-            "participant_acc": best["test-acc"],
-            "participant_acc_std": best["test-acc-std"],
+            "participant_val_acc": final["val-acc"],
+            "participant_acc": final["test-acc"],
+            "participant_acc_std": final["test-acc-std"],
+            "participant_eval_clients": final["clients"],
+            "best_round_eval_clients": final["chosen-on"],
+            "eval_sample": max(
+                (
+                    r["eval-clients"]
+                    for r in self.history
+                    if "eval-clients" in r and r["round"] != cfg.num_rounds
+                ),
+                default=None,
+            ),
+            "final_eval_bytes": final["bytes"],
             "nonparticipant_acc": np_stats.get("test-acc"),
             "nonparticipant_acc_std": np_stats.get("test-acc-std"),
             "nonparticipant_val_acc": np_stats.get("val-acc"),
             "nonparticipant_protocol": self.strategy.nonparticipant_protocol(),
-            "global_acc": best["test-acc"] if self.strategy.has_global_model else None,
+            "global_acc": final["test-acc"] if self.strategy.has_global_model else None,
             "bytes_down_per_round": mean_of(train_rows, "bytes-down"),
             "bytes_up_per_round": mean_of(train_rows, "bytes-up"),
             "nonparticipant_bytes": self.extra_bytes["down"] + self.extra_bytes["up"],
@@ -510,6 +684,26 @@ class Runner:
         plot_run(self.outputs.dir, self.history, summary)
         log(INFO, "%s", summary_table(summary))
         return summary
+
+
+#: The numpy stream of evaluation samples: (seed, EVAL_STREAM, round) never meets
+#: a strategy's own training sampler (seed, 1), so sampling evaluations moves no
+#: training figure.
+EVAL_STREAM = 2
+
+
+def evaluation_sample(pool: list[str], size: int, seed: int, rnd: int) -> list[str]:
+    """A seeded sample of ``size`` of ``pool`` for evaluation round ``rnd``, in pool
+    order: all of ``pool`` when ``size`` is 0 or at least its length.
+
+    Drawn from (seed, round) alone, not from a generator that runs through the
+    rounds: the same run evaluates the same clients at a round whatever came before
+    (a resumed run too), and each round draws anew.
+    """
+    if size <= 0 or len(pool) <= size:
+        return list(pool)
+    rng = np.random.default_rng([seed, EVAL_STREAM, rnd])
+    return [pool[i] for i in np.sort(rng.choice(len(pool), size, replace=False))]
 
 
 def mean_of(rows: list[dict[str, Any]], key: str) -> float:

@@ -1,32 +1,38 @@
 """Registration: map Flower node ids to stable client ids and learn client metadata.
 
-The server sends a ``query`` message to every connected node. Each client answers
-with its stable id and what the methods may use (sample counts, parameter count K_i,
-class indicator r_i). Which clients participate is decided here, once, by the seeded
-holdout split of partition ids, so non-participants never train.
+Eager registration (:func:`register_clients`, the default) sends a ``query`` message
+to every connected node before round 1. Each client answers with its stable id and
+what the methods may use (sample counts, parameter count K_i, class indicator r_i).
+Lazy registration (:func:`register_lazily`) registers one client at start-up and
+every other when it is first drawn (:meth:`ClientRegistry.draw`,
+:func:`register_nodes`), so start-up does not grow with the federation. Either way
+a client's role is decided by the seeded holdout split of partition ids, so
+non-participants never train.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from common.config import RunConfig
-from common.partition import split_participants
+from common.partition import held_out_partitions, split_participants
 from common.records import as_int
 from server.datacheck import agree_on_data
 from server.failures import cause_lines, main_cause
 from server.messaging import Exchange, Outgoing, exchange
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientInfo:
     """What registration learnt about one client."""
 
@@ -37,57 +43,219 @@ class ClientInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+#: Up to this many nodes join or leave the pending list one by one (a bisection
+#: each); more are merged in, or filtered out, in one pass.
+FEW = 32
+
+#: A client's place in the registry's order: partition id, then registration order.
+OrderKey = tuple[int, int, str]
+
+
 @dataclass
 class ClientRegistry:
-    """All registered clients, by stable client id."""
+    """All registered clients, by stable client id; with lazy registration, also the
+    connected nodes not registered yet (:attr:`pending`).
+
+    Participants and held-out clients are listed in partition-id order. The lists
+    and the node index are kept up to date as clients register (a sort of an almost
+    sorted list, not of every client), so that registering a round's new clients
+    costs about the same with 100 or 100,000 registered.
+    """
 
     clients: dict[str, ClientInfo] = field(default_factory=dict)
     faults: dict[str, str] = field(default_factory=dict)
     #: What the clients' data agreed on (server/datacheck.py): fingerprint, scaling.
     data: dict[str, Any] = field(default_factory=dict)
-    _by_node: dict[int, str] = field(default_factory=dict, repr=False)
+    #: Lazy registration: registers drawn pending nodes, returning the participants
+    #: among them (set by the server loop; see :meth:`draw`).
+    resolver: Callable[[list[int]], list[str]] | None = field(default=None, repr=False)
+    _by_node: dict[int, str] | None = field(default=None, repr=False)
+    _keys: dict[bool, list[OrderKey]] | None = field(default=None, repr=False)
+    _ids: dict[bool, list[str]] = field(default_factory=dict, repr=False)
+    _seq: int = field(default=0, repr=False)
+    _pending: list[int] = field(default_factory=list, repr=False)
+    _pending_set: set[int] = field(default_factory=set, repr=False)
 
-    def _ordered(self) -> list[ClientInfo]:
-        return sorted(self.clients.values(), key=lambda c: c.partition_id)
+    # ---- order -----------------------------------------------------------------
+    def _order(self) -> dict[bool, list[OrderKey]]:
+        if self._keys is None or self._seq != len(self.clients):
+            keys: dict[bool, list[OrderKey]] = {True: [], False: []}
+            for seq, info in enumerate(self.clients.values()):
+                keys[info.participant].append((info.partition_id, seq, info.client_id))
+            self._keys, self._seq, self._ids = keys, len(self.clients), {}
+        return self._keys
+
+    def _listed(self, participant: bool) -> list[str]:
+        keys = self._order()[participant]
+        ids = self._ids.get(participant)
+        if ids is None:
+            keys.sort()  # sorted but for the clients added since: a merge
+            ids = self._ids[participant] = [k[2] for k in keys]
+        return list(ids)
 
     @property
     def participants(self) -> list[str]:
         """Ids of the clients that train, ordered by partition id."""
-        return [c.client_id for c in self._ordered() if c.participant]
+        return self._listed(True)
 
     @property
     def nonparticipants(self) -> list[str]:
         """Ids of the held-out clients that never train."""
-        return [c.client_id for c in self._ordered() if not c.participant]
+        return self._listed(False)
 
+    def order_key(self, client_id: str) -> tuple[int, str]:
+        """Where ``client_id`` comes in :attr:`participants` (partition id first)."""
+        return self.clients[client_id].partition_id, client_id
+
+    # ---- clients ---------------------------------------------------------------
     def node_of(self, client_id: str) -> int:
         """The Flower node currently serving ``client_id``."""
         return self.clients[client_id].node_id
 
     def add(self, info: ClientInfo) -> None:
-        """Register a client (the node index is rebuilt on the next lookup)."""
-        self.clients[info.client_id] = info
-        self._by_node = {}
+        """Register a client (replacing one of the same id)."""
+        cid = info.client_id
+        if cid in self.clients:
+            self.clients[cid] = info
+            self._keys = self._by_node = None  # rebuilt on the next lookup
+        else:
+            in_order = self._keys is not None and self._seq == len(self.clients)
+            self.clients[cid] = info
+            if in_order and self._keys is not None:
+                self._keys[info.participant].append((info.partition_id, self._seq, cid))
+                self._seq += 1
+                self._ids.pop(info.participant, None)
+            if self._by_node is not None:
+                self._by_node[info.node_id] = cid
+        self.forget_pending([info.node_id])
 
     def remove(self, client_id: str) -> None:
         """Forget a client (its registration did not complete)."""
         del self.clients[client_id]
-        self._by_node = {}
+        self._keys = self._by_node = None
 
     def move(self, client_id: str, node_id: int) -> None:
         """Record that ``client_id`` is now served by ``node_id`` (after a restart)."""
         self.clients[client_id].node_id = node_id
-        self._by_node = {}
+        self._by_node = None
+        self.forget_pending([node_id])
+
+    def _node_index(self) -> dict[int, str]:
+        if self._by_node is None or len(self._by_node) != len(self.clients):
+            self._by_node = {c.node_id: c.client_id for c in self.clients.values()}
+        return self._by_node
 
     def client_on(self, node_id: int) -> str:
-        """The client served by ``node_id``, from an index rebuilt only when the
-        mapping changes, so a lookup costs the same with 5 or 5,000 clients."""
-        if not self._by_node:
-            self._by_node = {c.node_id: c.client_id for c in self.clients.values()}
+        """The client served by ``node_id``, from an index kept up to date as clients
+        register, so a lookup costs the same with 5 or 100,000 clients."""
         try:
-            return self._by_node[node_id]
+            return self._node_index()[node_id]
         except KeyError:
             raise KeyError(f"no client registered on node {node_id}") from None
+
+    def known_nodes(self) -> set[int]:
+        """The nodes serving a registered client."""
+        return set(self._node_index())
+
+    # ---- lazy registration -----------------------------------------------------
+    @property
+    def pending(self) -> list[int]:
+        """Connected nodes not registered yet (lazy registration), ascending."""
+        return list(self._pending)
+
+    @property
+    def pending_count(self) -> int:
+        """How many connected nodes are not registered yet."""
+        return len(self._pending)
+
+    def add_pending(self, node_ids: Iterable[int]) -> int:
+        """Note connected nodes to register when first drawn: those neither serving
+        a registered client, nor pending, nor failed already. Returns how many."""
+        known = self._node_index()
+        fresh = sorted(
+            {
+                n
+                for n in node_ids
+                if n not in known
+                and n not in self._pending_set
+                and str(n) not in self.faults
+            }
+        )
+        if len(fresh) <= FEW:
+            for node in fresh:
+                bisect.insort(self._pending, node)
+        else:  # two sorted runs: the sort merges them
+            self._pending.extend(fresh)
+            self._pending.sort()
+        self._pending_set.update(fresh)
+        return len(fresh)
+
+    def forget_pending(self, node_ids: Iterable[int]) -> None:
+        """Nodes that registered, or failed to: no longer pending."""
+        gone = {n for n in node_ids if n in self._pending_set}
+        self._pending_set -= gone
+        if len(gone) <= FEW:
+            for node in gone:
+                del self._pending[bisect.bisect_left(self._pending, node)]
+        else:
+            self._pending = [n for n in self._pending if n not in gone]
+
+    def draw(self, pool: list[str], k: int, rng: np.random.Generator) -> list[str]:
+        """``k`` participants drawn uniformly from ``pool`` (registered ones) and the
+        pending nodes, registering the drawn pending nodes as they are drawn.
+
+        One seeded permutation of pool + pending is walked: registered participants
+        are taken as they come, pending nodes are registered in batches
+        (:attr:`resolver`) and only the participants among them taken, so a held-out
+        client registers (as held out) but is never returned, and the result is a
+        uniform sample of the participants. Fewer than ``k`` only when there are no
+        more. Ordered like :attr:`participants`.
+        """
+        pending = self.pending
+        if pending and self.resolver is None:
+            raise RuntimeError("lazy registration: no resolver to register nodes")
+        order = rng.permutation(len(pool) + len(pending))
+        picked: list[str] = []
+        nodes: list[int] = []
+        walk = iter(order.tolist())
+        while len(picked) < k:
+            for i in walk:
+                if i < len(pool):
+                    picked.append(pool[i])
+                else:
+                    nodes.append(pending[i - len(pool)])
+                if len(picked) + len(nodes) >= k:
+                    break
+            if not nodes:
+                break
+            assert self.resolver is not None
+            picked += self.resolver(nodes)
+            nodes = []
+        return sorted(picked[:k], key=self.order_key)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The registered clients and failed nodes, for a checkpoint (lazy
+        registration: a resumed run must know whom it had registered)."""
+        return {
+            "clients": [
+                (c.client_id, c.node_id, c.partition_id, c.participant, c.meta)
+                for c in self.clients.values()
+            ],
+            "faults": dict(self.faults),
+        }
+
+    def restore(self, state: Mapping[str, Any], connected: Iterable[int]) -> None:
+        """Re-register the clients of :meth:`snapshot` whose nodes are still
+        connected (a client whose SuperNode restarted registers again when drawn)
+        and the failures; then the other connected nodes are pending."""
+        nodes = set(connected)
+        for cid, node, pid, participant, meta in state["clients"]:
+            if cid not in self.clients and node in nodes:
+                self.add(ClientInfo(cid, node, pid, participant, dict(meta)))
+        for node_key, reason in state["faults"].items():
+            self.faults.setdefault(node_key, reason)
+        self.forget_pending([int(k) for k in state["faults"] if k.isdigit()])
+        self.add_pending(nodes)
 
 
 def message_to(node_id: int, kind: str, **records: Any) -> Message:
@@ -224,6 +392,146 @@ def register_clients(
     return registry
 
 
+def register_run(
+    grid: Grid,
+    cfg: RunConfig,
+    timeout: float,
+    fields: Mapping[str, Sequence[str]] | None = None,
+    expected_data: str = "",
+) -> ClientRegistry:
+    """The run's registration as ``registration`` says: every node before round 1
+    (:func:`register_clients`), or lazily (:func:`register_lazily`)."""
+    register = register_lazily if cfg.registration == "lazy" else register_clients
+    return register(grid, cfg, timeout, fields, expected_data)
+
+
+#: Nodes tried, one at a time, for lazy registration's first client.
+FIRST_CLIENT_TRIES = 5
+
+
+def register_lazily(
+    grid: Grid,
+    cfg: RunConfig,
+    timeout: float,
+    fields: Mapping[str, Sequence[str]] | None = None,
+    expected_data: str = "",
+) -> ClientRegistry:
+    """Lazy registration's start-up: learn the connected nodes' ids (no message) and
+    register one client, whatever the federation's size.
+
+    The one client (the lowest node id that answers) tells the run what data the
+    clients hold: its fingerprint must equal ``expected_data`` when that is known,
+    and a server without the data learns the class count and image shape from it,
+    as eager registration does from every client. Every other node is pending: it
+    registers when it is first drawn, for training or evaluation
+    (:meth:`ClientRegistry.draw`, :func:`register_nodes`), or before the last
+    round's evaluation, which is every participant's.
+    """
+    timeout = max(timeout, MIN_REGISTRATION_TIMEOUT)
+    started = time.monotonic()
+    _, held_out = split_participants(cfg.num_clients, cfg.holdout, cfg.seed)
+    nodes = wait_for_nodes(
+        grid, cfg.num_clients, timeout, enough=cfg.min_clients + len(held_out)
+    )
+    log(
+        INFO,
+        "lazy registration: %d nodes connected after %.0fs; each registers when "
+        "first drawn",
+        len(nodes),
+        time.monotonic() - started,
+    )
+    registry = ClientRegistry()
+    registry.add_pending(nodes)
+    for node in sorted(nodes)[:FIRST_CLIENT_TRIES]:
+        registered = register_nodes(grid, registry, cfg, [node], fields, timeout)
+        if registered:
+            cid = registered[0]
+            registry.data = agree_on_data(
+                {cid: registry.clients[cid].meta}, expected_data, cfg
+            )
+            break
+    if not registry.clients:
+        failed = {f"node {k}": v for k, v in registry.faults.items()}
+        raise RegistrationError(
+            f"lazy registration: none of the first {len(failed)} nodes registered; "
+            + (main_cause(failed, len(failed)) or "no node connected")
+        )
+    if len(nodes) < cfg.min_clients:
+        raise RegistrationError(
+            f"lazy registration: {len(nodes)} nodes connected, "
+            f"min-clients={cfg.min_clients} needed"
+        )
+    return registry
+
+
+def register_nodes(
+    grid: Grid,
+    registry: ClientRegistry,
+    cfg: RunConfig,
+    nodes: Sequence[int],
+    fields: Mapping[str, Sequence[str]] | None,
+    timeout: float,
+) -> list[str]:
+    """Register ``nodes`` with one query each; return the client ids registered.
+
+    The query names both roles' fields and each client sends its own role's: it
+    computes the seeded holdout split from its partition id as the server does
+    (``common.partition.held_out``), so a held-out client never sends what its
+    method promises it keeps, in one message. The server decides the role itself
+    from the partition id the client reports. A client holding other data than the
+    run's, or a node that does not answer, is recorded in ``registry.faults``; a
+    client id already registered on another node has moved there (a restarted
+    SuperNode). Every node queried stops being pending.
+    """
+    if not nodes:
+        return []
+    held = held_out_set(cfg)
+    roles = {k: list(v) for k, v in (fields or {}).items()}
+    record: dict[str, Any] = {"method": cfg.method}
+    if roles:  # never empty strings: Flower cannot count an empty str or list
+        record["fields"] = ",".join(["client-id", *roles.get("participant", [])])
+        record["nonparticipant-fields"] = ",".join(
+            ["client-id", *roles.get("nonparticipant", [])]
+        )
+    result = exchange(
+        grid,
+        [
+            Outgoing(str(n), message_to(n, "query", config=ConfigRecord(record)))
+            for n in nodes
+        ],
+        timeout,
+    )
+    agreed = registry.data.get("fingerprint")
+    registered = []
+    for node_key, reply in result.replies.items():
+        meta: dict[str, Any] = dict(reply.content.config_records["info"])
+        cid, pid = str(meta["client-id"]), as_int(meta["partition-id"])
+        found = str(meta.get("data-fingerprint", ""))
+        if agreed and found != agreed:
+            registry.faults[node_key] = (
+                f"client {cid!r} holds other data ({found}) than the run ({agreed})"
+            )
+            log(WARNING, "node %s left out: %s", node_key, registry.faults[node_key])
+            continue
+        if cid in registry.clients:
+            log(INFO, "client %s is back on node %s; it keeps its state", cid, node_key)
+            registry.move(cid, int(node_key))
+            continue
+        registry.add(ClientInfo(cid, int(node_key), pid, pid not in held, meta))
+        registered.append(cid)
+    for node_key, reason in result.errors.items():
+        registry.faults[node_key] = reason
+    for node_key in result.missing:
+        registry.faults[node_key] = "no reply to registration"
+    registry.forget_pending(nodes)
+    return registered
+
+
+def held_out_set(cfg: RunConfig) -> frozenset[int]:
+    """The partition ids the seeded holdout split keeps out of training."""
+    return held_out_partitions(cfg.num_clients, cfg.holdout, cfg.seed)
+
+
 def _query(
     grid: Grid,
     nodes: Sequence[int],
@@ -285,7 +593,7 @@ def refresh_nodes(
     (:func:`admit_joiners`); either way the caller records it, so a node is asked
     once.
     """
-    known = {c.node_id for c in registry.clients.values()}
+    known = registry.known_nodes()
     fresh = [
         n
         for n in grid.get_node_ids()

@@ -29,6 +29,7 @@ FEDAVG = register_method(
         settings=HELD_OUT,
         nonparticipant_protocol="global model, no training",
         personalizable=True,
+        lazy_registration=True,
     )
 )
 
@@ -39,6 +40,7 @@ LOCAL = register_method(
         settings=HELD_OUT,
         nonparticipant_protocol="none: a client that never trains has no model",
         personalizable=False,
+        lazy_registration=True,
     )
 )
 
@@ -58,5 +60,6 @@ FEDPROX = register_method(
         },
         nonparticipant_protocol="global model, no training",
         personalizable=True,
+        lazy_registration=True,
     )
 )

@@ -22,7 +22,8 @@ PFEDHN = register_method(
             ),
             "embed-dim": Setting(
                 0,
-                "client embedding size (0 = 1 + num-clients/4)",
+                "client embedding size (0 = 1 + num-clients/4, at most 26: the pFedHN "
+                "paper's 100 clients)",
                 check=at_least(0),
                 fingerprint=True,
             ),
@@ -61,5 +62,6 @@ PFEDHN = register_method(
         nonparticipant_protocol="embedding fitted with the hypernetwork frozen "
         "(needs local steps)",
         personalizable=True,
+        lazy_registration=True,
     )
 )

@@ -65,6 +65,10 @@ class HyperflowerStrategy(Strategy):
     #: validation accuracy; False: the last evaluated round (e.g. clients that join
     #: in batches, where earlier rounds evaluate fewer clients).
     best_by_validation: ClassVar[bool] = True
+    #: Whether evaluation rounds before the last may evaluate a seeded sample of
+    #: :meth:`evaluated` (``eval-sample``); False: every one, for a method whose
+    #: per-round reports compare groups of clients before and after a change.
+    sampled_evaluation: ClassVar[bool] = True
     #: Whether a client that first appears mid-run (a late SuperNode with a new
     #: client id) is registered and given a role; see :meth:`admit`.
     accepts_joiners: ClassVar[bool] = False
@@ -190,17 +194,26 @@ class HyperflowerStrategy(Strategy):
 
     def admit(self, client_id: str) -> None:
         """Give a client that joined mid-run what it needs (it is already in the
-        registry, with its role); called only when :attr:`accepts_joiners`."""
+        registry, with its role); called only when :attr:`accepts_joiners`.
+
+        Called again for a client the state already knows it changes nothing: with
+        lazy registration the loop re-admits every registered client after loading
+        an earlier round's state, which predates the clients registered since."""
 
     # ---- shared ---------------------------------------------------------------
     def sample(self, server_round: int) -> list[str]:
-        """The participants that train this round (seeded, without replacement)."""
+        """The participants that train this round (seeded, without replacement).
+
+        With lazy registration and nodes not registered yet, they are drawn from
+        the registered participants and those nodes together, and a drawn node
+        registers now (:meth:`server.registry.ClientRegistry.draw`): a client first
+        drawn at round r registers at round r and trains in it.
+        """
         pool = self.pool()
+        if self.registry.pending_count:
+            return self.registry.draw(pool, self.cfg.clients_per_round, self.rng)
         k = min(self.cfg.clients_per_round, len(pool))
-        return sorted(
-            (pool[i] for i in self.rng.choice(len(pool), k, replace=False)),
-            key=pool.index,
-        )
+        return [pool[i] for i in sorted(self.rng.choice(len(pool), k, replace=False))]
 
     def messages(
         self,

@@ -183,8 +183,12 @@ class LocalOnly(HyperflowerStrategy):
         return [self.models[c] for c in client_ids]
 
     def admit(self, client_id: str) -> None:
-        """A participant that joins starts from the same initial model as the rest."""
-        if self.registry.clients[client_id].participant:
+        """A participant that joins starts from the same initial model as the rest
+        (one the state already holds keeps its own)."""
+        if (
+            self.registry.clients[client_id].participant
+            and client_id not in self.models
+        ):
             self.models[client_id] = {
                 k: p.detach().clone() for k, p in self.template.named_parameters()
             }

@@ -96,6 +96,9 @@ class PFedDSH(HyperflowerStrategy):
     action = DSH
     accepts_joiners = True
     best_by_validation = False  # the run's result is its last state, every batch in
+    # a batch's join report compares its clients' accuracy before and after
+    # replay, the same clients: every joined client evaluates every time
+    sampled_evaluation = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

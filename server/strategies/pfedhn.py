@@ -229,10 +229,10 @@ class PFedHN(HyperflowerStrategy):
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.store = build_store(cfg).to(self.device)
-        for cid, info in sorted(
-            self.registry.clients.items(), key=lambda kv: kv[1].partition_id
+        for cid in sorted(
+            self.registry.clients, key=lambda c: self.registry.clients[c].partition_id
         ):
-            self.store.add(cid, {"partition-id": info.partition_id})
+            self.admit(cid)
         self.hnet = build_hypernet(cfg, self.shapes).to(self.device)
         self.by_indicator = by_class_indicator(cfg)
         groups: list[dict[str, Any]] = [{"params": list(self.hnet.parameters())}]
@@ -248,10 +248,12 @@ class PFedHN(HyperflowerStrategy):
 
     def admit(self, client_id: str) -> None:
         """A joiner gets its own embedding row (a fresh draw, trained from its first
-        round on, like any participant's)."""
-        self.store.add(
-            client_id, {"partition-id": self.registry.clients[client_id].partition_id}
-        )
+        round on, like any participant's). With lazy registration the row is the
+        client's partition id (the row eager registration gives it when every client
+        registers), so its initial embedding does not depend on when it was drawn."""
+        pid = self.registry.clients[client_id].partition_id
+        lazy = self.cfg.registration == "lazy"
+        self.store.add(client_id, {"partition-id": pid}, row=pid if lazy else None)
 
     def _unbatch(self, batch: dict[str, torch.Tensor]) -> list[Params]:
         n = next(iter(batch.values())).shape[0]
