@@ -160,6 +160,19 @@ def run_one(
     start = time.monotonic()
     summary = run_in_process(config)
     assert summary is not None
+    return record(variant, seed, config, summary, time.monotonic() - start)
+
+
+def record(
+    variant: str,
+    seed: int,
+    config: dict[str, Any],
+    summary: dict[str, Any],
+    wall_s: float | None = None,
+) -> dict[str, Any]:
+    """A table row from one run's config and summary.json: what :func:`run_one`
+    returns, and what ``--from-run`` reads from a run made outside the table
+    (e.g. ``hyperflower run --preset conf/pfeddsh-fmnist-stress.toml``)."""
     return {
         "variant": variant,
         "seed": seed,
@@ -174,7 +187,7 @@ def run_one(
             | {"replay_accepted": (b.get("replay") or {}).get("accepted")}
             for b in summary["batches"]
         ],
-        "wall_s": time.monotonic() - start,
+        "wall_s": summary.get("wall_s") if wall_s is None else wall_s,
     }
 
 
@@ -485,6 +498,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--render", action="store_true", help="only re-render")
     parser.add_argument(
+        "--from-run",
+        metavar="DIR",
+        help="add the finished run in DIR (its config.json and summary.json) as "
+        "the first --variants row of its seed, instead of running it",
+    )
+    parser.add_argument(
         "--batch-rounds",
         type=int,
         default=0,
@@ -513,12 +532,20 @@ def main(argv: list[str] | None = None) -> None:
         if path.exists() and not args.quick
         else {
             "preset": str(preset),
+            "stem": stem,
             "runs": [],
             "overrides": extra,
             **describe(preset, extra),
         }
     )
-    if not args.render:
+    if args.from_run:
+        run = Path(args.from_run)
+        config = json.loads((run / "config.json").read_text())
+        summary = json.loads((run / "summary.json").read_text())
+        data = merge(
+            path, data, record(args.variants[0], int(config["seed"]), config, summary)
+        )
+    elif not args.render:
         for seed in args.seeds:
             for variant in args.variants:
                 result = run_one(preset, variant, seed, Path(args.out), extra)

@@ -907,3 +907,30 @@ def test_pfeddsh_transfer_reads_head_starts_against_the_reference(tmp_path):
     page = pfeddsh_transfer.render(data)
     assert "| head start at the first evaluation, batch 1 | +20.00, +10.00 |" in page
     assert "| head start at the last evaluation, batch 1 | -1.00, -1.00 |" in page
+
+
+def test_pfeddsh_row_from_a_run_made_outside_the_table(tmp_path):
+    """``--from-run`` reads a finished run's config.json and summary.json into the
+    table as its seed's row, the same record a table run writes."""
+    from bench import pfeddsh
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"seed": 7, "masks": True, "server-lr": 0.1, "replay": True, "lr": 1}
+    batch = {"batch": 0, "acc": 0.9, "val_curve": [0.8, 0.9], "replay": None}
+    batch |= {"weights_used": 5, "weights_reused": 0, "weights_total": 10}
+    summary = {"ri": 0.0, "ri_val": 0.0, "pa": None, "final_acc": 0.9}
+    summary |= {"nonparticipant_acc": 0.5, "batches": [batch], "wall_s": 3.0}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "results"
+    pfeddsh.main(
+        ["--preset", "conf/pfeddsh-fmnist-stress.toml", "--variants", "full"]
+        + ["--from-run", str(run), "--results", str(out)]
+    )
+    data = json.loads((out / "pfeddsh-fmnist-stress.json").read_text())
+    (row,) = data["runs"]
+    assert row["variant"] == "full" and row["seed"] == 7 and row["wall_s"] == 3.0
+    assert row["config"] == {"masks": True, "server-lr": 0.1, "replay": True}
+    assert row["batches"][0]["acc"] == 0.9
+    assert (out / "pfeddsh-fmnist-stress.md").exists()
