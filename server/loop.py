@@ -136,16 +136,24 @@ class Runner:
             self.strategy.registration_fields,
             timeout,
         ):
-            node = self.registry.node_of(cid)
-            try:
-                self.strategy.admit(cid)
-            except (ValueError, RuntimeError) as exc:  # e.g. an embedding store full
-                self.registry.remove(cid)
-                self.registry.faults[str(node)] = f"joiner {cid!r} refused: {exc}"
-                log(WARNING, "client %s could not join: %s", cid, exc)
+            if not self.admit_or_refuse(cid, "joiner", "join"):
                 self.faults["joiner-refused"] += 1
                 continue
             self.faults["joined"] += 1
+
+    def admit_or_refuse(self, cid: str, who: str, verb: str) -> bool:
+        """Let the strategy admit a newly registered client (an embedding row, a
+        model); when it cannot (e.g. an embedding store full) the client leaves the
+        registry with a named fault and the run goes on without it."""
+        node = self.registry.node_of(cid)
+        try:
+            self.strategy.admit(cid)
+        except (ValueError, RuntimeError) as exc:
+            self.registry.remove(cid)
+            self.registry.faults[str(node)] = f"{who} {cid!r} refused: {exc}"
+            log(WARNING, "client %s could not %s: %s", cid, verb, exc)
+            return False
+        return True
 
     def register_drawn(self, nodes: list[int]) -> list[str]:
         """Lazy registration of drawn nodes (the registry's resolver): register them
@@ -164,13 +172,7 @@ class Runner:
         failed = len(self.registry.faults) - faults_before
         participants = []
         for cid in registered:
-            node = self.registry.node_of(cid)
-            try:
-                self.strategy.admit(cid)
-            except (ValueError, RuntimeError) as exc:  # e.g. an embedding store full
-                self.registry.remove(cid)
-                self.registry.faults[str(node)] = f"client {cid!r} refused: {exc}"
-                log(WARNING, "client %s could not register: %s", cid, exc)
+            if not self.admit_or_refuse(cid, "client", "register"):
                 failed += 1
                 continue
             if self.registry.clients[cid].participant:
