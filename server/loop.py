@@ -431,7 +431,7 @@ class Runner:
                 pool = self.strategy.evaluated(rnd)
             return pool, len(pool)
         if pending:  # lazy: drawn from registered participants and pending nodes
-            rng = np.random.default_rng([self.cfg.seed, EVAL_STREAM, rnd])
+            rng = evaluation_rng(self.cfg.seed, rnd)
             return self.registry.draw(pool, size, rng), len(pool) + pending
         return evaluation_sample(pool, size, self.cfg.seed, rnd), len(pool)
 
@@ -578,9 +578,7 @@ class Runner:
         chosen_on = best.get("evaluated")
         if not best.get("sampled", False):
             return {
-                "val-acc": best["val-acc"],
-                "test-acc": best["test-acc"],
-                "test-acc-std": best["test-acc-std"],
+                **{k: best[k] for k in ("val-acc", "test-acc", "test-acc-std")},
                 "clients": chosen_on,
                 "chosen-on": chosen_on,
                 "bytes": 0,
@@ -604,9 +602,7 @@ class Runner:
             chosen_on,
         )
         return {
-            "val-acc": stats["val-acc"],
-            "test-acc": stats["test-acc"],
-            "test-acc-std": stats["test-acc-std"],
+            **{k: stats[k] for k in ("val-acc", "test-acc", "test-acc-std")},
             "clients": len(results),
             "chosen-on": chosen_on,
             "bytes": down + up,
@@ -694,6 +690,12 @@ class Runner:
 EVAL_STREAM = 2
 
 
+def evaluation_rng(seed: int, rnd: int) -> np.random.Generator:
+    """The generator an evaluation round's sample is drawn with: from (seed, round)
+    alone, a stream apart from the training sampler's."""
+    return np.random.default_rng([seed, EVAL_STREAM, rnd])
+
+
 def evaluation_sample(pool: list[str], size: int, seed: int, rnd: int) -> list[str]:
     """A seeded sample of ``size`` of ``pool`` for evaluation round ``rnd``, in pool
     order: all of ``pool`` when ``size`` is 0 or at least its length.
@@ -704,7 +706,7 @@ def evaluation_sample(pool: list[str], size: int, seed: int, rnd: int) -> list[s
     """
     if size <= 0 or len(pool) <= size:
         return list(pool)
-    rng = np.random.default_rng([seed, EVAL_STREAM, rnd])
+    rng = evaluation_rng(seed, rnd)
     return [pool[i] for i in np.sort(rng.choice(len(pool), size, replace=False))]
 
 
