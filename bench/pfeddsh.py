@@ -58,6 +58,13 @@ LABELS = {
     "no-masks": "no masks (plain shared hypernetwork), no replay",
     "fedavg": "FedAvg on the same batch schedule",
 }
+#: Per-preset keys a row's own tuning chose (on validation, docs/tuning.md), on top of
+#: :data:`VARIANTS`: FedAvg's local lr on the 3-batch preset
+#: (bench/results/tune-pfeddsh-fedavg-lr.md). The hard split's FedAvg row keeps the
+#: hard split's FedAvg lr (bench/results/tune-hard-fedavg.md: 0.02, flat).
+TUNED: dict[str, dict[str, dict[str, Any]]] = {
+    "pfeddsh-fmnist": {"fedavg": {"inner-lr": 0.005}},
+}
 #: Variants whose PA reads the same seed's ``full`` reference (same clients, same
 #: settings: the reference sub-run never replays and is not gated).
 SHARED_REFERENCE = ("gate", "no-replay")
@@ -66,6 +73,7 @@ RUN_KEYS = (
     "batch-learner",
     "masks",
     "server-lr",
+    "inner-lr",
     "mask-penalty",
     "mask-budget",
     "mask-settle",
@@ -152,6 +160,7 @@ def run_one(
         {
             **(extra or {}),
             **VARIANTS[variant],
+            **TUNED.get(preset.stem, {}).get(variant, {}),
             "seed": seed,
             "run-name": f"{preset.stem}-{variant}-s{seed}",
             "output-dir": str(out),
