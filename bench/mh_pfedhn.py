@@ -861,7 +861,7 @@ def tune(argv: list[str]) -> None:
     """``--tune ROW --grid KEY=V1,V2,... [--seeds 42,43] [--set K=V] [--widen]``:
     a validation sweep of one row of the table on the hetero preset's split, written
     as ``bench/results/tune-mh-<row>.{json,md}`` like ``python -m bench tune``."""
-    from bench.tune import _pairs, incomparable, label, points
+    from bench.tune import incomparable, label, parse_pairs, points
 
     parser = argparse.ArgumentParser(prog="python -m bench.mh_pfedhn --tune")
     parser.add_argument("--tune", required=True, choices=list(TUNED_ROWS))
@@ -873,8 +873,8 @@ def tune(argv: list[str]) -> None:
     parser.add_argument("--work", default=str(ROOT / "outputs" / "bench-mh-tune"))
     parser.add_argument("--widen", action="store_true")
     args = parser.parse_args(argv)
-    grid = _pairs([args.grid], many=True)
-    sets = _pairs(args.sets, many=False)
+    grid = parse_pairs([args.grid], many=True)
+    sets = parse_pairs(args.sets, many=False)
     seeds = [int(s) for s in args.seeds.split(",")]
     table = TABLES[args.table]
     name = f"{table.tune_prefix}-{args.tune}"
@@ -925,7 +925,7 @@ def tune_novel(argv: list[str]) -> None:
     new head trains at ``server-lr``) swept offline on finished runs, each point
     scored on those clients' own validation rows (docs/tuning.md: a key acting on
     held-out clients is scored on them). Written as ``tune-mh-novel``."""
-    from bench.tune import _pairs, label, points
+    from bench.tune import label, parse_pairs, points
     from common.methods.mh_pfedhn import arch_for
     from common.partition import load_client_data, split_participants
     from server.personalize import Personalizer, evaluate_on, load_run, model_from
@@ -935,7 +935,7 @@ def tune_novel(argv: list[str]) -> None:
     parser.add_argument("--grid", required=True)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
-    grid = _pairs([args.grid], many=True)
+    grid = parse_pairs([args.grid], many=True)
     runs = []
     for folder in args.runs:
         run = load_run(Path(folder))

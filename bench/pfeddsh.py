@@ -37,6 +37,7 @@ import numpy as np
 
 from bench.harness import RESULTS, ROOT
 from bench.paired import Paired, against_zero, by_seed, claim_section, compare
+from bench.tune import parse_pairs
 from common.flwr_cli import merge_presets
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -76,6 +77,7 @@ RUN_KEYS = (
     "inner-lr",
     "mask-penalty",
     "mask-budget",
+    "mask-budget-scope",
     "mask-settle",
     "mask-reuse-cost",
     "mask-sparsity",
@@ -520,6 +522,16 @@ def main(argv: list[str] | None = None) -> None:
         "preset's); the page is <preset>-r<R>",
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        metavar="KEY=VALUE",
+        help="run-config key for every run of a diagnostic table (repeatable; "
+        "needs --tag, which names its page <preset>[-r<R>]-<tag>)",
+    )
+    parser.add_argument("--tag", default="", help="page suffix of a --set table")
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke test: every row once on a tiny federation, under --out only",
@@ -528,11 +540,17 @@ def main(argv: list[str] | None = None) -> None:
     preset = Path(args.preset)
     if args.batch_rounds < 0:
         parser.error("--batch-rounds must be >= 0")
-    extra = schedule(preset, args.batch_rounds)
+    if bool(args.sets) != bool(args.tag):
+        parser.error("--set and --tag go together (a diagnostic table has its page)")
+    extra = schedule(preset, args.batch_rounds) | parse_pairs(args.sets, many=False)
     if args.quick:
         extra = {**QUICK}
         args.seeds = args.seeds[:1]
-    stem = preset.stem + (f"-r{args.batch_rounds}" if args.batch_rounds else "")
+    stem = (
+        preset.stem
+        + (f"-r{args.batch_rounds}" if args.batch_rounds else "")
+        + (f"-{args.tag}" if args.tag else "")
+    )
     results = Path(args.out) / "quick" if args.quick else Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{stem}.json"

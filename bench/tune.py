@@ -738,7 +738,9 @@ def _value(text: str) -> Any:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def _pairs(items: Sequence[str], many: bool) -> dict[str, Any]:
+def parse_pairs(items: Sequence[str], many: bool) -> dict[str, Any]:
+    """KEY=VALUE arguments as run-config overrides (``many``: KEY=V1,V2 as a list of
+    grid points), values typed as the TOML presets would type them."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -799,8 +801,8 @@ def main(argv: Sequence[str]) -> int:
     if args.target not in TARGETS:
         parser.error(f"unknown target {args.target!r}; known: {', '.join(TARGETS)}")
     target = TARGETS[args.target]
-    grid = _pairs(args.grid, many=True) or target.grid
-    sets = _pairs(args.sets, many=False)
+    grid = parse_pairs(args.grid, many=True) or target.grid
+    sets = parse_pairs(args.sets, many=False)
     if args.quick:
         sets = {
             "num-rounds": 2,

@@ -183,6 +183,35 @@ def test_mask_budget_stops_the_penalty_from_emptying_a_mask():
         assert 8 <= _used_after(2.0, 0.5, steps) <= 16, steps
 
 
+def _new_units_kept(scope: str) -> int:
+    """Units a second batch claims new when its reused units score highest and the
+    penalty pushes every unit the budget (¼ of each layer) does not spare."""
+    hnet = NeuronHyperNet(2, {"w": torch.Size([3])}, hidden=8, layers=2)
+    bank = NeuronMasks(hnet, penalty=5.0, budget=0.25, budget_scope=scope, lr=0.2)
+    bank.start(0, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for s in bank.scores:  # batch 0 uses units 0-3 of each layer
+            s.copy_(torch.tensor([1.0] * 4 + [-1.0] * 4))
+    bank.fix()
+    bank.start(1, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for s in bank.scores:  # reused units score above the free ones
+            s.copy_(torch.tensor([2.0] * 4 + [1.0] * 4))
+    for step in range(100):
+        for s in bank.scores:  # a task gradient that changes sign every round
+            s.grad = torch.full_like(s, 0.01 if step % 2 else -0.01)
+        bank.step_scores()
+    return bank.fix()["neurons-new"]
+
+
+def test_budget_scope_new_lets_a_later_batch_claim_as_many_new_units():
+    """With the budget over every unit ('all') a later batch whose reused units
+    score highest keeps those and claims nothing new; counted apart ('new') it
+    keeps its top ¼ of the free units as well (2 a layer), as a fresh batch would."""
+    assert _new_units_kept("all") == 0
+    assert _new_units_kept("new") == 4
+
+
 def test_capacity_report_counts_reuse_and_free_neurons():
     """Fixed masks by hand: used, reused, new and free neurons, and the weights a
     mask reads (what it freezes) and only it reads (what replay may move)."""

@@ -135,6 +135,16 @@ PFEDDSH = register_method(
                 check=in_range(0, 1),
                 fingerprint=True,
             ),
+            "mask-budget-scope": Setting(
+                "all",
+                "what the budget counts: 'all' (a batch keeps at most β of each "
+                "layer, reused units included) or 'new' (a diagnostic: at most β "
+                "of the units no earlier batch uses, plus at most β of those it "
+                "reuses, so a later batch may claim as many new units as a "
+                "fresh hypernetwork)",
+                choices=("all", "new"),
+                fingerprint=True,
+            ),
             "mask-settle": Setting(
                 0.0,
                 "share of each batch's last rounds in which its mask no longer "

@@ -147,6 +147,7 @@ class NeuronMasks:
         penalty: float = 0.0,
         reuse_cost: float = 0.5,
         budget: float = 0.0,
+        budget_scope: str = "all",
         init_off: float = 0.0,
         init_scale: float = 0.5,
         lr: float = 0.1,
@@ -155,6 +156,9 @@ class NeuronMasks:
         self.penalty, self.reuse_cost = penalty, reuse_cost
         #: a layer's share of units the penalty lets a batch keep on (0: no budget)
         self.budget = budget
+        #: "all": the budget counts every unit on; "new": it counts the units no
+        #: earlier batch uses and, apart, those reused (a diagnostic of PA)
+        self.budget_scope = budget_scope
         #: False while the training batch's mask is settled (its scores do not move)
         self.learning = True
         self.init_off, self.init_scale, self.lr = init_off, init_scale, lr
@@ -286,7 +290,8 @@ class NeuronMasks:
             return
         with torch.no_grad():
             scales = []
-            for c, s in zip(self.costs(), self.scores, strict=True):
+            used = self.used()
+            for c, u, s in zip(self.costs(), used, self.scores, strict=True):
                 sig = torch.sigmoid(s)
                 slope = sig * (1 - sig)
                 task = s.grad if s.grad is not None else torch.zeros_like(s)
@@ -294,8 +299,16 @@ class NeuronMasks:
                 scales.append(g)
                 push = self.penalty * g * c * slope
                 if self.budget > 0:  # the budget's top scores are not pushed
+                    groups = (
+                        [~u.to(s.device), u.to(s.device)]
+                        if self.budget_scope == "new"
+                        else [torch.ones_like(u, device=s.device)]
+                    )
                     keep = math.ceil(self.budget * s.numel())
-                    push[torch.topk(s.detach(), keep).indices] = 0.0
+                    for group in groups:
+                        idx = group.nonzero().flatten()
+                        top = torch.topk(s.detach()[idx], min(keep, idx.numel()))
+                        push[idx[top.indices]] = 0.0
                 s.grad = task + push
             self.task_grad = float(np.mean(scales))
             self.last_scales = scales
