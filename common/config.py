@@ -232,8 +232,8 @@ SHARED: dict[str, Setting] = {
         "when clients register: 'eager' queries every node before round 1; 'lazy' "
         "registers one client at start-up and every other when first drawn (for "
         "training or an evaluation sample; the last round's evaluation registers "
-        "the rest), so start-up is flat in the clients (pfedhn, fedavg, fedprox, "
-        "local)",
+        "the rest), so start-up is flat in the clients (pfedhn, hyperfedzero, fedavg, "
+        "fedprox, local)",
         choices=("eager", "lazy"),
         fingerprint=True,
     ),
