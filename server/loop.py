@@ -490,6 +490,7 @@ class Runner:
         evaluated that round; when that was a sample, :meth:`finish` evaluates
         every participant with the chosen state for the summary's accuracies.
         """
+        start = time.monotonic()
         config = ConfigRecord(
             {"round": rnd, "phase": "eval", "method": self.cfg.method}
         )
@@ -504,6 +505,9 @@ class Runner:
         row["eval-bytes-down"], row["eval-bytes-up"] = down, up
         row.update(self.strategy.evaluation_metrics(rnd, results))
         row.update(self.strategy.extra_evaluation(self, rnd))
+        # the evaluation's wall time (lazy registration of drawn nodes included),
+        # apart from the training round's round-s
+        row["eval-s"] = time.monotonic() - start
         if (
             self.best is None
             or not self.strategy.best_by_validation
