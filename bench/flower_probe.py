@@ -9,6 +9,8 @@ vce_api.py``) for N nodes and prints one JSON line:
   node, each built by ``register_context``
   (``flwr/compat/client/run_info_store.py``), which with an app folder reads and
   fuses the app's ``pyproject.toml`` once per node;
+- ``grid.get_node_ids()`` as the ServerApp calls it (the in-memory LinkState's
+  ``get_nodes``: every node's record filtered under the state's lock);
 - one sweep of ``add_messages_to_queue``: ``state.get_message_ins(node_id, limit=1)``
   for every node, which the engine repeats every 0.1 s while the run lasts, with
   the LinkState holding no message and then holding ``messages`` (a round's
@@ -75,6 +77,11 @@ def probe(num_nodes: int, messages: int = 10) -> dict[str, Any]:
         return time.perf_counter() - start
 
     out["sweep_empty_s"] = sweep()
+    # what the ServerApp's grid.get_node_ids() costs (InMemoryGrid -> get_nodes)
+    state.run_ids[1] = _run_record(run)
+    t0 = time.perf_counter()
+    out["nodes_listed"] = len(state.get_nodes(1))
+    out["get_node_ids_s"] = time.perf_counter() - t0
     # a round's train messages waiting in the store (to nodes at the sweep's end,
     # so a sweep walks them at every node before it delivers any)
     try:
@@ -84,7 +91,6 @@ def probe(num_nodes: int, messages: int = 10) -> dict[str, Any]:
         # registered with the LinkState; the messages are put in its store as
         # ``InMemoryLinkState.store_message_ins`` would after its checks
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-        state.run_ids[1] = _run_record(run)
         for i, node in enumerate(nodes[-messages:]):
             msg = Message(
                 RecordDict({"config": ConfigRecord({"i": i})}),

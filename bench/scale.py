@@ -107,8 +107,14 @@ def jobs(
     out = []
     for n in sizes:
         for method in methods:
-            cfg = base_config(method, n, rounds)
             for engine in engines:
+                cfg = base_config(method, n, rounds)
+                if engine == "sim":
+                    # no evaluation round through Ray: each exchange there waits
+                    # for Flower's polling sweep, whose cost grows with nodes ×
+                    # messages waiting (the probe), and an evaluation sample's
+                    # registrations and messages would take minutes at 100,000
+                    cfg["eval-every"] = rounds + 1
                 tags = {"engine": engine, "n": n, "method": method}
                 if engine == "sim":
                     out.append(
@@ -274,7 +280,7 @@ def probe_table(probe: list[dict[str, Any]]) -> str:
     rows = []
     for p in probe:
         if "error" in p:
-            rows.append([f"{p['n']:,}", p["error"], "", "", "", "", ""])
+            rows.append([f"{p['n']:,}", p["error"], "", "", "", "", "", ""])
             continue
         rows.append(
             [
@@ -282,6 +288,7 @@ def probe_table(probe: list[dict[str, Any]]) -> str:
                 fmt(p["register_nodes_s"]),
                 fmt(p["register_contexts_s"]),
                 fmt(p["rss_after_contexts_mb"] - p["rss_start_mb"], 4),
+                fmt(p.get("get_node_ids_s")),
                 fmt(p["sweep_empty_s"]),
                 fmt(p.get("sweep_with_messages_s")),
                 fmt(p.get("run_config_keys")),
@@ -293,6 +300,7 @@ def probe_table(probe: list[dict[str, Any]]) -> str:
             "`_register_nodes` s",
             "`_register_node_info_stores` s",
             "RSS growth MB",
+            "`grid.get_node_ids()` s",
             "one polling sweep s (no message)",
             "one polling sweep s (10 messages waiting)",
             "run-config keys per Context",
@@ -407,8 +415,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"10 clients sampled per round, {data['rounds']} rounds (the jobs stop "
         "before the run's last round, which evaluates every participant), MLP "
         'target, 5 local steps of 8 samples, `registration = "lazy"`, '
-        f"`eval-sample = {EVAL_SAMPLE}` (evaluation every {EVAL_EVERY} rounds; "
-        "HyperFedZero's held-out check also on a sample of that many), pFedHN's "
+        f"`eval-sample = {EVAL_SAMPLE}` (in process an evaluation every "
+        f"{EVAL_EVERY} rounds, HyperFedZero's held-out check also on a sample of "
+        "that many; through `flwr run` no evaluation round, see below), pFedHN's "
         "default embedding (d = 26); Fashion-MNIST, partitioner `sampled` "
         f"({SAMPLES_PER_CLIENT} rows of 2 classes per client, drawn per client). "
         "s/round is the training round (`round-s`, rounds 2…); evaluation rounds "
@@ -630,7 +639,11 @@ def notes(records: list[dict[str, Any]], probe: list[dict[str, Any]]) -> list[st
             + (f"{fmt(sweep)} s with a round's 10" if sweep is not None else "—")
             + ", so a message waits up to a sweep before delivery and the "
             "`flwr-simulation` process (which also runs the ServerApp, sharing "
-            "its interpreter lock) spends a core on polling."
+            "its interpreter lock) spends a core on polling. And each "
+            "`grid.get_node_ids()` (the ServerApp lists the nodes before every "
+            "exchange, to notice new ones) walks every node's record under the "
+            "state's lock (`in_memory_linkstate.py`, lines 600–616): "
+            f"{fmt(last.get('get_node_ids_s'))} s at {last['n']:,} nodes."
         )
     return out
 
@@ -663,14 +676,15 @@ def run(
         results = run_jobs("scale", todo, parallel=1, sample_rss=True) if todo else []
         probed = flower_probe((200, 500) if quick else PROBE_SIZES) if probe else []
     records = [record(r) for r in results]
-    if merge and old.get("rows") and "registration" in old["rows"][0]:
+    lazy_old = merge and bool(old.get("rows")) and "registration" in old["rows"][0]
+    if lazy_old:
         fresh = {key(r) for r in records}
         records = [r for r in old["rows"] if key(r) not in fresh] + records
         probed = probed or old.get("flower_probe", [])
     records.sort(key=lambda r: (r["method"], r["engine"], r["n"]))
     meta = {
         "machine": machine(),
-        "load": load.summary() if todo else old.get("load", {}),
+        "load": merged_load(load.summary(), old.get("load", {}) if lazy_old else {}),
         "quick": quick,
         "rounds": 3 if quick else ROUNDS,
     }
@@ -685,6 +699,14 @@ def run(
     }
     write(data, quick)
     return data
+
+
+def merged_load(new: dict[str, float], old: dict[str, float]) -> dict[str, float]:
+    """The load caveat over the invocations merged into one page: the higher
+    mean and the higher maximum (the busier run is the one to warn about)."""
+    if not new or not old:
+        return new or old
+    return {k: max(new.get(k, 0.0), old.get(k, 0.0)) for k in set(new) | set(old)}
 
 
 def write(data: dict[str, Any], quick: bool = False) -> None:
