@@ -559,6 +559,31 @@ def notes(records: list[dict[str, Any]], probe: list[dict[str, Any]]) -> list[st
     """The page's prose, from the measured numbers of this JSON."""
     by = {key(r): r for r in records}
     out = []
+    verdicts = []
+    for t in targets(records):
+        checks = {
+            "start-up": (t["startup_ok"], t["startup_ratio"], "×"),
+            "s/round": (t["round_ok"], t["round_ratio"], "×"),
+            "RSS": (t["rss_ok"], t["rss_100k_mb"], " MB"),
+        }
+        missed = [
+            f"{name} {fmt(value)}{unit}"
+            for name, (ok, value, unit) in checks.items()
+            if value is not None and not ok
+        ]
+        unmeasured = [n for n, (_, value, _) in checks.items() if value is None]
+        verdicts.append(
+            f"{NAMES[t['engine']]}, {METHOD_NAMES[t['method']]}: "
+            + ("every target met" if not missed else "missed: " + ", ".join(missed))
+            + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else "")
+        )
+    if verdicts:
+        out.append(
+            "**Targets, measured.** "
+            + "; ".join(verdicts)
+            + ". Where `flwr run` misses one, the paragraph on Flower's part below "
+            "says which per-node work of Flower's simulation engine it is."
+        )
     direct = [by.get(("direct", m, n)) for m in METHODS for n in SIZES]
     done = [r for r in direct if r and r["ok"]]
     if done:
