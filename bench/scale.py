@@ -670,7 +670,87 @@ def notes(records: list[dict[str, Any]], probe: list[dict[str, Any]]) -> list[st
             "state's lock (`in_memory_linkstate.py`, lines 600–616): "
             f"{fmt(last.get('get_node_ids_s'))} s at {last['n']:,} nodes."
         )
+        out += flower_share(by, last)
+    evals = [
+        (
+            m,
+            [
+                v
+                for n in SIZES
+                for v in (by.get(("direct", m, n)) or {}).get("eval_s", [])
+            ],
+        )
+        for m in METHODS
+    ]
+    evals = [(m, v) for m, v in evals if v]
+    if evals:
+        out.append(
+            "**Evaluation rounds are bounded.** In process an evaluation round "
+            f"(a sample of {EVAL_SAMPLE} participants; HyperFedZero also "
+            f"{EVAL_SAMPLE} held-out clients, twice: own e and mean e; the drawn "
+            "nodes registering then) took "
+            + "; ".join(
+                f"{METHOD_NAMES[m]} {fmt(min(v))}–{fmt(max(v))} s"
+                + (f" (100,000 / 1,000: {fmt(g)}× for the slower round)" if g else "")
+                for m, v, g in ((m, v, eval_growth(by, m)) for m, v in evals)
+            )
+            + " over the three sizes: the cost follows the sample, not N."
+        )
     return out
+
+
+def eval_growth(
+    by: dict[tuple[str, str, int], dict[str, Any]], method: str
+) -> float | None:
+    """The slower in-process evaluation round at 100,000 over that at 1,000."""
+    small, big = by.get(("direct", method, 1_000)), by.get(("direct", method, 100_000))
+    if not (small and big and small.get("eval_s") and big.get("eval_s")):
+        return None
+    return float(max(big["eval_s"]) / max(small["eval_s"]))
+
+
+def flower_share(
+    by: dict[tuple[str, str, int], dict[str, Any]], probe: dict[str, Any]
+) -> list[str]:
+    """How much of `flwr run`'s growth from 1,000 to the probe's size the probe's
+    Flower-only figures account for, per method (start-up, RSS), and what the same
+    server loop costs in process at that size (s/round)."""
+    n = probe["n"]
+    flower_startup = probe["register_nodes_s"] + probe["register_contexts_s"]
+    flower_rss = probe["rss_after_contexts_mb"] - probe["rss_start_mb"]
+    parts = []
+    for m in METHODS:
+        small, big = by.get(("sim", m, 1_000)), by.get(("sim", m, n))
+        inproc = by.get(("direct", m, n))
+        if not (small and big and small["ok"] and big["ok"]):
+            continue
+        text = (
+            f"{METHOD_NAMES[m]}: start-up +{fmt(big['startup_s'] - small['startup_s'])}"
+            f" s, of which Flower's node and Context registration alone take "
+            f"{fmt(flower_startup)} s; `flwr-simulation` RSS "
+            f"+{fmt(big['rss_mb'] - small['rss_mb'], 4)} MB, of which the Contexts "
+            f"{fmt(flower_rss, 4)} MB"
+        )
+        if inproc and inproc["ok"]:
+            text += (
+                f"; {fmt(big['round_s_median'])} s/round against "
+                f"{fmt(inproc['round_s_median'])} s for the same server loop and "
+                f"clients in process at {n:,}"
+            )
+        parts.append(text)
+    if not parts:
+        return []
+    return [
+        f"**Flower's share, 1,000 → {n:,} virtual SuperNodes.** Flower's simulation "
+        f"held {n:,} virtual SuperNodes here (no run stopped); what grows is "
+        "Flower's: "
+        + "; ".join(parts)
+        + ". Each training round is two exchanges through the engine (the "
+        "registration query of the round's newly drawn clients, then their train "
+        "messages), and each waits for the polling sweep above; our loop's own "
+        "per-round work at this size is one `grid.get_node_ids()` and the "
+        "registry's bookkeeping."
+    ]
 
 
 # ---- running -------------------------------------------------------------------
@@ -695,7 +775,11 @@ def run(
         old if old.get("rows") and "registration" not in old["rows"][0] else None
     )
     if history is not None:
-        history = {k: history[k] for k in ("rows", "rounds", "machine", "load")}
+        history = {
+            k: history[k]
+            for k in ("rows", "rounds", "machine", "load", "notes")
+            if k in history
+        }
     with LoadMonitor() as load:
         todo = jobs(quick, engines, sizes, methods)
         results = run_jobs("scale", todo, parallel=1, sample_rss=True) if todo else []
