@@ -93,7 +93,6 @@ class DirectGrid(Grid):
         # Messages read their run and sender from the process's task identity, which
         # Flower's runtime sets; here the server is node 0 of run 1.
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-        self.run_config = run_config
         self.contexts = NodeContexts(num_nodes, run_config)
         self._inbox: dict[str, Message] = {}
 

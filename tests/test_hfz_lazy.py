@@ -214,3 +214,15 @@ def test_direct_grid_makes_a_node_context_when_first_messaged():
     assert dict.__len__(grid.contexts) == 1
     with pytest.raises(KeyError):
         grid.contexts[BASE + 100_000]
+
+
+def test_embedding_map_draws_at_most_a_seeded_sample_per_role():
+    """The map computes each drawn client's e from its data: with more clients than
+    the limit (eval-sample) a seeded sample of that many per role, in order."""
+    from server.hfz_embedding_map import _at_most
+
+    ids = [f"c{i}" for i in range(50)]
+    picked = _at_most(ids, 10, seed=42)
+    assert len(picked) == 10 and picked == sorted(picked, key=ids.index)
+    assert picked == _at_most(ids, 10, seed=42)
+    assert _at_most(ids, 0, seed=42) == ids == _at_most(ids, 50, seed=42)
