@@ -158,13 +158,15 @@ SHARED: dict[str, Setting] = {
         "classes",
         "how data is split over clients: flwr-datasets' "
         "partitioners, or class-shares (pFedHN's own split: k classes, "
-        "shares drawn U(0.4, 0.6))",
-        choices=("classes", "dirichlet", "shards", "class-shares"),
+        "shares drawn U(0.4, 0.6)), or sampled (a scale-only setting: each client "
+        "draws samples-per-client rows of classes-per-client seeded classes on its "
+        "own, so clients may share rows; any number of clients)",
+        choices=("classes", "dirichlet", "shards", "class-shares", "sampled"),
         fingerprint=True,
     ),
     "classes-per-client": _s(
         2,
-        "classes per client (partitioner 'classes')",
+        "classes per client (partitioners 'classes', 'class-shares', 'sampled')",
         check=at_least(1),
         fingerprint=True,
     ),
@@ -230,8 +232,8 @@ SHARED: dict[str, Setting] = {
         "when clients register: 'eager' queries every node before round 1; 'lazy' "
         "registers one client at start-up and every other when first drawn (for "
         "training or an evaluation sample; the last round's evaluation registers "
-        "the rest), so start-up is flat in the clients (pfedhn, fedavg, fedprox, "
-        "local)",
+        "the rest), so start-up is flat in the clients (pfedhn, hyperfedzero, fedavg, "
+        "fedprox, local)",
         choices=("eager", "lazy"),
         fingerprint=True,
     ),
@@ -555,6 +557,12 @@ def _validate(cfg: RunConfig) -> None:
             "class-shares needs num-clients × "
             f"classes-per-client divisible by {cfg.num_classes} (every "
             "class held by the same number of clients)",
+        )
+    if cfg.partitioner == "sampled" and cfg.samples_per_client < 3:
+        raise ConfigError(
+            "samples-per-client",
+            "partitioner 'sampled' needs samples-per-client >= 3 (a train, a "
+            "validation and a test row per client)",
         )
     if cfg.min_clients > cfg.participants_count:
         raise ConfigError(

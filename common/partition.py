@@ -306,8 +306,60 @@ def _client_splits(
     return splits
 
 
+#: The numpy stream of partitioner "sampled": (seed, SAMPLED_STREAM, partition id).
+SAMPLED_STREAM = 31_337
+
+
+@lru_cache(maxsize=4)
+def _rows_by_class(dataset: str, data_dir: str) -> tuple[np.ndarray, ...]:
+    """The pooled dataset's row indices of each class that has rows."""
+    labels = np.asarray(load_pooled(dataset, data_dir).labels)
+    return tuple(
+        rows
+        for c in range(int(labels.max()) + 1)
+        if len(rows := np.flatnonzero(labels == c))
+    )
+
+
+def sampled_split(cfg: RunConfig, partition_id: int) -> ClientSplit:
+    """Partitioner ``sampled``, a scale-only setting: one client's rows drawn on
+    their own, from (seed, partition id) alone.
+
+    The client picks ``classes-per-client`` classes (seeded) and draws
+    ``samples-per-client`` distinct rows of those classes, cut into train/val/test
+    by the fractions (at least one row each). Nothing is computed for the other
+    clients, so any number of clients costs the same per client (100,000 clients
+    on Fashion-MNIST's 70,000 images); the price is that clients draw
+    independently and may share rows, which no other partitioner allows. Kept apart
+    from the others: their partitions do not change.
+    """
+    by_class = _rows_by_class(cfg.dataset, cfg.data_dir)
+    rng = np.random.default_rng([cfg.seed, SAMPLED_STREAM, partition_id])
+    k = min(cfg.classes_per_client, len(by_class))
+    classes = np.sort(rng.choice(len(by_class), k, replace=False))
+    pool = np.concatenate([by_class[c] for c in classes])
+    n = min(cfg.samples_per_client, len(pool))
+    rows = rng.choice(pool, n, replace=False)
+    n_val = max(1, int(round(cfg.val_fraction * n)))
+    n_test = max(1, int(round(cfg.test_fraction * n)))
+    return ClientSplit(
+        train=rows[n_val + n_test :],
+        val=rows[:n_val],
+        test=rows[n_val : n_val + n_test],
+    )
+
+
+def client_split(cfg: RunConfig, partition_id: int) -> ClientSplit:
+    """One client's index split (partitioner ``sampled``: computed for it alone)."""
+    if cfg.partitioner == "sampled":
+        return sampled_split(cfg, partition_id)
+    return client_splits(cfg)[partition_id]
+
+
 def client_splits(cfg: RunConfig) -> tuple[ClientSplit, ...]:
     """All clients' index splits for a run config (cached per process)."""
+    if cfg.partitioner == "sampled":
+        return tuple(sampled_split(cfg, i) for i in range(cfg.num_clients))
     splits = _client_splits(
         cfg.dataset,
         cfg.data_dir,
@@ -352,7 +404,7 @@ def load_client_data(cfg: RunConfig, partition_id: int) -> ClientData:
     if not 0 <= partition_id < cfg.num_clients:
         raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
     pooled = load_pooled(cfg.dataset, cfg.data_dir)
-    split = client_splits(cfg)[partition_id]
+    split = client_split(cfg, partition_id)
     (xt, yt), (xv, yv), (xs, ys) = (
         pooled.rows(split.train),
         pooled.rows(split.val),

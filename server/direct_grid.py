@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tomllib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,38 @@ def project_client_app(project_dir: Path = PROJECT_DIR) -> ClientApp:
     return app
 
 
+class NodeContexts(dict[int, Context]):
+    """The simulated nodes' Flower contexts by node id (1000 + partition id), each
+    made when first looked up: iterating gives every node id, but a node never
+    messaged holds no context (100,000 nodes cost nothing until drawn)."""
+
+    def __init__(self, num_nodes: int, run_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.num_nodes, self.run_config = num_nodes, run_config
+
+    def __missing__(self, node: int) -> Context:
+        partition = node - 1000
+        if not 0 <= partition < self.num_nodes:
+            raise KeyError(node)
+        context = self[node] = Context(
+            run_id=1,
+            node_id=node,
+            node_config={"partition-id": partition, "num-partitions": self.num_nodes},
+            state=RecordDict(),
+            run_config=dict(self.run_config),
+        )
+        return context
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(1000, 1000 + self.num_nodes))
+
+    def __len__(self) -> int:
+        return self.num_nodes
+
+    def __contains__(self, node: object) -> bool:
+        return isinstance(node, int) and 0 <= node - 1000 < self.num_nodes
+
+
 class DirectGrid(Grid):
     """Delivers each pushed message to ``client_app`` in this process, in order."""
 
@@ -61,16 +93,7 @@ class DirectGrid(Grid):
         # Messages read their run and sender from the process's task identity, which
         # Flower's runtime sets; here the server is node 0 of run 1.
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-        self.contexts = {
-            1000 + i: Context(
-                run_id=1,
-                node_id=1000 + i,
-                node_config={"partition-id": i, "num-partitions": num_nodes},
-                state=RecordDict(),
-                run_config=dict(run_config),
-            )
-            for i in range(num_nodes)
-        }
+        self.contexts = NodeContexts(num_nodes, run_config)
         self._inbox: dict[str, Message] = {}
 
     def set_run(self, run: Any) -> None:  # noqa: D102 - Grid API, nothing to set

@@ -158,8 +158,8 @@ class Runner:
     def register_drawn(self, nodes: list[int]) -> list[str]:
         """Lazy registration of drawn nodes (the registry's resolver): register them
         (:func:`server.registry.register_nodes`), let the strategy admit each client
-        (an embedding row, a model), and return the participants among them; a
-        held-out client is registered as such and never returned."""
+        (an embedding row, a model), and return the clients admitted, either role
+        (a draw keeps those of the role it draws)."""
         faults_before = len(self.registry.faults)
         registered = register_nodes(
             self.grid,
@@ -170,16 +170,15 @@ class Runner:
             self.cfg.round_timeout,
         )
         failed = len(self.registry.faults) - faults_before
-        participants = []
+        admitted = []
         for cid in registered:
             if not self.admit_or_refuse(cid, "client", "register"):
                 failed += 1
                 continue
-            if self.registry.clients[cid].participant:
-                participants.append(cid)
+            admitted.append(cid)
         self.count_faults({"registration-failed": failed})
-        self.registered_now += sum(c in self.registry.clients for c in registered)
-        return participants
+        self.registered_now += len(admitted)
+        return admitted
 
     def register_rest(self) -> None:
         """Lazy registration: register every node still pending (before the last
@@ -418,22 +417,55 @@ class Runner:
         and the pool counts both; evaluating every participant registers every
         pending node first.
         """
-        pool = self.strategy.evaluated(rnd)
+        return self._sample_of(
+            lambda: self.strategy.evaluated(rnd),
+            rnd,
+            participant=True,
+            every=not self.strategy.sampled_evaluation,
+        )
+
+    def held_out_sample(self, rnd: int) -> list[str]:
+        """The held-out clients a method's per-round held-out check evaluates at
+        evaluation round ``rnd``: before the last round a seeded sample of
+        ``eval-sample`` of them (drawn like the participants' sample, on a stream of
+        its own; with lazy registration from the registered held-out clients and the
+        pending nodes, a drawn node registering now), so the check costs the same
+        with 1,000 or 100,000 held-out clients; every one at the last round."""
+        ids, _ = self._sample_of(
+            lambda: self.registry.nonparticipants, rnd, participant=False
+        )
+        return ids
+
+    def _sample_of(
+        self,
+        pool_of: Callable[[], list[str]],
+        rnd: int,
+        participant: bool,
+        every: bool = False,
+    ) -> tuple[list[str], int]:
+        """A role's evaluated clients at round ``rnd`` and the pool's size: a seeded
+        sample of ``eval-sample`` before the last round (unless ``every``), all of
+        them (every pending node registered first) at the last round."""
+        pool = pool_of()
         size = self.cfg.eval_sample
         pending = self.registry.pending_count
         if (
             rnd == self.cfg.num_rounds
-            or not self.strategy.sampled_evaluation
+            or every
             or (pending and not 0 < size < len(pool) + pending)
         ):
             if pending:
                 self.register_rest()
-                pool = self.strategy.evaluated(rnd)
+                pool = pool_of()
             return pool, len(pool)
-        if pending:  # lazy: drawn from registered participants and pending nodes
-            rng = evaluation_rng(self.cfg.seed, rnd)
-            return self.registry.draw(pool, size, rng), len(pool) + pending
-        return evaluation_sample(pool, size, self.cfg.seed, rnd), len(pool)
+        stream = 0 if participant else HELD_OUT_STREAM
+        if pending:  # lazy: drawn from registered clients and pending nodes
+            rng = evaluation_rng(self.cfg.seed, rnd, stream)
+            return (
+                self.registry.draw(pool, size, rng, participant),
+                len(pool) + pending,
+            )
+        return evaluation_sample(pool, size, self.cfg.seed, rnd, stream), len(pool)
 
     def _evaluate_all(
         self, ids: list[str], config: ConfigRecord, what: str
@@ -458,6 +490,7 @@ class Runner:
         evaluated that round; when that was a sample, :meth:`finish` evaluates
         every participant with the chosen state for the summary's accuracies.
         """
+        start = time.monotonic()
         config = ConfigRecord(
             {"round": rnd, "phase": "eval", "method": self.cfg.method}
         )
@@ -472,6 +505,9 @@ class Runner:
         row["eval-bytes-down"], row["eval-bytes-up"] = down, up
         row.update(self.strategy.evaluation_metrics(rnd, results))
         row.update(self.strategy.extra_evaluation(self, rnd))
+        # the evaluation's wall time (lazy registration of drawn nodes included),
+        # apart from the training round's round-s
+        row["eval-s"] = time.monotonic() - start
         if (
             self.best is None
             or not self.strategy.best_by_validation
@@ -688,15 +724,22 @@ class Runner:
 #: a strategy's own training sampler (seed, 1), so sampling evaluations moves no
 #: training figure.
 EVAL_STREAM = 2
+#: The sub-stream of held-out clients' samples (:meth:`Runner.held_out_sample`):
+#: (seed, EVAL_STREAM, round, HELD_OUT_STREAM), apart from the participants'.
+HELD_OUT_STREAM = 1
 
 
-def evaluation_rng(seed: int, rnd: int) -> np.random.Generator:
+def evaluation_rng(seed: int, rnd: int, stream: int = 0) -> np.random.Generator:
     """The generator an evaluation round's sample is drawn with: from (seed, round)
-    alone, a stream apart from the training sampler's."""
-    return np.random.default_rng([seed, EVAL_STREAM, rnd])
+    alone, a stream apart from the training sampler's (``stream`` > 0: a sub-stream,
+    e.g. the held-out clients' sample; 0 is the participants')."""
+    key = [seed, EVAL_STREAM, rnd] + ([stream] if stream else [])
+    return np.random.default_rng(key)
 
 
-def evaluation_sample(pool: list[str], size: int, seed: int, rnd: int) -> list[str]:
+def evaluation_sample(
+    pool: list[str], size: int, seed: int, rnd: int, stream: int = 0
+) -> list[str]:
     """A seeded sample of ``size`` of ``pool`` for evaluation round ``rnd``, in pool
     order: all of ``pool`` when ``size`` is 0 or at least its length.
 
@@ -706,7 +749,7 @@ def evaluation_sample(pool: list[str], size: int, seed: int, rnd: int) -> list[s
     """
     if size <= 0 or len(pool) <= size:
         return list(pool)
-    rng = evaluation_rng(seed, rnd)
+    rng = evaluation_rng(seed, rnd, stream)
     return [pool[i] for i in np.sort(rng.choice(len(pool), size, replace=False))]
 
 

@@ -72,6 +72,10 @@ class ServerOps(Protocol):
         ``min-clients`` or ``round-retries`` re-samples are spent; the result and
         the attempts used. Raises :class:`RoundFailedError` after that."""
 
+    def held_out_sample(self, server_round: int) -> list[str]:
+        """The held-out clients a per-round held-out check evaluates: a seeded
+        sample of ``eval-sample`` before the last round, every one at the last."""
+
     def count_faults(self, counts: Mapping[str, int]) -> None:
         """Add to the run's fault counters (summary.json)."""
 

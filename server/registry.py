@@ -66,8 +66,9 @@ class ClientRegistry:
     faults: dict[str, str] = field(default_factory=dict)
     #: What the clients' data agreed on (server/datacheck.py): fingerprint, scaling.
     data: dict[str, Any] = field(default_factory=dict)
-    #: Lazy registration: registers drawn pending nodes, returning the participants
-    #: among them (set by the server loop; see :meth:`draw`).
+    #: Lazy registration: registers drawn pending nodes, returning the clients
+    #: registered (set by the server loop; see :meth:`draw`, which keeps those of
+    #: the role it draws).
     resolver: Callable[[list[int]], list[str]] | None = field(default=None, repr=False)
     _by_node: dict[int, str] | None = field(default=None, repr=False)
     _keys: dict[bool, list[OrderKey]] | None = field(default=None, repr=False)
@@ -200,16 +201,24 @@ class ClientRegistry:
         else:
             self._pending = [n for n in self._pending if n not in gone]
 
-    def draw(self, pool: list[str], k: int, rng: np.random.Generator) -> list[str]:
-        """``k`` participants drawn uniformly from ``pool`` (registered ones) and the
-        pending nodes, registering the drawn pending nodes as they are drawn.
+    def draw(
+        self,
+        pool: list[str],
+        k: int,
+        rng: np.random.Generator,
+        participant: bool = True,
+    ) -> list[str]:
+        """``k`` clients of one role (participants, or with ``participant`` False
+        held-out clients) drawn uniformly from ``pool`` (registered ones of that
+        role) and the pending nodes, registering the drawn pending nodes as they are
+        drawn.
 
-        One seeded permutation of pool + pending is walked: registered participants
-        are taken as they come, pending nodes are registered in batches
-        (:attr:`resolver`) and only the participants among them taken, so a held-out
-        client registers (as held out) but is never returned, and the result is a
-        uniform sample of the participants. Fewer than ``k`` only when there are no
-        more. Ordered like :attr:`participants`.
+        One seeded permutation of pool + pending is walked: registered clients are
+        taken as they come, pending nodes are registered in batches
+        (:attr:`resolver`) and only those of the role taken, so a client of the
+        other role registers (as what it is) but is never returned, and the result
+        is a uniform sample of the role's clients. Fewer than ``k`` only when there
+        are no more. Ordered like :attr:`participants`.
         """
         pending = self.pending
         if pending and self.resolver is None:
@@ -229,7 +238,11 @@ class ClientRegistry:
             if not nodes:
                 break
             assert self.resolver is not None
-            picked += self.resolver(nodes)
+            picked += [
+                c
+                for c in self.resolver(nodes)
+                if c in self.clients and self.clients[c].participant == participant
+            ]
             nodes = []
         return sorted(picked[:k], key=self.order_key)
 

@@ -170,7 +170,7 @@ def test_reference_methods_run_with_lazy_registration(tmp_path, method):
 
 def test_lazy_registration_is_refused_where_the_state_needs_every_client():
     with pytest.raises(ConfigError, match="registration") as err:
-        parse_run_config({"method": "hyperfedzero", "registration": "lazy"})
+        parse_run_config({"method": "hyperflora", "registration": "lazy"})
     assert "pfedhn" in str(err.value)
     assert parse_run_config({"registration": "lazy"}).registration == "lazy"
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
@@ -49,6 +50,10 @@ from server.personalizers import PersonalizeError, TrainedRun, register_personal
 from server.registry import client_at
 from server.strategies.base import HyperflowerStrategy, Params
 from server.validation import ClientUpdate, ReplyExtra, extras_of
+
+#: The numpy stream of the store sample the spread is measured on (apart from the
+#: training sampler's (seed, 1) and the evaluation samples' (seed, 2, …)).
+STORE_SAMPLE_STREAM = 3
 
 
 def spread(
@@ -112,9 +117,10 @@ class HyperFedZero(HyperflowerStrategy):
             self.sizes["f_plus_h_over_c"],
             self.sizes["model_over_fedavg"],
         )
-        #: clients' class mixes, read once where the server can read their data
-        #: (None: not tried yet; {}: not readable here)
-        self.mixes: dict[str, torch.Tensor] | None = None
+        #: clients' class mixes, each read once where the server can read their
+        #: data (only the clients whose embeddings are measured); None: not
+        #: readable here
+        self.mixes: dict[str, torch.Tensor] | None = {}
         # P is a run-config value: the declared extra is set per instance (the loop
         # reads it from the strategy object)
         self.reply_extras = {"embedding": ReplyExtra((self.cfg.hfz_embed_dim,))}
@@ -167,29 +173,56 @@ class HyperFedZero(HyperflowerStrategy):
 
     def store_metrics(self) -> dict[str, float]:
         """The embedding store's spread, against the class mixes where they can be
-        read (metrics.jsonl, every round)."""
-        return spread(self.store, self.class_mixes())
+        read (metrics.jsonl, every round); over a seeded sample of ``eval-sample``
+        of the stored embeddings when there are more (the pairwise distances cost
+        the square of the clients measured)."""
+        measured = self.measured_store()
+        return spread(measured, self.class_mixes(list(measured)))
 
-    def class_mixes(self) -> dict[str, torch.Tensor]:
-        """Every registered client's class mix, read once from its partition; {}
-        (with one warning) where the server cannot read the clients' data."""
+    def measured_store(self) -> dict[str, torch.Tensor]:
+        """The stored embeddings the spread is measured on: all of them, or when
+        there are more than ``eval-sample`` (> 0) a sample of that many, seeded by
+        the run's seed and the store's size (the same store gives the same
+        sample)."""
+        size = self.cfg.eval_sample
+        if size <= 0 or len(self.store) <= size:
+            return self.store
+        ids = list(self.store)
+        rng = np.random.default_rng([self.cfg.seed, STORE_SAMPLE_STREAM, len(ids)])
+        picked = sorted(rng.choice(len(ids), size, replace=False))
+        return {ids[i]: self.store[ids[i]] for i in picked}
+
+    def class_mixes(self, client_ids: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The class mixes of ``client_ids``, each read once from its partition
+        when first needed (with lazy registration the server never reads every
+        client's); {} (with one warning) where the server cannot read the clients'
+        data."""
         if self.mixes is None:
-            clients = {
-                c: self.registry.clients[c].partition_id
-                for c in (*self.registry.participants, *self.registry.nonparticipants)
-            }
+            return {}
+        missing = {
+            c: self.registry.clients[c].partition_id
+            for c in client_ids
+            if c not in self.mixes
+        }
+        if missing:
             try:
-                self.mixes = class_mixes(self.cfg, clients)
+                self.mixes.update(class_mixes(self.cfg, missing))
             except Exception as exc:  # noqa: BLE001 - a metric never fails a run
                 log(WARNING, "class-mix spread not measured: %s", exc)
-                self.mixes = {}
-        return self.mixes
+                self.mixes = None
+                return {}
+        return {c: self.mixes[c] for c in client_ids}
 
     def extra_evaluation(self, ops: Any, server_round: int) -> dict[str, Any]:
         """Held-out clients' validation accuracy with the classifier for their own
         e and with the one for the store's mean e (the collapse metric's second
-        half); nothing when there are no held-out clients."""
-        held = list(self.registry.nonparticipants)
+        half); nothing when there are no held-out clients.
+
+        Before the last round the clients are a seeded sample of ``eval-sample``
+        held-out clients (:meth:`server.loop.Runner.held_out_sample`; with lazy
+        registration a drawn node registers now), so the check does not grow with
+        the federation; at the last round every held-out client."""
+        held = ops.held_out_sample(server_round)
         if not held:
             return {}
         own = ConfigRecord(
@@ -270,7 +303,11 @@ class HyperFedZero(HyperflowerStrategy):
 
             report["embedding_map"] = str(
                 plot_embedding_map(
-                    ops.run_dir, self.cfg, self.global_model, self.registry
+                    ops.run_dir,
+                    self.cfg,
+                    self.global_model,
+                    self.registry,
+                    limit=self.cfg.eval_sample,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - a plot never fails a run
