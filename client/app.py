@@ -9,7 +9,13 @@ setup, seeding, identity, registration and reply tail they share live in
 
 from __future__ import annotations
 
-import client.handlers  # noqa: F401  (registers every method's handlers on app)
-from client.runtime import app
+from client import timing
+
+timing.mark("import-start")  # a per-message process pays this import every time
+
+import client.handlers  # noqa: E402, F401  (registers every method's handlers on app)
+from client.runtime import app  # noqa: E402
+
+timing.mark("import-done")
 
 __all__ = ["app"]

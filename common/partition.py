@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -347,18 +349,113 @@ def subsample(
     )
 
 
-def load_client_data(cfg: RunConfig, partition_id: int) -> ClientData:
-    """The tensors of one client's partition (what a ClientApp trains on)."""
+def load_client_data(
+    cfg: RunConfig, partition_id: int, disk_cache: bool | None = None
+) -> ClientData:
+    """The tensors of one client's partition (what a ClientApp trains on).
+
+    ``disk_cache`` keeps them in a per-node cache file (:func:`client_cache_path`),
+    so a process that serves one message and exits does not gather and normalise
+    its rows again; None decides by :func:`client_cache_enabled`.
+    """
     if not 0 <= partition_id < cfg.num_clients:
         raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
     pooled = load_pooled(cfg.dataset, cfg.data_dir)
+    if disk_cache is None:
+        disk_cache = client_cache_enabled()
+    path = client_cache_path(cfg, partition_id, pooled.fingerprint)
+    if disk_cache and (cached := _read_client_cache(path)) is not None:
+        return cached
     split = client_splits(cfg)[partition_id]
     (xt, yt), (xv, yv), (xs, ys) = (
         pooled.rows(split.train),
         pooled.rows(split.val),
         pooled.rows(split.test),
     )
-    return ClientData(xt, yt, xv, yv, xs, ys)
+    data = ClientData(xt, yt, xv, yv, xs, ys)
+    if disk_cache:
+        _write_client_cache(path, data)
+    return data
+
+
+# ---- the per-node cache of one client's tensors --------------------------------
+#: Bump when what a client cache file holds, or how it is computed, changes.
+_CLIENT_FORMAT = 1
+#: ``1`` / ``0``: always / never use the per-node cache (default: only in a
+#: ``flwr-clientapp`` process, which Flower starts for a single message).
+CLIENT_CACHE_ENV = "HYPERFLOWER_CLIENT_CACHE"
+#: Client cache files kept per host; older ones are removed when a new one is written.
+CLIENT_CACHE_KEEP = 32
+_CLIENT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def client_cache_enabled() -> bool:
+    """Whether :func:`load_client_data` uses the per-node cache by default.
+
+    Deployment starts a fresh ``flwr-clientapp`` process for every message, which
+    would otherwise gather and normalise its rows every time; a simulation worker or
+    an in-process run keeps its data in memory and would only fill the disk.
+    ``HYPERFLOWER_CLIENT_CACHE`` overrides the choice.
+    """
+    forced = os.environ.get(CLIENT_CACHE_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "flwr-clientapp"
+
+
+def client_cache_path(cfg: RunConfig, partition_id: int, fingerprint: str) -> Path:
+    """The cache file of one client's tensors: keyed by the data's content
+    fingerprint (which covers its preprocessing) and every setting that decides the
+    client's rows (partitioner and its settings, fractions, seed, low-data size,
+    partition id), so any change reads another file."""
+    key = json.dumps(
+        [
+            fingerprint,
+            cfg.dataset,
+            cfg.partitioner,
+            cfg.num_clients,
+            cfg.classes_per_client,
+            cfg.dirichlet_alpha,
+            cfg.shards_per_client,
+            cfg.val_fraction,
+            cfg.test_fraction,
+            cfg.seed,
+            cfg.samples_per_client,
+            partition_id,
+            _PARTITION_FORMAT,
+            _CLIENT_FORMAT,
+        ]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return default_data_dir() / "cache" / "clients" / f"{digest}.npz"
+
+
+def _read_client_cache(path: Path) -> ClientData | None:
+    """The cached tensors, or None when the file is absent, torn or incomplete."""
+    try:
+        with np.load(path) as saved:
+            arrays = {name: saved[name] for name in _CLIENT_ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    parts = [("x_train", "y_train"), ("x_val", "y_val"), ("x_test", "y_test")]
+    if any(len(arrays[x]) != len(arrays[y]) for x, y in parts):
+        return None
+    return ClientData(*(torch.from_numpy(arrays[name]) for name in _CLIENT_ARRAYS))
+
+
+def _write_client_cache(path: Path, data: ClientData) -> None:
+    """Write a client's tensors atomically (a temporary file renamed into place) and
+    keep the newest :data:`CLIENT_CACHE_KEEP` files; a failed write only costs time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **{name: getattr(data, name).numpy() for name in _CLIENT_ARRAYS})
+        os.replace(tmp, path)
+        files = sorted(path.parent.glob("*.npz"), key=lambda f: f.stat().st_mtime)
+        for old in files[:-CLIENT_CACHE_KEEP]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def class_indicator(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> list[int]:
