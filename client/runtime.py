@@ -40,8 +40,31 @@ from common.protocol import EXTRAS
 from common.records import config_of, to_record
 from common.training import evaluate
 
+
+class LazyClientApp(ClientApp):
+    """Flower's ClientApp that imports a message's handler module on first use
+    (:func:`client.handlers.load_for`): a per-message deployment process then
+    imports one method's handlers, not every method's."""
+
+    def __init__(self, mods: list[Any]) -> None:
+        super().__init__(mods=mods)
+        self._prepared: set[str] = set()
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        """Register what the message needs (the run's plugins, then its handler
+        module) and let Flower dispatch it."""
+        kind = message.metadata.message_type
+        if kind not in self._prepared:
+            load_plugins(context.run_config)
+            from client.handlers import load_for  # they import this module
+
+            load_for(kind)
+            self._prepared.add(kind)
+        return super().__call__(message, context)
+
+
 # timing marks (written only when asked); exceptions become one-line error replies
-app = ClientApp(mods=[timing_mod, error_replies])
+app = LazyClientApp(mods=[timing_mod, error_replies])
 torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
 
 
