@@ -160,6 +160,17 @@ FLOWER_SITES: list[tuple[str, str, str]] = [
 ]
 
 
+#: Deployed runs beside the sizes: (name, nodes, environment, column label).
+EXTRA: list[tuple[str, int, dict[str, str], str]] = [
+    (
+        "deploy-5-poll",
+        5,
+        {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"},
+        "5 nodes, task poll 0.2 s",
+    ),
+]
+
+
 def job_config(nodes: int, rounds: int) -> dict[str, Any]:
     """The run config of one case (every node a client of every round)."""
     return {
@@ -239,7 +250,12 @@ def _port_block(nodes: int) -> int:
 
 
 def deploy_once(
-    name: str, nodes: int, rounds: int, app: Path, env_extra: dict[str, str]
+    name: str,
+    nodes: int,
+    rounds: int,
+    app: Path,
+    env_extra: dict[str, str],
+    label: str = "",
 ) -> dict[str, Any]:
     """One loopback deployment run; its rows, the parsed messages and timings."""
     work = RUNS / SUITE / name
@@ -294,6 +310,7 @@ def deploy_once(
         "name": name,
         "engine": "deploy",
         "nodes": nodes,
+        "label": label,
         "env": env_extra,
         "ok": code == 0,
         "exit_code": code,
@@ -608,6 +625,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         for nodes in sizes:
             runs.append(deploy_once(f"deploy-{nodes}", nodes, rounds, app, {}))
             runs.append(simulate_once(f"sim-{nodes}", nodes, rounds))
+        for name, nodes, env, label in [] if quick else EXTRA:
+            runs.append(deploy_once(name, nodes, rounds, app, env, label))
     data = {
         "suite": SUITE,
         "quick": quick,
@@ -629,11 +648,11 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per size: the median of each stage over its train messages, the rounds'
+    """Per deployed run: the median of each stage over its train messages, the rounds'
     times (rounds after the first) deployed and simulated, and their ratio."""
     rows = []
-    for nodes in sorted({r["nodes"] for r in runs}):
-        dep = next(r for r in runs if r["engine"] == "deploy" and r["nodes"] == nodes)
+    for dep in (r for r in runs if r["engine"] == "deploy"):
+        nodes = dep["nodes"]
         sim = next(
             (r for r in runs if r["engine"] == "sim" and r["nodes"] == nodes), None
         )
@@ -646,6 +665,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sim_train = [m for m in (sim or {}).get("messages", []) if m["type"] == "train"]
         row = {
             "nodes": nodes,
+            "label": dep.get("label") or f"{nodes} nodes",
             "train_messages": len(train),
             "stages": stages,
             "flower_s": flower,
@@ -677,11 +697,10 @@ def _median(values: list[Any]) -> float | None:
 def render(data: dict[str, Any]) -> str:
     """The results page, from the suite's JSON alone."""
     rows, ours = data["rows"], data["ours"]
-    sizes = [r["nodes"] for r in rows]
     head = [
         "stage of one train message (median, s)",
         "whose",
-        *[f"{n} nodes" for n in sizes],
+        *[r["label"] for r in rows],
     ]
     body = [
         [label, who, *[fmt(r["stages"].get(key), 2) for r in rows]]
