@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -384,7 +385,7 @@ _CLIENT_FORMAT = 1
 #: ``1`` / ``0``: always / never use the per-node cache (default: only in a
 #: ``flwr-clientapp`` process, which Flower starts for a single message).
 CLIENT_CACHE_ENV = "HYPERFLOWER_CLIENT_CACHE"
-#: Client cache files kept per host; older ones are removed when a new one is written.
+#: Client cache folders kept per host; older ones go when a new one is written.
 CLIENT_CACHE_KEEP = 32
 _CLIENT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
@@ -404,7 +405,7 @@ def client_cache_enabled() -> bool:
 
 
 def client_cache_path(cfg: RunConfig, partition_id: int, fingerprint: str) -> Path:
-    """The cache file of one client's tensors: keyed by the data's content
+    """The cache folder of one client's tensors: keyed by the data's content
     fingerprint (which covers its preprocessing) and every setting that decides the
     client's rows (partitioner and its settings, fractions, seed, low-data size,
     partition id), so any change reads another file."""
@@ -427,15 +428,18 @@ def client_cache_path(cfg: RunConfig, partition_id: int, fingerprint: str) -> Pa
         ]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return default_data_dir() / "cache" / "clients" / f"{digest}.npz"
+    return default_data_dir() / "cache" / "clients" / digest
 
 
 def _read_client_cache(path: Path) -> ClientData | None:
-    """The cached tensors, or None when the file is absent, torn or incomplete."""
+    """The cached tensors, or None when the folder is absent or incomplete.
+
+    Plain ``.npy`` files, read whole: no archive to decompress or checksum, so a
+    hit costs about one copy of the client's tensors from the page cache.
+    """
     try:
-        with np.load(path) as saved:
-            arrays = {name: saved[name] for name in _CLIENT_ARRAYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        arrays = {name: np.load(path / f"{name}.npy") for name in _CLIENT_ARRAYS}
+    except (OSError, ValueError, EOFError):
         return None
     parts = [("x_train", "y_train"), ("x_val", "y_val"), ("x_test", "y_test")]
     if any(len(arrays[x]) != len(arrays[y]) for x, y in parts):
@@ -444,18 +448,30 @@ def _read_client_cache(path: Path) -> ClientData | None:
 
 
 def _write_client_cache(path: Path, data: ClientData) -> None:
-    """Write a client's tensors atomically (a temporary file renamed into place) and
-    keep the newest :data:`CLIENT_CACHE_KEEP` files; a failed write only costs time."""
+    """Write a client's tensors atomically (a temporary folder renamed into place)
+    and keep the newest :data:`CLIENT_CACHE_KEEP` folders; a failed write (a
+    read-only host, another process that renamed its copy first) only costs time."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **{name: getattr(data, name).numpy() for name in _CLIENT_ARRAYS})
-        os.replace(tmp, path)
-        files = sorted(path.parent.glob("*.npz"), key=lambda f: f.stat().st_mtime)
-        for old in files[:-CLIENT_CACHE_KEEP]:
-            old.unlink(missing_ok=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in _CLIENT_ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(data, name).numpy())
+        try:
+            os.rename(tmp, path)
+        except OSError:  # a torn copy is in the way (a good one was read instead)
+            shutil.rmtree(path, ignore_errors=True)
+            os.rename(tmp, path)
+        kept = sorted(
+            (d for d in path.parent.iterdir() if not d.name.startswith(".")),
+            key=lambda d: d.stat().st_mtime,
+        )
+        for old in kept[:-CLIENT_CACHE_KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
     except OSError:
         pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def class_indicator(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> list[int]:

@@ -134,10 +134,12 @@ def test_client_cache_returns_the_cold_arrays_and_follows_the_settings(
         want = partition.load_client_data(other, pid, disk_cache=False)
         assert _same(partition.load_client_data(other, pid, disk_cache=True), want)
         assert not _same(want, cold)
-    # a torn file is recomputed and replaced, not trusted
-    path.write_bytes(path.read_bytes()[:100])
+    # a torn file is not trusted: the data is computed again
+    torn = path / "x_train.npy"
+    torn.write_bytes(torn.read_bytes()[:1000])
+    assert partition._read_client_cache(path) is None
     assert _same(partition.load_client_data(cfg, 4, disk_cache=True), cold)
-    assert _same(partition._read_client_cache(path), cold)
+    assert _same(partition._read_client_cache(path), cold)  # and replaced
 
 
 def test_client_cache_is_on_in_a_per_message_clientapp_process(monkeypatch):
