@@ -596,8 +596,8 @@ def our_part(reps: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     for nodes in sizes:
         cfg = json.dumps(job_config(nodes, 1))
         _fresh(_DATA, cfg, "1")  # the per-node cache file exists from here on
-        cold = [_fresh(_DATA, cfg, "0") for _ in range(reps)]
-        warm = [_fresh(_DATA, cfg, "1") for _ in range(reps)]
+        cold = [_fresh(_DATA, cfg, "0") for _ in range(max(2, reps - 2))]
+        warm = [_fresh(_DATA, cfg, "1") for _ in range(max(2, reps - 2))]
         out["data"].append(
             {
                 "nodes": nodes,
@@ -620,13 +620,22 @@ def run(quick: bool = False) -> dict[str, Any]:
     rounds = 2 if quick else 3
     app = app_copy(RUNS / SUITE / "app")
     runs: list[dict[str, Any]] = []
+    keep = RUNS / SUITE / ("quick-runs.jsonl" if quick else "runs.jsonl")
+    keep.unlink(missing_ok=True)
+
+    def kept(result: dict[str, Any]) -> None:
+        runs.append(result)  # and on disk, should a later step fail
+        with open(keep, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(result) + "\n")
+
     with LoadMonitor() as load:
         ours = our_part(2 if quick else 5, sizes)
+        keep.with_suffix(".ours.json").write_text(json.dumps(ours))
         for nodes in sizes:
-            runs.append(deploy_once(f"deploy-{nodes}", nodes, rounds, app, {}))
-            runs.append(simulate_once(f"sim-{nodes}", nodes, rounds))
+            kept(deploy_once(f"deploy-{nodes}", nodes, rounds, app, {}))
+            kept(simulate_once(f"sim-{nodes}", nodes, rounds))
         for name, nodes, env, label in [] if quick else EXTRA:
-            runs.append(deploy_once(name, nodes, rounds, app, env, label))
+            kept(deploy_once(name, nodes, rounds, app, env, label))
     data = {
         "suite": SUITE,
         "quick": quick,
