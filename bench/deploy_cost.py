@@ -83,8 +83,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("data", "run config + data load", "ours"),
     ("train", "training (50 local steps)", "ours"),
     ("reply", "reply (delta, metrics)", "ours"),
-    ("push", "reply pushed, process exits", "Flower"),
-    ("send", "SuperNode sends the reply (reply poll)", "Flower"),
+    ("push", "reply pushed; SuperNode picks it up (reply poll) and sends it", "Flower"),
 ]
 
 #: Where Flower's per-message costs come from in the installed flwr: (what, file
@@ -422,9 +421,10 @@ def follow_messages(work: Path, nodes: int) -> list[dict[str, Any]]:
                 "data-loaded": mark.get("data-loaded"),
                 "trained": mark.get("trained", mark.get("reply-built")),
                 "reply-built": mark.get("reply-built"),
-                "exit": exits.get(int(mark["pid"])),
                 "sent": got.get("sent"),
             }
+            # the process exits while (or after) its reply is sent: off the path
+            ended = exits.get(int(mark["pid"]))
             order = list(point)
             stages: dict[str, float] = {}
             for (key, _, _), a, b in zip(STAGES, order[:-1], order[1:], strict=True):
@@ -442,6 +442,14 @@ def follow_messages(work: Path, nodes: int) -> list[dict[str, Any]]:
                         point["sent"] - point["created"]
                         if point["sent"] and point["created"]
                         else None
+                    ),
+                    "process_s": (
+                        ended - point["process-start"]
+                        if ended and point["process-start"]
+                        else None
+                    ),
+                    "exit_after_send_s": (
+                        ended - point["sent"] if ended and point["sent"] else None
                     ),
                 }
             )
@@ -578,6 +586,7 @@ def _fresh(code: str, *args: str, env: dict[str, str] | None = None) -> dict[str
 def our_part(reps: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     """Our imports and a client's data load, each in fresh processes, before and
     after making them small (medians of ``reps``)."""
+    _fresh(_WHOLE_IMPORT)  # warm-up: the libraries' files into the page cache
     imports = [_fresh(_IMPORTS) for _ in range(reps)]
     whole = [_fresh(_WHOLE_IMPORT) for _ in range(reps)]
 
@@ -680,6 +689,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "flower_s": flower,
             "ours_s": ours,
             "message_s": _median([m["total"] for m in train]),
+            "process_s": _median([m.get("process_s") for m in train]),
             "deploy_round_s": _median(dep["rounds_s"][1:] or dep["rounds_s"]),
             "deploy_rounds_s": dep["rounds_s"],
             "sim_round_s": _median((sim or {}).get("rounds_s", [None])[1:])
@@ -726,6 +736,11 @@ def render(data: dict[str, Any]) -> str:
             "message: created → reply sent (median)",
             "",
             *[fmt(r["message_s"], 2) for r in rows],
+        ],
+        [
+            "`flwr-clientapp` process: start → exit (median)",
+            "",
+            *[fmt(r.get("process_s"), 2) for r in rows],
         ],
         [
             "**round, deployed** (rounds 2…, median)",

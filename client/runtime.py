@@ -44,7 +44,13 @@ from common.training import evaluate
 class LazyClientApp(ClientApp):
     """Flower's ClientApp that imports a message's handler module on first use
     (:func:`client.handlers.load_for`): a per-message deployment process then
-    imports one method's handlers, not every method's."""
+    imports one method's handlers, not every method's.
+
+    Handler modules register on this process's :data:`app`. A simulation hands
+    each Ray worker a pickled copy of the app loaded in its driver (registered
+    before any handler module was imported), so every call dispatches through the
+    process's own :data:`app`, never through a copy's empty registry.
+    """
 
     def __init__(self, mods: list[Any]) -> None:
         super().__init__(mods=mods)
@@ -52,15 +58,16 @@ class LazyClientApp(ClientApp):
 
     def __call__(self, message: Message, context: Context) -> Message:
         """Register what the message needs (the run's plugins, then its handler
-        module) and let Flower dispatch it."""
+        module) and let Flower dispatch it through this process's app."""
+        own = app
         kind = message.metadata.message_type
-        if kind not in self._prepared:
+        if kind not in own._prepared:
             load_plugins(context.run_config)
             from client.handlers import load_for  # they import this module
 
             load_for(kind)
-            self._prepared.add(kind)
-        return super().__call__(message, context)
+            own._prepared.add(kind)
+        return ClientApp.__call__(own, message, context)
 
 
 # timing marks (written only when asked); exceptions become one-line error replies

@@ -39,18 +39,18 @@ _handled = 0
 def process_start() -> float | None:
     """When this process started, as a Unix time (None where /proc is missing).
 
-    Read from ``/proc/self/stat`` (clock ticks after boot) and the boot time in
-    ``/proc/stat``: Python's own start-up happens before any code of ours runs, so
+    ``/proc/self/stat`` holds the start in clock ticks after boot; the time since
+    boot (``CLOCK_BOOTTIME``, the clock it counts on) places it on the wall clock to
+    a tick (10 ms). Python's own start-up happens before any code of ours runs, so
     only the kernel knows when the process began.
     """
     try:
-        stat = open("/proc/self/stat").read()  # noqa: SIM115 - tiny file
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-    except (OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - since_boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def mark(name: str) -> None:

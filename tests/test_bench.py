@@ -999,7 +999,8 @@ def test_deploy_cost_follows_each_message_through_the_logs(tmp_path):
     assert stages["fab"] == pytest.approx(0.4, abs=2e-3)
     assert stages["imports"] == pytest.approx(2.0)
     assert stages["train"] == pytest.approx(2.0)
-    assert stages["send"] == pytest.approx(1.0, abs=2e-3)
+    assert stages["push"] == pytest.approx(1.6, abs=2e-3)  # built → SuperNode sends
+    assert train["process_s"] == pytest.approx(6.5) and train["exit_after_send_s"] < 0
     assert (
         sum(stages.values())
         == pytest.approx(train["total"])

@@ -116,3 +116,29 @@ def test_importing_the_app_imports_no_handlers_until_a_message_needs_them():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_pickled_copy_of_the_app_dispatches_to_lazily_loaded_handlers():
+    """Simulation ships each Ray worker a pickled copy of the app taken before any
+    handler module was imported: the copy must still reach the handler."""
+    code = """
+import cloudpickle
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+import client.app
+from common.config import defaults
+
+copy = cloudpickle.loads(cloudpickle.dumps(client.app.app))
+assert copy is not client.app.app
+TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1
+msg = Message(RecordDict(), dst_node_id=1, message_type="train")
+run_config = {**defaults(), "dataset": "synthetic", "num-clients": 2}
+ctx = Context(run_id=1, node_id=1, node_config={"partition-id": 0},
+              state=RecordDict(), run_config=run_config)
+reply = copy(msg, ctx)  # the plain handler runs and finds no config record
+assert reply.has_error() and "KeyError" in reply.error.reason, reply.error.reason
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
