@@ -995,7 +995,8 @@ def test_deploy_cost_follows_each_message_through_the_logs(tmp_path):
     stages = train["stages"]
     assert set(stages) == {key for key, _, _ in deploy_cost.STAGES}
     assert stages["pickup"] == pytest.approx(2.0, abs=2e-3)
-    assert stages["dispatch"] == pytest.approx(0.3, abs=2e-3)
+    assert stages["dispatch"] == pytest.approx(0.5, abs=2e-3)
+    assert train["pull_s"] == pytest.approx(0.2, abs=2e-3)
     assert stages["fab"] == pytest.approx(0.4, abs=2e-3)
     assert stages["imports"] == pytest.approx(2.0)
     assert stages["train"] == pytest.approx(2.0)
