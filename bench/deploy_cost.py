@@ -930,7 +930,7 @@ NOTES: list[str] = [
     "dataset memory map, every client's split, gather and normalise) took 0.1 s; "
     "a `flwr-clientapp` process now reads its client's ready tensors from a "
     "per-node cache (`common.partition`, keyed by the data's fingerprint, the "
-    "partition settings, seed and partition id, written atomically next to the "
+    "partition id and the whole run config, written atomically next to the "
     "dataset cache): 0.02 s. The first message on a host with no caches pays "
     "5.6 s once (decoding the IDX files, partitioning with flwr-datasets, writing "
     "the caches). What is left of ours besides torch and training is ≈ 0.1 s of "

@@ -406,26 +406,14 @@ def client_cache_enabled() -> bool:
 
 def client_cache_path(cfg: RunConfig, partition_id: int, fingerprint: str) -> Path:
     """The cache folder of one client's tensors: keyed by the data's content
-    fingerprint (which covers its preprocessing) and every setting that decides the
-    client's rows (partitioner and its settings, fractions, seed, low-data size,
-    partition id), so any change reads another file."""
+    fingerprint (which covers its preprocessing), the partition id and the whole
+    resolved run config. A setting added later that moves rows (a partitioner's
+    new key) can never be answered from an old folder; a change of a setting that
+    cannot move a row (rounds, learning rates) costs one miss per node."""
     key = json.dumps(
-        [
-            fingerprint,
-            cfg.dataset,
-            cfg.partitioner,
-            cfg.num_clients,
-            cfg.classes_per_client,
-            cfg.dirichlet_alpha,
-            cfg.shards_per_client,
-            cfg.val_fraction,
-            cfg.test_fraction,
-            cfg.seed,
-            cfg.samples_per_client,
-            partition_id,
-            _PARTITION_FORMAT,
-            _CLIENT_FORMAT,
-        ]
+        [fingerprint, partition_id, _PARTITION_FORMAT, _CLIENT_FORMAT, cfg.to_dict()],
+        sort_keys=True,
+        default=str,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return default_data_dir() / "cache" / "clients" / digest
