@@ -753,11 +753,15 @@ def render(data: dict[str, Any]) -> str:
     ]
     body += [
         [
-            "**Flower's part**",
+            "**Flower's part** (sum of its medians)",
             "Flower",
             *[f"**{fmt(r['flower_s'], 2)}**" for r in rows],
         ],
-        ["**our part**", "ours", *[f"**{fmt(r['ours_s'], 2)}**" for r in rows]],
+        [
+            "**our part** (sum of its medians)",
+            "ours",
+            *[f"**{fmt(r['ours_s'], 2)}**" for r in rows],
+        ],
         [
             "message: created → reply sent (median)",
             "",
