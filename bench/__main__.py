@@ -87,6 +87,12 @@ SUITES: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
         "personalisation latency: a new client's model from a checkpoint on CPU",
         _module("latency"),
     ),
+    "deploy-cost": (
+        "a deployed round attributed per message (Flower's process start, FAB "
+        "install, our imports, data, training, reply) on 2/5/10 loopback "
+        "SuperNodes, against simulation",
+        _module("deploy_cost"),
+    ),
 }
 
 

@@ -40,6 +40,7 @@ RENDERERS: dict[str, str] = {
     "server-cost": "bench.server_cost",
     "scale": "bench.scale",
     "latency": "bench.latency",
+    "deploy-cost": "bench.deploy_cost",
     "chunked-lr": "bench.accuracy",
 }
 

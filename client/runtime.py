@@ -27,6 +27,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from client.checks import data_identity, error_replies, with_node_config
+from client.timing import mark, timing_mod
 from common.config import RunConfig, load_plugins, parse_run_config
 from common.models import build_model, count_params
 from common.partition import (
@@ -39,7 +40,38 @@ from common.protocol import EXTRAS
 from common.records import config_of, to_record
 from common.training import evaluate
 
-app = ClientApp(mods=[error_replies])  # exceptions become one-line error replies
+
+class LazyClientApp(ClientApp):
+    """Flower's ClientApp that imports a message's handler module on first use
+    (:func:`client.handlers.load_for`): a per-message deployment process then
+    imports one method's handlers, not every method's.
+
+    Handler modules register on this process's :data:`app`. A simulation hands
+    each Ray worker a pickled copy of the app loaded in its driver (registered
+    before any handler module was imported), so every call dispatches through the
+    process's own :data:`app`, never through a copy's empty registry.
+    """
+
+    def __init__(self, mods: list[Any]) -> None:
+        super().__init__(mods=mods)
+        self._prepared: set[str] = set()
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        """Register what the message needs (the run's plugins, then its handler
+        module) and let Flower dispatch it through this process's app."""
+        own = app
+        kind = message.metadata.message_type
+        if kind not in own._prepared:
+            load_plugins(context.run_config)
+            from client.handlers import load_for  # they import this module
+
+            load_for(kind)
+            own._prepared.add(kind)
+        return ClientApp.__call__(own, message, context)
+
+
+# timing marks (written only when asked); exceptions become one-line error replies
+app = LazyClientApp(mods=[timing_mod, error_replies])
 torch.set_num_threads(int(os.environ.get("HYPERFLOWER_CLIENT_THREADS", "1")))
 
 
@@ -77,7 +109,9 @@ def setup(context: Context) -> tuple[RunConfig, str, int, ClientData]:
     """The validated run config, this client's id and partition id, and its data."""
     cfg = with_node_config(parse_run_config(context.run_config), context.node_config)
     cid, pid = client_identity(context, cfg)
-    return cfg, cid, pid, load_client_data(cfg, pid)
+    data = load_client_data(cfg, pid)
+    mark("data-loaded")
+    return cfg, cid, pid, data
 
 
 def train_reply(
@@ -88,6 +122,7 @@ def train_reply(
 ) -> Message:
     """A train reply: the delta, the metrics and, when the method declares them,
     extra arrays (validated by the server like the delta)."""
+    mark("trained")
     records: dict[str, Any] = {
         "delta": to_record(delta),
         "metrics": MetricRecord(metrics),

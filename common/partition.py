@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -399,18 +402,116 @@ def subsample(
     )
 
 
-def load_client_data(cfg: RunConfig, partition_id: int) -> ClientData:
-    """The tensors of one client's partition (what a ClientApp trains on)."""
+def load_client_data(
+    cfg: RunConfig, partition_id: int, disk_cache: bool | None = None
+) -> ClientData:
+    """The tensors of one client's partition (what a ClientApp trains on).
+
+    ``disk_cache`` keeps them in a per-node cache file (:func:`client_cache_path`),
+    so a process that serves one message and exits does not gather and normalise
+    its rows again; None decides by :func:`client_cache_enabled`.
+    """
     if not 0 <= partition_id < cfg.num_clients:
         raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
     pooled = load_pooled(cfg.dataset, cfg.data_dir)
+    if disk_cache is None:
+        disk_cache = client_cache_enabled()
+    path = client_cache_path(cfg, partition_id, pooled.fingerprint)
+    if disk_cache and (cached := _read_client_cache(path)) is not None:
+        return cached
     split = client_split(cfg, partition_id)
     (xt, yt), (xv, yv), (xs, ys) = (
         pooled.rows(split.train),
         pooled.rows(split.val),
         pooled.rows(split.test),
     )
-    return ClientData(xt, yt, xv, yv, xs, ys)
+    data = ClientData(xt, yt, xv, yv, xs, ys)
+    if disk_cache:
+        _write_client_cache(path, data)
+    return data
+
+
+# ---- the per-node cache of one client's tensors --------------------------------
+#: Bump when what a client cache file holds, or how it is computed, changes.
+_CLIENT_FORMAT = 1
+#: ``1`` / ``0``: always / never use the per-node cache (default: only in a
+#: ``flwr-clientapp`` process, which Flower starts for a single message).
+CLIENT_CACHE_ENV = "HYPERFLOWER_CLIENT_CACHE"
+#: Client cache folders kept per host; older ones go when a new one is written.
+CLIENT_CACHE_KEEP = 32
+_CLIENT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def client_cache_enabled() -> bool:
+    """Whether :func:`load_client_data` uses the per-node cache by default.
+
+    Deployment starts a fresh ``flwr-clientapp`` process for every message, which
+    would otherwise gather and normalise its rows every time; a simulation worker or
+    an in-process run keeps its data in memory and would only fill the disk.
+    ``HYPERFLOWER_CLIENT_CACHE`` overrides the choice.
+    """
+    forced = os.environ.get(CLIENT_CACHE_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "flwr-clientapp"
+
+
+def client_cache_path(cfg: RunConfig, partition_id: int, fingerprint: str) -> Path:
+    """The cache folder of one client's tensors: keyed by the data's content
+    fingerprint (which covers its preprocessing), the partition id and the whole
+    resolved run config. A setting added later that moves rows (a partitioner's
+    new key) can never be answered from an old folder; a change of a setting that
+    cannot move a row (rounds, learning rates) costs one miss per node."""
+    key = json.dumps(
+        [fingerprint, partition_id, _PARTITION_FORMAT, _CLIENT_FORMAT, cfg.to_dict()],
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return default_data_dir() / "cache" / "clients" / digest
+
+
+def _read_client_cache(path: Path) -> ClientData | None:
+    """The cached tensors, or None when the folder is absent or incomplete.
+
+    Plain ``.npy`` files, read whole: no archive to decompress or checksum, so a
+    hit costs about one copy of the client's tensors from the page cache.
+    """
+    try:
+        arrays = {name: np.load(path / f"{name}.npy") for name in _CLIENT_ARRAYS}
+    except (OSError, ValueError, EOFError):
+        return None
+    parts = [("x_train", "y_train"), ("x_val", "y_val"), ("x_test", "y_test")]
+    if any(len(arrays[x]) != len(arrays[y]) for x, y in parts):
+        return None
+    return ClientData(*(torch.from_numpy(arrays[name]) for name in _CLIENT_ARRAYS))
+
+
+def _write_client_cache(path: Path, data: ClientData) -> None:
+    """Write a client's tensors atomically (a temporary folder renamed into place)
+    and keep the newest :data:`CLIENT_CACHE_KEEP` folders; a failed write (a
+    read-only host, another process that renamed its copy first) only costs time."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in _CLIENT_ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(data, name).numpy())
+        try:
+            os.rename(tmp, path)
+        except OSError:  # a torn copy is in the way (a good one was read instead)
+            shutil.rmtree(path, ignore_errors=True)
+            os.rename(tmp, path)
+        kept = sorted(
+            (d for d in path.parent.iterdir() if not d.name.startswith(".")),
+            key=lambda d: d.stat().st_mtime,
+        )
+        for old in kept[:-CLIENT_CACHE_KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def class_indicator(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> list[int]:

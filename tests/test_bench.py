@@ -934,3 +934,97 @@ def test_pfeddsh_row_from_a_run_made_outside_the_table(tmp_path):
     assert row["config"] == {"masks": True, "server-lr": 0.1, "replay": True}
     assert row["batches"][0]["acc"] == 0.9
     assert (out / "pfeddsh-fmnist-stress.md").exists()
+
+
+def test_deploy_cost_follows_each_message_through_the_logs(tmp_path):
+    """The deploy-cost suite lines up, per node, the SuperNode's k-th message, the
+    k-th flwr-clientapp process and the k-th timing record, and splits the message's
+    life into stages that add up to creation → reply sent."""
+    from datetime import datetime
+
+    from bench import deploy_cost
+
+    base = datetime(2026, 12, 7, 23, 0, 0).timestamp()
+
+    def line(level: str, t: float, text: str) -> str:
+        stamp = datetime.fromtimestamp(base + t).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+        return f"\x1b[92m{level} {stamp}\x1b[0m:     {text}"
+
+    (tmp_path / "supernode-0.log").write_text(
+        "\n".join(
+            [
+                line("INFO", 1.0, "Receiving: query message (ID: a)"),
+                line("INFO", 1.1, "Received successfully"),
+                line("INFO", 9.0, "Sending: query message (ID: b)"),
+                line("INFO", 12.0, "Receiving: train message (ID: c)"),
+                line("INFO", 12.2, "Received successfully"),
+                line("DEBUG", 12.3, "something else"),
+                line("INFO", 20.0, "Sending: train message (ID: d)"),
+            ]
+        )
+    )
+    (tmp_path / "clientapp-0.log").write_text(
+        "\n".join(
+            [
+                line("INFO", 2.0, "Start `flwr-clientapp` process"),
+                line("DEBUG", 2.5, "[flwr-clientapp] Start FAB installation."),
+                line("DEBUG", 2.9, "[flwr-clientapp] Start `ClientApp` Loading."),
+                line("INFO", 13.0, "Start `flwr-clientapp` process"),
+                line("DEBUG", 13.5, "[flwr-clientapp] Start FAB installation."),
+                line("DEBUG", 13.9, "[flwr-clientapp] Start `ClientApp` Loading."),
+            ]
+        )
+    )
+    marks = [
+        {"pid": 7, "type": "query", "partition-id": 0, "created": base + 0.5,
+         "process-start": base + 1.5, "import-start": base + 3.0,
+         "import-done": base + 5.0, "handler-start": base + 5.1,
+         "data-loaded": base + 5.3, "reply-built": base + 5.4},
+        {"pid": 8, "type": "train", "partition-id": 0, "created": base + 10.0,
+         "process-start": base + 12.5, "import-start": base + 14.0,
+         "import-done": base + 16.0, "handler-start": base + 16.1,
+         "data-loaded": base + 16.3, "trained": base + 18.3,
+         "reply-built": base + 18.4},
+    ]  # fmt: skip
+    exits = [{"pid": 7, "exit": base + 6.0}, {"pid": 8, "exit": base + 19.0}]
+    (tmp_path / "timing.jsonl").write_text(
+        "\n".join(json.dumps(m) for m in [marks[0], exits[0], marks[1], exits[1]])
+    )
+    query, train = deploy_cost.follow_messages(tmp_path, 1)
+    assert (query["type"], train["type"]) == ("query", "train")
+    stages = train["stages"]
+    assert set(stages) == {key for key, _, _ in deploy_cost.STAGES}
+    assert stages["pickup"] == pytest.approx(2.0, abs=2e-3)
+    assert stages["dispatch"] == pytest.approx(0.5, abs=2e-3)
+    assert train["pull_s"] == pytest.approx(0.2, abs=2e-3)
+    assert stages["fab"] == pytest.approx(0.4, abs=2e-3)
+    assert stages["imports"] == pytest.approx(2.0)
+    assert stages["train"] == pytest.approx(2.0)
+    assert stages["push"] == pytest.approx(1.6, abs=2e-3)  # built → SuperNode sends
+    assert train["process_s"] == pytest.approx(6.5) and train["exit_after_send_s"] < 0
+    assert (
+        sum(stages.values())
+        == pytest.approx(train["total"])
+        == pytest.approx(10.0, abs=2e-3)
+    )
+    row = deploy_cost.summarise(
+        [
+            {
+                "engine": "deploy",
+                "nodes": 1,
+                "ok": True,
+                "messages": [query, train],
+                "rounds_s": [11.0, 10.0],
+            }
+        ]
+    )[0]
+    assert row["train_messages"] == 1 and row["deploy_round_s"] == 10.0
+    assert row["ours_s"] == pytest.approx(2.0 + 0.1 + 0.2 + 2.0 + 0.1)
+
+
+def test_deploy_cost_cites_flower_lines_that_exist():
+    from bench import deploy_cost
+
+    sites = deploy_cost.flower_sources()
+    missing = [s["what"] for s in sites if s["line"] is None]
+    assert not missing, f"not found in the installed flwr: {missing}"

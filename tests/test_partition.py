@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from common.partition import partition_indices, split_client, split_participants
 
@@ -74,3 +75,83 @@ def test_samples_per_client_shrinks_every_client_and_zero_keeps_all():
     low = client_splits(parse_run_config({**base, "samples-per-client": 40}))
     assert all(len(s.train) + len(s.val) + len(s.test) == 40 for s in low)
     assert all(len(s.train) > 40 for s in full)
+
+
+def _client_cfg(**over):
+    from common.config import defaults, parse_run_config
+
+    base = {
+        **defaults(),
+        "dataset": "synthetic",
+        "num-clients": 10,
+        "partitioner": "class-shares",
+        "seed": 3,
+    }
+    return parse_run_config({**base, **over})
+
+
+def _same(a, b) -> bool:
+    names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    return all(
+        getattr(a, n).dtype == getattr(b, n).dtype
+        and torch.equal(getattr(a, n), getattr(b, n))
+        for n in names
+    )
+
+
+def test_client_cache_returns_the_cold_arrays_and_follows_the_settings(
+    tmp_path, monkeypatch
+):
+    """The per-node cache (what a per-message ClientApp process reads) holds exactly
+    the tensors a cold load gives, and another setting reads another file."""
+    import common.partition as partition
+    from common.data import load_pooled
+
+    monkeypatch.setenv("HYPERFLOWER_DATA", str(tmp_path))
+    cfg = _client_cfg()
+    fingerprint = load_pooled("synthetic", "").fingerprint
+    cold = partition.load_client_data(cfg, 4, disk_cache=False)
+    path = partition.client_cache_path(cfg, 4, fingerprint)
+    assert not path.exists()
+    assert _same(partition.load_client_data(cfg, 4, disk_cache=True), cold)
+    assert path.exists()
+
+    def no_split(_cfg):
+        raise AssertionError("a cache hit must not partition again")
+
+    with monkeypatch.context() as m:
+        m.setattr(partition, "client_splits", no_split)
+        assert _same(partition.load_client_data(cfg, 4, disk_cache=True), cold)
+
+    # any setting that decides the rows names another file, loaded cold and right
+    for other, pid in [
+        (_client_cfg(seed=4), 4),
+        (_client_cfg(**{"samples-per-client": 60}), 4),
+        (_client_cfg(**{"val-fraction": 0.2}), 4),
+        (cfg, 5),
+    ]:
+        assert partition.client_cache_path(other, pid, fingerprint) != path
+        want = partition.load_client_data(other, pid, disk_cache=False)
+        assert _same(partition.load_client_data(other, pid, disk_cache=True), want)
+        assert not _same(want, cold)
+    # a torn file is not trusted: the data is computed again
+    torn = path / "x_train.npy"
+    torn.write_bytes(torn.read_bytes()[:1000])
+    assert partition._read_client_cache(path) is None
+    assert _same(partition.load_client_data(cfg, 4, disk_cache=True), cold)
+    assert _same(partition._read_client_cache(path), cold)  # and replaced
+
+
+def test_client_cache_is_on_in_a_per_message_clientapp_process(monkeypatch):
+    from common.partition import CLIENT_CACHE_ENV, client_cache_enabled
+
+    monkeypatch.delenv(CLIENT_CACHE_ENV, raising=False)
+    monkeypatch.setattr("sys.argv", ["/venv/bin/flwr-clientapp", "--insecure"])
+    assert client_cache_enabled()
+    monkeypatch.setattr("sys.argv", ["/venv/bin/flwr-simulation"])
+    assert not client_cache_enabled()
+    monkeypatch.setenv(CLIENT_CACHE_ENV, "1")
+    assert client_cache_enabled()
+    monkeypatch.setenv(CLIENT_CACHE_ENV, "0")
+    monkeypatch.setattr("sys.argv", ["/venv/bin/flwr-clientapp"])
+    assert not client_cache_enabled()
