@@ -50,7 +50,7 @@ from bench.harness import (
     run_job,
 )
 from bench.report import fmt, load_caveat, paragraphs, save_plot, table, write_results
-from common.flwr_cli import run_config_arg
+from common.flwr_cli import copy_app_files, run_config_arg
 
 SUITE = "deploy-cost"
 SIZES = (2, 5, 10)
@@ -213,18 +213,7 @@ def app_copy(dest: Path) -> Path:
     ``flwr run`` builds the FAB from it without walking the virtual environment."""
     if dest.exists():
         shutil.rmtree(dest)
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        src = ROOT / name
-        if src.is_file() and not src.is_symlink():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
+    return copy_app_files(ROOT, dest)
 
 
 def _port_block(nodes: int) -> int:

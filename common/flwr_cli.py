@@ -140,3 +140,23 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def copy_app_files(root: Path, dest: Path) -> Path:
+    """The app's files under ``root`` (what git tracks or would track) copied to
+    ``dest``: ``flwr run`` builds its FAB from there without walking the virtual
+    environment's files, seconds of CPU a run; the FAB holds the same files."""
+    import shutil
+
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        src = root / name
+        if src.is_file() and not src.is_symlink():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from common.flwr_cli import copy_app_files, free_ports
 from common.flwr_cli import flwr_env as flwr_env_for
-from common.flwr_cli import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -43,19 +42,7 @@ def app_copy(tmp_path_factory) -> Path:
     own, for ``flwr run`` to build its FAB from (``HYPERFLOWER_APP_DIR``): run from
     the repository, it walks the virtual environment's files too, seconds of CPU a
     run. The FAB built from the copy holds the same files."""
-    dest = tmp_path_factory.mktemp("app")
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        src = ROOT / name
-        if src.is_file() and not src.is_symlink():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
+    return copy_app_files(ROOT, tmp_path_factory.mktemp("app"))
 
 
 @pytest.fixture(scope="session")
