@@ -3,8 +3,6 @@ the store spread on a bounded sample, and the scale-only ``sampled`` partitioner
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -19,14 +17,15 @@ from common.partition import (
 from server.direct_grid import DirectGrid, project_client_app, run_in_process
 from server.loop import HELD_OUT_STREAM, evaluation_sample
 from tests.conftest import small_config
-from tests.test_lazy_registration import BASE, Recorder
+from tests.test_lazy_registration import (
+    BASE,
+    Recorder,
+    held_out_nodes,
+    lazy_run,
+    rows_of,
+)
 
 HFZ = {"method": "hyperfedzero"}
-
-
-def rows_of(tmp_path, name: str = "test") -> list[dict]:
-    path = tmp_path / "outputs" / name / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def kind_of(message_type: str) -> str:
@@ -41,22 +40,8 @@ def test_hyperfedzero_client_first_drawn_at_round_r_registers_then_and_trains(
     other registers in the round that first draws it and trains in it; a held-out
     client never trains; at the last round every client has registered, every
     participant evaluates and every held-out client is evaluated."""
-    seen = Recorder()
-    summary = run_in_process(
-        small_config(
-            tmp_path,
-            **HFZ,
-            **{
-                "registration": "lazy",
-                "num-rounds": 5,
-                "clients-per-round": 2,
-                "eval-every": 5,
-            },
-        ),
-        fault_hook=seen,
-    )
-    assert summary is not None
-    held = {BASE + p for p in split_participants(10, 0.2, 42)[1]}
+    summary, seen = lazy_run(tmp_path, **HFZ)
+    held = held_out_nodes()
     first_train = next(i for i, m in enumerate(seen.seen) if kind_of(m[0]) == "train")
     assert [m[0] for m in seen.seen[:first_train]].count("query") == 2  # start + 1
     registered_in: dict[int, int] = {}

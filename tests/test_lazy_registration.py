@@ -44,20 +44,15 @@ class Recorder:
         return reply
 
 
-def rows_of(tmp_path, name: str = "test") -> list[dict]:
-    path = tmp_path / "outputs" / name / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def test_a_client_first_drawn_at_round_r_registers_then_and_trains(tmp_path):
-    """Start-up registers one client; every other registers in the round that
-    first draws it, just before its first train message; a held-out client never
-    trains; the last round's evaluation registers the rest (every participant
-    evaluates), so the held-out evaluation still covers every held-out client."""
+def lazy_run(tmp_path, **extra) -> tuple[dict, Recorder]:
+    """A 5-round lazy-registration run of 10 small clients, 2 a round, evaluated
+    at the last round (``extra``: more keys, e.g. the method): its summary and every
+    message it sent."""
     seen = Recorder()
     summary = run_in_process(
         small_config(
             tmp_path,
+            **extra,
             **{
                 "registration": "lazy",
                 "num-rounds": 5,
@@ -68,6 +63,20 @@ def test_a_client_first_drawn_at_round_r_registers_then_and_trains(tmp_path):
         fault_hook=seen,
     )
     assert summary is not None
+    return summary, seen
+
+
+def rows_of(tmp_path, name: str = "test") -> list[dict]:
+    path = tmp_path / "outputs" / name / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_client_first_drawn_at_round_r_registers_then_and_trains(tmp_path):
+    """Start-up registers one client; every other registers in the round that
+    first draws it, just before its first train message; a held-out client never
+    trains; the last round's evaluation registers the rest (every participant
+    evaluates), so the held-out evaluation still covers every held-out client."""
+    summary, seen = lazy_run(tmp_path)
     held = held_out_nodes()
     # the round each message belongs to: a query belongs to the round of the
     # train messages that follow it

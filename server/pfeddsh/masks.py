@@ -252,12 +252,14 @@ class NeuronMasks:
         return {n: mine[n] & ~others[n] for n in mine}
 
     # ---- the training batch's gradient --------------------------------------------
-    def costs(self) -> list[torch.Tensor]:
+    def costs(self, used: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """c_u per unit: 1 for a unit no earlier batch uses, ``reuse_cost`` for one an
-        earlier batch uses."""
+        earlier batch uses (``used``: :meth:`used`, when the caller has it)."""
         return [
             torch.where(u, self.reuse_cost, 1.0).to(s.device)
-            for u, s in zip(self.used(), self.scores, strict=True)
+            for u, s in zip(
+                self.used() if used is None else used, self.scores, strict=True
+            )
         ]
 
     def used_share(self) -> float:
@@ -291,7 +293,7 @@ class NeuronMasks:
         with torch.no_grad():
             scales = []
             used = self.used()
-            for c, u, s in zip(self.costs(), used, self.scores, strict=True):
+            for c, u, s in zip(self.costs(used), used, self.scores, strict=True):
                 sig = torch.sigmoid(s)
                 slope = sig * (1 - sig)
                 task = s.grad if s.grad is not None else torch.zeros_like(s)
