@@ -20,17 +20,14 @@ from tests.conftest import small_config
 from tests.test_lazy_registration import (
     BASE,
     Recorder,
+    check_registered_when_first_drawn,
     held_out_nodes,
+    kind_of,
     lazy_run,
     rows_of,
 )
 
 HFZ = {"method": "hyperfedzero"}
-
-
-def kind_of(message_type: str) -> str:
-    """``train.hyperfedzero`` -> ``train`` (HyperFedZero's routed handlers)."""
-    return message_type.split(".")[0]
 
 
 def test_hyperfedzero_client_first_drawn_at_round_r_registers_then_and_trains(
@@ -42,27 +39,7 @@ def test_hyperfedzero_client_first_drawn_at_round_r_registers_then_and_trains(
     participant evaluates and every held-out client is evaluated."""
     summary, seen = lazy_run(tmp_path, **HFZ)
     held = held_out_nodes()
-    first_train = next(i for i, m in enumerate(seen.seen) if kind_of(m[0]) == "train")
-    assert [m[0] for m in seen.seen[:first_train]].count("query") == 2  # start + 1
-    registered_in: dict[int, int] = {}
-    trained_in: dict[int, int] = {}
-    queries: list[int] = []
-    for kind, node, rnd, phase in seen.seen:
-        if kind == "query":
-            queries.append(node)
-        elif kind_of(kind) == "train" and phase == "train":
-            assert node not in held, f"held-out node {node} trained at round {rnd}"
-            for q in queries:
-                registered_in.setdefault(q, rnd)
-            queries = []
-            trained_in.setdefault(node, rnd)
-    for node, rnd in trained_in.items():
-        assert registered_in.get(node, 1) == rnd, (node, rnd)
-    assert max(trained_in.values()) > 1  # some client was first drawn later
-    assert len(set(trained_in)) < 8  # not every participant was drawn to train
-    rows = rows_of(tmp_path)
-    assert sum(r["registered"] for r in rows) == 10 - 1
-    assert rows[-1]["eval-clients"] == 8
+    trained_in = check_registered_when_first_drawn(tmp_path, seen, held)
     assert summary["num_participants"] == summary["participant_eval_clients"] == 8
     zero_shot = {node for _, node, _, phase in seen.seen if phase == "zero-shot"}
     assert zero_shot == held

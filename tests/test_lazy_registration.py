@@ -66,21 +66,22 @@ def lazy_run(tmp_path, **extra) -> tuple[dict, Recorder]:
     return summary, seen
 
 
-def rows_of(tmp_path, name: str = "test") -> list[dict]:
-    path = tmp_path / "outputs" / name / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def kind_of(message_type: str) -> str:
+    """A message's action: ``train.hyperfedzero`` -> ``train`` (a method's routed
+    handlers), ``train`` -> ``train``."""
+    return message_type.split(".")[0]
 
 
-def test_a_client_first_drawn_at_round_r_registers_then_and_trains(tmp_path):
-    """Start-up registers one client; every other registers in the round that
-    first draws it, just before its first train message; a held-out client never
-    trains; the last round's evaluation registers the rest (every participant
-    evaluates), so the held-out evaluation still covers every held-out client."""
-    summary, seen = lazy_run(tmp_path)
-    held = held_out_nodes()
+def check_registered_when_first_drawn(
+    tmp_path, seen: Recorder, held: set[int]
+) -> dict[int, int]:
+    """The lazy-registration checks of a :func:`lazy_run`: start-up registers one
+    client, every other registers in the round that first draws it, a held-out
+    client never trains, the last round registers the rest and every participant
+    evaluates. Returns the round each node first trained in."""
     # the round each message belongs to: a query belongs to the round of the
     # train messages that follow it
-    first_train = next(i for i, m in enumerate(seen.seen) if m[0] == "train")
+    first_train = next(i for i, m in enumerate(seen.seen) if kind_of(m[0]) == "train")
     assert [m[0] for m in seen.seen[:first_train]].count("query") == 2  # start + 1
     registered_in: dict[int, int] = {}
     trained_in: dict[int, int] = {}
@@ -88,7 +89,7 @@ def test_a_client_first_drawn_at_round_r_registers_then_and_trains(tmp_path):
     for kind, node, rnd, phase in seen.seen:
         if kind == "query":
             queries.append(node)
-        elif kind == "train" and phase == "train":
+        elif kind_of(kind) == "train" and phase == "train":
             assert node not in held, f"held-out node {node} trained at round {rnd}"
             for q in queries:
                 registered_in.setdefault(q, rnd)
@@ -103,6 +104,22 @@ def test_a_client_first_drawn_at_round_r_registers_then_and_trains(tmp_path):
     rows = rows_of(tmp_path)
     assert sum(r["registered"] for r in rows) == 10 - 1  # the last round: the rest
     assert rows[-1]["eval-clients"] == 8  # every participant, at the last round
+    return trained_in
+
+
+def rows_of(tmp_path, name: str = "test") -> list[dict]:
+    path = tmp_path / "outputs" / name / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_client_first_drawn_at_round_r_registers_then_and_trains(tmp_path):
+    """Start-up registers one client; every other registers in the round that
+    first draws it, just before its first train message; a held-out client never
+    trains; the last round's evaluation registers the rest (every participant
+    evaluates), so the held-out evaluation still covers every held-out client."""
+    summary, seen = lazy_run(tmp_path)
+    held = held_out_nodes()
+    check_registered_when_first_drawn(tmp_path, seen, held)
     assert summary["participant_eval_clients"] == 8
     assert summary["num_participants"] == 8
     evaluated_held_out = {
