@@ -84,8 +84,9 @@ class Table:
     """One table: its MH preset (architectures, hypernetwork), the preset whose
     split it runs on (None: the MH preset's own), its rows, its page, the prefix of
     its rows' sweeps (``tune-<prefix>-<row>.json``) and, for a table on the hetero
-    table's split, the prefix whose sweeps a row takes when it has none of its own
-    (same clients, data, rounds and hypernetwork: only the architectures differ)."""
+    table's split, the prefixes whose sweeps a row takes, in order, when it has none
+    of its own (same clients, data, rounds and hypernetwork: only the architectures
+    differ)."""
 
     name: str
     page: str
@@ -95,7 +96,7 @@ class Table:
     budget: dict[str, Any]
     tune_prefix: str
     title: str
-    tune_fallback: str = ""
+    tune_fallback: tuple[str, ...] = ()
 
 
 SHARED_ROWS = ("mh", "separate", "gd", "fedproto", "arch", "local")
@@ -120,7 +121,7 @@ TABLES: dict[str, Table] = {
         {},
         "mh-shared",
         "shared heads: lenet5 + cnn3 and cnn + mlp-m share a head, mlp-xl unseen",
-        "mh",
+        ("mh",),
     ),
     "homo": Table(
         "homo",
@@ -131,7 +132,7 @@ TABLES: dict[str, Table] = {
         {},
         "mh-homo",
         "one architecture for all: LeNet-5",
-        "mh",
+        ("mh", "mh-shared"),
     ),
     "hard-shared": Table(
         "hard-shared",
@@ -645,12 +646,12 @@ def own_source(
     table: Table | None = None,
 ) -> Path | None:
     """The committed sweep page a row's setting comes from: its own on this table
-    (``tune-<prefix>-<row>.json``), else the fallback table's (same split), else
-    None (the presets' values). The head-sharing ablation takes MH-pFedHN's: it
-    differs from it in its groups only."""
+    (``tune-<prefix>-<row>.json``), else the first fallback table's that has one
+    (same split), else None (the presets' values). The head-sharing ablation takes
+    MH-pFedHN's: it differs from it in its groups only."""
     table = table or TABLES["hetero"]
     row = "mh" if row == "separate" else row
-    for prefix in filter(None, (table.tune_prefix, table.tune_fallback)):
+    for prefix in filter(None, (table.tune_prefix, *table.tune_fallback)):
         path = results / f"tune-{prefix}-{row}.json"
         if path.exists():
             return path
