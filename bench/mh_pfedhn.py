@@ -1018,7 +1018,26 @@ def main() -> None:
         action="store_true",
         help="rewrite the page from the recorded rows, running nothing",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        metavar="KEY=VALUE",
+        help="a diagnostic: override a key in every row's run (needs --tag)",
+    )
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="write <page>-<tag>.md and <page>-<tag>-runs.jsonl (a diagnostic "
+        "page beside the table's, never the table itself)",
+    )
     args = parser.parse_args()
+    from bench.tune import parse_pairs
+
+    sets = parse_pairs(args.sets, many=False)
+    if sets and not args.tag:
+        raise SystemExit("--set changes the rows' settings: give it a --tag")
     table = TABLES[args.table]
     quick: dict[str, Any] = (
         {"num-rounds": 2, "eval-every": 1, "local-steps": 2, "mh-novel-rounds": 1}
@@ -1028,7 +1047,8 @@ def main() -> None:
     work = Path(args.work) / ("quick" if args.quick else "")
     default_out = work / "results" if args.quick else ROOT / "bench" / "results"
     out = Path(args.out) if args.out else default_out
-    raw = out / f"{table.page}-runs.jsonl"
+    page = f"{table.page}-{args.tag}" if args.tag else table.page
+    raw = out / f"{page}-runs.jsonl"
     for folder, label in args.add_run:
         record(raw, read_run(Path(folder), label))
     wanted = [] if args.render_only else (args.rows or ",".join(table.rows)).split(",")
@@ -1036,6 +1056,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"table {table.name} has no rows {unknown}: {table.rows}")
     prefix = "" if table.name == "hetero" else f"{table.name}-"
+    prefix += f"{args.tag}-" if args.tag else ""
     for seed in [] if args.render_only else [int(s) for s in args.seeds.split(",")]:
         common: dict[str, Any] = {"seed": seed, "output-dir": str(work), **quick}
         if args.rounds is not None:
@@ -1045,11 +1066,22 @@ def main() -> None:
             for label, cfg in row_configs(row, {**base, **own(row, table=table)}):
                 if row != "mh" and row != "arch":
                     cfg = {**cfg, **quick, "run-name": f"{prefix}{row}-{seed}"}
-                record(raw, federated(cfg, label))
+                record(raw, federated({**cfg, **sets}, label) | {"sets": sets})
         if "local" in wanted:
-            record(raw, local_only({**base, **own("local", table=table)}))
+            cfg = {**base, **own("local", table=table), **sets}
+            record(raw, local_only(cfg) | {"sets": sets})
     rows = [json.loads(x) for x in raw.read_text().splitlines()] if raw.exists() else []
-    (out / f"{table.page}.md").write_text(render(rows, table))
+    text = render(rows, table)
+    diag = sorted({json.dumps(r["sets"]) for r in rows if r.get("sets")})
+    if diag:
+        text += (
+            "\nDiagnostic runs, not the table: every row here ran with "
+            + "; ".join(
+                ", ".join(f"{k}={v}" for k, v in json.loads(d).items()) for d in diag
+            )
+            + " on top of its table setting.\n"
+        )
+    (out / f"{page}.md").write_text(text)
 
 
 def record(raw: Path, row: dict[str, Any]) -> None:
