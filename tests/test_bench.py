@@ -682,6 +682,37 @@ def test_mh_tables_on_the_hetero_split_take_its_sweeps_unless_they_have_their_ow
     line = settings_line(shared, tmp_path)
     assert "local-only: inner-lr=0.01 (`tune-mh-shared-local`)" in line
     assert "FedProto: the presets' values (no sweep yet)" in line
+    # the homo table falls back to the hetero table's sweeps, then the shared one's
+    homo = TABLES["homo"]
+    page("mh-shared-fedproto", "inner-lr=0.25")
+    assert own("fedproto", tmp_path, homo) == {"inner-lr": 0.25}
+    assert own("fedproto", tmp_path, hard) == {}
+
+
+def test_mh_diagnostic_override_needs_a_tag_and_is_recorded(tmp_path, monkeypatch):
+    """``--set`` changes the rows' settings, so it never writes the table's own page:
+    without ``--tag`` it is refused; with one, the page says what was changed."""
+    import torch
+
+    from bench import mh_pfedhn
+
+    # main() pins torch to one thread, as the table's runs are: not for this worker
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    argv = ["x", "--table", "shared", "--render-only", "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", [*argv, "--set", "mh-kd-lambda=0"])
+    with pytest.raises(SystemExit, match="give it a --tag"):
+        mh_pfedhn.main()
+    src = Path(mh_pfedhn.__file__).parents[1] / "bench" / "results"
+    row = json.loads(
+        (src / "mh-pfedhn-shared-kd0-runs.jsonl").read_text().split("\n")[0]
+    )
+    (tmp_path / "mh-pfedhn-shared-kd0-runs.jsonl").write_text(json.dumps(row) + "\n")
+    monkeypatch.setattr("sys.argv", [*argv, "--tag", "kd0"])
+    mh_pfedhn.main()
+    text = (tmp_path / "mh-pfedhn-shared-kd0.md").read_text()
+    assert row["sets"] == {"mh-kd-lambda": 0}
+    assert "Diagnostic runs, not the table" in text and "mh-kd-lambda=0" in text
+    assert not (tmp_path / "mh-pfedhn-shared.md").exists()
 
 
 def test_mh_local_only_stops_every_client_at_one_checkpoint(tmp_path):
