@@ -983,6 +983,8 @@ def tune_novel(argv: list[str]) -> None:
 
 def main() -> None:
     """Run the rows for every seed and write the page and raw rows."""
+    from bench.tune import add_diagnostic_options, parse_pairs
+
     torch.set_num_threads(1)  # as the ServerApp and ClientApps run: same numerics
     if "--tune" in sys.argv:
         tune(sys.argv[1:])
@@ -1018,22 +1020,8 @@ def main() -> None:
         action="store_true",
         help="rewrite the page from the recorded rows, running nothing",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        dest="sets",
-        metavar="KEY=VALUE",
-        help="a diagnostic: override a key in every row's run (needs --tag)",
-    )
-    parser.add_argument(
-        "--tag",
-        default="",
-        help="write <page>-<tag>.md and <page>-<tag>-runs.jsonl (a diagnostic "
-        "page beside the table's, never the table itself)",
-    )
+    add_diagnostic_options(parser, "<page>-<tag>, raw rows <page>-<tag>-runs.jsonl")
     args = parser.parse_args()
-    from bench.tune import parse_pairs
 
     sets = parse_pairs(args.sets, many=False)
     if sets and not args.tag:

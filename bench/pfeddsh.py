@@ -37,7 +37,7 @@ import numpy as np
 
 from bench.harness import RESULTS, ROOT
 from bench.paired import Paired, against_zero, by_seed, claim_section, compare
-from bench.tune import parse_pairs
+from bench.tune import add_diagnostic_options, parse_pairs
 from common.flwr_cli import merge_presets
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -521,16 +521,7 @@ def main(argv: list[str] | None = None) -> None:
         help="rounds per batch (num-rounds = this × client-batches; 0: the "
         "preset's); the page is <preset>-r<R>",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        dest="sets",
-        metavar="KEY=VALUE",
-        help="run-config key for every run of a diagnostic table (repeatable; "
-        "needs --tag, which names its page <preset>[-r<R>]-<tag>)",
-    )
-    parser.add_argument("--tag", default="", help="page suffix of a --set table")
+    add_diagnostic_options(parser, "<preset>[-r<R>]-<tag>")
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -738,6 +738,22 @@ def _value(text: str) -> Any:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def add_diagnostic_options(parser: argparse.ArgumentParser, page: str) -> None:
+    """``--set KEY=VALUE`` (repeatable) and ``--tag T`` on a table's command line: a
+    diagnostic run of the table's rows with keys changed, written to its own page
+    (``page``, with ``<tag>`` where the tag goes) so it never replaces the table."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        metavar="KEY=VALUE",
+        help=f"run-config key for every run of a diagnostic table (repeatable; "
+        f"needs --tag, which names its page {page})",
+    )
+    parser.add_argument("--tag", default="", help="page suffix of a --set table")
+
+
 def parse_pairs(items: Sequence[str], many: bool) -> dict[str, Any]:
     """KEY=VALUE arguments as run-config overrides (``many``: KEY=V1,V2 as a list of
     grid points), values typed as the TOML presets would type them."""
