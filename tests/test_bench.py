@@ -977,34 +977,35 @@ def test_deploy_cost_follows_each_message_through_the_logs(tmp_path):
 
     base = datetime(2026, 12, 7, 23, 0, 0).timestamp()
 
-    def line(level: str, t: float, text: str) -> str:
-        stamp = datetime.fromtimestamp(base + t).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
-        return f"\x1b[92m{level} {stamp}\x1b[0m:     {text}"
+    def log(name: str, *lines: tuple[str, float, str]) -> None:
+        """A Flower log file of (level, seconds after base, text) lines."""
+        (tmp_path / name).write_text(
+            "\n".join(
+                f"\x1b[92m{level} "
+                + datetime.fromtimestamp(base + t).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+                + f"\x1b[0m:     {text}"
+                for level, t, text in lines
+            )
+        )
 
-    (tmp_path / "supernode-0.log").write_text(
-        "\n".join(
-            [
-                line("INFO", 1.0, "Receiving: query message (ID: a)"),
-                line("INFO", 1.1, "Received successfully"),
-                line("INFO", 9.0, "Sending: query message (ID: b)"),
-                line("INFO", 12.0, "Receiving: train message (ID: c)"),
-                line("INFO", 12.2, "Received successfully"),
-                line("DEBUG", 12.3, "something else"),
-                line("INFO", 20.0, "Sending: train message (ID: d)"),
-            ]
-        )
+    log(
+        "supernode-0.log",
+        ("INFO", 1.0, "Receiving: query message (ID: a)"),
+        ("INFO", 1.1, "Received successfully"),
+        ("INFO", 9.0, "Sending: query message (ID: b)"),
+        ("INFO", 12.0, "Receiving: train message (ID: c)"),
+        ("INFO", 12.2, "Received successfully"),
+        ("DEBUG", 12.3, "something else"),
+        ("INFO", 20.0, "Sending: train message (ID: d)"),
     )
-    (tmp_path / "clientapp-0.log").write_text(
-        "\n".join(
-            [
-                line("INFO", 2.0, "Start `flwr-clientapp` process"),
-                line("DEBUG", 2.5, "[flwr-clientapp] Start FAB installation."),
-                line("DEBUG", 2.9, "[flwr-clientapp] Start `ClientApp` Loading."),
-                line("INFO", 13.0, "Start `flwr-clientapp` process"),
-                line("DEBUG", 13.5, "[flwr-clientapp] Start FAB installation."),
-                line("DEBUG", 13.9, "[flwr-clientapp] Start `ClientApp` Loading."),
-            ]
-        )
+    log(
+        "clientapp-0.log",
+        ("INFO", 2.0, "Start `flwr-clientapp` process"),
+        ("DEBUG", 2.5, "[flwr-clientapp] Start FAB installation."),
+        ("DEBUG", 2.9, "[flwr-clientapp] Start `ClientApp` Loading."),
+        ("INFO", 13.0, "Start `flwr-clientapp` process"),
+        ("DEBUG", 13.5, "[flwr-clientapp] Start FAB installation."),
+        ("DEBUG", 13.9, "[flwr-clientapp] Start `ClientApp` Loading."),
     )
     marks = [
         {"pid": 7, "type": "query", "partition-id": 0, "created": base + 0.5,
